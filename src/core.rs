@@ -1,0 +1,854 @@
+//! Call control: the B2BUA's brain, sans-IO. SIP datagrams, media events and time go in;
+//! SIP messages to send come out of [`Core::poll_transmit`], RTP leaves through [`MediaIo`],
+//! and [`Core::poll_timeout`] says when to call [`Core::handle_timeout`] next.
+//!
+//! One `Core` owns every call, transaction and media stream, so nothing here locks.
+
+use crate::config::Config;
+use crate::ivr::dialplan::{Decision, Dialplan, Next};
+use crate::ivr::engine::{Action, Input, Ivr, TimerKind};
+use crate::media::engine::{MediaEngine, MediaEvent, StreamId, StreamParams};
+use crate::sdp::{self, LocalMedia, RemoteMedia, SdpError};
+use crate::sip::message::{self, InDialogRequest, RequestInfo, ResponseSpec};
+use crate::sip::transaction::{ClientOutcome, ClientTransactions, Disposition, ServerTransactions, TimerQueue};
+use crate::sip::{Method, Peer, Request, SipMessage, Transmit, T1, T2};
+use crate::stats::Stats;
+use crate::time::WallClock;
+use bytes::Bytes;
+use rand::RngExt as _;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, info_span, warn, Span};
+
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+
+/// The RTP side of the runtime: opening a port for a call, sending, closing.
+pub trait MediaIo {
+    type Tx;
+    /// Opens an RTP endpoint for call `key`; `None` when no port is free.
+    fn open(&mut self, key: u64) -> Option<(Self::Tx, u16)>;
+    fn send(&mut self, tx: &Self::Tx, packet: &[u8], to: SocketAddr);
+    fn close(&mut self, tx: Self::Tx);
+    /// The payload type of RFC 4733 events the peer sends on this endpoint, once negotiated.
+    fn set_event_pt(&mut self, tx: &Self::Tx, pt: Option<u8>);
+}
+
+/// What the runtime's RTP readers report.
+#[derive(Debug, Clone, Copy)]
+pub enum RtpEvent {
+    /// RTP arrives from this address: send there (symmetric RTP, for peers behind NAT).
+    PeerAddress(u64, SocketAddr),
+    Digit(u64, char),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallState {
+    /// INVITE received, no final response yet.
+    Ringing,
+    /// 200 OK sent, waiting for ACK.
+    Answered,
+    Confirmed,
+    /// We sent BYE and wait for its response.
+    Ending,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum CallTimer {
+    Answer,
+    OkRetransmit,
+    OkTimeout,
+    Ivr(TimerKindOrd, u32),
+    MaxDuration,
+}
+
+/// `TimerKind` with an order, for the timer heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum TimerKindOrd {
+    MenuTimeout,
+    HoldPrompt,
+    MaxWait,
+}
+
+impl From<TimerKind> for TimerKindOrd {
+    fn from(k: TimerKind) -> Self {
+        match k {
+            TimerKind::MenuTimeout => TimerKindOrd::MenuTimeout,
+            TimerKind::HoldPrompt => TimerKindOrd::HoldPrompt,
+            TimerKind::MaxWait => TimerKindOrd::MaxWait,
+        }
+    }
+}
+impl From<TimerKindOrd> for TimerKind {
+    fn from(k: TimerKindOrd) -> Self {
+        match k {
+            TimerKindOrd::MenuTimeout => TimerKind::MenuTimeout,
+            TimerKindOrd::HoldPrompt => TimerKind::HoldPrompt,
+            TimerKindOrd::MaxWait => TimerKind::MaxWait,
+        }
+    }
+}
+
+struct Call {
+    call_id: String,
+    remote_tag: String,
+    local_tag: String,
+    peer: Peer,
+    invite: Request,
+    invite_branch: String,
+    remote_target: String,
+    route_set: Vec<String>,
+    local_ip: IpAddr,
+    state: CallState,
+    stream: StreamId,
+    local_media: LocalMedia,
+    remote_media: Option<RemoteMedia>,
+    /// The 2xx we retransmit until the ACK with this CSeq arrives.
+    ok: Option<(Bytes, u32)>,
+    ok_interval: Duration,
+    ok_next: Option<Instant>,
+    ok_deadline: Option<Instant>,
+    remote_cseq: u32,
+    local_cseq: u32,
+    ivr: Option<Ivr>,
+    pending: Option<Decision>,
+    span: Span,
+}
+
+pub struct Core<M: MediaIo> {
+    cfg: Arc<Config>,
+    plan: Arc<Dialplan>,
+    clock: WallClock,
+    stats: Arc<Stats>,
+    media_io: M,
+    media: MediaEngine<M::Tx>,
+    server_txs: ServerTransactions,
+    client_txs: ClientTransactions,
+    calls: HashMap<u64, Call>,
+    /// (Call-ID, remote tag) → call key.
+    dialogs: HashMap<(String, String), u64>,
+    /// INVITE branch → call key, for CANCEL.
+    by_branch: HashMap<String, u64>,
+    stream_calls: HashMap<StreamId, u64>,
+    timers: TimerQueue<(u64, CallTimer)>,
+    next_key: u64,
+    out: VecDeque<Transmit>,
+    shutting_down: bool,
+}
+
+impl<M: MediaIo> Core<M> {
+    pub fn new(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<crate::media::prompts::PromptStore>, clock: WallClock, stats: Arc<Stats>, media_io: M) -> Self {
+        Core {
+            cfg,
+            plan,
+            clock,
+            stats,
+            media_io,
+            media: MediaEngine::new(prompts),
+            server_txs: ServerTransactions::default(),
+            client_txs: ClientTransactions::default(),
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            by_branch: HashMap::new(),
+            stream_calls: HashMap::new(),
+            timers: TimerQueue::default(),
+            next_key: 1,
+            out: VecDeque::new(),
+            shutting_down: false,
+        }
+    }
+
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn media_io(&mut self) -> &mut M {
+        &mut self.media_io
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.timers.next(), self.server_txs.poll_timeout(), self.client_txs.poll_timeout()].into_iter().flatten().min()
+    }
+
+    /// New INVITEs get 503 from now on; calls in progress go on.
+    pub fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+    }
+
+    /// Hangs up every call (end of the shutdown grace period).
+    pub fn hangup_all(&mut self, now: Instant) {
+        let keys: Vec<u64> = self.calls.keys().copied().collect();
+        for key in keys {
+            match self.calls.get(&key).map(|c| c.state) {
+                Some(CallState::Ringing) => self.reject_ringing(now, key, 503, "Service Unavailable"),
+                Some(CallState::Ending) | None => {}
+                Some(_) => self.hangup(now, key),
+            }
+        }
+    }
+
+    /// Sends every RTP frame that is due, then handles what playback reported.
+    pub fn tick_media(&mut self, now: Instant) {
+        let io = &mut self.media_io;
+        let mut sent = 0u64;
+        self.media.tick(now, |tx, pkt, to| {
+            io.send(tx, pkt, to);
+            sent += 1;
+        });
+        self.stats.rtp_sent.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+        while let Some(MediaEvent::PlaybackDone(stream)) = self.media.poll_event() {
+            if let Some(&key) = self.stream_calls.get(&stream) {
+                self.ivr_input(now, key, Input::PlaybackDone);
+            }
+        }
+    }
+
+    pub fn handle_rtp_event(&mut self, now: Instant, ev: RtpEvent) {
+        match ev {
+            RtpEvent::PeerAddress(key, addr) => {
+                if let Some(call) = self.calls.get(&key) {
+                    let _g = call.span.enter();
+                    if self.media.remote(call.stream) != Some(addr) {
+                        debug!(%addr, "RTP arrives from a new address; sending there");
+                        self.media.set_remote(call.stream, Some(addr));
+                    }
+                }
+            }
+            RtpEvent::Digit(key, d) => {
+                Stats::inc(&self.stats.dtmf_digits);
+                if let Some(call) = self.calls.get(&key) {
+                    let _g = call.span.clone().entered();
+                    info!(digit = %d, "DTMF");
+                    self.ivr_input(now, key, Input::Digit(d));
+                }
+            }
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut retrans = Vec::new();
+        self.server_txs.handle_timeout(now, &mut retrans);
+        let mut done = Vec::new();
+        self.client_txs.handle_timeout(now, &mut retrans, &mut done);
+        self.out.extend(retrans);
+        for outcome in done {
+            if let ClientOutcome::Timeout { owner } = outcome {
+                Stats::inc(&self.stats.bye_timeouts);
+                self.finish(owner);
+            }
+        }
+        while let Some((at, (key, timer))) = self.timers.pop_due(now) {
+            let Some(call) = self.calls.get_mut(&key) else { continue };
+            match timer {
+                CallTimer::Answer if call.state == CallState::Ringing => self.answer(now, key),
+                CallTimer::OkRetransmit if call.ok_next == Some(at) => {
+                    if let Some((bytes, _)) = &call.ok {
+                        self.out.push_back(Transmit { peer: call.peer, bytes: bytes.clone() });
+                        call.ok_interval = (call.ok_interval * 2).min(T2);
+                        let next = now + call.ok_interval;
+                        call.ok_next = Some(next);
+                        self.timers.push(next, (key, CallTimer::OkRetransmit));
+                    }
+                }
+                CallTimer::OkTimeout if call.ok_deadline == Some(at) => {
+                    let _g = call.span.clone().entered();
+                    warn!("no ACK for our 200 OK within 64*T1; hanging up");
+                    call.ok = None;
+                    call.ok_next = None;
+                    self.hangup(now, key);
+                }
+                CallTimer::Ivr(kind, epoch) => self.ivr_input(now, key, Input::Timer(kind.into(), epoch)),
+                CallTimer::MaxDuration => {
+                    let _g = call.span.clone().entered();
+                    info!("maximum call duration reached");
+                    self.hangup(now, key);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// One SIP message from the network.
+    pub fn handle_datagram(&mut self, now: Instant, data: &[u8], peer: Peer) {
+        let msg = match message::parse(data) {
+            Ok(m) => m,
+            Err(e) => return self.malformed(data, peer, &e.to_string()),
+        };
+        match msg {
+            SipMessage::Response(resp) => self.handle_response(now, &resp),
+            SipMessage::Request(req) => {
+                let info = match message::request_info(&req) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        if req.method != Method::Ack {
+                            let warning = format!("399 hotline \"{e}\"");
+                            let hdrs = [("Warning", warning.as_str())];
+                            let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(400, "Bad Request") };
+                            self.send_stateless(&req, peer, &spec);
+                            Stats::inc(&self.stats.malformed_answered);
+                        } else {
+                            Stats::inc(&self.stats.malformed_dropped);
+                        }
+                        return;
+                    }
+                };
+                self.handle_request(now, req, info, peer);
+            }
+        }
+    }
+
+    fn malformed(&mut self, data: &[u8], peer: Peer, reason: &str) {
+        match message::fallback_response(data, peer.addr, &self.cfg.sip.user_agent, reason) {
+            Some(bytes) => {
+                Stats::inc(&self.stats.malformed_answered);
+                debug!(src = %peer.addr, reason, "malformed SIP answered");
+                self.out.push_back(Transmit { peer, bytes: bytes.into() });
+            }
+            None => {
+                Stats::inc(&self.stats.malformed_dropped);
+                debug!(src = %peer.addr, reason, "malformed SIP dropped");
+            }
+        }
+    }
+
+    fn send_stateless(&mut self, req: &Request, peer: Peer, spec: &ResponseSpec) {
+        let bytes = message::response(req, peer.addr, &self.cfg.sip.user_agent, spec);
+        self.out.push_back(Transmit { peer, bytes: bytes.into() });
+    }
+
+    /// Sends a response through the server transaction of `info`.
+    fn respond(&mut self, now: Instant, req: &Request, info: &RequestInfo, peer: Peer, spec: &ResponseSpec) {
+        let bytes = message::response(req, peer.addr, &self.cfg.sip.user_agent, spec);
+        let t = self.server_txs.respond(now, &info.branch, info.method, spec.code, bytes, peer);
+        self.out.push_back(t);
+    }
+
+    fn handle_response(&mut self, now: Instant, resp: &rsipstack::sip::Response) {
+        use rsipstack::sip::prelude::*;
+        let Ok(via) = resp.via_header() else { return };
+        let Ok(via) = rsipstack::sip::typed::Via::parse(via.value()) else { return };
+        let Some(branch) = via.branch().map(|b| b.to_string()) else { return };
+        if let Some(ClientOutcome::Response { owner, code }) = self.client_txs.on_response(now, &branch, resp.status_code.code()) {
+            debug!(code, "BYE answered");
+            self.finish(owner);
+        }
+    }
+
+    fn handle_request(&mut self, now: Instant, req: Request, info: RequestInfo, peer: Peer) {
+        if info.max_forwards == Some(0) && info.method != Method::Ack {
+            let spec = ResponseSpec::new(483, "Too Many Hops");
+            return self.send_stateless(&req, peer, &spec);
+        }
+        match self.server_txs.on_request(now, &info.branch, info.method, peer) {
+            Disposition::Retransmission(Some(t)) => return self.out.push_back(t),
+            Disposition::Retransmission(None) | Disposition::AckAbsorbed => return,
+            Disposition::AckForDialog => return self.handle_ack(now, &req, &info),
+            Disposition::New => {}
+        }
+        let dialog = info.to_tag.as_ref().and_then(|_| self.dialog_key(&info));
+        match info.method {
+            Method::Invite if info.to_tag.is_none() => self.new_invite(now, req, info, peer),
+            Method::Invite => match dialog {
+                Some(key) => self.reinvite(now, key, &req, &info, peer),
+                None => self.respond(now, &req, &info, peer, &ResponseSpec::new(481, "Call/Transaction Does Not Exist")),
+            },
+            Method::Cancel => self.cancel(now, &req, &info, peer),
+            Method::Bye => match dialog {
+                Some(key) => {
+                    self.respond(now, &req, &info, peer, &ResponseSpec::new(200, "OK"));
+                    if let Some(call) = self.calls.get(&key) {
+                        let _g = call.span.clone().entered();
+                        info!("caller hung up");
+                    }
+                    self.finish(key);
+                }
+                None => self.respond(now, &req, &info, peer, &ResponseSpec::new(481, "Call/Transaction Does Not Exist")),
+            },
+            Method::Options => {
+                let hdrs = [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "")];
+                let spec = ResponseSpec { headers: &hdrs[..2], ..ResponseSpec::new(200, "OK") };
+                self.respond(now, &req, &info, peer, &spec);
+            }
+            Method::Info | Method::Update => match dialog {
+                Some(key) => self.info_or_update(now, key, &req, &info, peer),
+                None => self.respond(now, &req, &info, peer, &ResponseSpec::new(481, "Call/Transaction Does Not Exist")),
+            },
+            Method::Ack => {}
+            _ => {
+                let hdrs = [("Allow", ALLOW)];
+                let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(405, "Method Not Allowed") };
+                self.respond(now, &req, &info, peer, &spec);
+            }
+        }
+    }
+
+    fn dialog_key(&self, info: &RequestInfo) -> Option<u64> {
+        let key = *self.dialogs.get(&(info.call_id.clone(), info.from_tag.clone().unwrap_or_default()))?;
+        let call = self.calls.get(&key)?;
+        (info.to_tag.as_deref() == Some(call.local_tag.as_str())).then_some(key)
+    }
+
+    fn local_ip(&self, req: &Request) -> IpAddr {
+        if let Some(ip) = self.cfg.sip.public_ip {
+            return ip;
+        }
+        let listen = self.cfg.sip.listen.ip();
+        if !listen.is_unspecified() {
+            return listen;
+        }
+        match &req.uri.host_with_port.host {
+            rsipstack::sip::Host::IpAddr(ip) if !ip.is_unspecified() => *ip,
+            _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+
+    fn new_invite(&mut self, now: Instant, req: Request, info: RequestInfo, peer: Peer) {
+        Stats::inc(&self.stats.invites);
+        let span = info_span!("call", call_id = %info.call_id, number = %info.ruri_user, from = %peer.addr);
+        let _g = span.clone().entered();
+        let refuse = |core: &mut Self, code: u16, reason: &str, hdrs: &[(&str, &str)]| {
+            Stats::inc(&core.stats.invites_refused);
+            info!(code, reason, "INVITE refused");
+            let tag = random_token();
+            let spec = ResponseSpec { to_tag: Some(&tag), headers: hdrs, ..ResponseSpec::new(code, reason) };
+            core.respond(now, &req, &info, peer, &spec);
+        };
+        if self.shutting_down {
+            return refuse(self, 503, "Service Unavailable", &[("Retry-After", "30")]);
+        }
+        let Some(from_tag) = info.from_tag.clone() else {
+            return refuse(self, 400, "Bad Request", &[("Warning", "399 hotline \"From has no tag\"")]);
+        };
+        if let Some(req_ext) = message::header(&req, "Require") {
+            // We support no extensions that a caller can require (no 100rel, no timer).
+            let unsupported = req_ext.to_string();
+            return refuse(self, 420, "Bad Extension", &[("Unsupported", unsupported.as_str())]);
+        }
+        let today = self.clock.today_shanghai();
+        let decision = match self.plan.decide(&info.ruri_user, today) {
+            None => return refuse(self, 404, "Not Found", &[]),
+            Some(Decision::Refuse(code, reason)) => return refuse(self, code, reason, &[]),
+            Some(d) => d,
+        };
+        let remote_media = if req.body.is_empty() {
+            None
+        } else {
+            let ctype = message::header(&req, "Content-Type").unwrap_or("");
+            if !ctype.trim().to_ascii_lowercase().starts_with("application/sdp") {
+                return refuse(self, 415, "Unsupported Media Type", &[("Accept", "application/sdp")]);
+            }
+            match sdp::parse(&req.body) {
+                Ok(m) => Some(m),
+                Err(e @ SdpError::Syntax(_)) => {
+                    let w = format!("399 hotline \"{e}\"");
+                    return refuse(self, 400, "Bad Request", &[("Warning", w.as_str())]);
+                }
+                Err(e) => {
+                    let w = format!("305 hotline \"{e}\"");
+                    return refuse(self, 488, "Not Acceptable Here", &[("Warning", w.as_str())]);
+                }
+            }
+        };
+        let key = self.next_key;
+        let Some((tx, port)) = self.media_io.open(key) else {
+            warn!("no RTP port free");
+            return refuse(self, 503, "Service Unavailable", &[("Retry-After", "5")]);
+        };
+        self.next_key += 1;
+        let mut rng = rand::rng();
+        let (codec, pt) = remote_media.as_ref().map(|m| m.primary()).unwrap_or((crate::media::Codec::Pcmu, 0));
+        let params = StreamParams { codec, payload_type: pt, ssrc: rng.random(), first_seq: rng.random(), first_ts: rng.random() };
+        let remote_addr = remote_media.as_ref().and_then(|m| m.addr);
+        self.media_io.set_event_pt(&tx, remote_media.as_ref().and_then(|m| m.telephone_event));
+        let stream = self.media.add(now, tx, remote_addr, params);
+        if let Some(m) = &remote_media {
+            self.media.set_sending(stream, m.direction.we_may_send());
+        }
+        let local_ip = self.local_ip(&req);
+        let media_ip = self.cfg.rtp.public_ip.unwrap_or(local_ip);
+        let remote_target = message::header(&req, "Contact").map(|c| message::addr_spec(c).to_string()).unwrap_or_else(|| req.uri.to_string());
+        let route_set = req
+            .headers
+            .iter()
+            .filter_map(|h| match h {
+                rsipstack::sip::Header::RecordRoute(r) => Some(r.value().to_string()),
+                _ => None,
+            })
+            .collect();
+        let local_tag = random_token();
+        let call = Call {
+            call_id: info.call_id.clone(),
+            remote_tag: from_tag.clone(),
+            local_tag: local_tag.clone(),
+            peer,
+            invite_branch: info.branch.clone(),
+            remote_target,
+            route_set,
+            local_ip,
+            state: CallState::Ringing,
+            stream,
+            local_media: LocalMedia { ip: media_ip, port, session_id: rng.random::<u32>() as u64, version: 1 },
+            remote_media,
+            ok: None,
+            ok_interval: T1,
+            ok_next: None,
+            ok_deadline: None,
+            remote_cseq: info.cseq,
+            local_cseq: 0,
+            ivr: None,
+            pending: Some(decision),
+            span: span.clone(),
+            invite: req,
+        };
+        info!(rtp_port = port, "new call");
+        self.calls.insert(key, call);
+        self.dialogs.insert((info.call_id.clone(), from_tag), key);
+        self.by_branch.insert(info.branch.clone(), key);
+        self.stream_calls.insert(stream, key);
+        Stats::inc(&self.stats.calls_active);
+
+        let call = &self.calls[&key];
+        let trying = message::response(&call.invite, peer.addr, &self.cfg.sip.user_agent, &ResponseSpec::new(100, "Trying"));
+        let t = self.server_txs.respond(now, &info.branch, Method::Invite, 100, trying, peer);
+        self.out.push_back(t);
+        let contact = self.contact(key);
+        let hdrs = [("Contact", contact.as_str()), ("Allow", ALLOW)];
+        let spec = ResponseSpec { to_tag: Some(&local_tag), headers: &hdrs, ..ResponseSpec::new(180, "Ringing") };
+        let ringing = message::response(&self.calls[&key].invite, peer.addr, &self.cfg.sip.user_agent, &spec);
+        let t = self.server_txs.respond(now, &info.branch, Method::Invite, 180, ringing, peer);
+        self.out.push_back(t);
+        if self.cfg.sip.ring_ms == 0 {
+            self.answer(now, key);
+        } else {
+            self.timers.push(now + Duration::from_millis(self.cfg.sip.ring_ms), (key, CallTimer::Answer));
+        }
+    }
+
+    fn contact(&self, key: u64) -> String {
+        let call = &self.calls[&key];
+        let user = call.invite.uri.user().unwrap_or("hotline");
+        let host = SocketAddr::new(call.local_ip, self.cfg.sip.listen.port());
+        let transport = if call.peer.transport.reliable() { ";transport=tcp" } else { "" };
+        format!("<sip:{user}@{host}{transport}>")
+    }
+
+    fn answer(&mut self, now: Instant, key: u64) {
+        let contact = self.contact(key);
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        let _g = call.span.clone().entered();
+        let body = match &call.remote_media {
+            Some(offer) => sdp::answer(&call.local_media, offer),
+            None => sdp::offer(&call.local_media),
+        };
+        let hdrs = [("Contact", contact.as_str()), ("Allow", ALLOW)];
+        let spec = ResponseSpec {
+            to_tag: Some(&call.local_tag),
+            headers: &hdrs,
+            body: Some(("application/sdp", body.as_bytes())),
+            ..ResponseSpec::new(200, "OK")
+        };
+        let bytes = Bytes::from(message::response(&call.invite, call.peer.addr, &self.cfg.sip.user_agent, &spec));
+        let (branch, peer, cseq) = (call.invite_branch.clone(), call.peer, call.remote_cseq);
+        call.state = CallState::Answered;
+        self.arm_ok(now, key, bytes.clone(), cseq);
+        let t = self.server_txs.respond(now, &branch, Method::Invite, 200, bytes.to_vec(), peer);
+        self.out.push_back(t);
+        Stats::inc(&self.stats.calls_answered);
+        info!("answered");
+        self.timers.push(now + Duration::from_secs(self.cfg.sip.max_call_s), (key, CallTimer::MaxDuration));
+        // With an offer we know where to send: the IVR starts now. Without one (delayed
+        // offer) it starts when the ACK brings the answer.
+        let has_media = self.calls.get(&key).is_some_and(|c| c.remote_media.is_some());
+        if has_media {
+            self.start_ivr(now, key);
+        }
+    }
+
+    /// Retransmits a 2xx until the ACK (RFC 3261 §13.3.1.4): T1 doubling to T2, for 64*T1.
+    fn arm_ok(&mut self, now: Instant, key: u64, bytes: Bytes, cseq: u32) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        call.ok = Some((bytes, cseq));
+        call.ok_interval = T1;
+        let deadline = now + 64 * T1;
+        call.ok_deadline = Some(deadline);
+        self.timers.push(deadline, (key, CallTimer::OkTimeout));
+        if !call.peer.transport.reliable() {
+            let next = now + T1;
+            call.ok_next = Some(next);
+            self.timers.push(next, (key, CallTimer::OkRetransmit));
+        }
+    }
+
+    fn start_ivr(&mut self, now: Instant, key: u64) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        let (first, next) = match call.pending.take() {
+            Some(Decision::Run { first, next }) => (first, next),
+            Some(Decision::Announce(p)) => (vec![p], Next::Hangup),
+            _ => return,
+        };
+        call.ivr = Some(Ivr::new(self.plan.clone(), first, next));
+        self.ivr_input(now, key, Input::Start);
+    }
+
+    fn ivr_input(&mut self, now: Instant, key: u64, input: Input) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        if call.state == CallState::Ending {
+            return;
+        }
+        let Some(ivr) = call.ivr.as_mut() else { return };
+        let _g = call.span.clone().entered();
+        let actions = ivr.handle(input);
+        let stream = call.stream;
+        for action in actions {
+            match action {
+                Action::Play { prompts, loop_last } => {
+                    debug!(?prompts, loop_last, "play");
+                    self.media.play(stream, &prompts, loop_last);
+                }
+                Action::Timer { after, kind, epoch } => {
+                    self.timers.push(now + after, (key, CallTimer::Ivr(kind.into(), epoch)));
+                }
+                Action::Hangup => {
+                    info!("IVR hangs up");
+                    self.hangup(now, key);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_ack(&mut self, now: Instant, req: &Request, info: &RequestInfo) {
+        let Some(key) = self.dialog_key(info) else { return };
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        match &call.ok {
+            Some((_, cseq)) if *cseq == info.cseq => {}
+            _ => return,
+        }
+        call.ok = None;
+        call.ok_next = None;
+        call.ok_deadline = None;
+        if call.state == CallState::Answered {
+            call.state = CallState::Confirmed;
+        }
+        if !req.body.is_empty() {
+            // The answer to the offer we put in a 2xx (delayed offer).
+            match sdp::parse(&req.body) {
+                Ok(m) => {
+                    self.apply_remote_media(key, m);
+                    let starts = self.calls.get(&key).is_some_and(|c| c.ivr.is_none());
+                    if starts {
+                        self.start_ivr(now, key);
+                    }
+                }
+                Err(e) => {
+                    let _g = call.span.clone().entered();
+                    warn!(error = %e, "ACK carries an unusable SDP answer; hanging up");
+                    self.hangup(now, key);
+                }
+            }
+        } else if call.ivr.is_none() && call.remote_media.is_none() {
+            let _g = call.span.clone().entered();
+            warn!("delayed-offer call ACKed without an SDP answer; hanging up");
+            self.hangup(now, key);
+        }
+    }
+
+    fn apply_remote_media(&mut self, key: u64, m: RemoteMedia) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        let (codec, pt) = m.primary();
+        self.media.set_codec(call.stream, codec, pt);
+        self.media.set_remote(call.stream, m.addr);
+        self.media.set_sending(call.stream, m.direction.we_may_send() && m.addr.is_some());
+        if let Some(tx) = self.media.tx(call.stream) {
+            self.media_io.set_event_pt(tx, m.telephone_event);
+        }
+        call.remote_media = Some(m);
+    }
+
+    fn reinvite(&mut self, now: Instant, key: u64, req: &Request, info: &RequestInfo, peer: Peer) {
+        let Some(call) = self.calls.get(&key) else { return };
+        let _g = call.span.clone().entered();
+        if call.ok.is_some() || call.state == CallState::Ending {
+            // RFC 3261 §14.2: a re-INVITE while our 2xx is unacknowledged gets 500 + Retry-After.
+            let hdrs = [("Retry-After", "1")];
+            let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(500, "Server Internal Error") };
+            return self.respond(now, req, info, peer, &spec);
+        }
+        if info.cseq <= call.remote_cseq {
+            return self.respond(now, req, info, peer, &ResponseSpec::new(500, "Server Internal Error"));
+        }
+        let offer = if req.body.is_empty() {
+            None
+        } else {
+            match sdp::parse(&req.body) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    let w = format!("305 hotline \"{e}\"");
+                    let hdrs = [("Warning", w.as_str())];
+                    let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(488, "Not Acceptable Here") };
+                    return self.respond(now, req, info, peer, &spec);
+                }
+            }
+        };
+        info!(hold = offer.as_ref().map(|o| !o.direction.we_may_send() || o.addr.is_none()), "re-INVITE");
+        if let Some(m) = offer.clone() {
+            self.apply_remote_media(key, m);
+        }
+        let contact = self.contact(key);
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        call.remote_cseq = info.cseq;
+        call.local_media.version += 1;
+        let body = match &offer {
+            Some(o) => sdp::answer(&call.local_media, o),
+            None => sdp::offer(&call.local_media),
+        };
+        let hdrs = [("Contact", contact.as_str()), ("Allow", ALLOW)];
+        let spec = ResponseSpec {
+            to_tag: Some(&call.local_tag),
+            headers: &hdrs,
+            body: Some(("application/sdp", body.as_bytes())),
+            ..ResponseSpec::new(200, "OK")
+        };
+        let bytes = Bytes::from(message::response(req, peer.addr, &self.cfg.sip.user_agent, &spec));
+        self.arm_ok(now, key, bytes.clone(), info.cseq);
+        let t = self.server_txs.respond(now, &info.branch, Method::Invite, 200, bytes.to_vec(), peer);
+        self.out.push_back(t);
+    }
+
+    fn info_or_update(&mut self, now: Instant, key: u64, req: &Request, info: &RequestInfo, peer: Peer) {
+        if info.method == Method::Info {
+            // SIP INFO DTMF (application/dtmf-relay), for phones that don't send RFC 4733.
+            let ctype = message::header(req, "Content-Type").unwrap_or("").to_ascii_lowercase();
+            if ctype.contains("dtmf") {
+                let body = String::from_utf8_lossy(&req.body);
+                let digit = body.lines().find_map(|l| {
+                    let (k, v) = l.split_once('=')?;
+                    k.trim().eq_ignore_ascii_case("signal").then(|| v.trim().chars().next())?
+                });
+                self.respond(now, req, info, peer, &ResponseSpec::new(200, "OK"));
+                if let Some(d) = digit.filter(|d| crate::media::dtmf::char_event(*d).is_some()) {
+                    self.handle_rtp_event(now, RtpEvent::Digit(key, d));
+                }
+                return;
+            }
+            return self.respond(now, req, info, peer, &ResponseSpec::new(200, "OK"));
+        }
+        // UPDATE: only a media change without SDP is trivial; with SDP, answer like re-INVITE.
+        if req.body.is_empty() {
+            return self.respond(now, req, info, peer, &ResponseSpec::new(200, "OK"));
+        }
+        match sdp::parse(&req.body) {
+            Ok(m) => {
+                self.apply_remote_media(key, m.clone());
+                let Some(call) = self.calls.get_mut(&key) else { return };
+                call.local_media.version += 1;
+                let body = sdp::answer(&call.local_media, &m);
+                let spec = ResponseSpec { body: Some(("application/sdp", body.as_bytes())), ..ResponseSpec::new(200, "OK") };
+                self.respond(now, req, info, peer, &spec);
+            }
+            Err(e) => {
+                let w = format!("305 hotline \"{e}\"");
+                let hdrs = [("Warning", w.as_str())];
+                let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(488, "Not Acceptable Here") };
+                self.respond(now, req, info, peer, &spec);
+            }
+        }
+    }
+
+    fn cancel(&mut self, now: Instant, req: &Request, info: &RequestInfo, peer: Peer) {
+        let Some(&key) = self.by_branch.get(&info.branch) else {
+            return self.respond(now, req, info, peer, &ResponseSpec::new(481, "Call/Transaction Does Not Exist"));
+        };
+        self.respond(now, req, info, peer, &ResponseSpec::new(200, "OK"));
+        if self.calls.get(&key).is_some_and(|c| c.state == CallState::Ringing) {
+            Stats::inc(&self.stats.cancelled);
+            if let Some(c) = self.calls.get(&key) {
+                let _g = c.span.clone().entered();
+                info!("cancelled before answer");
+            }
+            self.reject_ringing(now, key, 487, "Request Terminated");
+        }
+    }
+
+    /// Final error response to a call that has not been answered, and the call ends.
+    fn reject_ringing(&mut self, now: Instant, key: u64, code: u16, reason: &str) {
+        let Some(call) = self.calls.get(&key) else { return };
+        let spec = ResponseSpec { to_tag: Some(&call.local_tag), ..ResponseSpec::new(code, reason) };
+        let bytes = message::response(&call.invite, call.peer.addr, &self.cfg.sip.user_agent, &spec);
+        let t = self.server_txs.respond(now, &call.invite_branch, Method::Invite, code, bytes, call.peer);
+        self.out.push_back(t);
+        self.finish(key);
+    }
+
+    /// We end an answered call: BYE, and the call goes once the BYE is answered or times out.
+    fn hangup(&mut self, now: Instant, key: u64) {
+        let ua = self.cfg.sip.user_agent.clone();
+        let listen_port = self.cfg.sip.listen.port();
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        if call.state == CallState::Ending {
+            return;
+        }
+        if call.state == CallState::Ringing {
+            return self.reject_ringing(now, key, 480, "Temporarily Unavailable");
+        }
+        call.state = CallState::Ending;
+        call.ok = None;
+        call.ok_next = None;
+        call.ok_deadline = None;
+        call.local_cseq += 1;
+        // Media stops now; the call record waits for the BYE's response.
+        if let Some((tx, stats)) = self.media.remove(call.stream) {
+            self.stats.rtp_frames_skipped.fetch_add(stats.frames_skipped, std::sync::atomic::Ordering::Relaxed);
+            self.media_io.close(tx);
+        }
+        self.stream_calls.remove(&call.stream);
+        let from = format!("{};tag={}", message::header(&call.invite, "To").unwrap_or(""), call.local_tag);
+        let to = message::header(&call.invite, "From").unwrap_or("").to_string();
+        let branch = format!("z9hG4bK{}", random_token());
+        let via_host = SocketAddr::new(call.local_ip, listen_port).to_string();
+        let bytes = message::in_dialog_request(&InDialogRequest {
+            method: "BYE",
+            target: &call.remote_target,
+            via_transport: call.peer.transport.via_name(),
+            via_host: &via_host,
+            branch: &branch,
+            from: &from,
+            to: &to,
+            call_id: &call.call_id,
+            cseq: call.local_cseq.max(1),
+            routes: &call.route_set,
+            user_agent: &ua,
+            extra: &[],
+        });
+        let t = Transmit { peer: call.peer, bytes: bytes.into() };
+        let t = self.client_txs.start(now, &branch, key, t);
+        self.out.push_back(t);
+    }
+
+    /// Removes a call and everything it holds.
+    fn finish(&mut self, key: u64) {
+        let Some(call) = self.calls.remove(&key) else { return };
+        if let Some((tx, stats)) = self.media.remove(call.stream) {
+            self.stats.rtp_frames_skipped.fetch_add(stats.frames_skipped, std::sync::atomic::Ordering::Relaxed);
+            self.media_io.close(tx);
+        }
+        self.stream_calls.remove(&call.stream);
+        self.dialogs.remove(&(call.call_id.clone(), call.remote_tag.clone()));
+        self.by_branch.remove(&call.invite_branch);
+        self.stats.calls_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        Stats::inc(&self.stats.calls_ended);
+        let _g = call.span.enter();
+        let digits = call.ivr.as_ref().map(|i| i.digits.as_str()).unwrap_or("");
+        info!(digits, "call ended");
+    }
+}
+
+fn random_token() -> String {
+    let mut rng = rand::rng();
+    format!("{:016x}", rng.random::<u64>())
+}

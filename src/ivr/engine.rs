@@ -1,0 +1,230 @@
+//! The per-call IVR: a state machine that takes inputs (start, playback finished, a DTMF
+//! digit, a timer) and returns actions (play, set a timer, hang up). It keeps no clock and
+//! does no I/O; timers carry a generation so a timer armed in an earlier state is ignored.
+
+use super::dialplan::{Dialplan, FlowId, Menu, Next, QueueId, Step};
+use crate::media::prompts::PromptId;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A flow that jumps around this many times without playing anything is broken (a `goto`
+/// cycle); the call is ended instead of spinning.
+const MAX_JUMPS: u32 = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimerKind {
+    MenuTimeout,
+    HoldPrompt,
+    MaxWait,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    Start,
+    PlaybackDone,
+    Digit(char),
+    Timer(TimerKind, u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Play { prompts: Vec<PromptId>, loop_last: bool },
+    Timer { after: Duration, kind: TimerKind, epoch: u32 },
+    Hangup,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Intro,
+    Playing,
+    /// The menu prompt (or an error prompt before it) plays; a digit barges in.
+    MenuPrompt { attempt: u32 },
+    MenuWait { attempt: u32 },
+    Queued(QueueId),
+    /// A final prompt plays, then the call is hung up.
+    Closing,
+    Ended,
+}
+
+pub struct Ivr {
+    plan: Arc<Dialplan>,
+    first: Vec<PromptId>,
+    next: Next,
+    flow: Option<FlowId>,
+    step: usize,
+    state: State,
+    epoch: u32,
+    /// The digits the caller pressed, in order, for the call record.
+    pub digits: String,
+}
+
+impl Ivr {
+    pub fn new(plan: Arc<Dialplan>, first: Vec<PromptId>, next: Next) -> Self {
+        Ivr { plan, first, next, flow: None, step: 0, state: State::Intro, epoch: 0, digits: String::new() }
+    }
+
+    /// Name of what the call is doing, for logs and status.
+    pub fn phase(&self) -> &'static str {
+        match self.state {
+            State::Intro => "intro",
+            State::Playing => "playing",
+            State::MenuPrompt { .. } | State::MenuWait { .. } => "menu",
+            State::Queued(_) => "queued",
+            State::Closing => "closing",
+            State::Ended => "ended",
+        }
+    }
+
+    pub fn handle(&mut self, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        match (input, self.state) {
+            (_, State::Ended) => {}
+            (Input::Start, State::Intro) => {
+                if self.first.is_empty() {
+                    self.go_next(&mut out);
+                } else {
+                    out.push(Action::Play { prompts: self.first.clone(), loop_last: false });
+                }
+            }
+            (Input::PlaybackDone, State::Intro) => self.go_next(&mut out),
+            (Input::PlaybackDone, State::Playing) => {
+                self.step += 1;
+                self.run(&mut out);
+            }
+            (Input::PlaybackDone, State::MenuPrompt { attempt }) => {
+                if let Some(menu) = self.menu() {
+                    let after = menu.timeout;
+                    self.state = State::MenuWait { attempt };
+                    self.epoch += 1;
+                    out.push(Action::Timer { after, kind: TimerKind::MenuTimeout, epoch: self.epoch });
+                }
+            }
+            (Input::Digit(d), State::MenuPrompt { attempt } | State::MenuWait { attempt }) => {
+                self.digits.push(d);
+                let Some(menu) = self.menu() else { return out };
+                match menu.options.get(&d).copied() {
+                    Some(flow) => self.enter_flow(flow, &mut out),
+                    None => {
+                        let p = menu.invalid_prompt;
+                        self.menu_retry(attempt, p, &mut out)
+                    }
+                }
+            }
+            (Input::Digit(d), _) => self.digits.push(d),
+            (Input::Timer(TimerKind::MenuTimeout, epoch), State::MenuWait { attempt }) if epoch == self.epoch => {
+                let p = self.menu().and_then(|m| m.timeout_prompt);
+                self.menu_retry(attempt, p, &mut out);
+            }
+            (Input::Timer(TimerKind::HoldPrompt, epoch), State::Queued(q)) if epoch == self.epoch => {
+                let queue = &self.plan.queues[q.0];
+                out.push(Action::Play { prompts: vec![queue.hold_prompt, queue.hold_music], loop_last: true });
+                out.push(Action::Timer { after: queue.hold_prompt_every, kind: TimerKind::HoldPrompt, epoch: self.epoch });
+            }
+            (Input::Timer(TimerKind::MaxWait, epoch), State::Queued(q)) if epoch == self.epoch => {
+                let sorry = self.plan.queues[q.0].sorry;
+                self.close_with(sorry, &mut out);
+            }
+            (Input::PlaybackDone, State::Closing) => {
+                self.state = State::Ended;
+                out.push(Action::Hangup);
+            }
+            _ => {}
+        }
+        out
+    }
+
+    fn menu(&self) -> Option<&Menu> {
+        match self.plan.flows.get(self.flow?.0)?.steps.get(self.step)? {
+            Step::Menu(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    fn menu_retry(&mut self, attempt: u32, error_prompt: Option<PromptId>, out: &mut Vec<Action>) {
+        let Some(menu) = self.menu() else { return };
+        if attempt >= menu.retries {
+            match menu.on_fail {
+                Some(flow) => self.enter_flow(flow, out),
+                None => self.hangup(out),
+            }
+            return;
+        }
+        let mut prompts: Vec<PromptId> = error_prompt.into_iter().collect();
+        prompts.extend_from_slice(&menu.prompt);
+        self.epoch += 1;
+        self.state = State::MenuPrompt { attempt: attempt + 1 };
+        out.push(Action::Play { prompts, loop_last: false });
+    }
+
+    fn go_next(&mut self, out: &mut Vec<Action>) {
+        match self.next {
+            Next::Flow(f) => self.enter_flow(f, out),
+            Next::Queue(q) => self.enter_queue(q, out),
+            Next::Hangup => self.hangup(out),
+        }
+    }
+
+    fn enter_flow(&mut self, flow: FlowId, out: &mut Vec<Action>) {
+        self.flow = Some(flow);
+        self.step = 0;
+        self.run(out);
+    }
+
+    fn enter_queue(&mut self, q: QueueId, out: &mut Vec<Action>) {
+        let queue = &self.plan.queues[q.0];
+        self.epoch += 1;
+        self.state = State::Queued(q);
+        out.push(Action::Play { prompts: vec![queue.hold_prompt, queue.hold_music], loop_last: true });
+        out.push(Action::Timer { after: queue.hold_prompt_every, kind: TimerKind::HoldPrompt, epoch: self.epoch });
+        out.push(Action::Timer { after: queue.max_wait, kind: TimerKind::MaxWait, epoch: self.epoch });
+    }
+
+    /// Runs steps from the current one until one waits for something.
+    fn run(&mut self, out: &mut Vec<Action>) {
+        let plan = self.plan.clone();
+        for _ in 0..MAX_JUMPS {
+            let Some(flow) = self.flow.and_then(|f| plan.flows.get(f.0)) else { return self.hangup(out) };
+            let Some(step) = flow.steps.get(self.step) else { return self.hangup(out) };
+            self.epoch += 1;
+            match step {
+                Step::Play(ps) => {
+                    self.state = State::Playing;
+                    out.push(Action::Play { prompts: ps.clone(), loop_last: false });
+                    return;
+                }
+                Step::Menu(m) => {
+                    self.state = State::MenuPrompt { attempt: 0 };
+                    out.push(Action::Play { prompts: m.prompt.clone(), loop_last: false });
+                    return;
+                }
+                Step::Queue(q) => return self.enter_queue(*q, out),
+                Step::Transfer(_) => {
+                    // Transfer targets come with the transfer layer; until then never silence.
+                    return match plan.sorry {
+                        Some(sorry) => self.close_with(sorry, out),
+                        None => self.hangup(out),
+                    };
+                }
+                Step::Goto(f) => {
+                    self.flow = Some(*f);
+                    self.step = 0;
+                }
+                Step::Hangup => return self.hangup(out),
+            }
+        }
+        tracing::warn!("dialplan loops through goto steps without playing anything; hanging up");
+        self.hangup(out);
+    }
+
+    fn close_with(&mut self, prompt: PromptId, out: &mut Vec<Action>) {
+        self.epoch += 1;
+        self.state = State::Closing;
+        out.push(Action::Play { prompts: vec![prompt], loop_last: false });
+    }
+
+    fn hangup(&mut self, out: &mut Vec<Action>) {
+        self.epoch += 1;
+        self.state = State::Ended;
+        out.push(Action::Hangup);
+    }
+}

@@ -1,0 +1,133 @@
+//! `hotline run` starts the daemon; `hotline check` validates configuration, dialplans and
+//! prompts and prints every problem with its file and reason.
+
+use clap::{Parser, Subcommand};
+use hotline::config::Config;
+use hotline::ivr::dialplan;
+use hotline::media::prompts::PromptStore;
+use hotline::time::WallClock;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "hotline", version, about = "12345 hotline SIP/RTP daemon")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, default_value = "config/hotline.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run,
+    /// Validate configuration, dialplans and prompts; non-zero exit on any problem.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Check => check(&cfg),
+        Command::Run => run(cfg),
+    }
+}
+
+/// Loads prompts and dialplans; the problems found, each as one line.
+fn load(cfg: &Config) -> (Option<(Arc<PromptStore>, Arc<dialplan::Dialplan>)>, Vec<String>) {
+    let mut problems = Vec::new();
+    let prompts = match PromptStore::load_dir(&cfg.paths.prompts) {
+        Ok((store, bad)) => {
+            problems.extend(bad.iter().map(|e| e.to_string()));
+            store
+        }
+        Err(e) => {
+            problems.push(e.to_string());
+            return (None, problems);
+        }
+    };
+    match dialplan::load(&cfg.paths.dialplans, &prompts, &cfg.queues) {
+        Ok(plan) if problems.is_empty() => (Some((Arc::new(prompts), Arc::new(plan))), problems),
+        Ok(_) => (None, problems),
+        Err(ps) => {
+            problems.extend(ps.iter().map(|p| p.to_string()));
+            (None, problems)
+        }
+    }
+}
+
+fn check(cfg: &Config) -> ExitCode {
+    if let Err(e) = WallClock::from_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
+    let (loaded, problems) = load(cfg);
+    for p in &problems {
+        println!("error: {p}");
+    }
+    match loaded {
+        Some((prompts, plan)) if problems.is_empty() => {
+            println!(
+                "ok: {} numbers ({} retired whole-merge, {} dual-number), {} flows, {} queues, {} prompts ({} KiB encoded)",
+                plan.numbers(),
+                plan.merged.len(),
+                plan.dual.len(),
+                plan.flows.len(),
+                plan.queues.len(),
+                prompts.len(),
+                prompts.total_bytes() / 1024
+            );
+            ExitCode::SUCCESS
+        }
+        _ => {
+            println!("{} problem(s)", problems.len());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cfg: Config) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let clock = match WallClock::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (loaded, problems) = load(&cfg);
+    let Some((prompts, plan)) = loaded else {
+        for p in problems {
+            tracing::error!("{p}");
+        }
+        tracing::error!("refusing to start; `hotline check` lists the problems");
+        return ExitCode::from(2);
+    };
+    tracing::info!(today = %clock.today_shanghai(), "calendar date (Asia/Shanghai) for transition windows");
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(hotline::runtime::run(Arc::new(cfg), plan, prompts, clock)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}

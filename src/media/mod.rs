@@ -1,0 +1,47 @@
+//! Media: G.711, prompts kept as encoded frames, RFC 4733 DTMF, and the engine that one clock
+//! paces for every call.
+
+pub mod dtmf;
+pub mod engine;
+pub mod g711;
+pub mod prompts;
+
+/// Samples per 20 ms frame at 8 kHz.
+pub const FRAME_SAMPLES: usize = 160;
+/// One packet every 20 ms.
+pub const FRAME_MS: u64 = 20;
+
+/// The audio codecs we speak; both are G.711 at 8 kHz.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    Pcmu,
+    Pcma,
+}
+
+impl Codec {
+    pub fn static_pt(self) -> u8 {
+        match self {
+            Codec::Pcmu => 0,
+            Codec::Pcma => 8,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+        }
+    }
+    /// The byte that decodes to (near) zero: what we send when nothing plays.
+    pub fn silence(self) -> u8 {
+        match self {
+            Codec::Pcmu => 0xFF,
+            Codec::Pcma => 0xD5,
+        }
+    }
+    pub fn decode(self, b: u8) -> i16 {
+        match self {
+            Codec::Pcmu => g711::ulaw_decode(b),
+            Codec::Pcma => g711::alaw_decode(b),
+        }
+    }
+}

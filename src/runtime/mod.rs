@@ -1,0 +1,159 @@
+//! The tokio layer: sockets, the media clock, timers, signals. Everything it receives goes
+//! into the one [`Core`](crate::core::Core), which runs on a single task; this layer only
+//! moves bytes and sleeps until the core's next deadline.
+
+pub mod http;
+pub mod rtp;
+pub mod tcp;
+
+use crate::config::Config;
+use crate::core::{Core, RtpEvent};
+use crate::ivr::dialplan::Dialplan;
+use crate::media::prompts::PromptStore;
+use crate::sip::{Peer, Transport};
+use crate::stats::Stats;
+use crate::time::WallClock;
+use dashmap::DashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{error, info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot bind SIP UDP {addr}: {source}")]
+    BindUdp { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot bind SIP TCP {addr}: {source}")]
+    BindTcp { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot bind HTTP {addr}: {source}")]
+    BindHttp { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// A SIP message read from a TCP connection.
+pub struct StreamMessage {
+    pub conn: u64,
+    pub addr: std::net::SocketAddr,
+    pub bytes: bytes::Bytes,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT and a graceful drain.
+pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore>, clock: WallClock) -> Result<(), RuntimeError> {
+    let stats = Arc::new(Stats::default());
+    let udp = UdpSocket::bind(cfg.sip.listen).await.map_err(|source| RuntimeError::BindUdp { addr: cfg.sip.listen, source })?;
+    let tcp = tokio::net::TcpListener::bind(cfg.sip.listen).await.map_err(|source| RuntimeError::BindTcp { addr: cfg.sip.listen, source })?;
+    let http = tokio::net::TcpListener::bind(cfg.http.listen).await.map_err(|source| RuntimeError::BindHttp { addr: cfg.http.listen, source })?;
+    info!(sip = %cfg.sip.listen, http = %cfg.http.listen, numbers = plan.numbers(), prompts = prompts.len(), "hotline listening (SIP over UDP and TCP)");
+
+    let conns: Arc<DashMap<u64, mpsc::UnboundedSender<bytes::Bytes>>> = Arc::new(DashMap::new());
+    let (tcp_tx, mut tcp_rx) = mpsc::channel::<StreamMessage>(4096);
+    tokio::spawn(tcp::accept_loop(tcp, conns.clone(), tcp_tx));
+    tokio::spawn(http::serve(http, stats.clone()));
+
+    let (rtp_tx, mut rtp_rx) = mpsc::unbounded_channel::<RtpEvent>();
+    let rtp_io = rtp::RtpIo::new(&cfg, rtp_tx, stats.clone());
+    let mut core = Core::new(cfg.clone(), plan, prompts, clock, stats.clone(), rtp_io);
+
+    let mut ticker = tokio::time::interval(Duration::from_millis(crate::media::FRAME_MS));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate());
+    let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt());
+    let mut draining: Option<Instant> = None;
+    let mut hung_up_all = false;
+    let mut buf = vec![0u8; 65536];
+    let far = Duration::from_secs(3600);
+
+    loop {
+        let next = core.poll_timeout().map(Instant::from_std).unwrap_or_else(|| Instant::now() + far);
+        tokio::select! {
+            r = udp.recv_from(&mut buf) => {
+                let now = std::time::Instant::now();
+                match r {
+                    Ok((n, addr)) => core.handle_datagram(now, &buf[..n], Peer { transport: Transport::Udp, addr }),
+                    Err(e) => warn!(error = %e, "SIP UDP receive failed"),
+                }
+                // Drain what else is queued before sending, so a burst costs one wake-up.
+                for _ in 0..64 {
+                    match udp.try_recv_from(&mut buf) {
+                        Ok((n, addr)) => core.handle_datagram(now, &buf[..n], Peer { transport: Transport::Udp, addr }),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Some(m) = tcp_rx.recv() => {
+                core.handle_datagram(std::time::Instant::now(), &m.bytes, Peer { transport: Transport::Tcp(m.conn), addr: m.addr });
+            }
+            Some(ev) = rtp_rx.recv() => core.handle_rtp_event(std::time::Instant::now(), ev),
+            _ = ticker.tick() => core.tick_media(std::time::Instant::now()),
+            _ = tokio::time::sleep_until(next) => core.handle_timeout(std::time::Instant::now()),
+            _ = recv_signal(&mut sigterm), if draining.is_none() => {
+                info!(calls = core.active_calls(), grace_s = cfg.sip.shutdown_grace_s, "SIGTERM: refusing new calls, draining");
+                core.begin_shutdown();
+                draining = Some(Instant::now() + Duration::from_secs(cfg.sip.shutdown_grace_s));
+            }
+            _ = recv_signal(&mut sigint), if draining.is_none() => {
+                info!(calls = core.active_calls(), "SIGINT: refusing new calls, draining");
+                core.begin_shutdown();
+                draining = Some(Instant::now() + Duration::from_secs(cfg.sip.shutdown_grace_s));
+            }
+        }
+        let now = std::time::Instant::now();
+        if core.poll_timeout().is_some_and(|t| t <= now) {
+            core.handle_timeout(now);
+        }
+        while let Some(t) = core.poll_transmit() {
+            match t.peer.transport {
+                Transport::Udp => {
+                    if let Err(e) = udp.try_send_to(&t.bytes, t.peer.addr) {
+                        if e.kind() == std::io::ErrorKind::WouldBlock {
+                            let _ = udp.send_to(&t.bytes, t.peer.addr).await;
+                        } else {
+                            warn!(error = %e, to = %t.peer.addr, "SIP UDP send failed");
+                        }
+                    }
+                }
+                Transport::Tcp(id) => {
+                    if let Some(c) = conns.get(&id) {
+                        let _ = c.send(t.bytes);
+                    }
+                }
+            }
+        }
+        if let Some(deadline) = draining {
+            if core.active_calls() == 0 {
+                info!("all calls ended; exiting");
+                break;
+            }
+            if Instant::now() >= deadline && !hung_up_all {
+                info!(calls = core.active_calls(), "grace period over; hanging up the remaining calls");
+                core.hangup_all(std::time::Instant::now());
+                hung_up_all = true;
+                draining = Some(Instant::now() + Duration::from_secs(5));
+            } else if Instant::now() >= deadline {
+                warn!(calls = core.active_calls(), "BYEs unanswered; exiting anyway");
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(kind) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            error!(error = %e, "cannot install signal handler");
+            None
+        }
+    }
+}
+
+async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,113 @@
+//! RTP sockets: one per call, from the configured port range (even ports, RTCP's odd port left
+//! free). Sending is a non-blocking `try_send_to` from the core's media tick; each socket has a
+//! small reader task that reports only what call control needs: the peer's source address when
+//! it changes (symmetric RTP) and RFC 4733 digits.
+
+use crate::config::Config;
+use crate::core::{MediaIo, RtpEvent};
+use crate::media::dtmf::DtmfReceiver;
+use crate::stats::Stats;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+const NO_PT: u8 = 0xFF;
+
+pub struct RtpTx {
+    socket: Arc<UdpSocket>,
+    port: u16,
+    event_pt: Arc<AtomicU8>,
+    reader: AbortHandle,
+}
+
+pub struct RtpIo {
+    bind_ip: IpAddr,
+    port_min: u16,
+    port_max: u16,
+    next: u16,
+    in_use: HashSet<u16>,
+    events: mpsc::UnboundedSender<RtpEvent>,
+    stats: Arc<Stats>,
+}
+
+impl RtpIo {
+    pub fn new(cfg: &Config, events: mpsc::UnboundedSender<RtpEvent>, stats: Arc<Stats>) -> Self {
+        let min = cfg.rtp.port_min + (cfg.rtp.port_min % 2);
+        RtpIo { bind_ip: cfg.rtp.bind_ip, port_min: min, port_max: cfg.rtp.port_max, next: min, in_use: HashSet::new(), events, stats }
+    }
+
+    fn bind(&self, port: u16) -> Option<UdpSocket> {
+        let std_sock = std::net::UdpSocket::bind(SocketAddr::new(self.bind_ip, port)).ok()?;
+        std_sock.set_nonblocking(true).ok()?;
+        UdpSocket::from_std(std_sock).ok()
+    }
+}
+
+impl MediaIo for RtpIo {
+    type Tx = RtpTx;
+
+    fn open(&mut self, key: u64) -> Option<(RtpTx, u16)> {
+        let slots = ((self.port_max - self.port_min) / 2 + 1) as usize;
+        for _ in 0..slots {
+            let port = self.next;
+            self.next = if self.next + 2 > self.port_max { self.port_min } else { self.next + 2 };
+            if self.in_use.contains(&port) {
+                continue;
+            }
+            let Some(socket) = self.bind(port) else { continue };
+            let socket = Arc::new(socket);
+            let event_pt = Arc::new(AtomicU8::new(NO_PT));
+            let reader = tokio::spawn(read_loop(socket.clone(), key, event_pt.clone(), self.events.clone(), self.stats.clone())).abort_handle();
+            self.in_use.insert(port);
+            return Some((RtpTx { socket, port, event_pt, reader }, port));
+        }
+        None
+    }
+
+    fn send(&mut self, tx: &RtpTx, packet: &[u8], to: SocketAddr) {
+        if tx.socket.try_send_to(packet, to).is_err() {
+            Stats::inc(&self.stats.rtp_send_errors);
+        }
+    }
+
+    fn close(&mut self, tx: RtpTx) {
+        tx.reader.abort();
+        self.in_use.remove(&tx.port);
+    }
+
+    fn set_event_pt(&mut self, tx: &RtpTx, pt: Option<u8>) {
+        tx.event_pt.store(pt.unwrap_or(NO_PT), Ordering::Relaxed);
+    }
+}
+
+async fn read_loop(socket: Arc<UdpSocket>, key: u64, event_pt: Arc<AtomicU8>, events: mpsc::UnboundedSender<RtpEvent>, stats: Arc<Stats>) {
+    let mut buf = [0u8; 2048];
+    let mut last_src: Option<SocketAddr> = None;
+    let mut dtmf = DtmfReceiver::default();
+    loop {
+        let Ok((n, src)) = socket.recv_from(&mut buf).await else { continue };
+        let Ok(rtp) = rtp_rs::RtpReader::new(&buf[..n]) else {
+            Stats::inc(&stats.rtp_malformed);
+            continue;
+        };
+        Stats::inc(&stats.rtp_received);
+        if last_src != Some(src) {
+            last_src = Some(src);
+            if events.send(RtpEvent::PeerAddress(key, src)).is_err() {
+                return;
+            }
+        }
+        let pt = event_pt.load(Ordering::Relaxed);
+        if pt != NO_PT && rtp.payload_type() == pt {
+            if let Some(d) = dtmf.on_packet(rtp.timestamp(), rtp.payload()) {
+                if events.send(RtpEvent::Digit(key, d)).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! SDP offer/answer (RFC 3264) for one audio stream: PCMU, PCMA and telephone-event.
+//! Offers are parsed with the `sdp` crate; answers are short enough to write directly.
+
+use crate::media::Codec;
+use std::io::Cursor;
+use std::net::{IpAddr, SocketAddr};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SdpError {
+    #[error("SDP does not parse: {0}")]
+    Syntax(String),
+    #[error("SDP has no audio stream")]
+    NoAudio,
+    #[error("SDP audio stream has no connection address")]
+    NoAddress,
+    #[error("no common codec: we speak PCMU and PCMA")]
+    NoCommonCodec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    fn answer(self) -> Direction {
+        match self {
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            d => d,
+        }
+    }
+    fn attr(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+    /// Whether we may send media given the peer's direction in its offer.
+    pub fn we_may_send(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+}
+
+/// The parts of a peer's SDP we act on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteMedia {
+    /// Where to send RTP; `None` for the hold address 0.0.0.0 or port 0.
+    pub addr: Option<SocketAddr>,
+    /// Audio codecs both sides speak, in the peer's order, with the peer's payload types.
+    pub codecs: Vec<(Codec, u8)>,
+    pub telephone_event: Option<u8>,
+    pub direction: Direction,
+}
+
+impl RemoteMedia {
+    pub fn primary(&self) -> (Codec, u8) {
+        self.codecs[0]
+    }
+}
+
+/// Parses a peer's SDP (an offer, or the answer to our offer).
+pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
+    let desc = sdp::SessionDescription::unmarshal(&mut Cursor::new(body))
+        .map_err(|e| SdpError::Syntax(e.to_string()))?;
+    let audio = desc
+        .media_descriptions
+        .iter()
+        .find(|m| m.media_name.media == "audio" && m.media_name.port.value != 0)
+        .ok_or(SdpError::NoAudio)?;
+    let conn = audio
+        .connection_information
+        .as_ref()
+        .or(desc.connection_information.as_ref())
+        .and_then(|c| c.address.as_ref())
+        .ok_or(SdpError::NoAddress)?;
+    let ip: IpAddr = conn.address.trim().parse().map_err(|_| SdpError::NoAddress)?;
+    let port = u16::try_from(audio.media_name.port.value).map_err(|_| SdpError::NoAddress)?;
+    let addr = if ip.is_unspecified() || port == 0 { None } else { Some(SocketAddr::new(ip, port)) };
+
+    let rtpmap = |pt: u8| -> Option<String> {
+        audio.attributes.iter().filter(|a| a.key == "rtpmap").find_map(|a| {
+            let v = a.value.as_deref()?;
+            let (p, name) = v.split_once(' ')?;
+            (p.trim().parse::<u8>().ok()? == pt).then(|| name.trim().to_ascii_lowercase())
+        })
+    };
+    let mut codecs = Vec::new();
+    let mut telephone_event = None;
+    for f in &audio.media_name.formats {
+        let Ok(pt) = f.parse::<u8>() else { continue };
+        match (pt, rtpmap(pt).as_deref()) {
+            (_, Some(n)) if n.starts_with("pcmu/8000") => codecs.push((Codec::Pcmu, pt)),
+            (_, Some(n)) if n.starts_with("pcma/8000") => codecs.push((Codec::Pcma, pt)),
+            (_, Some(n)) if n.starts_with("telephone-event/8000") => {
+                telephone_event.get_or_insert(pt);
+            }
+            (0, None) => codecs.push((Codec::Pcmu, 0)),
+            (8, None) => codecs.push((Codec::Pcma, 8)),
+            _ => {}
+        }
+    }
+    if codecs.is_empty() {
+        return Err(SdpError::NoCommonCodec);
+    }
+    let dir_of = |attrs: &[sdp::description::common::Attribute]| {
+        attrs.iter().find_map(|a| match a.key.as_str() {
+            "sendrecv" => Some(Direction::SendRecv),
+            "sendonly" => Some(Direction::SendOnly),
+            "recvonly" => Some(Direction::RecvOnly),
+            "inactive" => Some(Direction::Inactive),
+            _ => None,
+        })
+    };
+    let direction = dir_of(&audio.attributes)
+        .or_else(|| dir_of(&desc.attributes))
+        .unwrap_or(Direction::SendRecv);
+    Ok(RemoteMedia { addr, codecs, telephone_event, direction })
+}
+
+/// Our side of a session: address, port, and the version counter RFC 3264 §8 asks for.
+#[derive(Debug, Clone)]
+pub struct LocalMedia {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub session_id: u64,
+    pub version: u64,
+}
+
+/// Answer to `offer`: every common codec in the caller's order (we send the first), and
+/// telephone-event if offered.
+pub fn answer(local: &LocalMedia, offer: &RemoteMedia) -> String {
+    let mut fmts: Vec<u8> = offer.codecs.iter().map(|c| c.1).collect();
+    fmts.extend(offer.telephone_event);
+    let mut maps = String::new();
+    for (codec, pt) in &offer.codecs {
+        maps.push_str(&format!("a=rtpmap:{pt} {}/8000\r\n", codec.name()));
+    }
+    if let Some(te) = offer.telephone_event {
+        maps.push_str(&format!("a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"));
+    }
+    render(local, &fmts, &maps, offer.direction.answer())
+}
+
+/// Our offer, when the INVITE came without SDP (the answer then arrives in the ACK).
+pub fn offer(local: &LocalMedia) -> String {
+    let maps = "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+                a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n";
+    render(local, &[0, 8, 101], maps, Direction::SendRecv)
+}
+
+fn render(local: &LocalMedia, fmts: &[u8], maps: &str, dir: Direction) -> String {
+    let ipv = if local.ip.is_ipv4() { "IP4" } else { "IP6" };
+    let fmts: Vec<String> = fmts.iter().map(|f| f.to_string()).collect();
+    format!(
+        "v=0\r\no=hotline {sid} {ver} IN {ipv} {ip}\r\ns=hotline\r\nc=IN {ipv} {ip}\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP {fmts}\r\n{maps}a=ptime:20\r\na={dir}\r\n",
+        sid = local.session_id,
+        ver = local.version,
+        ip = local.ip,
+        port = local.port,
+        fmts = fmts.join(" "),
+        dir = dir.attr(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\n\
+        m=audio 4000 RTP/AVP 8 0 18 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n\
+        a=rtpmap:18 G729/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n";
+
+    #[test]
+    fn answers_in_callers_order_with_telephone_event() {
+        let o = parse(OFFER.as_bytes()).unwrap();
+        assert_eq!(o.codecs, vec![(Codec::Pcma, 8), (Codec::Pcmu, 0)]);
+        assert_eq!(o.telephone_event, Some(101));
+        assert_eq!(o.addr, Some("10.0.0.5:4000".parse().unwrap()));
+        let local = LocalMedia { ip: "127.0.0.1".parse().unwrap(), port: 20000, session_id: 9, version: 1 };
+        let a = answer(&local, &o);
+        assert!(a.contains("m=audio 20000 RTP/AVP 8 0 101\r\n"), "{a}");
+        let back = parse(a.as_bytes()).unwrap();
+        assert_eq!(back.codecs, o.codecs);
+    }
+
+    #[test]
+    fn no_common_codec_and_hold() {
+        let g729 = OFFER.replace("8 0 18 101", "18 101");
+        assert_eq!(parse(g729.as_bytes()), Err(SdpError::NoCommonCodec));
+        let hold = OFFER.replace("c=IN IP4 10.0.0.5", "c=IN IP4 0.0.0.0") + "a=sendonly\r\n";
+        let h = parse(hold.as_bytes()).unwrap();
+        assert_eq!(h.addr, None);
+        assert_eq!(h.direction, Direction::SendOnly);
+        assert!(!h.direction.we_may_send());
+        assert!(parse(b"garbage").is_err());
+    }
+
+    #[test]
+    fn ipv6_offer() {
+        let v6 = OFFER.replace("IN IP4 10.0.0.5", "IN IP6 ::1");
+        let o = parse(v6.as_bytes()).unwrap();
+        assert_eq!(o.addr, Some("[::1]:4000".parse().unwrap()));
+    }
+}

@@ -1,0 +1,58 @@
+//! Counters shared between call control, the runtime and the HTTP endpoint. Plain atomics:
+//! written from one place each, read by `/healthz` and `/metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub invites: AtomicU64,
+    pub calls_answered: AtomicU64,
+    pub calls_active: AtomicU64,
+    pub calls_ended: AtomicU64,
+    pub invites_refused: AtomicU64,
+    pub cancelled: AtomicU64,
+    pub malformed_answered: AtomicU64,
+    pub malformed_dropped: AtomicU64,
+    pub rtp_sent: AtomicU64,
+    pub rtp_received: AtomicU64,
+    pub rtp_malformed: AtomicU64,
+    pub rtp_send_errors: AtomicU64,
+    pub rtp_frames_skipped: AtomicU64,
+    pub dtmf_digits: AtomicU64,
+    pub bye_timeouts: AtomicU64,
+}
+
+impl Stats {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    /// Prometheus text exposition of every counter.
+    pub fn prometheus(&self) -> String {
+        let rows: [(&str, &str, &AtomicU64, &str); 15] = [
+            ("hotline_invites_total", "counter", &self.invites, "New INVITEs received"),
+            ("hotline_calls_answered_total", "counter", &self.calls_answered, "Calls answered with 200 OK"),
+            ("hotline_calls_active", "gauge", &self.calls_active, "Calls in progress"),
+            ("hotline_calls_ended_total", "counter", &self.calls_ended, "Calls ended"),
+            ("hotline_invites_refused_total", "counter", &self.invites_refused, "INVITEs answered with a final error"),
+            ("hotline_calls_cancelled_total", "counter", &self.cancelled, "Calls cancelled before answer"),
+            ("hotline_sip_malformed_answered_total", "counter", &self.malformed_answered, "Malformed SIP answered with 400/501"),
+            ("hotline_sip_malformed_dropped_total", "counter", &self.malformed_dropped, "Malformed SIP dropped (no response possible)"),
+            ("hotline_rtp_sent_total", "counter", &self.rtp_sent, "RTP packets sent"),
+            ("hotline_rtp_received_total", "counter", &self.rtp_received, "RTP packets received"),
+            ("hotline_rtp_malformed_total", "counter", &self.rtp_malformed, "Malformed RTP packets dropped"),
+            ("hotline_rtp_send_errors_total", "counter", &self.rtp_send_errors, "RTP packets the socket refused"),
+            ("hotline_rtp_frames_skipped_total", "counter", &self.rtp_frames_skipped, "20 ms frames skipped because the media clock ran late"),
+            ("hotline_dtmf_digits_total", "counter", &self.dtmf_digits, "DTMF digits received"),
+            ("hotline_bye_timeouts_total", "counter", &self.bye_timeouts, "BYEs that got no response"),
+        ];
+        let mut s = String::new();
+        for (name, kind, v, help) in rows {
+            s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n", Self::get(v)));
+        }
+        s
+    }
+}
