@@ -466,9 +466,8 @@ impl<M: MediaIo> Core<M> {
         let remote_addr = remote_media.as_ref().and_then(|m| m.addr);
         self.media_io.set_event_pt(&tx, remote_media.as_ref().and_then(|m| m.telephone_event));
         let stream = self.media.add(now, tx, remote_addr, params);
-        if let Some(m) = &remote_media {
-            self.media.set_sending(stream, m.direction.we_may_send());
-        }
+        // No early media: nothing is sent before the 200 OK.
+        self.media.set_sending(stream, false);
         let local_ip = self.local_ip(&req);
         let media_ip = self.cfg.rtp.public_ip.unwrap_or(local_ip);
         let remote_target = message::header(&req, "Contact").map(|c| message::addr_spec(c).to_string()).unwrap_or_else(|| req.uri.to_string());
@@ -563,8 +562,9 @@ impl<M: MediaIo> Core<M> {
         self.timers.push(now + Duration::from_secs(self.cfg.sip.max_call_s), (key, CallTimer::MaxDuration));
         // With an offer we know where to send: the IVR starts now. Without one (delayed
         // offer) it starts when the ACK brings the answer.
-        let has_media = self.calls.get(&key).is_some_and(|c| c.remote_media.is_some());
-        if has_media {
+        let may_send = self.calls.get(&key).and_then(|c| c.remote_media.as_ref().map(|m| (c.stream, m.direction.we_may_send())));
+        if let Some((stream, may_send)) = may_send {
+            self.media.set_sending(stream, may_send);
             self.start_ivr(now, key);
         }
     }

@@ -61,6 +61,14 @@ pub fn request_info(req: &Request) -> Result<RequestInfo, MessageError> {
     if cseq.method != req.method {
         return Err(MessageError::CSeqMismatch);
     }
+    // rsipstack takes what is there; a datagram shorter than its Content-Length was cut in
+    // transit and must be refused (RFC 3261 §18.3), not served with half a body.
+    if let Some(Header::ContentLength(l)) = req.headers.iter().find(|h| matches!(h, Header::ContentLength(_))) {
+        let declared: usize = l.value().trim().parse().map_err(|_| MessageError::BadHeader("Content-Length"))?;
+        if declared > req.body.len() {
+            return Err(MessageError::BadHeader("Content-Length (longer than the body)"));
+        }
+    }
     let max_forwards = match req.max_forwards_header() {
         Ok(h) => Some(h.value().trim().parse().map_err(|_| MessageError::BadHeader("Max-Forwards"))?),
         Err(_) => None,

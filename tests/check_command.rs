@@ -1,0 +1,37 @@
+//! `hotline check`: the shipped configuration passes; a broken dialplan is reported with file,
+//! line and reason, and a non-zero exit.
+mod common;
+use common::*;
+use std::process::Command;
+
+#[test]
+fn shipped_config_passes_check() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hotline")).args(["check", "--config"]).arg(repo().join("config/hotline.toml")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("43 retired whole-merge"), "{text}");
+}
+
+#[test]
+fn broken_dialplans_are_reported_with_file_line_and_reason() {
+    let dir = temp_dir("broken");
+    copy_dir(&repo().join("dialplans"), &dir);
+    std::fs::write(
+        dir.join("zz-bad.toml"),
+        "[[numbers]]\nnumber = \"12345\"\nflow = \"main\"\n\n[[numbers]]\nnumber = \"96000\"\nflow = \"nowhere\"\n\n[flows.x]\nsteps = [{ action = \"play\", prompts = [\"no-such-prompt\"] }]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("zz-syntax.toml"), "[[numbers]\nnumber = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["check", "--config"])
+        .arg(repo().join("config/hotline.toml"))
+        .env("HOTLINE__PATHS__DIALPLANS", &dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("zz-bad.toml:2: number 12345 is routed twice"), "{text}");
+    assert!(text.contains("zz-bad.toml:7: number 96000: no flow named \"nowhere\""), "{text}");
+    assert!(text.contains("zz-bad.toml:10: flow \"x\": prompt \"no-such-prompt\" has no file"), "{text}");
+    assert!(text.contains("zz-syntax.toml:1:"), "{text}");
+}

@@ -1,0 +1,407 @@
+//! Test harness: starts the real daemon on loopback ports, runs real SIPp scenarios against it,
+//! and records the RTP the caller receives in a small sink, so tests check the audio heard and
+//! not only the signalling.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A free loopback port for both UDP and TCP.
+pub fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub sip: SocketAddr,
+    pub http: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `hotline run` on the shipped configuration with loopback ports and `env` on top.
+    pub fn start(env: &[(&str, &str)]) -> Daemon {
+        let sip_port = free_port();
+        let http_port = free_port();
+        // A port range of its own per daemon: tests run in parallel.
+        let base = 30000 + (sip_port as u32 * 7 % 25000) as u16 / 2 * 2;
+        let log = std::env::temp_dir().join(format!("hotline-test-{sip_port}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotline"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(repo().join("config/hotline.toml"))
+            .env("HOTLINE__SIP__LISTEN", format!("127.0.0.1:{sip_port}"))
+            .env("HOTLINE__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
+            .env("HOTLINE__RTP__PORT_MIN", base.to_string())
+            .env("HOTLINE__RTP__PORT_MAX", (base + 4000).to_string())
+            .env("HOTLINE__RTP__BIND_IP", "127.0.0.1")
+            .env("HOTLINE__LOG__LEVEL", "debug")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start hotline");
+        let d = Daemon {
+            child,
+            sip: format!("127.0.0.1:{sip_port}").parse().unwrap(),
+            http: format!("127.0.0.1:{http_port}").parse().unwrap(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if d.http_get("/healthz").is_some() {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon did not come up; log:\n{}", d.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET on the HTTP port; the body, or None if it is not answering.
+    pub fn http_get(&self, path: &str) -> Option<String> {
+        let mut s = TcpStream::connect_timeout(&self.http, Duration::from_millis(500)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+    }
+
+    /// A number from `/healthz`.
+    pub fn health(&self, field: &str) -> u64 {
+        let body = self.http_get("/healthz").expect("healthz");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        v[field].as_u64().unwrap_or_else(|| panic!("{field} missing in {body}"))
+    }
+
+    /// A counter from `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let body = self.http_get("/metrics").expect("metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).map(|v| v.trim().parse().unwrap()))
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+    }
+
+    /// Waits until no call is active (the daemon released everything).
+    pub fn wait_idle(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.health("calls_active") == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("calls still active after {within:?}; log:\n{}", self.log_text());
+    }
+
+    pub fn sigterm(&self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs SIPp with a scenario from `sipp-scenarios/` against the daemon, bounded in time.
+pub fn sipp(d: &Daemon, scenario: &str, service: &str, extra: &[&str]) -> Output {
+    let local_port = free_port();
+    let scen = repo().join("sipp-scenarios").join(scenario);
+    let mut cmd = Command::new("timeout");
+    cmd.arg("60")
+        .arg("sipp")
+        .arg(d.sip.to_string())
+        .arg("-sf")
+        .arg(&scen)
+        .arg("-s")
+        .arg(service)
+        .arg("-i")
+        .arg("127.0.0.1")
+        .arg("-p")
+        .arg(local_port.to_string())
+        .arg("-m")
+        .arg("1")
+        .arg("-nostdin")
+        .arg("-timeout")
+        .arg("50")
+        .arg("-timeout_error")
+        .arg("-max_recv_loops")
+        .arg("1000")
+        .args(extra)
+        .current_dir(std::env::temp_dir());
+    cmd.output().expect("run sipp (apt-get install sip-tester)")
+}
+
+pub fn assert_sipp_ok(out: &Output, d: &Daemon) {
+    assert!(
+        out.status.success(),
+        "sipp failed ({:?})\nstdout:\n{}\nstderr:\n{}\ndaemon log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        tail(&d.log_text(), 60)
+    );
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[derive(Debug, Clone)]
+pub struct Packet {
+    pub at: Instant,
+    pub from: SocketAddr,
+    pub pt: u8,
+    pub seq: u16,
+    pub ts: u32,
+    pub ssrc: u32,
+    pub marker: bool,
+    pub payload: Vec<u8>,
+}
+
+/// A UDP socket that plays the caller's RTP endpoint: records every packet and can send
+/// RFC 4733 DTMF back to where the daemon's RTP comes from.
+pub struct RtpSink {
+    socket: UdpSocket,
+    pub port: u16,
+    packets: Arc<Mutex<Vec<Packet>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RtpSink {
+    pub fn new() -> RtpSink {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let packets = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, p, st) = (socket.try_clone().unwrap(), packets.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !st.load(Ordering::Relaxed) {
+                let Ok((n, from)) = s.recv_from(&mut buf) else { continue };
+                let Ok(r) = rtp_rs::RtpReader::new(&buf[..n]) else { continue };
+                p.lock().unwrap().push(Packet {
+                    at: Instant::now(),
+                    from,
+                    pt: r.payload_type(),
+                    seq: r.sequence_number().into(),
+                    ts: r.timestamp(),
+                    ssrc: r.ssrc(),
+                    marker: r.mark(),
+                    payload: r.payload().to_vec(),
+                });
+            }
+        });
+        RtpSink { socket, port, packets, stop, thread: Some(thread) }
+    }
+
+    pub fn packets(&self) -> Vec<Packet> {
+        self.packets.lock().unwrap().clone()
+    }
+
+    /// Waits for the first packet; returns where the daemon sends from.
+    pub fn wait_first(&self, within: Duration) -> SocketAddr {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(p) = self.packets.lock().unwrap().first() {
+                return p.from;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no RTP arrived within {within:?}");
+    }
+
+    /// Sends one key press as RFC 4733 packets (payload type 101): three updates, then the end
+    /// packet three times, all with the press's start timestamp, like a phone does.
+    pub fn send_dtmf(&self, to: SocketAddr, digit: char, seq0: u16, ts: u32) {
+        let event = match digit {
+            '0'..='9' => digit as u8 - b'0',
+            '*' => 10,
+            '#' => 11,
+            _ => panic!("digit"),
+        };
+        let mut seq = seq0;
+        for i in 0..6u16 {
+            let end = i >= 3;
+            let duration: u16 = 160 * (i.min(3) + 1);
+            let d = duration.to_be_bytes();
+            let payload = [event, if end { 0x80 | 10 } else { 10 }, d[0], d[1]];
+            let mut buf = [0u8; 64];
+            let n = rtp_rs::RtpPacketBuilder::new()
+                .payload_type(101)
+                .ssrc(0x1234_5678)
+                .sequence(seq.into())
+                .timestamp(ts)
+                .marked(i == 0)
+                .payload(&payload)
+                .build_into(&mut buf)
+                .unwrap();
+            self.socket.send_to(&buf[..n], to).unwrap();
+            seq = seq.wrapping_add(1);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a few PCMU packets so the daemon learns our address (symmetric RTP).
+    pub fn send_audio(&self, to: SocketAddr, count: u16) {
+        for i in 0..count {
+            let mut buf = [0u8; 200];
+            let n = rtp_rs::RtpPacketBuilder::new()
+                .payload_type(0)
+                .ssrc(0x0bad_cafe)
+                .sequence(i.into())
+                .timestamp(160 * i as u32)
+                .payload(&[0xFFu8; 160])
+                .build_into(&mut buf)
+                .unwrap();
+            self.socket.send_to(&buf[..n], to).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RtpSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Samples of a prompt as shipped (8 kHz 16-bit mono).
+pub fn prompt_pcm(name: &str) -> Vec<i16> {
+    let path = repo().join("prompts").join(format!("{name}.wav"));
+    let mut r = hound::WavReader::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    r.samples::<i16>().map(|s| s.unwrap()).collect()
+}
+
+/// Length of a prompt as the daemon plays it: whole 20 ms frames.
+pub fn prompt_frames(name: &str) -> usize {
+    prompt_pcm(name).len().div_ceil(160)
+}
+
+/// μ-law payloads → PCM, in arrival order.
+pub fn decode_pcmu(packets: &[Packet]) -> Vec<i16> {
+    packets.iter().filter(|p| p.pt == 0).flat_map(|p| p.payload.iter().map(|&b| ulaw(b))).collect()
+}
+
+fn ulaw(byte: u8) -> i16 {
+    let b = !byte as i32;
+    let sign = b & 0x80;
+    let exponent = (b >> 4) & 0x07;
+    let mantissa = b & 0x0F;
+    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+    (if sign != 0 { -magnitude } else { magnitude }) as i16
+}
+
+/// Normalised cross-correlation of `a` and `b` over their common length.
+pub fn correlation(a: &[i16], b: &[i16]) -> f64 {
+    let n = a.len().min(b.len());
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for i in 0..n {
+        let (x, y) = (a[i] as f64, b[i] as f64);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    if aa == 0.0 || bb == 0.0 { 0.0 } else { ab / (aa.sqrt() * bb.sqrt()) }
+}
+
+/// Where `prompt` starts in `heard` (at a 20 ms frame boundary, as the daemon plays prompts)
+/// and how well it matches; the best offset at or after `from`.
+pub fn find_prompt(heard: &[i16], prompt: &[i16], from: usize) -> Option<(usize, f64)> {
+    let mut best: Option<(usize, f64)> = None;
+    let mut off = from / 160 * 160;
+    while off + prompt.len().min(8000) <= heard.len() {
+        let c = correlation(&heard[off..], prompt);
+        if best.is_none_or(|(_, b)| c > b) {
+            best = Some((off, c));
+        }
+        off += 160;
+    }
+    best
+}
+
+/// Asserts `prompt` is heard starting at sample `at` (±1 frame), with correlation ≥ 0.95
+/// over its first 1.5 s (a prompt may be cut short by a key press after that).
+pub fn assert_heard_at(heard: &[i16], name: &str, at: usize) {
+    let mut pcm = prompt_pcm(name);
+    pcm.truncate(12_000);
+    let mut best = (0usize, -1.0f64);
+    for delta in [0i64, -160, 160] {
+        let off = at as i64 + delta;
+        if off < 0 || off as usize >= heard.len() {
+            continue;
+        }
+        let c = correlation(&heard[off as usize..], &pcm);
+        if c > best.1 {
+            best = (off as usize, c);
+        }
+    }
+    assert!(best.1 >= 0.95, "prompt {name} not heard at sample {at} (best correlation {:.3} at {})", best.1, best.0);
+}
+
+/// RTP stream checks: one SSRC, consecutive sequence numbers, timestamps advancing 160 per
+/// packet, and no gap between arrivals above `max_gap`. Returns the largest gap seen.
+pub fn check_stream(packets: &[Packet], max_gap: Duration) -> Duration {
+    assert!(packets.len() > 10, "only {} RTP packets", packets.len());
+    let ssrc = packets[0].ssrc;
+    let mut worst = Duration::ZERO;
+    for w in packets.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        assert_eq!(b.ssrc, ssrc, "SSRC changed");
+        assert_eq!(b.seq, a.seq.wrapping_add(1), "sequence gap {} → {}", a.seq, b.seq);
+        assert_eq!(b.ts.wrapping_sub(a.ts), 160, "timestamp step at seq {}", b.seq);
+        worst = worst.max(b.at.duration_since(a.at));
+    }
+    assert!(worst <= max_gap, "RTP gap of {worst:?} (limit {max_gap:?})");
+    assert!(packets[0].marker, "first packet carries the marker bit");
+    worst
+}
+
+/// Writes `text` to a temporary folder and returns its path.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hotline-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
