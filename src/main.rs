@@ -121,7 +121,9 @@ fn run(cfg: Config) -> ExitCode {
         return ExitCode::from(2);
     };
     tracing::info!(today = %clock.today_shanghai(), "calendar date (Asia/Shanghai) for transition windows");
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One thread: call control, media clock, sockets and reactor share it, so no wake-up crosses
+    // threads (measured: with the multi-thread runtime, context switches cost more than RTP).
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");

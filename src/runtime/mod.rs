@@ -31,6 +31,8 @@ pub enum RuntimeError {
     BindHttp { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
+const MEDIA_TICK_MS: u64 = 5;
+
 /// A SIP message read from a TCP connection.
 pub struct StreamMessage {
     pub conn: u64,
@@ -55,7 +57,10 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
     let rtp_io = rtp::RtpIo::new(&cfg, rtp_tx, stats.clone());
     let mut core = Core::new(cfg.clone(), plan, prompts, clock, stats.clone(), rtp_io);
 
-    let mut ticker = tokio::time::interval(Duration::from_millis(crate::media::FRAME_MS));
+    // The media clock ticks four times per frame: each stream's frames fall due at its own
+    // phase (its call's start), so a finer tick spreads the sends over the 20 ms instead of
+    // sending every call's packet in one burst, and no packet waits more than 5 ms.
+    let mut ticker = tokio::time::interval(Duration::from_millis(MEDIA_TICK_MS));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate());
     let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt());

@@ -1,0 +1,80 @@
+//! Benchmark helper: one UDP socket that every benchmark call names as its RTP address.
+//! Counts packets per SSRC and the gaps between consecutive packets of each stream inside a
+//! measuring window, then prints one JSON line. Not part of the daemon.
+//!
+//! usage: rtp_sink PORT SECONDS WINDOW_START WINDOW_END
+
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize, d: f64| args.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(d);
+    let port = arg(1, 40000.0) as u16;
+    let total = Duration::from_secs_f64(arg(2, 30.0));
+    let (w0, w1) = (Duration::from_secs_f64(arg(3, 10.0)), Duration::from_secs_f64(arg(4, 20.0)));
+    let sock = UdpSocket::bind(("127.0.0.1", port)).expect("bind sink port");
+    // A large receive buffer so the sink, not the kernel queue, is what limits us.
+    let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(32 << 20);
+    // Busy-poll (yielding) instead of sleeping in recv: on loopback the *sender* runs the
+    // receive path, and waking a sleeping receiver is charged to the daemon's CPU, a cost a
+    // real NIC would not put on it.
+    sock.set_nonblocking(true).unwrap();
+    let start = Instant::now();
+    let mut last: HashMap<u32, Instant> = HashMap::new();
+    let (mut in_window, mut total_pkts, mut gaps_over_40, mut max_gap) = (0u64, 0u64, 0u64, Duration::ZERO);
+    let mut hist = [0u64; 200]; // gap histogram in ms
+    let mut streams_in_window = std::collections::HashSet::new();
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < total {
+        let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            std::thread::yield_now();
+            continue;
+        };
+        let now = Instant::now();
+        total_pkts += 1;
+        if n < 12 {
+            continue;
+        }
+        let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        let t = now - start;
+        let prev = last.insert(ssrc, now);
+        if t >= w0 && t <= w1 {
+            in_window += 1;
+            streams_in_window.insert(ssrc);
+            if let Some(p) = prev {
+                if p - start >= w0 {
+                    let gap = now - p;
+                    max_gap = max_gap.max(gap);
+                    if gap > Duration::from_millis(40) {
+                        gaps_over_40 += 1;
+                    }
+                    hist[(gap.as_millis() as usize).min(199)] += 1;
+                }
+            }
+        }
+    }
+    let gaps: u64 = hist.iter().sum();
+    let pct = |q: f64| {
+        let target = (gaps as f64 * q).ceil() as u64;
+        let mut acc = 0;
+        for (ms, c) in hist.iter().enumerate() {
+            acc += c;
+            if acc >= target {
+                return ms;
+            }
+        }
+        199
+    };
+    let secs = (w1 - w0).as_secs_f64();
+    println!(
+        "{{\"packets_total\":{total_pkts},\"packets_window\":{in_window},\"pps_window\":{:.0},\"streams_window\":{},\"max_gap_ms\":{:.1},\"gaps_over_40ms\":{gaps_over_40},\"p99_gap_ms\":{},\"p999_gap_ms\":{}}}",
+        in_window as f64 / secs,
+        streams_in_window.len(),
+        max_gap.as_secs_f64() * 1000.0,
+        pct(0.99),
+        pct(0.999)
+    );
+}
+

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Benchmark: SIPp against the release daemon on loopback, daemon and SIPp pinned to separate
+cores. Prints figures; asserts nothing (speed is measured, not tested).
+
+  scripts/bench.py                 # both workloads
+  scripts/bench.py --only prompt   # concurrent calls holding a prompt
+  scripts/bench.py --only rate     # short IVR calls per second
+
+Workloads
+- prompt: N calls to 12345 each hearing the welcome and menu prompts (~23 s of speech);
+  in the steady window an RTP sink measures every stream's packet gaps. Reported per N:
+  failed calls, RTP packets/s, max and p99.9 gap, daemon CPU, RSS per call, SIPp CPU.
+- rate: short IVR calls (answer, 1 s of prompt, BYE) for 10 s at R calls/s; the highest R with
+  zero failed calls is the figure.
+Every run is bounded by SIPp's -m (call count) and -timeout, and by our own timeouts.
+"""
+import argparse, json, os, re, resource, signal, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIP_PORT, HTTP_PORT, SINK_PORT = 25060, 28080, 47000
+DAEMON_CORE, LOAD_CORE = "0", "1"
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / CLK
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def health():
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT}/healthz", timeout=2) as r:
+        return json.load(r)
+
+
+def start_daemon():
+    env = dict(os.environ,
+               HOTLINE__SIP__LISTEN=f"127.0.0.1:{SIP_PORT}", HOTLINE__HTTP__LISTEN=f"127.0.0.1:{HTTP_PORT}",
+               HOTLINE__RTP__PORT_MIN="10000", HOTLINE__RTP__PORT_MAX="39998", HOTLINE__RTP__BIND_IP="127.0.0.1",
+               HOTLINE__LOG__LEVEL="warn", HOTLINE__SIP__SHUTDOWN_GRACE_S="2")
+    env.pop("RUST_LOG", None)
+    log = open("/tmp/hotline-bench.log", "w")
+    p = subprocess.Popen(["taskset", "-c", DAEMON_CORE, f"{ROOT}/target/release/hotline", "run", "--config",
+                          f"{ROOT}/config/hotline.toml"], env=env, stdout=subprocess.DEVNULL, stderr=log)
+    for _ in range(100):
+        try:
+            health()
+            return p
+        except Exception:
+            time.sleep(0.1)
+    sys.exit("daemon did not start; see /tmp/hotline-bench.log")
+
+
+def sipp(extra, timeout):
+    cmd = ["taskset", "-c", LOAD_CORE, "sipp", f"127.0.0.1:{SIP_PORT}", "-sf", f"{ROOT}/sipp-scenarios/uac_call.xml",
+           "-s", "12345", "-i", "127.0.0.1", "-p", "26060", "-key", "rtp_port", str(SINK_PORT), "-nostdin",
+           "-timeout", str(timeout), "-timeout_error", "-max_socket", "60000", "-buff_size", "8388608"] + extra
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/tmp")
+
+
+def sipp_result(p, timeout):
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+    def row(name):
+        m = re.findall(rf"{name}\s*\|\s*\d+\s*\|\s*(\d+)", out)
+        return int(m[-1]) if m else None
+    return {"successful": row("Successful call"), "failed": row("Failed call"), "exit": p.returncode}
+
+
+def wait_idle(limit=60):
+    end = time.time() + limit
+    while time.time() < end:
+        if health()["calls_active"] == 0:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def prompt_run(daemon, n, rate):
+    ramp = n / rate
+    hold_ms = int((ramp + 14) * 1000)  # every call still listening through the window
+    w0, w1 = ramp + 3, ramp + 13
+    total = ramp + 16
+    rss0 = rss_kib(daemon.pid)
+    sink = subprocess.Popen(["taskset", "-c", LOAD_CORE, f"{ROOT}/target/release/examples/rtp_sink", str(SINK_PORT),
+                             str(total), str(w0), str(w1)], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    t0 = time.time()
+    sp = sipp(["-r", str(rate), "-l", str(n), "-m", str(n), "-d", str(hold_ms)], int(total + 60))
+    time.sleep(max(0, w0 - (time.time() - t0)))
+    c0, s0, k0, tw = cpu_seconds(daemon.pid), cpu_seconds(sp.pid), cpu_seconds(sink.pid), time.time()
+    time.sleep(max(0, w1 - (time.time() - t0)))
+    c1, s1, k1, tw1 = cpu_seconds(daemon.pid), cpu_seconds(sp.pid), cpu_seconds(sink.pid), time.time()
+    active, rss1 = health()["calls_active"], rss_kib(daemon.pid)
+    res = sipp_result(sp, total + 90)
+    sink_out = json.loads(sink.communicate(timeout=60)[0].strip().splitlines()[-1])
+    wait_idle()
+    dt = tw1 - tw
+    return {
+        "calls": n, "active_in_window": active, "failed": res["failed"], "successful": res["successful"],
+        "rtp_pps": sink_out["pps_window"], "streams": sink_out["streams_window"],
+        "max_gap_ms": sink_out["max_gap_ms"], "p999_gap_ms": sink_out["p999_gap_ms"], "gaps_over_40ms": sink_out["gaps_over_40ms"],
+        "daemon_cpu_pct": round(100 * (c1 - c0) / dt, 1), "sipp_cpu_pct": round(100 * (s1 - s0) / dt, 1),
+        "sink_cpu_pct": round(100 * (k1 - k0) / dt, 1),
+        "rss_mib": round(rss1 / 1024, 1), "rss_per_call_kib": round((rss1 - rss0) / max(active, 1), 1),
+    }
+
+
+def rate_run(daemon, rate, seconds=10):
+    n = rate * seconds
+    sink = subprocess.Popen(["taskset", "-c", LOAD_CORE, f"{ROOT}/target/release/examples/rtp_sink", str(SINK_PORT),
+                             str(seconds + 8), "2", str(seconds)], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    c0, t0 = cpu_seconds(daemon.pid), time.time()
+    sp = sipp(["-r", str(rate), "-m", str(n), "-l", str(rate * 4), "-d", "1000"], seconds + 40)
+    s_cpu = 0.0
+    try:
+        while sp.poll() is None:
+            s_cpu = cpu_seconds(sp.pid)
+            time.sleep(0.2)
+    except FileNotFoundError:
+        pass
+    res = sipp_result(sp, seconds + 60)
+    dt = time.time() - t0
+    c1 = cpu_seconds(daemon.pid)
+    sink.kill()
+    wait_idle()
+    return {"rate": rate, "calls": n, "successful": res["successful"], "failed": res["failed"],
+            "seconds": round(dt, 1), "daemon_cpu_pct": round(100 * (c1 - c0) / dt, 1),
+            "sipp_cpu_pct": round(100 * s_cpu / dt, 1)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", choices=["prompt", "rate"])
+    ap.add_argument("--levels", default="1000,2000,3000,4000", help="concurrent calls for the prompt workload")
+    ap.add_argument("--rates", default="500,1000,1500,2000,2500", help="calls/s for the rate workload")
+    args = ap.parse_args()
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    subprocess.run(["cargo", "build", "--release", "--bin", "hotline", "--example", "rtp_sink"], cwd=ROOT, check=True)
+    daemon = start_daemon()
+    print(f"daemon pid {daemon.pid} on core {DAEMON_CORE}; SIPp and the RTP sink on core {LOAD_CORE}", flush=True)
+    try:
+        if args.only in (None, "prompt"):
+            best = None
+            for n in [int(x) for x in args.levels.split(",")]:
+                r = prompt_run(daemon, n, rate=400)
+                print("prompt", json.dumps(r), flush=True)
+                if r["failed"] == 0 and r["gaps_over_40ms"] == 0 and r["active_in_window"] >= n:
+                    best = r
+            print("RESULT concurrent prompt calls without RTP gaps >40 ms:", best and best["calls"], flush=True)
+        if args.only in (None, "rate"):
+            best = None
+            for rate in [int(x) for x in args.rates.split(",")]:
+                r = rate_run(daemon, rate)
+                print("rate", json.dumps(r), flush=True)
+                if r["failed"] == 0 and r["successful"] == r["calls"]:
+                    best = r
+            print("RESULT short IVR calls/s with zero failed calls:", best and best["rate"], flush=True)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            print("daemon exit status", daemon.wait(timeout=15))
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+
+
+if __name__ == "__main__":
+    main()
