@@ -79,7 +79,8 @@ pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
         .or(desc.connection_information.as_ref())
         .and_then(|c| c.address.as_ref())
         .ok_or(SdpError::NoAddress)?;
-    let ip: IpAddr = conn.address.trim().parse().map_err(|_| SdpError::NoAddress)?;
+    // Some UAs (SIPp among them) bracket IPv6 addresses in SDP; RFC 4566 doesn't, accept both.
+    let ip: IpAddr = conn.address.trim().trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| SdpError::NoAddress)?;
     let port = u16::try_from(audio.media_name.port.value).map_err(|_| SdpError::NoAddress)?;
     let addr = if ip.is_unspecified() || port == 0 { None } else { Some(SocketAddr::new(ip, port)) };
 

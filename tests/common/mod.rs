@@ -59,9 +59,14 @@ impl Daemon {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start hotline");
+        let sip = env
+            .iter()
+            .find(|(k, _)| *k == "HOTLINE__SIP__LISTEN")
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap_or_else(|| format!("127.0.0.1:{sip_port}").parse().unwrap());
         let d = Daemon {
             child,
-            sip: format!("127.0.0.1:{sip_port}").parse().unwrap(),
+            sip,
             http: format!("127.0.0.1:{http_port}").parse().unwrap(),
             log,
         };
@@ -141,7 +146,7 @@ pub fn sipp(d: &Daemon, scenario: &str, service: &str, extra: &[&str]) -> Output
         .arg("-s")
         .arg(service)
         .arg("-i")
-        .arg("127.0.0.1")
+        .arg(if d.sip.is_ipv6() { "::1" } else { "127.0.0.1" })
         .arg("-p")
         .arg(local_port.to_string())
         .arg("-m")
@@ -197,7 +202,11 @@ pub struct RtpSink {
 
 impl RtpSink {
     pub fn new() -> RtpSink {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+        Self::bind("127.0.0.1:0")
+    }
+
+    pub fn bind(addr: &str) -> RtpSink {
+        let socket = UdpSocket::bind(addr).expect("bind sink");
         socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let port = socket.local_addr().unwrap().port();
         let packets = Arc::new(Mutex::new(Vec::new()));
