@@ -2,10 +2,17 @@
 //! Counts packets per SSRC and the gaps between consecutive packets of each stream inside a
 //! measuring window, then prints one JSON line. Not part of the daemon.
 //!
+//! Arrival times are the kernel's (SO_TIMESTAMPNS): on loopback that is when the daemon sent
+//! the packet, so the sink's own scheduling (it shares a core with SIPp) can't show up as a
+//! gap in the daemon's stream.
+//!
 //! usage: rtp_sink PORT SECONDS WINDOW_START WINDOW_END
 
 use std::collections::HashMap;
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage};
+use std::io::IoSliceMut;
 use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -21,31 +28,46 @@ fn main() {
     // receive path, and waking a sleeping receiver is charged to the daemon's CPU, a cost a
     // real NIC would not put on it.
     sock.set_nonblocking(true).unwrap();
+    setsockopt(&sock, sockopt::ReceiveTimestampns, &true).expect("SO_TIMESTAMPNS");
+    let fd = sock.as_raw_fd();
     let start = Instant::now();
-    let mut last: HashMap<u32, Instant> = HashMap::new();
+    let start_ns = now_realtime_ns();
+    let mut last: HashMap<u32, i128> = HashMap::new();
     let (mut in_window, mut total_pkts, mut gaps_over_40, mut max_gap) = (0u64, 0u64, 0u64, Duration::ZERO);
     let mut hist = [0u64; 200]; // gap histogram in ms
     let mut streams_in_window = std::collections::HashSet::new();
     let mut buf = [0u8; 2048];
     while start.elapsed() < total {
-        let Ok((n, _)) = sock.recv_from(&mut buf) else {
-            std::thread::yield_now();
-            continue;
+        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let (n, ts_ns) = {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let Ok(msg) = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty()) else {
+                std::thread::yield_now();
+                continue;
+            };
+            let mut ts = None;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::ScmTimestampns(t) = c {
+                        ts = Some(t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128);
+                    }
+                }
+            }
+            (msg.bytes, ts.unwrap_or_else(now_realtime_ns))
         };
-        let now = Instant::now();
         total_pkts += 1;
         if n < 12 {
             continue;
         }
         let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
-        let t = now - start;
-        let prev = last.insert(ssrc, now);
+        let t = Duration::from_nanos((ts_ns - start_ns).max(0) as u64);
+        let prev = last.insert(ssrc, ts_ns);
         if t >= w0 && t <= w1 {
             in_window += 1;
             streams_in_window.insert(ssrc);
             if let Some(p) = prev {
-                if p - start >= w0 {
-                    let gap = now - p;
+                if p - start_ns >= w0.as_nanos() as i128 {
+                    let gap = Duration::from_nanos((ts_ns - p).max(0) as u64);
                     max_gap = max_gap.max(gap);
                     if gap > Duration::from_millis(40) {
                         gaps_over_40 += 1;
@@ -78,3 +100,8 @@ fn main() {
     );
 }
 
+
+fn now_realtime_ns() -> i128 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    d.as_nanos() as i128
+}

@@ -20,6 +20,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIP_PORT, HTTP_PORT, SINK_PORT = 25060, 28080, 47000
 DAEMON_CORE, LOAD_CORE = "0", "1"
 CLK = os.sysconf("SC_CLK_TCK")
+# The daemon runs with real-time scheduling, as a media server is deployed (systemd
+# CPUSchedulingPolicy=fifo; FreeSWITCH -rp, Asterisk -p): on loopback the kernel's packet
+# work (ksoftirqd) otherwise preempts it for tens of ms. BENCH_DAEMON_PREFIX="" measures without.
+PREFIX = os.environ.get("BENCH_DAEMON_PREFIX", "chrt -f 10").split()
 
 
 def cpu_seconds(pid):
@@ -49,7 +53,7 @@ def start_daemon():
                HOTLINE__LOG__LEVEL="warn", HOTLINE__SIP__SHUTDOWN_GRACE_S="2")
     env.pop("RUST_LOG", None)
     log = open("/tmp/hotline-bench.log", "w")
-    p = subprocess.Popen(["taskset", "-c", DAEMON_CORE, f"{ROOT}/target/release/hotline", "run", "--config",
+    p = subprocess.Popen(PREFIX + ["taskset", "-c", DAEMON_CORE, f"{ROOT}/target/release/hotline", "run", "--config",
                           f"{ROOT}/config/hotline.toml"], env=env, stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(100):
         try:
