@@ -29,6 +29,85 @@ pub struct Config {
     pub queues: BTreeMap<String, QueueConfig>,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub registrar: RegistrarConfig,
+    /// Seats (座席): who may register, with which credentials, for which queues.
+    #[serde(default)]
+    pub seats: Vec<SeatConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SeatKind {
+    #[default]
+    Agent,
+    /// 专家座席
+    Expert,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeatConfig {
+    pub id: String,
+    /// SIP user name: the To user of its REGISTER and the digest username.
+    pub user: String,
+    /// MD5(user:realm:password), lower-case hex; `hotline passwd` prints it.
+    #[serde(skip_serializing)]
+    pub ha1_md5: String,
+    /// SHA-256(user:realm:password), lower-case hex (RFC 8760).
+    #[serde(skip_serializing)]
+    pub ha1_sha256: String,
+    #[serde(default)]
+    pub queues: Vec<String>,
+    #[serde(default)]
+    pub kind: SeatKind,
+    /// 单位 the seat belongs to.
+    #[serde(default)]
+    pub unit: String,
+    /// 远端座席: a seat outside the centre.
+    #[serde(default)]
+    pub remote: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrarConfig {
+    pub realm: String,
+    /// Digest algorithms offered, in challenge order: "MD5", "SHA-256" (RFC 8760). Default MD5
+    /// only: SIPp answers only the first challenge and knows only MD5, and Debian's baresip
+    /// (libre 1.1) fails outright when any challenge names SHA-256. List "SHA-256" first where
+    /// every phone supports it.
+    pub algorithms: Vec<String>,
+    pub min_expires: u64,
+    pub max_expires: u64,
+    pub default_expires: u64,
+    pub max_contacts: usize,
+    pub nonce_ttl_s: u64,
+    /// This many failed attempts from one address within `failure_window_s` block it for
+    /// `block_s`.
+    pub max_failures: u32,
+    pub failure_window_s: u64,
+    pub block_s: u64,
+    /// Keep-alive OPTIONS to every contact this often; 0 disables.
+    pub qualify_s: u64,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            realm: "hotline".into(),
+            algorithms: vec!["MD5".into()],
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_contacts: 5,
+            nonce_ttl_s: 300,
+            max_failures: 5,
+            failure_window_s: 60,
+            block_s: 60,
+            qualify_s: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,7 +234,9 @@ impl Config {
                 config::Environment::with_prefix("HOTLINE")
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("registrar.algorithms"),
             )
             .build()
             .map_err(|source| ConfigError::Load { path: shown.clone(), source })?;
@@ -177,6 +258,34 @@ impl Config {
         }
         if (self.rtp.port_max - self.rtp.port_min) < 2 {
             return Err(ConfigError::Invalid("rtp port range holds no even/odd port pair".into()));
+        }
+        if self.registrar.algorithms.is_empty()
+            || self.registrar.algorithms.iter().any(|a| a != "MD5" && a != "SHA-256")
+        {
+            return Err(ConfigError::Invalid(format!(
+                "registrar.algorithms must list \"MD5\" and/or \"SHA-256\", not {:?}",
+                self.registrar.algorithms
+            )));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut users = std::collections::HashSet::new();
+        for seat in &self.seats {
+            let bad = |why: String| Err(ConfigError::Invalid(format!("seat {}: {why}", seat.id)));
+            if !ids.insert(&seat.id) {
+                return bad("id used twice".into());
+            }
+            if seat.user.is_empty() || !users.insert(&seat.user) {
+                return bad(format!("user {:?} empty or used twice", seat.user));
+            }
+            let hex = |h: &str, n: usize| h.len() == n && h.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex(&seat.ha1_md5, 32) || !hex(&seat.ha1_sha256, 64) {
+                return bad("ha1_md5 must be 32 and ha1_sha256 64 hex digits (hotline passwd USER PASSWORD prints both)".into());
+            }
+            for q in &seat.queues {
+                if !self.queues.contains_key(q) {
+                    return bad(format!("queue {q:?} is not in [queues]"));
+                }
+            }
         }
         for (name, q) in &self.queues {
             if q.max_wait_s == 0 {

@@ -12,7 +12,9 @@ use crate::sdp::{self, LocalMedia, RemoteMedia, SdpError};
 use crate::sip::message::{self, InDialogRequest, RequestInfo, ResponseSpec};
 use crate::sip::transaction::{ClientOutcome, ClientTransactions, Disposition, ServerTransactions, TimerQueue};
 use crate::sip::{Method, Peer, Request, SipMessage, Transmit, T1, T2};
+use crate::registrar::{Outcome, Registrar};
 use crate::stats::Stats;
+use dashmap::DashMap;
 use crate::time::WallClock;
 use bytes::Bytes;
 use rand::RngExt as _;
@@ -22,7 +24,30 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, info_span, warn, Span};
 
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER";
+/// Timer key for the core's own periodic work (registrations, keep-alives); calls start at 1.
+const HOUSEKEEPING: u64 = 0;
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
+
+/// A seat as `/api/seats` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SeatView {
+    #[serde(flatten)]
+    pub seat: crate::config::SeatConfig,
+    pub registered: bool,
+    pub contacts: Vec<ContactView>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ContactView {
+    pub uri: String,
+    pub source: String,
+    pub transport: &'static str,
+    pub expires_in_s: u64,
+    pub reachable: bool,
+}
+
+pub type SeatDirectory = Arc<DashMap<String, SeatView>>;
 
 /// The RTP side of the runtime: opening a port for a call, sending, closing.
 pub trait MediaIo {
@@ -61,6 +86,7 @@ enum CallTimer {
     OkTimeout,
     Ivr(TimerKindOrd, u32),
     MaxDuration,
+    Housekeeping,
 }
 
 /// `TimerKind` with an order, for the timer heap.
@@ -135,12 +161,16 @@ pub struct Core<M: MediaIo> {
     next_key: u64,
     out: VecDeque<Transmit>,
     shutting_down: bool,
+    registrar: Registrar,
+    /// Keep-alive OPTIONS in flight: client transaction owner → (seat, contact URI).
+    qualifying: HashMap<u64, (usize, String)>,
+    last_qualify: Option<Instant>,
+    seats: SeatDirectory,
 }
 
 impl<M: MediaIo> Core<M> {
     pub fn new(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<crate::media::prompts::PromptStore>, clock: WallClock, stats: Arc<Stats>, media_io: M) -> Self {
         Core {
-            cfg,
             plan,
             clock,
             stats,
@@ -156,7 +186,138 @@ impl<M: MediaIo> Core<M> {
             next_key: 1,
             out: VecDeque::new(),
             shutting_down: false,
+            registrar: Registrar::new(cfg.registrar.clone(), cfg.seats.clone(), rand::rng().random()),
+            qualifying: HashMap::new(),
+            last_qualify: None,
+            seats: Arc::new(DashMap::new()),
+            cfg,
         }
+    }
+
+    /// Starts the periodic work (binding expiry, keep-alives) and publishes the seat list.
+    pub fn start(&mut self, now: Instant) {
+        self.timers.push(now + HOUSEKEEPING_EVERY, (HOUSEKEEPING, CallTimer::Housekeeping));
+        for i in 0..self.registrar.seats().len() {
+            self.publish_seat(i, now);
+        }
+    }
+
+    /// The live seat directory (for the HTTP API).
+    pub fn seat_directory(&self) -> SeatDirectory {
+        self.seats.clone()
+    }
+
+    fn publish_seat(&self, i: usize, now: Instant) {
+        let Some(seat) = self.registrar.seats().get(i) else { return };
+        let contacts: Vec<ContactView> = self
+            .registrar
+            .contacts(i, now)
+            .map(|b| ContactView {
+                uri: b.uri.clone(),
+                source: b.peer.addr.to_string(),
+                transport: b.peer.transport.via_name(),
+                expires_in_s: b.expires_at.duration_since(now).as_secs(),
+                reachable: b.reachable,
+            })
+            .collect();
+        let view = SeatView { seat: seat.clone(), registered: !contacts.is_empty(), contacts };
+        self.seats.insert(seat.id.clone(), view);
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        self.timers.push(now + HOUSEKEEPING_EVERY, (HOUSEKEEPING, CallTimer::Housekeeping));
+        self.registrar.prune(now);
+        let qualify = Duration::from_secs(self.cfg.registrar.qualify_s);
+        if !qualify.is_zero() && self.last_qualify.is_none_or(|t| now.duration_since(t) >= qualify) {
+            self.last_qualify = Some(now);
+            for (seat, b) in self.registrar.all_bindings(now) {
+                self.send_qualify(now, seat, &b);
+            }
+        }
+        for i in 0..self.registrar.seats().len() {
+            self.publish_seat(i, now);
+        }
+    }
+
+    /// Keep-alive OPTIONS to a registered contact; no answer marks it unreachable.
+    fn send_qualify(&mut self, now: Instant, seat: usize, b: &crate::registrar::Binding) {
+        let owner = self.next_key;
+        self.next_key += 1;
+        let branch = format!("z9hG4bK{}", random_token());
+        let host = SocketAddr::new(self.via_ip(), self.cfg.sip.listen.port()).to_string();
+        let from = format!("<sip:hotline@{host}>;tag={}", random_token());
+        let to = format!("<{}>", b.uri);
+        let call_id = random_token();
+        let bytes = message::in_dialog_request(&InDialogRequest {
+            method: "OPTIONS",
+            target: &b.uri,
+            via_transport: b.peer.transport.via_name(),
+            via_host: &host,
+            branch: &branch,
+            from: &from,
+            to: &to,
+            call_id: &call_id,
+            cseq: 1,
+            routes: &[],
+            user_agent: &self.cfg.sip.user_agent,
+            extra: &[],
+        });
+        self.qualifying.insert(owner, (seat, b.uri.clone()));
+        let t = self.client_txs.start(now, &branch, owner, Transmit { peer: b.peer, bytes: bytes.into() });
+        self.out.push_back(t);
+    }
+
+    fn via_ip(&self) -> IpAddr {
+        match (self.cfg.sip.public_ip, self.cfg.sip.listen.ip()) {
+            (Some(ip), _) => ip,
+            (None, ip) if !ip.is_unspecified() => ip,
+            _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+
+    /// A client transaction ended: a keep-alive, or a call's BYE.
+    fn client_done(&mut self, owner: u64, answered: bool) {
+        if let Some((seat, uri)) = self.qualifying.remove(&owner) {
+            self.registrar.set_reachable(seat, &uri, answered);
+        } else {
+            if !answered {
+                Stats::inc(&self.stats.bye_timeouts);
+            }
+            self.finish(owner);
+        }
+    }
+
+    fn register(&mut self, now: Instant, req: &Request, info: &RequestInfo, peer: Peer) {
+        let now_s = self.clock.now_utc().timestamp().max(0) as u64;
+        let outcome = self.registrar.register(now, now_s, req, info, peer);
+        let (code, reason) = outcome.status();
+        let mut owned: Vec<(&str, String)> = Vec::new();
+        match &outcome {
+            Outcome::Registered { seat, contacts } => {
+                for (uri, left) in contacts {
+                    owned.push(("Contact", format!("<{uri}>;expires={left}")));
+                }
+                if let Some(i) = self.registrar.seats().iter().position(|s| &s.id == seat) {
+                    self.publish_seat(i, now);
+                }
+            }
+            Outcome::Challenge { stale } => {
+                for c in self.registrar.challenges(now_s, *stale) {
+                    owned.push(("WWW-Authenticate", c));
+                }
+            }
+            Outcome::Throttled { retry_after_s } => {
+                owned.push(("Retry-After", retry_after_s.to_string()));
+                owned.push(("Warning", "399 hotline \"too many failed attempts from this address\"".into()));
+            }
+            Outcome::Forbidden(why) => owned.push(("Warning", format!("399 hotline \"{why}\""))),
+            Outcome::IntervalTooBrief { min } => owned.push(("Min-Expires", min.to_string())),
+            Outcome::BadRequest(why) => owned.push(("Warning", format!("399 hotline \"{}\"", why.replace('"', "'")))),
+            Outcome::NotFound | Outcome::OutOfOrder => {}
+        }
+        let hdrs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(code, reason) };
+        self.respond(now, req, info, peer, &spec);
     }
 
     pub fn active_calls(&self) -> usize {
@@ -238,11 +399,14 @@ impl<M: MediaIo> Core<M> {
         self.out.extend(retrans);
         for outcome in done {
             if let ClientOutcome::Timeout { owner } = outcome {
-                Stats::inc(&self.stats.bye_timeouts);
-                self.finish(owner);
+                self.client_done(owner, false);
             }
         }
         while let Some((at, (key, timer))) = self.timers.pop_due(now) {
+            if key == HOUSEKEEPING {
+                self.housekeeping(now);
+                continue;
+            }
             let Some(call) = self.calls.get_mut(&key) else { continue };
             match timer {
                 CallTimer::Answer if call.state == CallState::Ringing => self.answer(now, key),
@@ -334,8 +498,8 @@ impl<M: MediaIo> Core<M> {
         let Ok(via) = rsipstack::sip::typed::Via::parse(via.value()) else { return };
         let Some(branch) = via.branch().map(|b| b.to_string()) else { return };
         if let Some(ClientOutcome::Response { owner, code }) = self.client_txs.on_response(now, &branch, resp.status_code.code()) {
-            debug!(code, "BYE answered");
-            self.finish(owner);
+            debug!(code, "request answered");
+            self.client_done(owner, true);
         }
     }
 
@@ -378,6 +542,7 @@ impl<M: MediaIo> Core<M> {
                 Some(key) => self.info_or_update(now, key, &req, &info, peer),
                 None => self.respond(now, &req, &info, peer, &ResponseSpec::new(481, "Call/Transaction Does Not Exist")),
             },
+            Method::Register => self.register(now, &req, &info, peer),
             Method::Ack => {}
             _ => {
                 let hdrs = [("Allow", ALLOW)];

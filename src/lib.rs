@@ -6,6 +6,7 @@
 //!   and our own sans-IO transaction layer.
 //! - [`sdp`]: offer/answer for PCMU, PCMA and telephone-event.
 //! - [`media`]: G.711, prompts, RFC 4733 DTMF, and the media engine paced by one clock.
+//! - [`registrar`]: seats' REGISTER with digest authentication, bindings, keep-alives.
 //! - [`ivr`]: typed dialplans and the per-call IVR state machine.
 //! - [`core`]: the call controller: SIP events + time in, actions out. No I/O.
 //! - [`runtime`]: the only layer that touches tokio and sockets.
@@ -15,6 +16,7 @@ pub mod config;
 pub mod core;
 pub mod ivr;
 pub mod media;
+pub mod registrar;
 pub mod runtime;
 pub mod sdp;
 pub mod sip;

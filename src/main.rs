@@ -26,10 +26,24 @@ enum Command {
     Run,
     /// Validate configuration, dialplans and prompts; non-zero exit on any problem.
     Check,
+    /// Print the ha1_md5 and ha1_sha256 lines for a seat's credentials.
+    Passwd {
+        user: String,
+        password: String,
+        /// Digest realm (registrar.realm).
+        #[arg(long, default_value = "hotline")]
+        realm: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Passwd { user, password, realm } = &cli.command {
+        use hotline::registrar::digest::{ha1, Algorithm};
+        println!("ha1_md5 = \"{}\"", ha1(Algorithm::Md5, user, realm, password));
+        println!("ha1_sha256 = \"{}\"", ha1(Algorithm::Sha256, user, realm, password));
+        return ExitCode::SUCCESS;
+    }
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -40,6 +54,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check => check(&cfg),
         Command::Run => run(cfg),
+        Command::Passwd { .. } => ExitCode::SUCCESS,
     }
 }
 
@@ -75,6 +90,9 @@ fn check(cfg: &Config) -> ExitCode {
     for p in &problems {
         println!("error: {p}");
     }
+    for w in demo_credentials(cfg) {
+        println!("warning: {w}");
+    }
     match loaded {
         Some((prompts, plan)) if problems.is_empty() => {
             println!(
@@ -94,6 +112,16 @@ fn check(cfg: &Config) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The shipped demo seats use the password `demo-<user>`; say so wherever it is still in use.
+fn demo_credentials(cfg: &Config) -> Vec<String> {
+    use hotline::registrar::digest::{ha1, Algorithm};
+    cfg.seats
+        .iter()
+        .filter(|s| s.ha1_md5 == ha1(Algorithm::Md5, &s.user, &cfg.registrar.realm, &format!("demo-{}", s.user)))
+        .map(|s| format!("seat {} uses the demo password from the README; set real credentials with `hotline passwd`", s.id))
+        .collect()
 }
 
 fn run(cfg: Config) -> ExitCode {
@@ -121,6 +149,9 @@ fn run(cfg: Config) -> ExitCode {
         return ExitCode::from(2);
     };
     tracing::info!(today = %clock.today_shanghai(), "calendar date (Asia/Shanghai) for transition windows");
+    for w in demo_credentials(&cfg) {
+        tracing::warn!("{w}");
+    }
     // One thread: call control, media clock, sockets and reactor share it, so no wake-up crosses
     // threads (measured: with the multi-thread runtime, context switches cost more than RTP).
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -1,19 +1,38 @@
-//! HTTP: `/healthz` (JSON status) and `/metrics` (Prometheus text).
+//! HTTP: `/healthz` (JSON status), `/metrics` (Prometheus text), `/api/seats` (seats and
+//! their registrations).
 
+use crate::core::SeatDirectory;
 use crate::stats::Stats;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use std::sync::Arc;
 
-pub async fn serve(listener: tokio::net::TcpListener, stats: Arc<Stats>) {
-    let app = Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(stats);
+#[derive(Clone)]
+struct AppState {
+    stats: Arc<Stats>,
+    seats: SeatDirectory,
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, stats: Arc<Stats>, seats: SeatDirectory) {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/seats", get(api_seats))
+        .with_state(AppState { stats, seats });
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "HTTP server stopped");
     }
 }
 
-async fn healthz(State(s): State<Arc<Stats>>) -> Json<serde_json::Value> {
+async fn api_seats(State(a): State<AppState>) -> Json<Vec<crate::core::SeatView>> {
+    let mut seats: Vec<_> = a.seats.iter().map(|e| e.value().clone()).collect();
+    seats.sort_by(|x, y| x.seat.id.cmp(&y.seat.id));
+    Json(seats)
+}
+
+async fn healthz(State(a): State<AppState>) -> Json<serde_json::Value> {
+    let s = &a.stats;
     Json(serde_json::json!({
         "status": "ok",
         "calls_active": Stats::get(&s.calls_active),
@@ -26,6 +45,6 @@ async fn healthz(State(s): State<Arc<Stats>>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn metrics(State(s): State<Arc<Stats>>) -> String {
-    s.prometheus()
+async fn metrics(State(a): State<AppState>) -> String {
+    a.stats.prometheus()
 }

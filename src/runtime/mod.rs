@@ -51,11 +51,11 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
     let conns: Arc<DashMap<u64, mpsc::UnboundedSender<bytes::Bytes>>> = Arc::new(DashMap::new());
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<StreamMessage>(4096);
     tokio::spawn(tcp::accept_loop(tcp, conns.clone(), tcp_tx));
-    tokio::spawn(http::serve(http, stats.clone()));
-
     let (rtp_tx, mut rtp_rx) = mpsc::unbounded_channel::<RtpEvent>();
     let rtp_io = rtp::RtpIo::new(&cfg, rtp_tx, stats.clone());
     let mut core = Core::new(cfg.clone(), plan, prompts, clock, stats.clone(), rtp_io);
+    core.start(std::time::Instant::now());
+    tokio::spawn(http::serve(http, stats.clone(), core.seat_directory()));
 
     // The media clock ticks four times per frame: each stream's frames fall due at its own
     // phase (its call's start), so a finer tick spreads the sends over the 20 ms instead of

@@ -414,3 +414,112 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A real softphone: baresip (Debian's baresip-core), headless, one process per seat, with
+/// its own config folder; driven over its ctrl_tcp netstring interface.
+pub struct Baresip {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub sip_port: u16,
+    pub ctrl_port: u16,
+}
+
+impl Baresip {
+    /// Starts baresip registering `user` with `password` at the daemon.
+    pub fn start(d: &Daemon, user: &str, password: &str) -> Baresip {
+        let dir = temp_dir(&format!("baresip-{user}-{}", free_port()));
+        let sip_port = free_port();
+        let ctrl_port = free_port();
+        // A long tone as the microphone: baresip hangs up when its audio file ends.
+        let tone = dir.join("mic.wav");
+        let status = Command::new("sox")
+            .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
+            .arg(&tone)
+            .args(["synth", "120", "sine", "440", "vol", "0.3"])
+            .status()
+            .expect("sox");
+        assert!(status.success());
+        std::fs::write(
+            dir.join("config"),
+            format!(
+                "module_path /usr/lib/baresip/modules\nsip_listen 127.0.0.1:{sip_port}\naudio_source aufile,{}\naudio_player aubridge,x\n\
+                 ausrc_srate 8000\nauplay_srate 8000\nmodule g711.so\nmodule aufile.so\nmodule aubridge.so\n\
+                 module sndfile.so\nsnd_path {}\nmodule_tmp uuid.so\nmodule_tmp account.so\nmodule_app menu.so\n\
+                 module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl_port}\n",
+                tone.display(),
+                dir.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("accounts"),
+            format!("<sip:{user}@{}>;auth_pass={password};regint=60;answermode=auto;audio_codecs=pcmu\n", d.sip),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
+        let child = Command::new("baresip")
+            .arg("-f")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start baresip (apt-get install baresip-core)");
+        Baresip { child, dir, sip_port, ctrl_port }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.join("baresip.log")).unwrap_or_default()
+    }
+
+    /// Sends a ctrl_tcp command; the raw reply.
+    pub fn command(&self, command: &str, params: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.ctrl_port)).expect("ctrl_tcp");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let json = format!("{{\"command\":\"{command}\",\"params\":\"{params}\",\"token\":\"t\"}}");
+        write!(s, "{}:{},", json.len(), json).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    }
+
+    /// Asks baresip to quit (it unregisters first) and waits for it.
+    pub fn quit(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `/api/seats` entry of a seat.
+pub fn seat(d: &Daemon, id: &str) -> serde_json::Value {
+    let body = d.http_get("/api/seats").expect("api/seats");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    v.as_array().unwrap().iter().find(|s| s["id"] == id).cloned().unwrap_or_else(|| panic!("no seat {id} in {body}"))
+}
+
+/// Waits until `cond` holds for seat `id`, or panics with `what`.
+pub fn wait_seat(d: &Daemon, id: &str, within: Duration, what: &str, cond: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = seat(d, id);
+        if cond(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}: seat {id} is {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,282 @@
+//! Registrar (RFC 3261 §10): seats register their softphones' contacts with digest
+//! authentication; bindings expire, several contacts per seat are kept, `*` with Expires 0
+//! removes all. A seat behind NAT is reached at the address its REGISTER came from (rport /
+//! received), not at the private address in its Contact. Failed attempts are logged and a
+//! source that keeps failing is refused for a while.
+//!
+//! Sans-IO like the rest: `register` takes the request, the source and the time, and returns
+//! an [`Outcome`]; [`Outcome::status`] is the one table from outcome to SIP status.
+
+pub mod digest;
+
+use crate::config::{RegistrarConfig, SeatConfig};
+use crate::sip::message::RequestInfo;
+use crate::sip::{Peer, Request};
+use digest::{AuthError, Credentials, Nonces};
+use rsipstack::sip::prelude::*;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// One registered contact of a seat.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    /// The Contact URI as the phone sent it.
+    pub uri: String,
+    /// Where the REGISTER came from: where requests to this contact go.
+    pub peer: Peer,
+    pub expires_at: Instant,
+    pub call_id: String,
+    pub cseq: u32,
+    /// False after a keep-alive OPTIONS went unanswered.
+    pub reachable: bool,
+}
+
+/// What a REGISTER gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Bindings after the update: (contact URI, seconds left).
+    Registered { seat: String, contacts: Vec<(String, u64)> },
+    Challenge { stale: bool },
+    Forbidden(&'static str),
+    Throttled { retry_after_s: u64 },
+    NotFound,
+    IntervalTooBrief { min: u64 },
+    BadRequest(String),
+    OutOfOrder,
+}
+
+impl Outcome {
+    /// The one table from registrar outcome to SIP status.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            Outcome::Registered { .. } => (200, "OK"),
+            Outcome::Challenge { .. } => (401, "Unauthorized"),
+            Outcome::Forbidden(_) | Outcome::Throttled { .. } => (403, "Forbidden"),
+            Outcome::NotFound => (404, "Not Found"),
+            Outcome::IntervalTooBrief { .. } => (423, "Interval Too Brief"),
+            Outcome::BadRequest(_) => (400, "Bad Request"),
+            Outcome::OutOfOrder => (500, "Server Internal Error"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Failures {
+    times: VecDeque<Instant>,
+    blocked_until: Option<Instant>,
+}
+
+pub struct Registrar {
+    cfg: RegistrarConfig,
+    seats: Vec<SeatConfig>,
+    by_user: HashMap<String, usize>,
+    bindings: Vec<Vec<Binding>>,
+    nonces: Nonces,
+    failures: HashMap<IpAddr, Failures>,
+}
+
+impl Registrar {
+    pub fn new(cfg: RegistrarConfig, seats: Vec<SeatConfig>, key: [u8; 32]) -> Self {
+        let by_user = seats.iter().enumerate().map(|(i, s)| (s.user.clone(), i)).collect();
+        let bindings = vec![Vec::new(); seats.len()];
+        let algorithms = cfg.algorithms.iter().filter_map(|a| digest::Algorithm::from_name(a)).collect();
+        let nonces = Nonces::new(&cfg.realm, cfg.nonce_ttl_s, key, algorithms);
+        Registrar { cfg, seats, by_user, bindings, nonces, failures: HashMap::new() }
+    }
+
+    pub fn seats(&self) -> &[SeatConfig] {
+        &self.seats
+    }
+
+    /// Live contacts of seat `i`.
+    pub fn contacts(&self, i: usize, now: Instant) -> impl Iterator<Item = &Binding> {
+        self.bindings.get(i).into_iter().flatten().filter(move |b| b.expires_at > now)
+    }
+
+    pub fn challenges(&self, now_s: u64, stale: bool) -> Vec<String> {
+        self.nonces.challenges(now_s, stale)
+    }
+
+    /// Drops expired bindings and old failure records.
+    pub fn prune(&mut self, now: Instant) {
+        for (i, list) in self.bindings.iter_mut().enumerate() {
+            let before = list.len();
+            list.retain(|b| b.expires_at > now);
+            if list.len() < before {
+                info!(seat = %self.seats[i].id, left = list.len(), "registration expired");
+            }
+        }
+        let window = Duration::from_secs(self.cfg.failure_window_s);
+        self.failures.retain(|_, f| {
+            f.blocked_until.is_some_and(|t| t > now) || f.times.back().is_some_and(|&t| now.duration_since(t) < window)
+        });
+    }
+
+    /// Marks a contact reachable or not (keep-alive OPTIONS answered or not).
+    pub fn set_reachable(&mut self, seat: usize, uri: &str, reachable: bool) {
+        if let Some(b) = self.bindings.get_mut(seat).and_then(|l| l.iter_mut().find(|b| b.uri == uri)) {
+            if b.reachable != reachable {
+                info!(seat = %self.seats[seat].id, contact = uri, reachable, "contact reachability changed");
+            }
+            b.reachable = reachable;
+        }
+    }
+
+    /// Every live (seat index, binding), for keep-alives.
+    pub fn all_bindings(&self, now: Instant) -> Vec<(usize, Binding)> {
+        self.bindings
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| l.iter().filter(|b| b.expires_at > now).map(move |b| (i, b.clone())))
+            .collect()
+    }
+
+    fn fail(&mut self, now: Instant, ip: IpAddr, seat: &str, why: &str) {
+        warn!(%ip, seat, reason = why, "REGISTER refused");
+        let window = Duration::from_secs(self.cfg.failure_window_s);
+        let f = self.failures.entry(ip).or_default();
+        f.times.push_back(now);
+        while f.times.front().is_some_and(|&t| now.duration_since(t) > window) {
+            f.times.pop_front();
+        }
+        if f.times.len() as u32 >= self.cfg.max_failures {
+            f.blocked_until = Some(now + Duration::from_secs(self.cfg.block_s));
+            warn!(%ip, failures = f.times.len(), block_s = self.cfg.block_s, "too many failed REGISTERs; source blocked");
+        }
+    }
+
+    pub fn register(&mut self, now: Instant, now_s: u64, req: &Request, info: &RequestInfo, peer: Peer) -> Outcome {
+        let ip = peer.addr.ip();
+        if let Some(until) = self.failures.get(&ip).and_then(|f| f.blocked_until).filter(|&t| t > now) {
+            return Outcome::Throttled { retry_after_s: until.duration_since(now).as_secs().max(1) };
+        }
+        let user = match req.to_header().ok().and_then(|t| t.uri().ok()).and_then(|u| u.user().map(str::to_string)) {
+            Some(u) => u,
+            None => return Outcome::BadRequest("To has no user".into()),
+        };
+        let Some(&seat) = self.by_user.get(&user) else {
+            self.fail(now, ip, &user, "no such seat");
+            return Outcome::NotFound;
+        };
+        let seat_id = self.seats[seat].id.clone();
+        let Some(auth) = req.authorization_header() else {
+            return Outcome::Challenge { stale: false };
+        };
+        let creds = match Credentials::parse(auth.value()) {
+            Ok(c) => c,
+            Err(e) => return Outcome::BadRequest(e.to_string()),
+        };
+        if creds.username != self.seats[seat].user {
+            self.fail(now, ip, &seat_id, "username does not match To");
+            return Outcome::Forbidden("username does not match To");
+        }
+        let ha1 = match creds.algorithm {
+            digest::Algorithm::Md5 => self.seats[seat].ha1_md5.clone(),
+            digest::Algorithm::Sha256 => self.seats[seat].ha1_sha256.clone(),
+        };
+        match self.nonces.verify(now_s, "REGISTER", &creds, &ha1) {
+            Ok(()) => {}
+            Err(AuthError::Stale) => return Outcome::Challenge { stale: true },
+            Err(AuthError::ForeignNonce | AuthError::Qop) => return Outcome::Challenge { stale: false },
+            // A used nonce-count: a replay, or a phone that reuses its last challenge for a new
+            // request (libre does). Either way a fresh nonce, marked stale so the phone takes it
+            // without asking its user for the password again (RFC 7616 §3.3).
+            Err(e @ AuthError::Replay(_)) => {
+                info!(%ip, seat = %seat_id, error = %e, "used nonce-count; issuing a fresh nonce");
+                return Outcome::Challenge { stale: true };
+            }
+            // An algorithm we did not offer: challenge with the ones we do.
+            Err(AuthError::Algorithm(_)) => return Outcome::Challenge { stale: false },
+            Err(AuthError::Malformed(m)) => return Outcome::BadRequest(m),
+            Err(e @ (AuthError::WrongRealm(_) | AuthError::WrongResponse)) => {
+                self.fail(now, ip, &seat_id, &e.to_string());
+                return Outcome::Forbidden("wrong credentials");
+            }
+        }
+        if let Some(f) = self.failures.get_mut(&ip) {
+            f.times.clear();
+        }
+        self.update_bindings(now, seat, req, info, peer)
+    }
+
+    fn update_bindings(&mut self, now: Instant, seat: usize, req: &Request, info: &RequestInfo, peer: Peer) -> Outcome {
+        let header_expires = match req.expires_header() {
+            Some(e) => match e.value().trim().parse::<u64>() {
+                Ok(v) => Some(v),
+                Err(_) => return Outcome::BadRequest("Expires is not a number".into()),
+            },
+            None => None,
+        };
+        let raw_contacts: Vec<&str> = req
+            .headers
+            .iter()
+            .filter_map(|h| match h {
+                rsipstack::sip::Header::Contact(c) => Some(c.value()),
+                _ => None,
+            })
+            .collect();
+        let seat_id = self.seats[seat].id.clone();
+        if raw_contacts.iter().any(|c| c.trim() == "*") {
+            if raw_contacts.len() != 1 || header_expires != Some(0) {
+                return Outcome::BadRequest("Contact * needs Expires: 0 and no other contact".into());
+            }
+            self.bindings[seat].clear();
+            info!(seat = %seat_id, "all contacts unregistered");
+            return self.registered(seat, now);
+        }
+        let mut updates = Vec::new();
+        for raw in &raw_contacts {
+            let list = match rsipstack::sip::typed::Contact::parse_header_list(raw) {
+                Ok(l) => l,
+                Err(e) => return Outcome::BadRequest(format!("Contact: {e}")),
+            };
+            for c in list {
+                let expires = c.expires().map(u64::from).or(header_expires).unwrap_or(self.cfg.default_expires);
+                if expires > 0 && expires < self.cfg.min_expires {
+                    return Outcome::IntervalTooBrief { min: self.cfg.min_expires };
+                }
+                updates.push((crate::sip::message::addr_spec(&c.uri.to_string()).to_string(), expires.min(self.cfg.max_expires)));
+            }
+        }
+        let list = &mut self.bindings[seat];
+        list.retain(|b| b.expires_at > now);
+        for (uri, _) in &updates {
+            if let Some(b) = list.iter().find(|b| &b.uri == uri) {
+                if b.call_id == info.call_id && info.cseq <= b.cseq {
+                    return Outcome::OutOfOrder;
+                }
+            }
+        }
+        for (uri, expires) in updates {
+            list.retain(|b| b.uri != uri);
+            if expires == 0 {
+                info!(seat = %seat_id, contact = %uri, "contact unregistered");
+                continue;
+            }
+            if list.len() >= self.cfg.max_contacts {
+                // The oldest contact makes room: a phone that re-installs keeps working.
+                list.sort_by_key(|b| b.expires_at);
+                list.remove(0);
+            }
+            info!(seat = %seat_id, contact = %uri, from = %peer.addr, expires, "registered");
+            list.push(Binding {
+                uri,
+                peer,
+                expires_at: now + Duration::from_secs(expires),
+                call_id: info.call_id.clone(),
+                cseq: info.cseq,
+                reachable: true,
+            });
+        }
+        self.registered(seat, now)
+    }
+
+    fn registered(&self, seat: usize, now: Instant) -> Outcome {
+        Outcome::Registered {
+            seat: self.seats[seat].id.clone(),
+            contacts: self.contacts(seat, now).map(|b| (b.uri.clone(), b.expires_at.duration_since(now).as_secs())).collect(),
+        }
+    }
+}
