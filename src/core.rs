@@ -58,6 +58,12 @@ pub trait MediaIo {
     fn close(&mut self, tx: Self::Tx);
     /// The payload type of RFC 4733 events the peer sends on this endpoint, once negotiated.
     fn set_event_pt(&mut self, tx: &Self::Tx, pt: Option<u8>);
+    /// The peer's SDP changed: RTP from `sdp_addr` is accepted at once, and the first other
+    /// source is learned again (symmetric RTP); any other source is ignored after that.
+    fn media_changed(&mut self, tx: &Self::Tx, sdp_addr: Option<SocketAddr>);
+    /// Our address on the route to `peer`, for Contact, Via and SDP when listening on a
+    /// wildcard address.
+    fn local_ip_for(&mut self, peer: IpAddr) -> Option<IpAddr>;
 }
 
 /// What the runtime's RTP readers report.
@@ -85,7 +91,6 @@ enum CallTimer {
     OkRetransmit,
     OkTimeout,
     Ivr(TimerKindOrd, u32),
-    MaxDuration,
     Housekeeping,
 }
 
@@ -140,6 +145,9 @@ struct Call {
     ivr: Option<Ivr>,
     pending: Option<Decision>,
     span: Span,
+    answered_at: Option<Instant>,
+    /// We want to hang up but our 2xx is not acknowledged yet: BYE follows the ACK (§15).
+    bye_after_ack: bool,
 }
 
 pub struct Core<M: MediaIo> {
@@ -226,6 +234,22 @@ impl<M: MediaIo> Core<M> {
 
     fn housekeeping(&mut self, now: Instant) {
         self.timers.push(now + HOUSEKEEPING_EVERY, (HOUSEKEEPING, CallTimer::Housekeeping));
+        // Calls past the maximum duration (a lost BYE): checked here, once a second, rather
+        // than with a 4-hour timer per call that would outlive the call in the timer heap.
+        let max = Duration::from_secs(self.cfg.sip.max_call_s);
+        let overdue: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.state != CallState::Ending && c.answered_at.is_some_and(|t| now.duration_since(t) >= max))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in overdue {
+            if let Some(c) = self.calls.get(&key) {
+                let _g = c.span.clone().entered();
+                info!("maximum call duration reached");
+            }
+            self.hangup(now, key);
+        }
         self.registrar.prune(now);
         let qualify = Duration::from_secs(self.cfg.registrar.qualify_s);
         if !qualify.is_zero() && self.last_qualify.is_none_or(|t| now.duration_since(t) >= qualify) {
@@ -427,11 +451,6 @@ impl<M: MediaIo> Core<M> {
                     self.hangup(now, key);
                 }
                 CallTimer::Ivr(kind, epoch) => self.ivr_input(now, key, Input::Timer(kind.into(), epoch)),
-                CallTimer::MaxDuration => {
-                    let _g = call.span.clone().entered();
-                    info!("maximum call duration reached");
-                    self.hangup(now, key);
-                }
                 _ => {}
             }
         }
@@ -481,12 +500,16 @@ impl<M: MediaIo> Core<M> {
     }
 
     fn send_stateless(&mut self, req: &Request, peer: Peer, spec: &ResponseSpec) {
+        let tag = random_token();
+        let spec = &with_to_tag(spec, &tag);
         let bytes = message::response(req, peer.addr, &self.cfg.sip.user_agent, spec);
         self.out.push_back(Transmit { peer, bytes: bytes.into() });
     }
 
     /// Sends a response through the server transaction of `info`.
     fn respond(&mut self, now: Instant, req: &Request, info: &RequestInfo, peer: Peer, spec: &ResponseSpec) {
+        let tag = random_token();
+        let spec = &with_to_tag(spec, &tag);
         let bytes = message::response(req, peer.addr, &self.cfg.sip.user_agent, spec);
         let t = self.server_txs.respond(now, &info.branch, info.method, spec.code, bytes, peer);
         self.out.push_back(t);
@@ -525,11 +548,17 @@ impl<M: MediaIo> Core<M> {
             Method::Bye => match dialog {
                 Some(key) => {
                     self.respond(now, &req, &info, peer, &ResponseSpec::new(200, "OK"));
-                    if let Some(call) = self.calls.get(&key) {
-                        let _g = call.span.clone().entered();
+                    let ringing = self.calls.get(&key).map(|c| {
+                        let _g = c.span.clone().entered();
                         info!("caller hung up");
+                        c.state == CallState::Ringing
+                    });
+                    if ringing == Some(true) {
+                        // BYE on the early dialog: the INVITE still needs its final response.
+                        self.reject_ringing(now, key, 487, "Request Terminated");
+                    } else {
+                        self.finish(key);
                     }
-                    self.finish(key);
                 }
                 None => self.respond(now, &req, &info, peer, &ResponseSpec::new(481, "Call/Transaction Does Not Exist")),
             },
@@ -558,7 +587,9 @@ impl<M: MediaIo> Core<M> {
         (info.to_tag.as_deref() == Some(call.local_tag.as_str())).then_some(key)
     }
 
-    fn local_ip(&self, req: &Request) -> IpAddr {
+    /// Our address as this peer should see it: configured, else the listen address, else the
+    /// address of the route to the peer.
+    fn local_ip(&mut self, peer: IpAddr) -> IpAddr {
         if let Some(ip) = self.cfg.sip.public_ip {
             return ip;
         }
@@ -566,10 +597,7 @@ impl<M: MediaIo> Core<M> {
         if !listen.is_unspecified() {
             return listen;
         }
-        match &req.uri.host_with_port.host {
-            rsipstack::sip::Host::IpAddr(ip) if !ip.is_unspecified() => *ip,
-            _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        }
+        self.media_io.local_ip_for(peer).unwrap_or(if peer.is_ipv4() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { IpAddr::V6(std::net::Ipv6Addr::LOCALHOST) })
     }
 
     fn new_invite(&mut self, now: Instant, req: Request, info: RequestInfo, peer: Peer) {
@@ -589,6 +617,11 @@ impl<M: MediaIo> Core<M> {
         let Some(from_tag) = info.from_tag.clone() else {
             return refuse(self, 400, "Bad Request", &[("Warning", "399 hotline \"From has no tag\"")]);
         };
+        if self.dialogs.contains_key(&(info.call_id.clone(), from_tag.clone())) {
+            // Same Call-ID and From tag, new branch, no To tag: a merged or looped request
+            // (RFC 3261 §8.2.2.2).
+            return refuse(self, 482, "Loop Detected", &[]);
+        }
         if let Some(req_ext) = message::header(&req, "Require") {
             // We support no extensions that a caller can require (no 100rel, no timer).
             let unsupported = req_ext.to_string();
@@ -630,10 +663,11 @@ impl<M: MediaIo> Core<M> {
         let params = StreamParams { codec, payload_type: pt, ssrc: rng.random(), first_seq: rng.random(), first_ts: rng.random() };
         let remote_addr = remote_media.as_ref().and_then(|m| m.addr);
         self.media_io.set_event_pt(&tx, remote_media.as_ref().and_then(|m| m.telephone_event));
+        self.media_io.media_changed(&tx, remote_addr);
         let stream = self.media.add(now, tx, remote_addr, params);
         // No early media: nothing is sent before the 200 OK.
         self.media.set_sending(stream, false);
-        let local_ip = self.local_ip(&req);
+        let local_ip = self.local_ip(peer.addr.ip());
         let media_ip = self.cfg.rtp.public_ip.unwrap_or(local_ip);
         let remote_target = message::header(&req, "Contact").map(|c| message::addr_spec(c).to_string()).unwrap_or_else(|| req.uri.to_string());
         let route_set = req
@@ -667,6 +701,8 @@ impl<M: MediaIo> Core<M> {
             ivr: None,
             pending: Some(decision),
             span: span.clone(),
+            answered_at: None,
+            bye_after_ack: false,
             invite: req,
         };
         info!(rtp_port = port, "new call");
@@ -724,7 +760,9 @@ impl<M: MediaIo> Core<M> {
         self.out.push_back(t);
         Stats::inc(&self.stats.calls_answered);
         info!("answered");
-        self.timers.push(now + Duration::from_secs(self.cfg.sip.max_call_s), (key, CallTimer::MaxDuration));
+        if let Some(call) = self.calls.get_mut(&key) {
+            call.answered_at = Some(now);
+        }
         // With an offer we know where to send: the IVR starts now. Without one (delayed
         // offer) it starts when the ACK brings the answer.
         let may_send = self.calls.get(&key).and_then(|c| c.remote_media.as_ref().map(|m| (c.stream, m.direction.we_may_send())));
@@ -800,6 +838,9 @@ impl<M: MediaIo> Core<M> {
         if call.state == CallState::Answered {
             call.state = CallState::Confirmed;
         }
+        if call.bye_after_ack {
+            return self.hangup(now, key);
+        }
         if !req.body.is_empty() {
             // The answer to the offer we put in a 2xx (delayed offer).
             match sdp::parse(&req.body) {
@@ -831,6 +872,7 @@ impl<M: MediaIo> Core<M> {
         self.media.set_sending(call.stream, m.direction.we_may_send() && m.addr.is_some());
         if let Some(tx) = self.media.tx(call.stream) {
             self.media_io.set_event_pt(tx, m.telephone_event);
+            self.media_io.media_changed(tx, m.addr);
         }
         call.remote_media = Some(m);
     }
@@ -838,6 +880,11 @@ impl<M: MediaIo> Core<M> {
     fn reinvite(&mut self, now: Instant, key: u64, req: &Request, info: &RequestInfo, peer: Peer) {
         let Some(call) = self.calls.get(&key) else { return };
         let _g = call.span.clone().entered();
+        if call.state == CallState::Ringing {
+            // An offer while our answer to the INVITE is still pending (RFC 3261 §14.2).
+            let spec = ResponseSpec::new(491, "Request Pending");
+            return self.respond(now, req, info, peer, &spec);
+        }
         if call.ok.is_some() || call.state == CallState::Ending {
             // RFC 3261 §14.2: a re-INVITE while our 2xx is unacknowledged gets 500 + Retry-After.
             let hdrs = [("Retry-After", "1")];
@@ -867,6 +914,10 @@ impl<M: MediaIo> Core<M> {
         let contact = self.contact(key);
         let Some(call) = self.calls.get_mut(&key) else { return };
         call.remote_cseq = info.cseq;
+        // A target refresh (RFC 3261 §12.2.2): the new Contact is where in-dialog requests go.
+        if let Some(c) = message::header(req, "Contact") {
+            call.remote_target = message::addr_spec(c).to_string();
+        }
         call.local_media.version += 1;
         let body = match &offer {
             Some(o) => sdp::answer(&call.local_media, o),
@@ -929,7 +980,9 @@ impl<M: MediaIo> Core<M> {
         let Some(&key) = self.by_branch.get(&info.branch) else {
             return self.respond(now, req, info, peer, &ResponseSpec::new(481, "Call/Transaction Does Not Exist"));
         };
-        self.respond(now, req, info, peer, &ResponseSpec::new(200, "OK"));
+        let tag = self.calls.get(&key).map(|c| c.local_tag.clone());
+        let spec = ResponseSpec { to_tag: tag.as_deref(), ..ResponseSpec::new(200, "OK") };
+        self.respond(now, req, info, peer, &spec);
         if self.calls.get(&key).is_some_and(|c| c.state == CallState::Ringing) {
             Stats::inc(&self.stats.cancelled);
             if let Some(c) = self.calls.get(&key) {
@@ -960,6 +1013,13 @@ impl<M: MediaIo> Core<M> {
         }
         if call.state == CallState::Ringing {
             return self.reject_ringing(now, key, 480, "Temporarily Unavailable");
+        }
+        if call.state == CallState::Answered && call.ok.is_some() {
+            // Our 200 is not acknowledged: the BYE waits for the ACK or the ACK timeout, and
+            // media stops now.
+            call.bye_after_ack = true;
+            self.media.set_sending(call.stream, false);
+            return;
         }
         call.state = CallState::Ending;
         call.ok = None;
@@ -1010,6 +1070,18 @@ impl<M: MediaIo> Core<M> {
         let _g = call.span.enter();
         let digits = call.ivr.as_ref().map(|i| i.digits.as_str()).unwrap_or("");
         info!(digits, "call ended");
+    }
+}
+
+/// A final response must carry a To tag (RFC 3261 §8.2.6.2); `message::response` keeps the
+/// request's own tag when it has one.
+fn with_to_tag<'a>(spec: &ResponseSpec<'a>, tag: &'a str) -> ResponseSpec<'a> {
+    ResponseSpec {
+        code: spec.code,
+        reason: spec.reason,
+        to_tag: spec.to_tag.or(if spec.code >= 200 { Some(tag) } else { None }),
+        headers: spec.headers,
+        body: spec.body,
     }
 }
 

@@ -16,10 +16,12 @@ pub struct Stats {
     pub rtp_sent: AtomicU64,
     pub rtp_received: AtomicU64,
     pub rtp_malformed: AtomicU64,
+    pub rtp_foreign: AtomicU64,
     pub rtp_send_errors: AtomicU64,
     pub rtp_frames_skipped: AtomicU64,
     pub dtmf_digits: AtomicU64,
     pub bye_timeouts: AtomicU64,
+    pub sip_send_errors: AtomicU64,
 }
 
 impl Stats {
@@ -32,7 +34,7 @@ impl Stats {
 
     /// Prometheus text exposition of every counter.
     pub fn prometheus(&self) -> String {
-        let rows: [(&str, &str, &AtomicU64, &str); 15] = [
+        let rows: [(&str, &str, &AtomicU64, &str); 17] = [
             ("hotline_invites_total", "counter", &self.invites, "New INVITEs received"),
             ("hotline_calls_answered_total", "counter", &self.calls_answered, "Calls answered with 200 OK"),
             ("hotline_calls_active", "gauge", &self.calls_active, "Calls in progress"),
@@ -44,10 +46,12 @@ impl Stats {
             ("hotline_rtp_sent_total", "counter", &self.rtp_sent, "RTP packets sent"),
             ("hotline_rtp_received_total", "counter", &self.rtp_received, "RTP packets received"),
             ("hotline_rtp_malformed_total", "counter", &self.rtp_malformed, "Malformed RTP packets dropped"),
+            ("hotline_rtp_foreign_total", "counter", &self.rtp_foreign, "RTP packets from a source the call does not accept"),
             ("hotline_rtp_send_errors_total", "counter", &self.rtp_send_errors, "RTP packets the socket refused"),
             ("hotline_rtp_frames_skipped_total", "counter", &self.rtp_frames_skipped, "20 ms frames skipped because the media clock ran late"),
             ("hotline_dtmf_digits_total", "counter", &self.dtmf_digits, "DTMF digits received"),
             ("hotline_bye_timeouts_total", "counter", &self.bye_timeouts, "BYEs that got no response"),
+            ("hotline_sip_send_errors_total", "counter", &self.sip_send_errors, "SIP messages the socket refused (recovered by retransmission)"),
         ];
         let mut s = String::new();
         for (name, kind, v, help) in rows {

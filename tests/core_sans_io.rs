@@ -33,6 +33,10 @@ impl MediaIo for FakeMedia {
         self.open -= 1;
     }
     fn set_event_pt(&mut self, _tx: &u16, _pt: Option<u8>) {}
+    fn media_changed(&mut self, _tx: &u16, _sdp_addr: Option<SocketAddr>) {}
+    fn local_ip_for(&mut self, _peer: std::net::IpAddr) -> Option<std::net::IpAddr> {
+        None
+    }
 }
 
 fn core(ring_ms: u64) -> Core<FakeMedia> {
@@ -192,4 +196,37 @@ fn in_dialog_requests_for_unknown_dialogs_get_481_and_media_is_paced() {
     c.handle_datagram(t0, request("BYE", "z9hG4bK8", ";tag=other", 2).as_bytes(), peer());
     assert_eq!(drain(&mut c), ["481"]);
     assert_eq!(c.active_calls(), 1);
+}
+
+#[test]
+fn bye_while_ringing_gets_200_and_the_invite_487_and_merged_invites_482() {
+    let mut c = core(3000);
+    let t0 = Instant::now();
+    c.handle_datagram(t0, invite("z9hG4bK1").as_bytes(), peer());
+    let mut tag = String::new();
+    while let Some(t) = c.poll_transmit() {
+        let text = String::from_utf8_lossy(&t.bytes).to_string();
+        if text.starts_with("SIP/2.0 180") {
+            tag = text.lines().find(|l| l.starts_with("To:")).unwrap().split(";tag=").nth(1).unwrap().trim().to_string();
+        }
+    }
+    // the same request arriving by another path (new branch, no To tag): 482
+    c.handle_datagram(t0, invite("z9hG4bK-other").as_bytes(), peer());
+    assert_eq!(drain(&mut c), ["482"]);
+    assert_eq!(c.active_calls(), 1);
+    c.handle_datagram(t0, request("BYE", "z9hG4bK5", &format!(";tag={tag}"), 2).as_bytes(), peer());
+    assert_eq!(drain(&mut c), ["200", "487"]);
+    assert_eq!(c.active_calls(), 0);
+    assert_eq!(c.media_io().open, 0);
+}
+
+#[test]
+fn final_responses_outside_dialogs_carry_a_to_tag() {
+    let mut c = core(0);
+    let t0 = Instant::now();
+    c.handle_datagram(t0, request("OPTIONS", "z9hG4bK7", "", 1).as_bytes(), peer());
+    let t = c.poll_transmit().unwrap();
+    let text = String::from_utf8_lossy(&t.bytes);
+    assert!(text.starts_with("SIP/2.0 200"));
+    assert!(text.lines().any(|l| l.starts_with("To:") && l.contains(";tag=")), "{text}");
 }

@@ -64,12 +64,12 @@ struct Stream<T> {
 pub struct MediaEngine<T> {
     prompts: Arc<PromptStore>,
     streams: Slab<Stream<T>>,
-    events: Vec<MediaEvent>,
+    events: std::collections::VecDeque<MediaEvent>,
 }
 
 impl<T> MediaEngine<T> {
     pub fn new(prompts: Arc<PromptStore>) -> Self {
-        MediaEngine { prompts, streams: Slab::new(), events: Vec::new() }
+        MediaEngine { prompts, streams: Slab::new(), events: std::collections::VecDeque::new() }
     }
 
     pub fn prompts(&self) -> &Arc<PromptStore> {
@@ -127,7 +127,7 @@ impl<T> MediaEngine<T> {
             s.loop_last = loop_last;
             s.playing = !prompts.is_empty();
             if !s.playing {
-                self.events.push(MediaEvent::PlaybackDone(id));
+                self.events.push_back(MediaEvent::PlaybackDone(id));
             }
         }
     }
@@ -192,7 +192,7 @@ impl<T> MediaEngine<T> {
                 let skip = lag - MAX_CATCH_UP;
                 for _ in 0..skip {
                     if advance(s, prompts) {
-                        self.events.push(MediaEvent::PlaybackDone(StreamId(key)));
+                        self.events.push_back(MediaEvent::PlaybackDone(StreamId(key)));
                     }
                 }
                 s.ts = s.ts.wrapping_add((skip as u32) * FRAME_SAMPLES as u32);
@@ -227,7 +227,7 @@ impl<T> MediaEngine<T> {
                     }
                 }
                 if advance(s, prompts) {
-                    self.events.push(MediaEvent::PlaybackDone(StreamId(key)));
+                    self.events.push_back(MediaEvent::PlaybackDone(StreamId(key)));
                 }
                 s.ts = s.ts.wrapping_add(FRAME_SAMPLES as u32);
                 s.frames_done += 1;
@@ -237,7 +237,7 @@ impl<T> MediaEngine<T> {
 
     /// Events produced since the last call (playback finished).
     pub fn poll_event(&mut self) -> Option<MediaEvent> {
-        if self.events.is_empty() { None } else { Some(self.events.remove(0)) }
+        self.events.pop_front()
     }
 }
 

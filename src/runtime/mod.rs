@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -110,12 +110,11 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
         while let Some(t) = core.poll_transmit() {
             match t.peer.transport {
                 Transport::Udp => {
+                    // Never wait on a full socket: that would stall the media clock of every
+                    // call. A dropped message is recovered by SIP retransmission.
                     if let Err(e) = udp.try_send_to(&t.bytes, t.peer.addr) {
-                        if e.kind() == std::io::ErrorKind::WouldBlock {
-                            let _ = udp.send_to(&t.bytes, t.peer.addr).await;
-                        } else {
-                            warn!(error = %e, to = %t.peer.addr, "SIP UDP send failed");
-                        }
+                        Stats::inc(&stats.sip_send_errors);
+                        debug!(error = %e, to = %t.peer.addr, "SIP UDP send failed");
                     }
                 }
                 Transport::Tcp(id) => {

@@ -28,7 +28,17 @@ pub struct RtpTx {
     socket: Arc<AsyncFd<UdpSocket>>,
     port: u16,
     event_pt: Arc<AtomicU8>,
+    learning: Arc<Learning>,
     reader: AbortHandle,
+}
+
+/// Which RTP sources a call accepts. Its SDP address always; otherwise the first other source
+/// after each SDP change (a phone behind NAT), and then no other: a stray or hostile packet
+/// can't redirect the call's media or inject digits (like Asterisk's strictrtp).
+#[derive(Default)]
+struct Learning {
+    sdp_addr: std::sync::Mutex<Option<SocketAddr>>,
+    relearn: std::sync::atomic::AtomicBool,
 }
 
 pub struct RtpIo {
@@ -36,6 +46,7 @@ pub struct RtpIo {
     port_min: u16,
     port_max: u16,
     next: u16,
+    routes: std::collections::HashMap<IpAddr, Option<IpAddr>>,
     in_use: HashSet<u16>,
     events: mpsc::UnboundedSender<RtpEvent>,
     stats: Arc<Stats>,
@@ -44,7 +55,16 @@ pub struct RtpIo {
 impl RtpIo {
     pub fn new(cfg: &Config, events: mpsc::UnboundedSender<RtpEvent>, stats: Arc<Stats>) -> Self {
         let min = cfg.rtp.port_min + (cfg.rtp.port_min % 2);
-        RtpIo { bind_ip: cfg.rtp.bind_ip, port_min: min, port_max: cfg.rtp.port_max, next: min, in_use: HashSet::new(), events, stats }
+        RtpIo {
+            bind_ip: cfg.rtp.bind_ip,
+            port_min: min,
+            port_max: cfg.rtp.port_max,
+            next: min,
+            routes: std::collections::HashMap::new(),
+            in_use: HashSet::new(),
+            events,
+            stats,
+        }
     }
 
     fn bind(&self, port: u16) -> Option<AsyncFd<UdpSocket>> {
@@ -64,16 +84,17 @@ impl MediaIo for RtpIo {
         let slots = ((self.port_max - self.port_min) / 2 + 1) as usize;
         for _ in 0..slots {
             let port = self.next;
-            self.next = if self.next + 2 > self.port_max { self.port_min } else { self.next + 2 };
+            self.next = if u32::from(self.next) + 2 > u32::from(self.port_max) { self.port_min } else { self.next + 2 };
             if self.in_use.contains(&port) {
                 continue;
             }
             let Some(socket) = self.bind(port) else { continue };
             let socket = Arc::new(socket);
             let event_pt = Arc::new(AtomicU8::new(NO_PT));
-            let reader = tokio::spawn(read_loop(socket.clone(), key, event_pt.clone(), self.events.clone(), self.stats.clone())).abort_handle();
+            let learning = Arc::new(Learning::default());
+            let reader = tokio::spawn(read_loop(socket.clone(), key, event_pt.clone(), learning.clone(), self.events.clone(), self.stats.clone())).abort_handle();
             self.in_use.insert(port);
-            return Some((RtpTx { socket, port, event_pt, reader }, port));
+            return Some((RtpTx { socket, port, event_pt, learning, reader }, port));
         }
         None
     }
@@ -92,9 +113,33 @@ impl MediaIo for RtpIo {
     fn set_event_pt(&mut self, tx: &RtpTx, pt: Option<u8>) {
         tx.event_pt.store(pt.unwrap_or(NO_PT), Ordering::Relaxed);
     }
+
+    fn media_changed(&mut self, tx: &RtpTx, sdp_addr: Option<SocketAddr>) {
+        if let Ok(mut a) = tx.learning.sdp_addr.lock() {
+            *a = sdp_addr;
+        }
+        tx.learning.relearn.store(true, Ordering::Relaxed);
+    }
+
+    fn local_ip_for(&mut self, peer: IpAddr) -> Option<IpAddr> {
+        // The kernel's route lookup: a connected UDP socket's local address. No packet is sent.
+        *self.routes.entry(peer).or_insert_with(|| {
+            let any: SocketAddr = if peer.is_ipv4() { "0.0.0.0:0".parse().ok()? } else { "[::]:0".parse().ok()? };
+            let s = UdpSocket::bind(any).ok()?;
+            s.connect(SocketAddr::new(peer, 9)).ok()?;
+            s.local_addr().ok().map(|a| a.ip())
+        })
+    }
 }
 
-async fn read_loop(socket: Arc<AsyncFd<UdpSocket>>, key: u64, event_pt: Arc<AtomicU8>, events: mpsc::UnboundedSender<RtpEvent>, stats: Arc<Stats>) {
+async fn read_loop(
+    socket: Arc<AsyncFd<UdpSocket>>,
+    key: u64,
+    event_pt: Arc<AtomicU8>,
+    learning: Arc<Learning>,
+    events: mpsc::UnboundedSender<RtpEvent>,
+    stats: Arc<Stats>,
+) {
     let mut buf = [0u8; 2048];
     let mut last_src: Option<SocketAddr> = None;
     let mut dtmf = DtmfReceiver::default();
@@ -110,10 +155,18 @@ async fn read_loop(socket: Arc<AsyncFd<UdpSocket>>, key: u64, event_pt: Arc<Atom
         };
         Stats::inc(&stats.rtp_received);
         if last_src != Some(src) {
+            let from_sdp = learning.sdp_addr.lock().map(|a| *a == Some(src)).unwrap_or(false);
+            let learn = last_src.is_none() || learning.relearn.swap(false, Ordering::Relaxed);
+            if !from_sdp && !learn {
+                Stats::inc(&stats.rtp_foreign);
+                continue;
+            }
             last_src = Some(src);
             if events.send(RtpEvent::PeerAddress(key, src)).is_err() {
                 return;
             }
+        } else {
+            learning.relearn.store(false, Ordering::Relaxed);
         }
         let pt = event_pt.load(Ordering::Relaxed);
         if pt != NO_PT && rtp.payload_type() == pt {

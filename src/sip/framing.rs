@@ -17,10 +17,16 @@ pub enum FramingError {
     BodyTooLong,
 }
 
+/// Leading keep-alive bytes (CRLFs) of `buf`: the caller drops them whether or not a message
+/// follows, so a peer sending only keep-alives can't grow the buffer.
+pub fn keepalive_len(buf: &[u8]) -> usize {
+    buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count()
+}
+
 /// Finds one complete message at the start of `buf` (after any CRLF keep-alives).
 /// Returns (bytes to skip before it, message length), `Ok(None)` if more bytes are needed.
 pub fn next_message(buf: &[u8]) -> Result<Option<(usize, usize)>, FramingError> {
-    let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+    let skip = keepalive_len(buf);
     let rest = &buf[skip..];
     let Some(end) = find(rest, b"\r\n\r\n") else {
         return if rest.len() > MAX_HEADER { Err(FramingError::HeaderTooLong) } else { Ok(None) };

@@ -114,30 +114,36 @@ pub fn vias(req: &Request) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Adds `received` and fills `rport` in the top Via (RFC 3261 §18.2.1, RFC 3581 §4).
+/// Sets `received` and fills `rport` in the top Via (RFC 3261 §18.2.1, RFC 3581 §4). A
+/// header line may carry several comma-separated Vias: only the first is ours to stamp.
 fn stamp_top_via(via: &str, src: SocketAddr) -> String {
+    let (top, rest) = match via.find(',') {
+        Some(i) => (&via[..i], Some(&via[i..])),
+        None => (via, None),
+    };
     let mut out = String::with_capacity(via.len() + 40);
-    let mut has_received = false;
     let mut rport = false;
-    for (i, part) in via.split(';').enumerate() {
+    for (i, part) in top.split(';').enumerate() {
         let p = part.trim();
-        if i > 0 && p.eq_ignore_ascii_case("rport") {
-            rport = true;
-            continue;
-        }
-        if i > 0 && p.len() >= 9 && p[..9].eq_ignore_ascii_case("received=") {
-            has_received = true;
-        }
         if i > 0 {
+            let name = p.split('=').next().unwrap_or("");
+            if name.eq_ignore_ascii_case("rport") {
+                rport = true;
+                continue;
+            }
+            if name.eq_ignore_ascii_case("received") {
+                continue; // replaced below with what we saw
+            }
             out.push(';');
         }
         out.push_str(p);
     }
-    if !has_received {
-        let _ = write!(out, ";received={}", src.ip());
-    }
+    let _ = write!(out, ";received={}", src.ip());
     if rport {
         let _ = write!(out, ";rport={}", src.port());
+    }
+    if let Some(rest) = rest {
+        out.push_str(rest);
     }
     out
 }
@@ -346,6 +352,13 @@ mod tests {
         let r = String::from_utf8(response(&req, src, "hotline", &spec)).unwrap();
         assert!(r.starts_with("SIP/2.0 180 Ringing\r\n"));
         assert!(r.contains("Via: SIP/2.0/UDP [::1]:5070;branch=z9hG4bK-1;received=::1;rport=5070\r\n"), "{r}");
+        let src4: SocketAddr = "192.0.2.9:7000".parse().unwrap();
+        assert_eq!(
+            stamp_top_via("SIP/2.0/UDP h;branch=z9hG4bK1;received=10.0.0.1;rport, SIP/2.0/UDP p;branch=x", src4),
+            "SIP/2.0/UDP h;branch=z9hG4bK1;received=192.0.2.9;rport=7000, SIP/2.0/UDP p;branch=x"
+        );
+        // multi-byte characters in parameters must not panic
+        let _ = stamp_top_via("SIP/2.0/UDP h;branch=z9hG4bK1;abcdefgh€;x€€€€€€€€€", src4);
         assert!(r.contains("To: <sip:12345@127.0.0.1>;tag=t1\r\n"));
         assert!(r.contains("Call-ID: call-1@host\r\n"));
         assert!(r.ends_with("Content-Length: 0\r\n\r\n"));
