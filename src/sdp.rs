@@ -15,6 +15,8 @@ pub enum SdpError {
     NoAddress,
     #[error("no common codec: we speak PCMU and PCMA")]
     NoCommonCodec,
+    #[error("only secure RTP (SAVP) offered; we speak RTP/AVP")]
+    SecureOnly,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +58,10 @@ pub struct RemoteMedia {
     pub codecs: Vec<(Codec, u8)>,
     pub telephone_event: Option<u8>,
     pub direction: Direction,
+    /// Every m-line of the offer (media, proto, first format) and which one is our audio:
+    /// the answer must have as many m-lines, the others rejected with port 0 (RFC 3264 §6).
+    pub lines: Vec<(String, String, String)>,
+    pub audio_line: usize,
 }
 
 impl RemoteMedia {
@@ -68,11 +74,18 @@ impl RemoteMedia {
 pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
     let desc = sdp::SessionDescription::unmarshal(&mut Cursor::new(body))
         .map_err(|e| SdpError::Syntax(e.to_string()))?;
-    let audio = desc
+    let is_avp = |m: &sdp::description::media::MediaDescription| m.media_name.protos.join("/").eq_ignore_ascii_case("RTP/AVP");
+    let candidates = |m: &&sdp::description::media::MediaDescription| m.media_name.media == "audio" && m.media_name.port.value != 0;
+    let (audio_line, audio) = match desc.media_descriptions.iter().enumerate().find(|(_, m)| candidates(m) && is_avp(m)) {
+        Some(x) => x,
+        None if desc.media_descriptions.iter().any(|m| candidates(&m)) => return Err(SdpError::SecureOnly),
+        None => return Err(SdpError::NoAudio),
+    };
+    let lines = desc
         .media_descriptions
         .iter()
-        .find(|m| m.media_name.media == "audio" && m.media_name.port.value != 0)
-        .ok_or(SdpError::NoAudio)?;
+        .map(|m| (m.media_name.media.clone(), m.media_name.protos.join("/"), m.media_name.formats.first().cloned().unwrap_or_else(|| "0".into())))
+        .collect();
     let conn = audio
         .connection_information
         .as_ref()
@@ -121,7 +134,7 @@ pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
     let direction = dir_of(&audio.attributes)
         .or_else(|| dir_of(&desc.attributes))
         .unwrap_or(Direction::SendRecv);
-    Ok(RemoteMedia { addr, codecs, telephone_event, direction })
+    Ok(RemoteMedia { addr, codecs, telephone_event, direction, lines, audio_line })
 }
 
 /// Our side of a session: address, port, and the version counter RFC 3264 §8 asks for.
@@ -145,29 +158,38 @@ pub fn answer(local: &LocalMedia, offer: &RemoteMedia) -> String {
     if let Some(te) = offer.telephone_event {
         maps.push_str(&format!("a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"));
     }
-    render(local, &fmts, &maps, offer.direction.answer())
+    let audio = render_audio(local, &fmts, &maps, offer.direction.answer());
+    let mut media = String::new();
+    for (i, (kind, proto, fmt)) in offer.lines.iter().enumerate() {
+        if i == offer.audio_line {
+            media.push_str(&audio);
+        } else {
+            media.push_str(&format!("m={kind} 0 {proto} {fmt}\r\n"));
+        }
+    }
+    session(local) + &media
 }
 
 /// Our offer, when the INVITE came without SDP (the answer then arrives in the ACK).
 pub fn offer(local: &LocalMedia) -> String {
     let maps = "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
                 a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n";
-    render(local, &[0, 8, 101], maps, Direction::SendRecv)
+    session(local) + &render_audio(local, &[0, 8, 101], maps, Direction::SendRecv)
 }
 
-fn render(local: &LocalMedia, fmts: &[u8], maps: &str, dir: Direction) -> String {
+fn session(local: &LocalMedia) -> String {
     let ipv = if local.ip.is_ipv4() { "IP4" } else { "IP6" };
-    let fmts: Vec<String> = fmts.iter().map(|f| f.to_string()).collect();
     format!(
-        "v=0\r\no=hotline {sid} {ver} IN {ipv} {ip}\r\ns=hotline\r\nc=IN {ipv} {ip}\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP {fmts}\r\n{maps}a=ptime:20\r\na={dir}\r\n",
+        "v=0\r\no=hotline {sid} {ver} IN {ipv} {ip}\r\ns=hotline\r\nc=IN {ipv} {ip}\r\nt=0 0\r\n",
         sid = local.session_id,
         ver = local.version,
         ip = local.ip,
-        port = local.port,
-        fmts = fmts.join(" "),
-        dir = dir.attr(),
     )
+}
+
+fn render_audio(local: &LocalMedia, fmts: &[u8], maps: &str, dir: Direction) -> String {
+    let fmts: Vec<String> = fmts.iter().map(|f| f.to_string()).collect();
+    format!("m=audio {} RTP/AVP {}\r\n{maps}a=ptime:20\r\na={}\r\n", local.port, fmts.join(" "), dir.attr())
 }
 
 #[cfg(test)]
@@ -201,6 +223,18 @@ mod tests {
         assert_eq!(h.direction, Direction::SendOnly);
         assert!(!h.direction.we_may_send());
         assert!(parse(b"garbage").is_err());
+    }
+
+    #[test]
+    fn video_line_is_rejected_in_place_and_srtp_only_refused() {
+        let with_video = OFFER.replace("m=audio", "m=video 5000 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\nm=audio");
+        let o = parse(with_video.as_bytes()).unwrap();
+        let local = LocalMedia { ip: "127.0.0.1".parse().unwrap(), port: 20000, session_id: 9, version: 1 };
+        let a = answer(&local, &o);
+        let v = a.find("m=video 0 RTP/AVP 96\r\n").expect(&a);
+        assert!(v < a.find("m=audio 20000").unwrap(), "m-lines keep the offer's order");
+        let srtp = OFFER.replace("RTP/AVP", "RTP/SAVP");
+        assert_eq!(parse(srtp.as_bytes()), Err(SdpError::SecureOnly));
     }
 
     #[test]
