@@ -61,6 +61,11 @@ FIXED = [
     ("number-retired", "您拨打的号码已停止使用，请改拨12345政务服务便民热线。再见。"),
     ("transition/you-dialled", "您拨打的"),
     ("transition/merged", "已整体并入12345政务服务便民热线，正在为您转接。"),
+    ("agent/logged-in", "座席已签入。"),
+    ("agent/logged-out", "座席已签出。"),
+    ("agent/paused", "座席已暂停。"),
+    ("agent/unpaused", "座席已恢复服务。"),
+    ("agent/refused", "操作未成功。"),
 ]
 
 # Hold music: a gentle pentatonic tune, 40 steps of 0.5 s = 20 s; 0 = rest.

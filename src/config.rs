@@ -34,6 +34,38 @@ pub struct Config {
     /// Seats (座席): who may register, with which credentials, for which queues.
     #[serde(default)]
     pub seats: Vec<SeatConfig>,
+    #[serde(default)]
+    pub agents: AgentsConfig,
+}
+
+/// Agents: feature codes dialled from a seat's softphone, and automatic pause.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    pub login_code: String,
+    pub logout_code: String,
+    /// Dial this code alone, or followed by a reason key from `pause_reasons` (e.g. *232).
+    pub pause_code: String,
+    pub unpause_code: String,
+    pub pause_reasons: BTreeMap<String, String>,
+    /// Consecutive ring-no-answers after which an agent is paused; 0 = never.
+    pub auto_pause_after: u32,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            login_code: "*21".into(),
+            logout_code: "*22".into(),
+            pause_code: "*23".into(),
+            unpause_code: "*24".into(),
+            pause_reasons: [("1", "休息"), ("2", "用餐"), ("3", "培训"), ("4", "会议")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            auto_pause_after: 3,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
@@ -144,11 +176,13 @@ impl Default for SipConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// When set, `/api/*` needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080) }
+        HttpConfig { listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080), token: None }
     }
 }
 

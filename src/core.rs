@@ -12,7 +12,8 @@ use crate::sdp::{self, LocalMedia, RemoteMedia, SdpError};
 use crate::sip::message::{self, InDialogRequest, RequestInfo, ResponseSpec};
 use crate::sip::transaction::{ClientOutcome, ClientTransactions, Disposition, ServerTransactions, TimerQueue};
 use crate::sip::{Method, Peer, Request, SipMessage, Transmit, T1, T2};
-use crate::registrar::{Outcome, Registrar};
+use crate::acd::agent::{Agent, AgentError, Event as AgentEvent, State as AgentState};
+use crate::registrar::{AuthOutcome, Outcome, Registrar};
 use crate::stats::Stats;
 use dashmap::DashMap;
 use crate::time::WallClock;
@@ -36,6 +37,38 @@ pub struct SeatView {
     pub seat: crate::config::SeatConfig,
     pub registered: bool,
     pub contacts: Vec<ContactView>,
+    pub state: AgentState,
+    pub state_for_s: u64,
+    pub pause_reason: Option<String>,
+    pub counters: crate::acd::agent::Counters,
+}
+
+/// What an agent (or ops, for an agent) asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentAction {
+    Login,
+    Logout,
+    Pause(String),
+    Unpause,
+}
+
+impl AgentAction {
+    fn prompt(&self) -> &'static str {
+        match self {
+            AgentAction::Login => "agent/logged-in",
+            AgentAction::Logout => "agent/logged-out",
+            AgentAction::Pause(_) => "agent/paused",
+            AgentAction::Unpause => "agent/unpaused",
+        }
+    }
+    fn event(self) -> AgentEvent {
+        match self {
+            AgentAction::Login => AgentEvent::Login,
+            AgentAction::Logout => AgentEvent::Logout,
+            AgentAction::Pause(r) => AgentEvent::Pause(r),
+            AgentAction::Unpause => AgentEvent::Unpause,
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -170,6 +203,8 @@ pub struct Core<M: MediaIo> {
     out: VecDeque<Transmit>,
     shutting_down: bool,
     registrar: Registrar,
+    /// One per seat, same index as the registrar's seats.
+    agents: Vec<Agent>,
     /// Keep-alive OPTIONS in flight: client transaction owner → (seat, contact URI).
     qualifying: HashMap<u64, (usize, String)>,
     last_qualify: Option<Instant>,
@@ -195,6 +230,7 @@ impl<M: MediaIo> Core<M> {
             out: VecDeque::new(),
             shutting_down: false,
             registrar: Registrar::new(cfg.registrar.clone(), cfg.seats.clone(), rand::rng().random()),
+            agents: (0..cfg.seats.len()).map(|_| Agent::new(Instant::now(), cfg.agents.auto_pause_after)).collect(),
             qualifying: HashMap::new(),
             last_qualify: None,
             seats: Arc::new(DashMap::new()),
@@ -228,11 +264,62 @@ impl<M: MediaIo> Core<M> {
                 reachable: b.reachable,
             })
             .collect();
-        let view = SeatView { seat: seat.clone(), registered: !contacts.is_empty(), contacts };
+        let agent = &self.agents[i];
+        let view = SeatView {
+            seat: seat.clone(),
+            registered: !contacts.is_empty(),
+            contacts,
+            state: agent.state(),
+            state_for_s: now.saturating_duration_since(agent.since()).as_secs(),
+            pause_reason: agent.pause_reason().map(str::to_string),
+            counters: agent.counters,
+        };
         self.seats.insert(seat.id.clone(), view);
     }
 
+    /// The agent action a dialled number stands for, if it is a feature code.
+    fn feature_code(&self, number: &str) -> Option<AgentAction> {
+        let a = &self.cfg.agents;
+        if number == a.login_code {
+            Some(AgentAction::Login)
+        } else if number == a.logout_code {
+            Some(AgentAction::Logout)
+        } else if number == a.unpause_code {
+            Some(AgentAction::Unpause)
+        } else if let Some(key) = number.strip_prefix(a.pause_code.as_str()) {
+            match key {
+                "" => Some(AgentAction::Pause("暂停".into())),
+                k => a.pause_reasons.get(k).map(|r| AgentAction::Pause(r.clone())),
+            }
+        } else {
+            None
+        }
+    }
+
+    /// Changes seat `i`'s agent state (from its phone or the API); `by` is logged.
+    pub fn agent_action(&mut self, now: Instant, i: usize, action: AgentAction, by: &str) -> Result<AgentState, AgentError> {
+        let seat = self.registrar.seats().get(i).map(|s| s.id.clone()).unwrap_or_default();
+        let Some(agent) = self.agents.get_mut(i) else { return Err(AgentError::NotLoggedIn) };
+        let label = format!("{action:?}");
+        let r = agent.handle(now, action.event());
+        match &r {
+            Ok(state) => info!(seat = %seat, action = %label, ?state, by, "agent state changed"),
+            Err(e) => info!(seat = %seat, action = %label, error = %e, by, "agent action refused"),
+        }
+        self.publish_seat(i, now);
+        r
+    }
+
+    /// `agent_action` by seat id, for the HTTP API.
+    pub fn agent_action_by_id(&mut self, now: Instant, seat: &str, action: AgentAction, by: &str) -> Result<AgentState, String> {
+        let i = self.registrar.seats().iter().position(|s| s.id == seat).ok_or_else(|| format!("no seat {seat}"))?;
+        self.agent_action(now, i, action, by).map_err(|e| e.to_string())
+    }
+
     fn housekeeping(&mut self, now: Instant) {
+        for a in &mut self.agents {
+            a.tick(now);
+        }
         self.timers.push(now + HOUSEKEEPING_EVERY, (HOUSEKEEPING, CallTimer::Housekeeping));
         // Calls past the maximum duration (a lost BYE): checked here, once a second, rather
         // than with a 4-hour timer per call that would outlive the call in the timer heap.
@@ -627,11 +714,43 @@ impl<M: MediaIo> Core<M> {
             let unsupported = req_ext.to_string();
             return refuse(self, 420, "Bad Extension", &[("Unsupported", unsupported.as_str())]);
         }
-        let today = self.clock.today_shanghai();
-        let decision = match self.plan.decide(&info.ruri_user, today) {
-            None => return refuse(self, 404, "Not Found", &[]),
-            Some(Decision::Refuse(code, reason)) => return refuse(self, code, reason, &[]),
-            Some(d) => d,
+        let decision = if let Some(action) = self.feature_code(&info.ruri_user) {
+            use rsipstack::sip::prelude::HeadersExt as _;
+            // A seat dials a feature code: only an authenticated seat may change its state.
+            let from_user = req.from_header().ok().and_then(|f| f.uri().ok()).and_then(|u| u.user().map(str::to_string)).unwrap_or_default();
+            let now_s = self.clock.now_utc().timestamp().max(0) as u64;
+            match self.registrar.authenticate(now, now_s, &req, &from_user, "Proxy-Authorization", peer) {
+                AuthOutcome::Seat(i) => {
+                    let prompt = action.prompt();
+                    let ok = self.agent_action(now, i, action, "feature code").is_ok();
+                    let name = if ok { prompt } else { "agent/refused" };
+                    match self.media.prompts().id(name).or(self.plan.sorry) {
+                        Some(p) => Decision::Announce(p),
+                        None => return refuse(self, 500, "Server Internal Error", &[]),
+                    }
+                }
+                AuthOutcome::Challenge { stale } => {
+                    let ch = self.registrar.challenges(now_s, stale);
+                    let hdrs: Vec<(&str, &str)> = ch.iter().map(|c| ("Proxy-Authenticate", c.as_str())).collect();
+                    return refuse(self, 407, "Proxy Authentication Required", &hdrs);
+                }
+                AuthOutcome::Throttled { retry_after_s } => {
+                    let r = retry_after_s.to_string();
+                    return refuse(self, 403, "Forbidden", &[("Retry-After", r.as_str())]);
+                }
+                AuthOutcome::NotFound | AuthOutcome::Forbidden(_) => return refuse(self, 403, "Forbidden", &[]),
+                AuthOutcome::BadRequest(why) => {
+                    let w = format!("399 hotline \"{}\"", why.replace('"', "'"));
+                    return refuse(self, 400, "Bad Request", &[("Warning", w.as_str())]);
+                }
+            }
+        } else {
+            let today = self.clock.today_shanghai();
+            match self.plan.decide(&info.ruri_user, today) {
+                None => return refuse(self, 404, "Not Found", &[]),
+                Some(Decision::Refuse(code, reason)) => return refuse(self, code, reason, &[]),
+                Some(d) => d,
+            }
         };
         let remote_media = if req.body.is_empty() {
             None

@@ -12,6 +12,7 @@
 //! - [`runtime`]: the only layer that touches tokio and sockets.
 #![forbid(unsafe_code)]
 
+pub mod acd;
 pub mod config;
 pub mod core;
 pub mod ivr;

@@ -47,6 +47,18 @@ pub enum Outcome {
     OutOfOrder,
 }
 
+/// Result of checking a request's digest credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// Index of the authenticated seat.
+    Seat(usize),
+    Challenge { stale: bool },
+    Forbidden(&'static str),
+    Throttled { retry_after_s: u64 },
+    NotFound,
+    BadRequest(String),
+}
+
 impl Outcome {
     /// The one table from registrar outcome to SIP status.
     pub fn status(&self) -> (u16, &'static str) {
@@ -147,58 +159,71 @@ impl Registrar {
         }
     }
 
-    pub fn register(&mut self, now: Instant, now_s: u64, req: &Request, info: &RequestInfo, peer: Peer) -> Outcome {
+    /// Checks the digest credentials of `req` (in `auth_header`: `Authorization` for
+    /// REGISTER, `Proxy-Authorization` for other requests) for the seat whose user is `user`.
+    pub fn authenticate(&mut self, now: Instant, now_s: u64, req: &Request, user: &str, auth_header: &str, peer: Peer) -> AuthOutcome {
         let ip = peer.addr.ip();
         if let Some(until) = self.failures.get(&ip).and_then(|f| f.blocked_until).filter(|&t| t > now) {
-            return Outcome::Throttled { retry_after_s: until.duration_since(now).as_secs().max(1) };
+            return AuthOutcome::Throttled { retry_after_s: until.duration_since(now).as_secs().max(1) };
         }
-        let user = match req.to_header().ok().and_then(|t| t.uri().ok()).and_then(|u| u.user().map(str::to_string)) {
-            Some(u) => u,
-            None => return Outcome::BadRequest("To has no user".into()),
-        };
-        let Some(&seat) = self.by_user.get(&user) else {
-            self.fail(now, ip, &user, "no such seat");
-            return Outcome::NotFound;
+        let Some(&seat) = self.by_user.get(user) else {
+            self.fail(now, ip, user, "no such seat");
+            return AuthOutcome::NotFound;
         };
         let seat_id = self.seats[seat].id.clone();
-        let Some(auth) = req.authorization_header() else {
-            return Outcome::Challenge { stale: false };
+        let Some(auth) = crate::sip::message::header_named(req, auth_header) else {
+            return AuthOutcome::Challenge { stale: false };
         };
-        let creds = match Credentials::parse(auth.value()) {
+        let creds = match Credentials::parse(auth) {
             Ok(c) => c,
-            Err(e) => return Outcome::BadRequest(e.to_string()),
+            Err(e) => return AuthOutcome::BadRequest(e.to_string()),
         };
         if creds.username != self.seats[seat].user {
-            self.fail(now, ip, &seat_id, "username does not match To");
-            return Outcome::Forbidden("username does not match To");
+            self.fail(now, ip, &seat_id, "username does not match the seat");
+            return AuthOutcome::Forbidden("username does not match the seat");
         }
         let ha1 = match creds.algorithm {
             digest::Algorithm::Md5 => self.seats[seat].ha1_md5.clone(),
             digest::Algorithm::Sha256 => self.seats[seat].ha1_sha256.clone(),
         };
-        match self.nonces.verify(now_s, "REGISTER", &creds, &ha1) {
+        match self.nonces.verify(now_s, req.method.to_string().as_str(), &creds, &ha1) {
             Ok(()) => {}
-            Err(AuthError::Stale) => return Outcome::Challenge { stale: true },
-            Err(AuthError::ForeignNonce | AuthError::Qop) => return Outcome::Challenge { stale: false },
+            Err(AuthError::Stale) => return AuthOutcome::Challenge { stale: true },
+            Err(AuthError::ForeignNonce | AuthError::Qop) => return AuthOutcome::Challenge { stale: false },
             // A used nonce-count: a replay, or a phone that reuses its last challenge for a new
             // request (libre does). Either way a fresh nonce, marked stale so the phone takes it
             // without asking its user for the password again (RFC 7616 §3.3).
             Err(e @ AuthError::Replay(_)) => {
                 info!(%ip, seat = %seat_id, error = %e, "used nonce-count; issuing a fresh nonce");
-                return Outcome::Challenge { stale: true };
+                return AuthOutcome::Challenge { stale: true };
             }
             // An algorithm we did not offer: challenge with the ones we do.
-            Err(AuthError::Algorithm(_)) => return Outcome::Challenge { stale: false },
-            Err(AuthError::Malformed(m)) => return Outcome::BadRequest(m),
+            Err(AuthError::Algorithm(_)) => return AuthOutcome::Challenge { stale: false },
+            Err(AuthError::Malformed(m)) => return AuthOutcome::BadRequest(m),
             Err(e @ (AuthError::WrongRealm(_) | AuthError::WrongResponse)) => {
                 self.fail(now, ip, &seat_id, &e.to_string());
-                return Outcome::Forbidden("wrong credentials");
+                return AuthOutcome::Forbidden("wrong credentials");
             }
         }
         if let Some(f) = self.failures.get_mut(&ip) {
             f.times.clear();
         }
-        self.update_bindings(now, seat, req, info, peer)
+        AuthOutcome::Seat(seat)
+    }
+
+    pub fn register(&mut self, now: Instant, now_s: u64, req: &Request, info: &RequestInfo, peer: Peer) -> Outcome {
+        let user = match req.to_header().ok().and_then(|t| t.uri().ok()).and_then(|u| u.user().map(str::to_string)) {
+            Some(u) => u,
+            None => return Outcome::BadRequest("To has no user".into()),
+        };
+        match self.authenticate(now, now_s, req, &user, "Authorization", peer) {
+            AuthOutcome::Seat(seat) => self.update_bindings(now, seat, req, info, peer),
+            AuthOutcome::Challenge { stale } => Outcome::Challenge { stale },
+            AuthOutcome::Forbidden(why) => Outcome::Forbidden(why),
+            AuthOutcome::Throttled { retry_after_s } => Outcome::Throttled { retry_after_s },
+            AuthOutcome::NotFound => Outcome::NotFound,
+            AuthOutcome::BadRequest(why) => Outcome::BadRequest(why),
+        }
     }
 
     fn update_bindings(&mut self, now: Instant, seat: usize, req: &Request, info: &RequestInfo, peer: Peer) -> Outcome {

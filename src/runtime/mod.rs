@@ -55,7 +55,8 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
     let rtp_io = rtp::RtpIo::new(&cfg, rtp_tx, stats.clone());
     let mut core = Core::new(cfg.clone(), plan, prompts, clock, stats.clone(), rtp_io);
     core.start(std::time::Instant::now());
-    tokio::spawn(http::serve(http, stats.clone(), core.seat_directory()));
+    let (api_tx, mut api_rx) = mpsc::channel::<http::ApiCommand>(64);
+    tokio::spawn(http::serve(http, stats.clone(), core.seat_directory(), api_tx, cfg.http.token.clone()));
 
     // The media clock ticks four times per frame: each stream's frames fall due at its own
     // phase (its call's start), so a finer tick spreads the sends over the 20 ms instead of
@@ -90,6 +91,10 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
                 core.handle_datagram(std::time::Instant::now(), &m.bytes, Peer { transport: Transport::Tcp(m.conn), addr: m.addr });
             }
             Some(ev) = rtp_rx.recv() => core.handle_rtp_event(std::time::Instant::now(), ev),
+            Some(cmd) = api_rx.recv() => {
+                let r = core.agent_action_by_id(std::time::Instant::now(), &cmd.seat, cmd.action, &cmd.by);
+                let _ = cmd.reply.send(r.map_err(|e| e.to_string()));
+            }
             _ = ticker.tick() => core.tick_media(std::time::Instant::now()),
             _ = tokio::time::sleep_until(next) => core.handle_timeout(std::time::Instant::now()),
             _ = recv_signal(&mut sigterm), if draining.is_none() => {

@@ -106,6 +106,20 @@ fn header_value<'a>(h: &'a Header, name: &str) -> Option<&'a str> {
     Some(s)
 }
 
+/// Value of the first header with this name, in whatever variant the parser put it, for
+/// headers without a typed accessor here (e.g. `Proxy-Authorization`).
+pub fn header_named<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.headers.iter().find_map(|h| {
+        let (n, v) = match h {
+            Header::Authorization(v) => ("Authorization", v.value()),
+            Header::ProxyAuthorization(v) => ("Proxy-Authorization", v.value()),
+            Header::Other(n, v) => (n.as_str(), v.as_str()),
+            _ => return None,
+        };
+        n.eq_ignore_ascii_case(name).then_some(v)
+    })
+}
+
 /// All values of the Via headers, top first.
 pub fn vias(req: &Request) -> impl Iterator<Item = &str> {
     req.headers.iter().filter_map(|h| match h {

@@ -1,0 +1,225 @@
+//! An agent's (话务员) state machine: logged out, available, ringing, on call, wrap-up
+//! (after-call work) and paused with a reason. Events come from the softphone (feature codes),
+//! the HTTP API and the ACD; each returns the new state or why it was refused. Time is passed
+//! in; wrap-up ends on [`Agent::tick`].
+
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    LoggedOut,
+    Available,
+    Ringing,
+    OnCall,
+    WrapUp,
+    Paused,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Login,
+    Logout,
+    Pause(String),
+    Unpause,
+    /// The ACD rings this agent.
+    Offered,
+    Answered,
+    /// Rang until the ring timeout (or the seat failed).
+    Missed,
+    /// The seat declined (486/603).
+    Rejected,
+    /// The caller withdrew while the seat rang: not the agent's doing.
+    Withdrawn,
+    CallEnded { wrap_up: Duration },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    #[error("not logged in")]
+    NotLoggedIn,
+    #[error("already logged in")]
+    AlreadyLoggedIn,
+    #[error("on a call or ringing")]
+    Busy,
+    #[error("not paused")]
+    NotPaused,
+    #[error("event does not fit state {0:?}")]
+    Unexpected(State),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub offered: u64,
+    pub answered: u64,
+    pub missed: u64,
+    pub rejected: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Agent {
+    state: State,
+    since: Instant,
+    pause_reason: Option<String>,
+    wrap_until: Option<Instant>,
+    missed_in_row: u32,
+    /// Consecutive ring-no-answers that pause the agent; 0 = never.
+    auto_pause_after: u32,
+    pub counters: Counters,
+}
+
+impl Agent {
+    pub fn new(now: Instant, auto_pause_after: u32) -> Self {
+        Agent { state: State::LoggedOut, since: now, pause_reason: None, wrap_until: None, missed_in_row: 0, auto_pause_after, counters: Counters::default() }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+    pub fn pause_reason(&self) -> Option<&str> {
+        self.pause_reason.as_deref()
+    }
+
+    fn set(&mut self, now: Instant, s: State) {
+        self.state = s;
+        self.since = now;
+        if s != State::Paused {
+            self.pause_reason = None;
+        }
+        if s != State::WrapUp {
+            self.wrap_until = None;
+        }
+    }
+
+    pub fn handle(&mut self, now: Instant, ev: Event) -> Result<State, AgentError> {
+        use State::*;
+        match (ev, self.state) {
+            (Event::Login, LoggedOut) => {
+                self.missed_in_row = 0;
+                self.set(now, Available)
+            }
+            (Event::Login, _) => return Err(AgentError::AlreadyLoggedIn),
+            (Event::Logout, LoggedOut) => return Err(AgentError::NotLoggedIn),
+            (Event::Logout, Ringing | OnCall) => return Err(AgentError::Busy),
+            (Event::Logout, _) => self.set(now, LoggedOut),
+            (Event::Pause(_), LoggedOut) => return Err(AgentError::NotLoggedIn),
+            (Event::Pause(_), Ringing | OnCall) => return Err(AgentError::Busy),
+            (Event::Pause(reason), _) => {
+                self.set(now, Paused);
+                self.pause_reason = Some(reason);
+            }
+            (Event::Unpause, Paused) => {
+                self.missed_in_row = 0;
+                self.set(now, Available)
+            }
+            (Event::Unpause, LoggedOut) => return Err(AgentError::NotLoggedIn),
+            (Event::Unpause, _) => return Err(AgentError::NotPaused),
+            (Event::Offered, Available) => {
+                self.counters.offered += 1;
+                self.set(now, Ringing)
+            }
+            (Event::Answered, Ringing) => {
+                self.counters.answered += 1;
+                self.missed_in_row = 0;
+                self.set(now, OnCall)
+            }
+            (Event::Missed, Ringing) => {
+                self.counters.missed += 1;
+                self.missed_in_row += 1;
+                if self.auto_pause_after > 0 && self.missed_in_row >= self.auto_pause_after {
+                    let reason = format!("auto: {} calls not answered in a row", self.missed_in_row);
+                    self.set(now, Paused);
+                    self.pause_reason = Some(reason);
+                } else {
+                    self.set(now, Available)
+                }
+            }
+            (Event::Rejected, Ringing) => {
+                self.counters.rejected += 1;
+                self.set(now, Available)
+            }
+            (Event::Withdrawn, Ringing) => self.set(now, Available),
+            (Event::CallEnded { wrap_up }, OnCall) => {
+                if wrap_up.is_zero() {
+                    self.set(now, Available)
+                } else {
+                    self.set(now, WrapUp);
+                    self.wrap_until = Some(now + wrap_up);
+                }
+            }
+            (_, s) => return Err(AgentError::Unexpected(s)),
+        }
+        Ok(self.state)
+    }
+
+    /// Ends wrap-up when its time is up; true if the agent just became available.
+    pub fn tick(&mut self, now: Instant) -> bool {
+        if self.state == State::WrapUp && self.wrap_until.is_some_and(|t| t <= now) {
+            self.set(now, State::Available);
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_pause_unpause_logout() {
+        let t = Instant::now();
+        let mut a = Agent::new(t, 3);
+        assert_eq!(a.handle(t, Event::Pause("x".into())), Err(AgentError::NotLoggedIn));
+        assert_eq!(a.handle(t, Event::Login), Ok(State::Available));
+        assert_eq!(a.handle(t, Event::Login), Err(AgentError::AlreadyLoggedIn));
+        assert_eq!(a.handle(t, Event::Pause("用餐".into())), Ok(State::Paused));
+        assert_eq!(a.pause_reason(), Some("用餐"));
+        assert_eq!(a.handle(t, Event::Offered), Err(AgentError::Unexpected(State::Paused)));
+        assert_eq!(a.handle(t, Event::Unpause), Ok(State::Available));
+        assert_eq!(a.pause_reason(), None);
+        assert_eq!(a.handle(t, Event::Unpause), Err(AgentError::NotPaused));
+        assert_eq!(a.handle(t, Event::Logout), Ok(State::LoggedOut));
+    }
+
+    #[test]
+    fn call_cycle_with_wrap_up() {
+        let t = Instant::now();
+        let mut a = Agent::new(t, 3);
+        a.handle(t, Event::Login).unwrap();
+        a.handle(t, Event::Offered).unwrap();
+        assert_eq!(a.handle(t, Event::Logout), Err(AgentError::Busy));
+        a.handle(t, Event::Answered).unwrap();
+        assert_eq!(a.handle(t, Event::CallEnded { wrap_up: Duration::from_secs(10) }), Ok(State::WrapUp));
+        assert!(!a.tick(t + Duration::from_secs(9)));
+        assert!(a.tick(t + Duration::from_secs(10)));
+        assert_eq!(a.state(), State::Available);
+        assert_eq!(a.counters, Counters { offered: 1, answered: 1, missed: 0, rejected: 0 });
+    }
+
+    #[test]
+    fn consecutive_misses_auto_pause_and_answers_reset_the_count() {
+        let t = Instant::now();
+        let mut a = Agent::new(t, 2);
+        a.handle(t, Event::Login).unwrap();
+        for ev in [Event::Missed, Event::Answered] {
+            a.handle(t, Event::Offered).unwrap();
+            a.handle(t, ev).unwrap();
+        }
+        a.handle(t, Event::CallEnded { wrap_up: Duration::ZERO }).unwrap();
+        a.handle(t, Event::Offered).unwrap();
+        a.handle(t, Event::Rejected).unwrap(); // a rejection is not a ring-no-answer
+        a.handle(t, Event::Offered).unwrap();
+        a.handle(t, Event::Withdrawn).unwrap(); // nor is a caller hanging up
+        a.handle(t, Event::Offered).unwrap();
+        assert_eq!(a.handle(t, Event::Missed), Ok(State::Available));
+        a.handle(t, Event::Offered).unwrap();
+        assert_eq!(a.handle(t, Event::Missed), Ok(State::Paused));
+        assert!(a.pause_reason().unwrap().contains("2 calls not answered"));
+        assert_eq!(a.counters, Counters { offered: 6, answered: 1, missed: 3, rejected: 1 });
+    }
+}
