@@ -227,6 +227,10 @@ impl Default for PathsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
     pub max_wait_s: u64,
+    /// How long one seat rings before the call is offered to the next.
+    pub ring_timeout_s: u64,
+    /// After-call work before the agent is offered the next call.
+    pub wrap_up_s: u64,
     pub hold_music: String,
     pub hold_prompt: String,
     pub hold_prompt_every_s: u64,
@@ -237,6 +241,8 @@ impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             max_wait_s: 120,
+            ring_timeout_s: 15,
+            wrap_up_s: 5,
             hold_music: "hold-music".into(),
             hold_prompt: "please-hold".into(),
             hold_prompt_every_s: 30,

@@ -4,6 +4,8 @@
 //!
 //! One `Core` owns every call, transaction and media stream, so nothing here locks.
 
+mod seat_leg;
+
 use crate::config::Config;
 use crate::ivr::dialplan::{Decision, Dialplan, Next};
 use crate::ivr::engine::{Action, Input, Ivr, TimerKind};
@@ -29,6 +31,8 @@ const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER";
 /// Timer key for the core's own periodic work (registrations, keep-alives); calls start at 1.
 const HOUSEKEEPING: u64 = 0;
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
+/// Owner of our CANCEL transactions: their outcome needs no handling.
+const CANCEL_OWNER: u64 = u64::MAX;
 
 /// A seat as `/api/seats` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -97,6 +101,9 @@ pub trait MediaIo {
     /// Our address on the route to `peer`, for Contact, Via and SDP when listening on a
     /// wildcard address.
     fn local_ip_for(&mut self, peer: IpAddr) -> Option<IpAddr>;
+    /// Relay RTP between two endpoints (caller and seat), packets as they come.
+    fn bridge(&mut self, a: &Self::Tx, b: &Self::Tx);
+    fn unbridge(&mut self, a: &Self::Tx);
 }
 
 /// What the runtime's RTP readers report.
@@ -125,6 +132,8 @@ enum CallTimer {
     OkTimeout,
     Ivr(TimerKindOrd, u32),
     Housekeeping,
+    LegRetransmit,
+    LegRingTimeout,
 }
 
 /// `TimerKind` with an order, for the timer heap.
@@ -181,6 +190,11 @@ struct Call {
     answered_at: Option<Instant>,
     /// We want to hang up but our 2xx is not acknowledged yet: BYE follows the ACK (§15).
     bye_after_ack: bool,
+    /// The queue the caller waits in.
+    queue: Option<crate::ivr::dialplan::QueueId>,
+    /// The seat leg offered or bridged to this call.
+    leg: Option<u64>,
+    bridged: bool,
 }
 
 pub struct Core<M: MediaIo> {
@@ -202,6 +216,8 @@ pub struct Core<M: MediaIo> {
     next_key: u64,
     out: VecDeque<Transmit>,
     shutting_down: bool,
+    /// The time of the event being handled, for the few paths that don't take it.
+    now: Instant,
     registrar: Registrar,
     /// One per seat, same index as the registrar's seats.
     agents: Vec<Agent>,
@@ -209,10 +225,18 @@ pub struct Core<M: MediaIo> {
     qualifying: HashMap<u64, (usize, String)>,
     last_qualify: Option<Instant>,
     seats: SeatDirectory,
+    /// Seat legs (our INVITEs to agents), by key; keys share the call key space.
+    legs: HashMap<u64, seat_leg::SeatLeg>,
+    leg_by_branch: HashMap<String, u64>,
+    /// (Call-ID, seat's tag) → leg, for the seat's in-dialog requests.
+    leg_dialogs: HashMap<(String, String), u64>,
+    /// Callers waiting for a seat, per queue, in order.
+    waiting: Vec<VecDeque<u64>>,
 }
 
 impl<M: MediaIo> Core<M> {
     pub fn new(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<crate::media::prompts::PromptStore>, clock: WallClock, stats: Arc<Stats>, media_io: M) -> Self {
+        let plan_queues = plan.queues.len();
         Core {
             plan,
             clock,
@@ -229,11 +253,16 @@ impl<M: MediaIo> Core<M> {
             next_key: 1,
             out: VecDeque::new(),
             shutting_down: false,
+            now: Instant::now(),
             registrar: Registrar::new(cfg.registrar.clone(), cfg.seats.clone(), rand::rng().random()),
             agents: (0..cfg.seats.len()).map(|_| Agent::new(Instant::now(), cfg.agents.auto_pause_after)).collect(),
             qualifying: HashMap::new(),
             last_qualify: None,
             seats: Arc::new(DashMap::new()),
+            legs: HashMap::new(),
+            leg_by_branch: HashMap::new(),
+            leg_dialogs: HashMap::new(),
+            waiting: vec![VecDeque::new(); plan_queues],
             cfg,
         }
     }
@@ -307,6 +336,9 @@ impl<M: MediaIo> Core<M> {
             Err(e) => info!(seat = %seat, action = %label, error = %e, by, "agent action refused"),
         }
         self.publish_seat(i, now);
+        if r.is_ok() {
+            self.dispatch(now);
+        }
         r
     }
 
@@ -317,8 +349,12 @@ impl<M: MediaIo> Core<M> {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        let mut freed = false;
         for a in &mut self.agents {
-            a.tick(now);
+            freed |= a.tick(now);
+        }
+        if freed {
+            self.dispatch(now);
         }
         self.timers.push(now + HOUSEKEEPING_EVERY, (HOUSEKEEPING, CallTimer::Housekeeping));
         // Calls past the maximum duration (a lost BYE): checked here, once a second, rather
@@ -388,8 +424,13 @@ impl<M: MediaIo> Core<M> {
 
     /// A client transaction ended: a keep-alive, or a call's BYE.
     fn client_done(&mut self, owner: u64, answered: bool) {
+        if owner == CANCEL_OWNER {
+            return;
+        }
         if let Some((seat, uri)) = self.qualifying.remove(&owner) {
             self.registrar.set_reachable(seat, &uri, answered);
+        } else if self.leg_done(owner) {
+            // a seat leg's BYE finished
         } else {
             if !answered {
                 Stats::inc(&self.stats.bye_timeouts);
@@ -411,6 +452,7 @@ impl<M: MediaIo> Core<M> {
                 if let Some(i) = self.registrar.seats().iter().position(|s| &s.id == seat) {
                     self.publish_seat(i, now);
                 }
+                self.dispatch(now);
             }
             Outcome::Challenge { stale } => {
                 for c in self.registrar.challenges(now_s, *stale) {
@@ -466,6 +508,7 @@ impl<M: MediaIo> Core<M> {
 
     /// Sends every RTP frame that is due, then handles what playback reported.
     pub fn tick_media(&mut self, now: Instant) {
+        self.now = now;
         let io = &mut self.media_io;
         let mut sent = 0u64;
         self.media.tick(now, |tx, pkt, to| {
@@ -481,6 +524,7 @@ impl<M: MediaIo> Core<M> {
     }
 
     pub fn handle_rtp_event(&mut self, now: Instant, ev: RtpEvent) {
+        self.now = now;
         match ev {
             RtpEvent::PeerAddress(key, addr) => {
                 if let Some(call) = self.calls.get(&key) {
@@ -503,6 +547,7 @@ impl<M: MediaIo> Core<M> {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         let mut retrans = Vec::new();
         self.server_txs.handle_timeout(now, &mut retrans);
         let mut done = Vec::new();
@@ -516,6 +561,10 @@ impl<M: MediaIo> Core<M> {
         while let Some((at, (key, timer))) = self.timers.pop_due(now) {
             if key == HOUSEKEEPING {
                 self.housekeeping(now);
+                continue;
+            }
+            if self.legs.contains_key(&key) {
+                self.leg_timer(now, key, at, timer);
                 continue;
             }
             let Some(call) = self.calls.get_mut(&key) else { continue };
@@ -545,6 +594,7 @@ impl<M: MediaIo> Core<M> {
 
     /// One SIP message from the network.
     pub fn handle_datagram(&mut self, now: Instant, data: &[u8], peer: Peer) {
+        self.now = now;
         let msg = match message::parse(data) {
             Ok(m) => m,
             Err(e) => return self.malformed(data, peer, &e.to_string()),
@@ -607,6 +657,13 @@ impl<M: MediaIo> Core<M> {
         let Ok(via) = resp.via_header() else { return };
         let Ok(via) = rsipstack::sip::typed::Via::parse(via.value()) else { return };
         let Some(branch) = via.branch().map(|b| b.to_string()) else { return };
+        let is_invite = resp.cseq_header().ok().and_then(|c| rsipstack::sip::typed::CSeq::parse(c.value()).ok()).is_some_and(|c| c.method == Method::Invite);
+        if is_invite {
+            if let Some(&leg) = self.leg_by_branch.get(&branch) {
+                return self.leg_response(now, leg, resp);
+            }
+            return;
+        }
         if let Some(ClientOutcome::Response { owner, code }) = self.client_txs.on_response(now, &branch, resp.status_code.code()) {
             debug!(code, "request answered");
             self.client_done(owner, true);
@@ -623,6 +680,25 @@ impl<M: MediaIo> Core<M> {
             Disposition::Retransmission(None) | Disposition::AckAbsorbed => return,
             Disposition::AckForDialog => return self.handle_ack(now, &req, &info),
             Disposition::New => {}
+        }
+        if info.to_tag.is_some() && info.method != Method::Ack {
+            if let Some(leg) = self.leg_dialog(&info) {
+                return match info.method {
+                    Method::Bye => {
+                        self.respond(now, &req, &info, peer, &ResponseSpec::new(200, "OK"));
+                        self.seat_bye(now, leg);
+                    }
+                    Method::Options | Method::Info | Method::Update if req.body.is_empty() => {
+                        self.respond(now, &req, &info, peer, &ResponseSpec::new(200, "OK"))
+                    }
+                    _ => {
+                        // Hold from the seat and transfers come with the transfer layer.
+                        let hdrs = [("Warning", "399 hotline \"not supported on seat legs yet\"")];
+                        let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(488, "Not Acceptable Here") };
+                        self.respond(now, &req, &info, peer, &spec)
+                    }
+                };
+            }
         }
         let dialog = info.to_tag.as_ref().and_then(|_| self.dialog_key(&info));
         match info.method {
@@ -822,6 +898,9 @@ impl<M: MediaIo> Core<M> {
             span: span.clone(),
             answered_at: None,
             bye_after_ack: false,
+            queue: None,
+            leg: None,
+            bridged: false,
             invite: req,
         };
         info!(rtp_port = port, "new call");
@@ -935,6 +1014,8 @@ impl<M: MediaIo> Core<M> {
                 Action::Timer { after, kind, epoch } => {
                     self.timers.push(now + after, (key, CallTimer::Ivr(kind.into(), epoch)));
                 }
+                Action::Enqueue(q) => self.enqueue(now, key, q),
+                Action::Dequeue => self.dequeue(key),
                 Action::Hangup => {
                     info!("IVR hangs up");
                     self.hangup(now, key);
@@ -1124,6 +1205,10 @@ impl<M: MediaIo> Core<M> {
 
     /// We end an answered call: BYE, and the call goes once the BYE is answered or times out.
     fn hangup(&mut self, now: Instant, key: u64) {
+        self.dequeue(key);
+        if let Some(leg) = self.calls.get_mut(&key).and_then(|c| c.leg.take()) {
+            self.caller_gone(now, leg);
+        }
         let ua = self.cfg.sip.user_agent.clone();
         let listen_port = self.cfg.sip.listen.port();
         let Some(call) = self.calls.get_mut(&key) else { return };
@@ -1176,6 +1261,10 @@ impl<M: MediaIo> Core<M> {
 
     /// Removes a call and everything it holds.
     fn finish(&mut self, key: u64) {
+        self.dequeue(key);
+        if let Some(leg) = self.calls.get_mut(&key).and_then(|c| c.leg.take()) {
+            self.caller_gone(self.now, leg);
+        }
         let Some(call) = self.calls.remove(&key) else { return };
         if let Some((tx, stats)) = self.media.remove(call.stream) {
             self.stats.rtp_frames_skipped.fetch_add(stats.frames_skipped, std::sync::atomic::Ordering::Relaxed);

@@ -177,6 +177,13 @@ pub fn offer(local: &LocalMedia) -> String {
     session(local) + &render_audio(local, &[0, 8, 101], maps, Direction::SendRecv)
 }
 
+/// Our offer to a seat: the caller's codec only (the bridge relays packets as they are, so
+/// both legs must speak the same codec), and telephone-event.
+pub fn offer_codec(local: &LocalMedia, codec: Codec, pt: u8) -> String {
+    let maps = format!("a=rtpmap:{pt} {}/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n", codec.name());
+    session(local) + &render_audio(local, &[pt, 101], &maps, Direction::SendRecv)
+}
+
 fn session(local: &LocalMedia) -> String {
     let ipv = if local.ip.is_ipv4() { "IP4" } else { "IP6" };
     format!(

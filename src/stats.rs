@@ -17,6 +17,7 @@ pub struct Stats {
     pub rtp_received: AtomicU64,
     pub rtp_malformed: AtomicU64,
     pub rtp_foreign: AtomicU64,
+    pub rtp_relayed: AtomicU64,
     pub rtp_send_errors: AtomicU64,
     pub rtp_frames_skipped: AtomicU64,
     pub dtmf_digits: AtomicU64,
@@ -34,7 +35,7 @@ impl Stats {
 
     /// Prometheus text exposition of every counter.
     pub fn prometheus(&self) -> String {
-        let rows: [(&str, &str, &AtomicU64, &str); 17] = [
+        let rows: [(&str, &str, &AtomicU64, &str); 18] = [
             ("hotline_invites_total", "counter", &self.invites, "New INVITEs received"),
             ("hotline_calls_answered_total", "counter", &self.calls_answered, "Calls answered with 200 OK"),
             ("hotline_calls_active", "gauge", &self.calls_active, "Calls in progress"),
@@ -46,6 +47,7 @@ impl Stats {
             ("hotline_rtp_sent_total", "counter", &self.rtp_sent, "RTP packets sent"),
             ("hotline_rtp_received_total", "counter", &self.rtp_received, "RTP packets received"),
             ("hotline_rtp_malformed_total", "counter", &self.rtp_malformed, "Malformed RTP packets dropped"),
+            ("hotline_rtp_relayed_total", "counter", &self.rtp_relayed, "RTP packets relayed between a caller and a seat"),
             ("hotline_rtp_foreign_total", "counter", &self.rtp_foreign, "RTP packets from a source the call does not accept"),
             ("hotline_rtp_send_errors_total", "counter", &self.rtp_send_errors, "RTP packets the socket refused"),
             ("hotline_rtp_frames_skipped_total", "counter", &self.rtp_frames_skipped, "20 ms frames skipped because the media clock ran late"),

@@ -37,6 +37,8 @@ impl MediaIo for FakeMedia {
     fn local_ip_for(&mut self, _peer: std::net::IpAddr) -> Option<std::net::IpAddr> {
         None
     }
+    fn bridge(&mut self, _a: &u16, _b: &u16) {}
+    fn unbridge(&mut self, _a: &u16) {}
 }
 
 fn core(ring_ms: u64) -> Core<FakeMedia> {

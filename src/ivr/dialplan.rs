@@ -68,6 +68,8 @@ pub struct Flow {
 pub struct Queue {
     pub name: String,
     pub max_wait: Duration,
+    pub ring_timeout: Duration,
+    pub wrap_up: Duration,
     pub hold_music: PromptId,
     pub hold_prompt: PromptId,
     pub hold_prompt_every: Duration,
@@ -367,6 +369,8 @@ pub fn load(dir: &Path, prompts: &PromptStore, queues: &BTreeMap<String, QueueCo
             plan.queues.push(Queue {
                 name: name.clone(),
                 max_wait: Duration::from_secs(q.max_wait_s),
+                ring_timeout: Duration::from_secs(q.ring_timeout_s.max(1)),
+                wrap_up: Duration::from_secs(q.wrap_up_s),
                 hold_music,
                 hold_prompt,
                 hold_prompt_every: Duration::from_secs(q.hold_prompt_every_s),

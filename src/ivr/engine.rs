@@ -24,12 +24,18 @@ pub enum Input {
     PlaybackDone,
     Digit(char),
     Timer(TimerKind, u32),
+    /// A seat answered: the caller is with a human now and the IVR steps aside.
+    Bridged,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Play { prompts: Vec<PromptId>, loop_last: bool },
     Timer { after: Duration, kind: TimerKind, epoch: u32 },
+    /// The caller waits in this queue for a seat (the ACD offers the call).
+    Enqueue(QueueId),
+    /// The caller no longer waits (maximum wait reached).
+    Dequeue,
     Hangup,
 }
 
@@ -43,6 +49,8 @@ enum State {
     Queued(QueueId),
     /// A final prompt plays, then the call is hung up.
     Closing,
+    /// With a seat.
+    Bridged,
     Ended,
 }
 
@@ -71,6 +79,7 @@ impl Ivr {
             State::MenuPrompt { .. } | State::MenuWait { .. } => "menu",
             State::Queued(_) => "queued",
             State::Closing => "closing",
+            State::Bridged => "bridged",
             State::Ended => "ended",
         }
     }
@@ -78,7 +87,11 @@ impl Ivr {
     pub fn handle(&mut self, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
         match (input, self.state) {
-            (_, State::Ended) => {}
+            (_, State::Ended | State::Bridged) => {}
+            (Input::Bridged, _) => {
+                self.epoch += 1;
+                self.state = State::Bridged;
+            }
             (Input::Start, State::Intro) => {
                 if self.first.is_empty() {
                     self.go_next(&mut out);
@@ -122,6 +135,7 @@ impl Ivr {
             }
             (Input::Timer(TimerKind::MaxWait, epoch), State::Queued(q)) if epoch == self.epoch => {
                 let sorry = self.plan.queues[q.0].sorry;
+                out.push(Action::Dequeue);
                 self.close_with(sorry, &mut out);
             }
             (Input::PlaybackDone, State::Closing) => {
@@ -177,6 +191,7 @@ impl Ivr {
         out.push(Action::Play { prompts: vec![queue.hold_prompt, queue.hold_music], loop_last: true });
         out.push(Action::Timer { after: queue.hold_prompt_every, kind: TimerKind::HoldPrompt, epoch: self.epoch });
         out.push(Action::Timer { after: queue.max_wait, kind: TimerKind::MaxWait, epoch: self.epoch });
+        out.push(Action::Enqueue(q));
     }
 
     /// Runs steps from the current one until one waits for something.

@@ -39,6 +39,17 @@ pub struct RtpTx {
 struct Learning {
     sdp_addr: std::sync::Mutex<Option<SocketAddr>>,
     relearn: std::sync::atomic::AtomicBool,
+    /// Where this leg's peer receives: the learned source, else its SDP address.
+    remote: std::sync::Mutex<Option<SocketAddr>>,
+    /// While bridged: the other leg, to which every accepted packet is relayed as it is.
+    forward: std::sync::Mutex<Option<Relay>>,
+}
+
+/// The other leg of a bridge, as a reader task sees it.
+#[derive(Clone)]
+struct Relay {
+    socket: Arc<AsyncFd<UdpSocket>>,
+    learning: Arc<Learning>,
 }
 
 pub struct RtpIo {
@@ -107,7 +118,25 @@ impl MediaIo for RtpIo {
 
     fn close(&mut self, tx: RtpTx) {
         tx.reader.abort();
+        if let Ok(mut f) = tx.learning.forward.lock() {
+            *f = None;
+        }
         self.in_use.remove(&tx.port);
+    }
+
+    fn bridge(&mut self, a: &RtpTx, b: &RtpTx) {
+        if let Ok(mut f) = a.learning.forward.lock() {
+            *f = Some(Relay { socket: b.socket.clone(), learning: b.learning.clone() });
+        }
+        if let Ok(mut f) = b.learning.forward.lock() {
+            *f = Some(Relay { socket: a.socket.clone(), learning: a.learning.clone() });
+        }
+    }
+
+    fn unbridge(&mut self, a: &RtpTx) {
+        if let Ok(mut f) = a.learning.forward.lock() {
+            *f = None;
+        }
     }
 
     fn set_event_pt(&mut self, tx: &RtpTx, pt: Option<u8>) {
@@ -117,6 +146,9 @@ impl MediaIo for RtpIo {
     fn media_changed(&mut self, tx: &RtpTx, sdp_addr: Option<SocketAddr>) {
         if let Ok(mut a) = tx.learning.sdp_addr.lock() {
             *a = sdp_addr;
+        }
+        if let Ok(mut r) = tx.learning.remote.lock() {
+            *r = sdp_addr;
         }
         tx.learning.relearn.store(true, Ordering::Relaxed);
     }
@@ -162,11 +194,23 @@ async fn read_loop(
                 continue;
             }
             last_src = Some(src);
+            if let Ok(mut r) = learning.remote.lock() {
+                *r = Some(src);
+            }
             if events.send(RtpEvent::PeerAddress(key, src)).is_err() {
                 return;
             }
         } else {
             learning.relearn.store(false, Ordering::Relaxed);
+        }
+        // Bridged: relay the packet to the other leg's peer, unchanged.
+        let relay = learning.forward.lock().ok().and_then(|f| f.clone());
+        if let Some(relay) = relay {
+            if let Some(dst) = relay.learning.remote.lock().ok().and_then(|r| *r) {
+                if relay.socket.get_ref().send_to(&buf[..n], dst).is_ok() {
+                    Stats::inc(&stats.rtp_relayed);
+                }
+            }
         }
         let pt = event_pt.load(Ordering::Relaxed);
         if pt != NO_PT && rtp.payload_type() == pt {

@@ -304,6 +304,17 @@ pub struct InDialogRequest<'a> {
     pub extra: &'a [(&'a str, &'a str)],
 }
 
+/// A request with a body; the body's Content-Type goes in `r.extra`.
+pub fn request_with_body(r: &InDialogRequest, body: &[u8]) -> Vec<u8> {
+    let mut head = in_dialog_request(r);
+    // in_dialog_request ends with "Content-Length: 0\r\n\r\n": restate it with the body.
+    let tail = b"Content-Length: 0\r\n\r\n";
+    head.truncate(head.len() - tail.len());
+    head.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    head.extend_from_slice(body);
+    head
+}
+
 pub fn in_dialog_request(r: &InDialogRequest) -> Vec<u8> {
     let mut s = String::with_capacity(512);
     let _ = write!(

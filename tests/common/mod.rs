@@ -523,3 +523,64 @@ pub fn wait_seat(d: &Daemon, id: &str, within: Duration, what: &str, cond: impl 
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Power of `freq` Hz in 8 kHz PCM relative to the signal's total power (Goertzel), 0..1.
+pub fn tone_share(pcm: &[i16], freq: f64) -> f64 {
+    if pcm.is_empty() {
+        return 0.0;
+    }
+    let w = 2.0 * std::f64::consts::PI * freq / 8000.0;
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0f64, 0f64);
+    let mut energy = 0f64;
+    for &x in pcm {
+        let x = x as f64;
+        energy += x * x;
+        let s0 = x + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+    if energy == 0.0 { 0.0 } else { 2.0 * power / (energy * pcm.len() as f64) }
+}
+
+impl RtpSink {
+    /// Sends a PCMU sine tone to `to` for `ms` milliseconds, paced at 20 ms.
+    pub fn send_tone(&self, to: SocketAddr, freq: f64, ms: u64) {
+        let frames = ms / 20;
+        for i in 0..frames {
+            let mut payload = [0u8; 160];
+            for (k, b) in payload.iter_mut().enumerate() {
+                let t = (i as f64 * 160.0 + k as f64) / 8000.0;
+                let v = (8000.0 * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16;
+                *b = ulaw_encode(v);
+            }
+            let mut buf = [0u8; 200];
+            let n = rtp_rs::RtpPacketBuilder::new()
+                .payload_type(0)
+                .ssrc(0x7007_7007)
+                .sequence((i as u16).into())
+                .timestamp(160 * i as u32)
+                .payload(&payload)
+                .build_into(&mut buf)
+                .unwrap();
+            let _ = self.socket.send_to(&buf[..n], to);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn ulaw_encode(sample: i16) -> u8 {
+    let mut s = sample as i32;
+    let sign = if s < 0 { s = -s; 0x80 } else { 0 };
+    s = s.min(32635) + 0x84;
+    let exponent = (31 - (s as u32).leading_zeros()) as i32 - 7;
+    let mantissa = (s >> (exponent + 3)) & 0x0F;
+    !(sign | (exponent << 4) | mantissa) as u8
+}
+
+/// 16-bit samples of a WAV file.
+pub fn wav_pcm(path: &Path) -> Vec<i16> {
+    let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    r.samples::<i16>().filter_map(Result::ok).collect()
+}

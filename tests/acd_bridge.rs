@@ -1,0 +1,61 @@
+//! A caller reaches a human: the queue offers the call to a logged-in baresip agent, which
+//! answers; audio flows both ways through the daemon (each side hears the other's tone);
+//! hang-up ends both legs; the agent's figures count the offer and the answer.
+mod common;
+use common::*;
+use std::time::Duration;
+
+fn login(d: &Daemon, seat: &str) {
+    use std::io::{Read, Write};
+    let body = r#"{"action":"login"}"#;
+    let mut s = std::net::TcpStream::connect(d.http).unwrap();
+    write!(s, "POST /api/seats/{seat}/state HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+#[test]
+fn queued_caller_is_bridged_to_a_baresip_agent_with_audio_both_ways() {
+    let d = Daemon::start(&[]);
+    let agent = Baresip::start(&d, "1003", "demo-1003"); // expert seat of line-12348
+    wait_seat(&d, "1003", Duration::from_secs(10), "registered", |s| s["registered"] == true);
+    login(&d, "1003");
+    let sink = RtpSink::new();
+    let port = sink.port.to_string();
+    let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
+    let talk_ms = greeting_ms + 7000;
+    let out = std::thread::scope(|s| {
+        let run = s.spawn(|| sipp(&d, "uac_call.xml", "12348", &["-key", "rtp_port", &port, "-d", &talk_ms.to_string()]));
+        let from = sink.wait_first(Duration::from_secs(10));
+        // the caller speaks (a 1 kHz tone) from the start: heard by the agent once bridged
+        sink.send_tone(from, 1000.0, talk_ms - 500);
+        run.join().unwrap()
+    });
+    assert_sipp_ok(&out, &d);
+    assert_eq!(seat(&d, "1003")["state"], "wrap_up");
+    let view = wait_seat(&d, "1003", Duration::from_secs(8), "agent free again after wrap-up", |s| s["state"] == "available");
+    assert_eq!(view["counters"]["offered"], 1);
+    assert_eq!(view["counters"]["answered"], 1);
+    d.wait_idle(Duration::from_secs(5));
+
+    // The caller heard the greeting, then the agent (baresip's microphone is a 440 Hz tone).
+    let heard = decode_pcmu(&sink.packets());
+    assert_heard_at(&heard, "greetings/12348", 0);
+    let tail = &heard[heard.len().saturating_sub(16000)..];
+    let share = tone_share(tail, 440.0);
+    assert!(share > 0.5, "caller hears the agent's 440 Hz tone (share {share:.2})");
+    assert!(d.metric("hotline_rtp_relayed_total") > 100);
+
+    // The agent heard the caller: baresip's recording of what it received.
+    let dir = agent.dir.clone();
+    drop(agent);
+    let recs: Vec<_> = std::fs::read_dir(&dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with("-dec.wav")).collect())
+        .unwrap_or_default();
+    assert!(!recs.is_empty(), "baresip recorded the call");
+    let pcm = wav_pcm(&recs[0]);
+    let mid = &pcm[pcm.len() / 3..pcm.len() * 2 / 3];
+    let share = tone_share(mid, 1000.0);
+    assert!(share > 0.5, "agent hears the caller's 1 kHz tone (share {share:.2})");
+}
