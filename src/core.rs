@@ -349,13 +349,11 @@ impl<M: MediaIo> Core<M> {
     }
 
     fn housekeeping(&mut self, now: Instant) {
-        let mut freed = false;
         for a in &mut self.agents {
-            freed |= a.tick(now);
+            a.tick(now);
         }
-        if freed {
-            self.dispatch(now);
-        }
+        // Agents come free by wrap-up ending or a retry delay passing: offer what waits.
+        self.dispatch(now);
         self.timers.push(now + HOUSEKEEPING_EVERY, (HOUSEKEEPING, CallTimer::Housekeeping));
         // Calls past the maximum duration (a lost BYE): checked here, once a second, rather
         // than with a 4-hour timer per call that would outlive the call in the timer heap.

@@ -66,12 +66,31 @@ pub struct Agent {
     missed_in_row: u32,
     /// Consecutive ring-no-answers that pause the agent; 0 = never.
     auto_pause_after: u32,
+    /// After a miss or a rejection the agent is not offered a call before this (so the same
+    /// call doesn't bounce straight back to the seat that just declined it).
+    rest_until: Option<Instant>,
+    pub retry_after: Duration,
     pub counters: Counters,
 }
 
 impl Agent {
     pub fn new(now: Instant, auto_pause_after: u32) -> Self {
-        Agent { state: State::LoggedOut, since: now, pause_reason: None, wrap_until: None, missed_in_row: 0, auto_pause_after, counters: Counters::default() }
+        Agent {
+            state: State::LoggedOut,
+            since: now,
+            pause_reason: None,
+            wrap_until: None,
+            missed_in_row: 0,
+            auto_pause_after,
+            rest_until: None,
+            retry_after: Duration::from_secs(5),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Whether a call may be offered now.
+    pub fn ready(&self, now: Instant) -> bool {
+        self.state == State::Available && self.rest_until.is_none_or(|t| t <= now)
     }
 
     pub fn state(&self) -> State {
@@ -129,6 +148,7 @@ impl Agent {
             }
             (Event::Missed, Ringing) => {
                 self.counters.missed += 1;
+                self.rest_until = Some(now + self.retry_after);
                 self.missed_in_row += 1;
                 if self.auto_pause_after > 0 && self.missed_in_row >= self.auto_pause_after {
                     let reason = format!("auto: {} calls not answered in a row", self.missed_in_row);
@@ -140,6 +160,7 @@ impl Agent {
             }
             (Event::Rejected, Ringing) => {
                 self.counters.rejected += 1;
+                self.rest_until = Some(now + self.retry_after);
                 self.set(now, Available)
             }
             (Event::Withdrawn, Ringing) => self.set(now, Available),

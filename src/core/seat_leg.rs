@@ -78,7 +78,7 @@ impl<M: MediaIo> Core<M> {
     fn pick_agent(&self, q: usize, now: Instant) -> Option<usize> {
         let name = &self.plan.queues.get(q)?.name;
         (0..self.agents.len())
-            .filter(|&i| self.agents[i].state() == AgentState::Available)
+            .filter(|&i| self.agents[i].ready(now))
             .filter(|&i| self.registrar.seats()[i].queues.iter().any(|n| n == name))
             .filter(|&i| self.registrar.contacts(i, now).any(|b| b.reachable))
             .min_by_key(|&i| self.agents[i].since())

@@ -584,3 +584,50 @@ pub fn wav_pcm(path: &Path) -> Vec<i16> {
     let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     r.samples::<i16>().filter_map(Result::ok).collect()
 }
+
+/// Registers `user` from 127.0.0.1:`port` (digest MD5) and frees the port, so a SIPp UAS
+/// started on it afterwards is the seat's phone: the daemon sends to where REGISTER came from.
+pub fn register_from_port(d: &Daemon, user: &str, password: &str, port: u16) {
+    use hotline::registrar::digest::{ha1, Algorithm};
+    let sock = UdpSocket::bind(("127.0.0.1", port)).expect("bind agent port");
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let req = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:{host} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-reg{cseq}-{port};rport\r\n\
+             From: <sip:{user}@{host}>;tag=reg{port}\r\nTo: <sip:{user}@{host}>\r\nCall-ID: reg-{user}-{port}\r\n\
+             CSeq: {cseq} REGISTER\r\nContact: <sip:{user}@127.0.0.1:{port}>\r\nExpires: 300\r\n{auth}Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            host = d.sip
+        )
+    };
+    let mut buf = [0u8; 4096];
+    sock.send_to(req(1, "").as_bytes(), d.sip).unwrap();
+    let (n, _) = sock.recv_from(&mut buf).expect("401");
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    let nonce = text.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce").to_string();
+    let uri = format!("sip:{}", d.sip);
+    let h1 = ha1(Algorithm::Md5, user, "hotline", password);
+    let h2 = Algorithm::Md5.hash_hex(&format!("REGISTER:{uri}"));
+    let resp = Algorithm::Md5.hash_hex(&format!("{h1}:{nonce}:00000001:abc:auth:{h2}"));
+    let auth = format!(
+        "Authorization: Digest username=\"{user}\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc\"\r\n"
+    );
+    sock.send_to(req(2, &auth).as_bytes(), d.sip).unwrap();
+    let (n, _) = sock.recv_from(&mut buf).expect("200");
+    assert!(buf[..n].starts_with(b"SIP/2.0 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+}
+
+/// Starts SIPp as a seat's phone (UAS) on `port` with `scenario`, for one call.
+pub fn sipp_uas(d: &Daemon, scenario: &str, port: u16) -> Child {
+    Command::new("timeout")
+        .arg("60")
+        .arg("sipp")
+        .arg(d.sip.to_string())
+        .arg("-sf")
+        .arg(repo().join("sipp-scenarios").join(scenario))
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-nostdin", "-timeout", "50", "-timeout_error"])
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sipp")
+}
