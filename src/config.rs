@@ -307,6 +307,9 @@ impl Config {
                 self.registrar.algorithms
             )));
         }
+        if self.registrar.max_contacts == 0 {
+            return Err(ConfigError::Invalid("registrar.max_contacts must be at least 1".into()));
+        }
         let mut ids = std::collections::HashSet::new();
         let mut users = std::collections::HashSet::new();
         for seat in &self.seats {

@@ -1067,7 +1067,8 @@ impl<M: MediaIo> Core<M> {
         let (codec, pt) = m.primary();
         self.media.set_codec(call.stream, codec, pt);
         self.media.set_remote(call.stream, m.addr);
-        self.media.set_sending(call.stream, m.direction.we_may_send() && m.addr.is_some());
+        // While bridged, the caller hears the seat through the relay, never our stream.
+        self.media.set_sending(call.stream, m.direction.we_may_send() && m.addr.is_some() && !call.bridged);
         if let Some(tx) = self.media.tx(call.stream) {
             self.media_io.set_event_pt(tx, m.telephone_event);
             self.media_io.media_changed(tx, m.addr);

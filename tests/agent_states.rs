@@ -39,7 +39,7 @@ fn feature_codes_from_an_authenticated_seat_change_its_state() {
     let port = sink.port.to_string();
     let out = sipp(&d, "feature_code_refused.xml", "*21", &["-key", "seat", "1001", "-au", "1001", "-ap", "nope", "-key", "rtp_port", &port]);
     assert_sipp_ok(&out, &d);
-    let out = sipp(&d, "uac_403.xml", "*21", &["-key", "rtp_port", &port]);
+    let out = sipp(&d, "uac_407.xml", "*21", &["-key", "rtp_port", &port]);
     assert_sipp_ok(&out, &d);
     assert_eq!(seat(&d, "1001")["state"], "logged_out");
     d.wait_idle(Duration::from_secs(5));
@@ -74,6 +74,7 @@ fn baresip_logs_in_with_its_own_feature_code_call() {
     let phone = Baresip::start(&d, "1004", "demo-1004");
     wait_seat(&d, "1004", Duration::from_secs(10), "registered", |s| s["registered"] == true);
     let reply = phone.command("dial", &format!("sip:*21@{}", d.sip));
-    assert!(reply.contains("\"ok\":true") || reply.contains("response"), "{reply}");
+    // baresip answers with its response or first call event; the effect is checked below
+    assert!(!reply.is_empty(), "ctrl_tcp answered");
     wait_seat(&d, "1004", Duration::from_secs(10), "logged in from baresip", |s| s["state"] == "available");
 }

@@ -28,8 +28,10 @@ pub enum Event {
     Answered,
     /// Rang until the ring timeout (or the seat failed).
     Missed,
-    /// The seat declined (486/603).
+    /// The seat declined (486/600/603).
     Rejected,
+    /// The seat's phone failed the offer (4xx/5xx other than a decline, unusable answer).
+    Failed,
     /// The caller withdrew while the seat rang: not the agent's doing.
     Withdrawn,
     CallEnded { wrap_up: Duration },
@@ -55,6 +57,7 @@ pub struct Counters {
     pub answered: u64,
     pub missed: u64,
     pub rejected: u64,
+    pub failed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +166,11 @@ impl Agent {
                 self.rest_until = Some(now + self.retry_after);
                 self.set(now, Available)
             }
+            (Event::Failed, Ringing) => {
+                self.counters.failed += 1;
+                self.rest_until = Some(now + self.retry_after);
+                self.set(now, Available)
+            }
             (Event::Withdrawn, Ringing) => self.set(now, Available),
             (Event::CallEnded { wrap_up }, OnCall) => {
                 if wrap_up.is_zero() {
@@ -219,7 +227,7 @@ mod tests {
         assert!(!a.tick(t + Duration::from_secs(9)));
         assert!(a.tick(t + Duration::from_secs(10)));
         assert_eq!(a.state(), State::Available);
-        assert_eq!(a.counters, Counters { offered: 1, answered: 1, missed: 0, rejected: 0 });
+        assert_eq!(a.counters, Counters { offered: 1, answered: 1, missed: 0, rejected: 0, failed: 0 });
     }
 
     #[test]
@@ -241,6 +249,6 @@ mod tests {
         a.handle(t, Event::Offered).unwrap();
         assert_eq!(a.handle(t, Event::Missed), Ok(State::Paused));
         assert!(a.pause_reason().unwrap().contains("2 calls not answered"));
-        assert_eq!(a.counters, Counters { offered: 6, answered: 1, missed: 3, rejected: 1 });
+        assert_eq!(a.counters, Counters { offered: 6, answered: 1, missed: 3, rejected: 1, failed: 0 });
     }
 }

@@ -6,6 +6,7 @@
 
 use super::*;
 use crate::ivr::dialplan::QueueId;
+use rsipstack::sip::prelude::HeadersExt as _;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum LegState {
@@ -43,6 +44,11 @@ pub(super) struct SeatLeg {
     /// What the agent is told when the leg ends before an answer.
     outcome_if_unanswered: AgentEvent,
     local_cseq: u32,
+    /// CANCEL wanted before anything was heard: it goes with the first 1xx (RFC 3261 §9.1).
+    cancel_pending: bool,
+    /// The agent and the caller have been told the offer is over (the leg may live on for
+    /// its BYE).
+    settled: bool,
 }
 
 impl<M: MediaIo> Core<M> {
@@ -70,7 +76,9 @@ impl<M: MediaIo> Core<M> {
             while let Some(&key) = self.waiting[q].front() {
                 let Some(seat) = self.pick_agent(q, now) else { break };
                 self.waiting[q].pop_front();
-                self.offer(now, key, seat, QueueId(q));
+                if !self.offer(now, key, seat, QueueId(q)) {
+                    break; // no port or no contact now; the next dispatch tries again
+                }
             }
         }
     }
@@ -84,17 +92,21 @@ impl<M: MediaIo> Core<M> {
             .min_by_key(|&i| self.agents[i].since())
     }
 
-    fn offer(&mut self, now: Instant, key: u64, seat: usize, queue: QueueId) {
-        let Some(binding) = self.registrar.contacts(seat, now).find(|b| b.reachable).cloned() else { return };
+    /// Offers call `key` to `seat`; false (caller back at the head of the queue) if it can't.
+    fn offer(&mut self, now: Instant, key: u64, seat: usize, queue: QueueId) -> bool {
+        let Some(binding) = self.registrar.contacts(seat, now).find(|b| b.reachable).cloned() else {
+            self.waiting[queue.0].push_front(key);
+            return false;
+        };
         let local_ip = self.local_ip(binding.peer.addr.ip());
-        let Some(call) = self.calls.get(&key) else { return };
+        let Some(call) = self.calls.get(&key) else { return true };
         let _g = call.span.clone().entered();
         let (codec, caller_pt) = call.remote_media.as_ref().map(|m| m.primary()).unwrap_or((crate::media::Codec::Pcmu, 0));
         let leg_key = self.next_key;
         let Some((tx, port)) = self.media_io.open(leg_key) else {
             warn!("no RTP port free for the seat leg; the caller keeps waiting");
             self.waiting[queue.0].push_front(key);
-            return;
+            return false;
         };
         self.next_key += 1;
         let mut rng = rand::rng();
@@ -103,9 +115,15 @@ impl<M: MediaIo> Core<M> {
         self.media.set_sending(stream, false);
         let host = SocketAddr::new(local_ip, self.cfg.sip.listen.port()).to_string();
         let seat_cfg = &self.registrar.seats()[seat];
-        let caller = message::header(&call.invite, "From")
-            .map(|f| message::addr_spec(f).to_string())
-            .and_then(|u| u.split(['@', ':']).nth(1).map(str::to_string))
+        // The caller's number as the seat shows it; anything but a plain number is withheld
+        // rather than pasted into our From header.
+        let caller = call
+            .invite
+            .from_header()
+            .ok()
+            .and_then(|f| f.uri().ok())
+            .and_then(|u| u.user().map(str::to_string))
+            .filter(|u| !u.is_empty() && u.len() <= 32 && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"+*#.-_".contains(&b)))
             .unwrap_or_else(|| "anonymous".into());
         let dialled = call.invite.uri.user().unwrap_or("").to_string();
         let local_tag = random_token();
@@ -170,6 +188,8 @@ impl<M: MediaIo> Core<M> {
                 remote_target: binding.uri.clone(),
                 outcome_if_unanswered: AgentEvent::Missed,
                 local_cseq: 1,
+                cancel_pending: false,
+                settled: false,
             },
         );
         self.leg_by_branch.insert(branch, leg_key);
@@ -182,6 +202,7 @@ impl<M: MediaIo> Core<M> {
         }
         self.out.push_back(Transmit { peer: binding.peer, bytes: invite });
         self.publish_seat(seat, now);
+        true
     }
 
     pub(super) fn leg_timer(&mut self, now: Instant, key: u64, at: Instant, timer: CallTimer) {
@@ -189,7 +210,7 @@ impl<M: MediaIo> Core<M> {
         match timer {
             // Timer A: retransmit the INVITE until anything is heard; timer B is the ring
             // timeout here, which is far shorter than 64*T1.
-            CallTimer::LegRetransmit if leg.retransmit_at == Some(at) && leg.state == LegState::Calling => {
+            CallTimer::LegRetransmit if leg.retransmit_at == Some(at) && (leg.state == LegState::Calling || leg.cancel_pending) => {
                 self.out.push_back(Transmit { peer: leg.peer, bytes: leg.invite.clone() });
                 leg.retransmit_interval *= 2;
                 let next = now + leg.retransmit_interval;
@@ -201,20 +222,34 @@ impl<M: MediaIo> Core<M> {
                 leg.outcome_if_unanswered = AgentEvent::Missed;
                 self.cancel_leg(now, key);
             }
+            // No 487 after our CANCEL within 64*T1: the phone is gone; so is the offer.
+            CallTimer::LegRingTimeout if leg.ring_deadline == at && leg.state == LegState::Cancelling => {
+                self.end_leg(now, key, true);
+            }
             _ => {}
         }
     }
 
-    /// CANCEL an unanswered offer. If nothing was heard yet, there is nothing to cancel
-    /// (RFC 3261 §9.1): the offer just ends.
+    /// CANCEL an unanswered offer. Before any 1xx the CANCEL must wait for one (RFC 3261
+    /// §9.1); either way the offer ends at the latest 64*T1 from now.
     fn cancel_leg(&mut self, now: Instant, key: u64) {
         let Some(leg) = self.legs.get_mut(&key) else { return };
+        let deadline = now + 64 * T1;
+        leg.ring_deadline = deadline;
+        self.timers.push(deadline, (key, CallTimer::LegRingTimeout));
         if leg.state == LegState::Calling {
             leg.state = LegState::Cancelling;
-            leg.retransmit_at = None;
-            return self.end_leg(now, key, true);
+            leg.cancel_pending = true;
+            return;
         }
         leg.state = LegState::Cancelling;
+        self.send_cancel(now, key);
+    }
+
+    fn send_cancel(&mut self, now: Instant, key: u64) {
+        let Some(leg) = self.legs.get_mut(&key) else { return };
+        leg.cancel_pending = false;
+        leg.retransmit_at = None;
         let host = leg.from.split('@').nth(1).and_then(|h| h.split('>').next()).unwrap_or("").to_string();
         let cancel = message::in_dialog_request(&InDialogRequest {
             method: "CANCEL",
@@ -250,8 +285,16 @@ impl<M: MediaIo> Core<M> {
             if leg.state == LegState::Calling {
                 leg.state = LegState::Proceeding;
                 leg.retransmit_at = None;
+            } else if leg.cancel_pending {
+                self.send_cancel(now, key);
             }
             return;
+        }
+        if (200..300).contains(&code) {
+            // The dialog's tag is the 2xx's (a 1xx may come from another fork).
+            if let Some(tag) = to_hdr.split(";tag=").nth(1).map(|t| t.split(';').next().unwrap_or(t).trim().to_string()) {
+                leg.remote_tag = Some(tag);
+            }
         }
         if code >= 300 {
             // ACK the failure on the INVITE's branch (RFC 3261 §17.1.1.3).
@@ -259,7 +302,11 @@ impl<M: MediaIo> Core<M> {
             let Some(leg) = self.legs.get_mut(&key) else { return };
             self.out.push_back(Transmit { peer: leg.peer, bytes: ack.into() });
             if leg.state != LegState::Cancelling {
-                leg.outcome_if_unanswered = if matches!(code, 486 | 600 | 603) { AgentEvent::Rejected } else { AgentEvent::Missed };
+                leg.outcome_if_unanswered = match code {
+                    486 | 600 | 603 => AgentEvent::Rejected,
+                    408 | 480 => AgentEvent::Missed,
+                    _ => AgentEvent::Failed,
+                };
                 info!(seat = %self.registrar.seats()[leg.seat].id, code, "seat declined or failed");
             }
             if leg.state == LegState::Up || leg.state == LegState::Ending {
@@ -278,8 +325,9 @@ impl<M: MediaIo> Core<M> {
         match was {
             LegState::Calling | LegState::Proceeding => {}
             LegState::Cancelling => {
-                // The 200 crossed our CANCEL: the seat answered a call that is gone.
-                leg.state = LegState::Up;
+                // The 200 crossed our CANCEL: the offer is over for the agent and the caller
+                // (who, if still here, waits on at the head of the queue); the seat is hung up.
+                self.settle_unanswered(now, key);
                 return self.bye_leg(now, key);
             }
             LegState::Up | LegState::Ending => return,
@@ -317,10 +365,19 @@ impl<M: MediaIo> Core<M> {
             }
             (Err(e), _) => {
                 warn!(seat = %seat_id, error = %e, "seat answered with unusable SDP; hanging up the seat");
-                let _ = self.agents[seat].handle(now, AgentEvent::Answered);
+                if let Some(leg) = self.legs.get_mut(&key) {
+                    leg.outcome_if_unanswered = AgentEvent::Failed;
+                }
+                self.settle_unanswered(now, key);
                 self.bye_leg(now, key);
             }
-            (_, None) => self.bye_leg(now, key),
+            (_, None) => {
+                if let Some(leg) = self.legs.get_mut(&key) {
+                    leg.outcome_if_unanswered = AgentEvent::Withdrawn;
+                }
+                self.settle_unanswered(now, key);
+                self.bye_leg(now, key);
+            }
         }
     }
 
@@ -408,25 +465,44 @@ impl<M: MediaIo> Core<M> {
         }
     }
 
-    /// An offer ended without an answer: the agent hears about it, the caller waits on.
+    /// The offer is over without a conversation: the agent is told its outcome, and the
+    /// caller, if still waiting, is first in line again (having waited longest). Once only.
+    fn settle_unanswered(&mut self, now: Instant, key: u64) {
+        let Some(leg) = self.legs.get_mut(&key) else { return };
+        if leg.settled {
+            return;
+        }
+        leg.settled = true;
+        let (seat, call, queue, outcome) = (leg.seat, leg.call, leg.queue, leg.outcome_if_unanswered.clone());
+        let _ = self.agents[seat].handle(now, outcome);
+        self.publish_seat(seat, now);
+        let back_in_queue = self.calls.get_mut(&call).is_some_and(|c| {
+            let ours = c.leg == Some(key);
+            if ours {
+                c.leg = None;
+            }
+            ours && !c.bridged && c.queue == Some(queue) && c.state != CallState::Ending
+        });
+        if back_in_queue {
+            self.waiting[queue.0].push_front(call);
+        }
+    }
+
+    /// An offer ended without an answer: the leg goes.
     pub(super) fn end_leg(&mut self, now: Instant, key: u64, unanswered: bool) {
+        if unanswered {
+            self.settle_unanswered(now, key);
+        }
         self.release_leg_media(key);
         let Some(leg) = self.legs.remove(&key) else { return };
         self.leg_by_branch.remove(&leg.branch);
         if let Some(tag) = &leg.remote_tag {
             self.leg_dialogs.remove(&(leg.call_id.clone(), tag.clone()));
         }
-        if unanswered {
-            let _ = self.agents[leg.seat].handle(now, leg.outcome_if_unanswered.clone());
-            self.publish_seat(leg.seat, now);
-        }
-        let back_in_queue = self.calls.get_mut(&leg.call).is_some_and(|c| {
-            c.leg = None;
-            !c.bridged && c.queue == Some(leg.queue) && c.state != CallState::Ending
-        });
-        if unanswered && back_in_queue {
-            // First in line again: the caller has waited longest.
-            self.waiting[leg.queue.0].push_front(leg.call);
+        if let Some(c) = self.calls.get_mut(&leg.call) {
+            if c.leg == Some(key) {
+                c.leg = None;
+            }
         }
         self.dispatch(now);
     }

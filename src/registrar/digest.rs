@@ -170,6 +170,18 @@ impl Nonces {
             .collect()
     }
 
+    /// Whether `c` carries a fresh nonce of ours (so its sender saw our challenge: it is not
+    /// a spoofed source).
+    pub fn nonce_is_ours_and_fresh(&self, now_s: u64, c: &Credentials) -> bool {
+        if c.nonce.len() != 64 || !c.nonce.is_ascii() {
+            return false;
+        }
+        let (Ok(ts), Ok(salt)) = (u64::from_str_radix(&c.nonce[..16], 16), u64::from_str_radix(&c.nonce[16..32], 16)) else {
+            return false;
+        };
+        constant_time_eq(self.mac(ts, salt).as_bytes(), c.nonce[32..].as_bytes()) && now_s.saturating_sub(ts) <= self.ttl_s && ts <= now_s + 5
+    }
+
     /// Checks `c` for `method` against the stored `ha1` (for `c.algorithm`).
     pub fn verify(&mut self, now_s: u64, method: &str, c: &Credentials, ha1: &str) -> Result<(), AuthError> {
         if c.realm != self.realm {

@@ -167,8 +167,17 @@ impl Registrar {
             return AuthOutcome::Throttled { retry_after_s: until.duration_since(now).as_secs().max(1) };
         }
         let Some(&seat) = self.by_user.get(user) else {
-            self.fail(now, ip, user, "no such seat");
-            return AuthOutcome::NotFound;
+            // Unknown users are challenged like seats, so the seat list can't be probed; only
+            // an answer to one of our own fresh nonces counts as a failure, because a spoofed
+            // source never sees the challenge and so can't get an address blocked.
+            let creds = crate::sip::message::header_named(req, auth_header).and_then(|a| Credentials::parse(a).ok());
+            return match creds {
+                Some(c) if self.nonces.nonce_is_ours_and_fresh(now_s, &c) => {
+                    self.fail(now, ip, user, "no such seat");
+                    AuthOutcome::Forbidden("wrong credentials")
+                }
+                _ => AuthOutcome::Challenge { stale: false },
+            };
         };
         let seat_id = self.seats[seat].id.clone();
         let Some(auth) = crate::sip::message::header_named(req, auth_header) else {
@@ -179,6 +188,9 @@ impl Registrar {
             Err(e) => return AuthOutcome::BadRequest(e.to_string()),
         };
         if creds.username != self.seats[seat].user {
+            if !self.nonces.nonce_is_ours_and_fresh(now_s, &creds) {
+                return AuthOutcome::Challenge { stale: false };
+            }
             self.fail(now, ip, &seat_id, "username does not match the seat");
             return AuthOutcome::Forbidden("username does not match the seat");
         }

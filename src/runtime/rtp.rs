@@ -43,6 +43,10 @@ struct Learning {
     remote: std::sync::Mutex<Option<SocketAddr>>,
     /// While bridged: the other leg, to which every accepted packet is relayed as it is.
     forward: std::sync::Mutex<Option<Relay>>,
+    /// Set once the peer's SDP is known (call control called `media_changed`): before that
+    /// (a seat leg still ringing) no source is learned, so a sprayed packet can't become "the
+    /// seat".
+    armed: std::sync::atomic::AtomicBool,
 }
 
 /// The other leg of a bridge, as a reader task sees it.
@@ -151,6 +155,7 @@ impl MediaIo for RtpIo {
             *r = sdp_addr;
         }
         tx.learning.relearn.store(true, Ordering::Relaxed);
+        tx.learning.armed.store(true, Ordering::Relaxed);
     }
 
     fn local_ip_for(&mut self, peer: IpAddr) -> Option<IpAddr> {
@@ -186,6 +191,10 @@ async fn read_loop(
             continue;
         };
         Stats::inc(&stats.rtp_received);
+        if !learning.armed.load(Ordering::Relaxed) {
+            Stats::inc(&stats.rtp_foreign);
+            continue;
+        }
         if last_src != Some(src) {
             let from_sdp = learning.sdp_addr.lock().map(|a| *a == Some(src)).unwrap_or(false);
             let learn = last_src.is_none() || learning.relearn.swap(false, Ordering::Relaxed);
