@@ -86,6 +86,18 @@ pub struct ContactView {
 
 pub type SeatDirectory = Arc<DashMap<String, SeatView>>;
 
+/// A queue as `/api/queues` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueueView {
+    pub name: String,
+    pub waiting: usize,
+    pub longest_wait_s: u64,
+    pub agents_logged_in: usize,
+    pub agents_available: usize,
+}
+
+pub type QueueDirectory = Arc<DashMap<String, QueueView>>;
+
 /// The RTP side of the runtime: opening a port for a call, sending, closing.
 pub trait MediaIo {
     type Tx;
@@ -194,6 +206,8 @@ struct Call {
     queue: Option<crate::ivr::dialplan::QueueId>,
     /// The seat leg offered or bridged to this call.
     leg: Option<u64>,
+    /// When the caller started waiting in `queue`.
+    queued_at: Option<Instant>,
     bridged: bool,
 }
 
@@ -232,6 +246,7 @@ pub struct Core<M: MediaIo> {
     leg_dialogs: HashMap<(String, String), u64>,
     /// Callers waiting for a seat, per queue, in order.
     waiting: Vec<VecDeque<u64>>,
+    queue_views: QueueDirectory,
 }
 
 impl<M: MediaIo> Core<M> {
@@ -263,6 +278,7 @@ impl<M: MediaIo> Core<M> {
             leg_by_branch: HashMap::new(),
             leg_dialogs: HashMap::new(),
             waiting: vec![VecDeque::new(); plan_queues],
+            queue_views: Arc::new(DashMap::new()),
             cfg,
         }
     }
@@ -273,11 +289,41 @@ impl<M: MediaIo> Core<M> {
         for i in 0..self.registrar.seats().len() {
             self.publish_seat(i, now);
         }
+        self.publish_queues(now);
     }
 
     /// The live seat directory (for the HTTP API).
     pub fn seat_directory(&self) -> SeatDirectory {
         self.seats.clone()
+    }
+
+    /// The live queue directory (for the HTTP API), refreshed once a second.
+    pub fn queue_directory(&self) -> QueueDirectory {
+        self.queue_views.clone()
+    }
+
+    fn publish_queues(&self, now: Instant) {
+        for (q, queue) in self.plan.queues.iter().enumerate() {
+            let serving: Vec<usize> = (0..self.agents.len())
+                .filter(|&i| self.registrar.seats()[i].queues.iter().any(|n| n == &queue.name))
+                .collect();
+            let longest = self.waiting[q]
+                .iter()
+                .filter_map(|k| self.calls.get(k).and_then(|c| c.queued_at))
+                .map(|t| now.saturating_duration_since(t).as_secs())
+                .max()
+                .unwrap_or(0);
+            self.queue_views.insert(
+                queue.name.clone(),
+                QueueView {
+                    name: queue.name.clone(),
+                    waiting: self.waiting[q].len(),
+                    longest_wait_s: longest,
+                    agents_logged_in: serving.iter().filter(|&&i| self.agents[i].state() != AgentState::LoggedOut).count(),
+                    agents_available: serving.iter().filter(|&&i| self.agents[i].state() == AgentState::Available).count(),
+                },
+            );
+        }
     }
 
     fn publish_seat(&self, i: usize, now: Instant) {
@@ -354,6 +400,7 @@ impl<M: MediaIo> Core<M> {
         }
         // Agents come free by wrap-up ending or a retry delay passing: offer what waits.
         self.dispatch(now);
+        self.publish_queues(now);
         self.timers.push(now + HOUSEKEEPING_EVERY, (HOUSEKEEPING, CallTimer::Housekeeping));
         // Calls past the maximum duration (a lost BYE): checked here, once a second, rather
         // than with a 4-hour timer per call that would outlive the call in the timer heap.
@@ -898,6 +945,7 @@ impl<M: MediaIo> Core<M> {
             bye_after_ack: false,
             queue: None,
             leg: None,
+            queued_at: None,
             bridged: false,
             invite: req,
         };

@@ -46,6 +46,15 @@ fn queued_caller_is_bridged_to_a_baresip_agent_with_audio_both_ways() {
     let share = tone_share(tail, 440.0);
     assert!(share > 0.5, "caller hears the agent's 440 Hz tone (share {share:.2})");
     assert!(d.metric("hotline_rtp_relayed_total") > 100);
+    let metrics = d.http_get("/metrics").unwrap();
+    assert!(metrics.contains("hotline_seat_offered_total{seat=\"1003\",unit=\"省司法厅\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("hotline_seat_answered_total{seat=\"1003\",unit=\"省司法厅\"} 1\n"));
+    assert!(metrics.contains("hotline_seat_missed_total{seat=\"1003\",unit=\"省司法厅\"} 0\n"));
+    assert!(metrics.contains("hotline_queue_waiting{queue=\"line-12348\"} 0\n"));
+    let queues: serde_json::Value = serde_json::from_str(&d.http_get("/api/queues").unwrap()).unwrap();
+    let q = queues.as_array().unwrap().iter().find(|q| q["name"] == "line-12348").unwrap();
+    assert_eq!(q["agents_logged_in"], 1);
+    assert_eq!(q["waiting"], 0);
 
     // The agent heard the caller: baresip's recording of what it received.
     let dir = agent.dir.clone();

@@ -56,6 +56,7 @@ impl<M: MediaIo> Core<M> {
     pub(super) fn enqueue(&mut self, now: Instant, key: u64, q: QueueId) {
         let Some(call) = self.calls.get_mut(&key) else { return };
         call.queue = Some(q);
+        call.queued_at.get_or_insert(now);
         if let Some(w) = self.waiting.get_mut(q.0) {
             w.push_back(key);
         }

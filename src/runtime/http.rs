@@ -2,7 +2,7 @@
 //! registrations, agent states) and `POST /api/seats/{id}/state` (log in, log out, pause,
 //! unpause an agent). With `http.token` set, `/api/*` needs `Authorization: Bearer <token>`.
 
-use crate::core::{AgentAction, SeatDirectory};
+use crate::core::{AgentAction, QueueDirectory, SeatDirectory};
 use crate::stats::Stats;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -24,6 +24,7 @@ pub struct ApiCommand {
 struct AppState {
     stats: Arc<Stats>,
     seats: SeatDirectory,
+    queues: QueueDirectory,
     commands: mpsc::Sender<ApiCommand>,
     token: Option<Arc<str>>,
 }
@@ -32,6 +33,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     stats: Arc<Stats>,
     seats: SeatDirectory,
+    queues: QueueDirectory,
     commands: mpsc::Sender<ApiCommand>,
     token: Option<String>,
 ) {
@@ -40,7 +42,8 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/api/seats", get(api_seats))
         .route("/api/seats/{id}/state", post(api_seat_state))
-        .with_state(AppState { stats, seats, commands, token: token.map(Arc::from) });
+        .route("/api/queues", get(api_queues))
+        .with_state(AppState { stats, seats, queues, commands, token: token.map(Arc::from) });
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "HTTP server stopped");
     }
@@ -61,6 +64,13 @@ async fn api_seats(State(a): State<AppState>, headers: HeaderMap) -> Result<Json
     let mut seats: Vec<_> = a.seats.iter().map(|e| e.value().clone()).collect();
     seats.sort_by(|x, y| x.seat.id.cmp(&y.seat.id));
     Ok(Json(seats))
+}
+
+async fn api_queues(State(a): State<AppState>, headers: HeaderMap) -> Result<Json<Vec<crate::core::QueueView>>, (StatusCode, String)> {
+    authorized(&a, &headers)?;
+    let mut queues: Vec<_> = a.queues.iter().map(|e| e.value().clone()).collect();
+    queues.sort_by(|x, y| x.name.cmp(&y.name));
+    Ok(Json(queues))
 }
 
 #[derive(Deserialize)]
@@ -110,5 +120,45 @@ async fn healthz(State(a): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(a): State<AppState>) -> String {
-    a.stats.prometheus()
+    let mut out = a.stats.prometheus();
+    let mut seats: Vec<_> = a.seats.iter().map(|e| e.value().clone()).collect();
+    seats.sort_by(|x, y| x.seat.id.cmp(&y.seat.id));
+    let counters: [(&str, &str, fn(&crate::acd::agent::Counters) -> u64); 5] = [
+        ("hotline_seat_offered_total", "Calls offered to the seat", |c| c.offered),
+        ("hotline_seat_answered_total", "Offers the seat answered", |c| c.answered),
+        ("hotline_seat_missed_total", "Offers that rang out (ring-no-answer)", |c| c.missed),
+        ("hotline_seat_rejected_total", "Offers the seat declined", |c| c.rejected),
+        ("hotline_seat_failed_total", "Offers the seat's phone failed", |c| c.failed),
+    ];
+    for (name, help, get) in counters {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+        for s in &seats {
+            out.push_str(&format!("{name}{{seat=\"{}\",unit=\"{}\"}} {}\n", label(&s.seat.id), label(&s.seat.unit), get(&s.counters)));
+        }
+    }
+    out.push_str("# HELP hotline_seat_registered Whether the seat has a live registration\n# TYPE hotline_seat_registered gauge\n");
+    for s in &seats {
+        out.push_str(&format!("hotline_seat_registered{{seat=\"{}\"}} {}\n", label(&s.seat.id), u8::from(s.registered)));
+    }
+    out.push_str("# HELP hotline_seat_state The seat's agent state (1 for the current one)\n# TYPE hotline_seat_state gauge\n");
+    for s in &seats {
+        let state = serde_json::to_value(s.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        out.push_str(&format!("hotline_seat_state{{seat=\"{}\",state=\"{state}\"}} 1\n", label(&s.seat.id)));
+    }
+    let mut queues: Vec<_> = a.queues.iter().map(|e| e.value().clone()).collect();
+    queues.sort_by(|x, y| x.name.cmp(&y.name));
+    out.push_str("# HELP hotline_queue_waiting Callers waiting for a seat\n# TYPE hotline_queue_waiting gauge\n");
+    for q in &queues {
+        out.push_str(&format!("hotline_queue_waiting{{queue=\"{}\"}} {}\n", label(&q.name), q.waiting));
+    }
+    out.push_str("# HELP hotline_queue_longest_wait_seconds The longest current wait\n# TYPE hotline_queue_longest_wait_seconds gauge\n");
+    for q in &queues {
+        out.push_str(&format!("hotline_queue_longest_wait_seconds{{queue=\"{}\"}} {}\n", label(&q.name), q.longest_wait_s));
+    }
+    out
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
