@@ -50,7 +50,13 @@ def start_daemon():
     env = dict(os.environ,
                HOTLINE__SIP__LISTEN=f"127.0.0.1:{SIP_PORT}", HOTLINE__HTTP__LISTEN=f"127.0.0.1:{HTTP_PORT}",
                HOTLINE__RTP__PORT_MIN="10000", HOTLINE__RTP__PORT_MAX="39998", HOTLINE__RTP__BIND_IP="127.0.0.1",
-               HOTLINE__LOG__LEVEL="warn", HOTLINE__SIP__SHUTDOWN_GRACE_S="2")
+               HOTLINE__LOG__LEVEL="warn", HOTLINE__SIP__SHUTDOWN_GRACE_S="2",
+               HOTLINE__STORE__PATH="/tmp/hotline-bench.sqlite")
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.remove("/tmp/hotline-bench.sqlite" + suffix)
+        except FileNotFoundError:
+            pass
     env.pop("RUST_LOG", None)
     log = open("/tmp/hotline-bench.log", "w")
     p = subprocess.Popen(PREFIX + ["taskset", "-c", DAEMON_CORE, f"{ROOT}/target/release/hotline", "run", "--config",

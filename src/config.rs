@@ -36,6 +36,22 @@ pub struct Config {
     pub seats: Vec<SeatConfig>,
     #[serde(default)]
     pub agents: AgentsConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// The durable record of calls and state events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// SQLite file; relative paths are taken from the configuration file's folder.
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { path: PathBuf::from("../data/hotline.sqlite") }
+    }
 }
 
 /// Agents: feature codes dialled from a seat's softphone, and automatic pause.
@@ -285,6 +301,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.paths.prompts = base.join(&cfg.paths.prompts);
         cfg.paths.dialplans = base.join(&cfg.paths.dialplans);
+        cfg.store.path = base.join(&cfg.store.path);
         cfg.validate()?;
         Ok(cfg)
     }

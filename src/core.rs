@@ -208,6 +208,8 @@ struct Call {
     leg: Option<u64>,
     /// When the caller started waiting in `queue`.
     queued_at: Option<Instant>,
+    /// The seat the caller talked to.
+    bridged_seat: Option<usize>,
     bridged: bool,
 }
 
@@ -247,6 +249,8 @@ pub struct Core<M: MediaIo> {
     /// Callers waiting for a seat, per queue, in order.
     waiting: Vec<VecDeque<u64>>,
     queue_views: QueueDirectory,
+    /// Call and state events for the durable store, drained by the runtime.
+    records: VecDeque<crate::metrics::Record>,
 }
 
 impl<M: MediaIo> Core<M> {
@@ -279,6 +283,7 @@ impl<M: MediaIo> Core<M> {
             leg_dialogs: HashMap::new(),
             waiting: vec![VecDeque::new(); plan_queues],
             queue_views: Arc::new(DashMap::new()),
+            records: VecDeque::new(),
             cfg,
         }
     }
@@ -290,6 +295,18 @@ impl<M: MediaIo> Core<M> {
             self.publish_seat(i, now);
         }
         self.publish_queues(now);
+    }
+
+    /// The next call or state event for the durable store.
+    pub fn poll_record(&mut self) -> Option<crate::metrics::Record> {
+        self.records.pop_front()
+    }
+
+    fn record(&mut self, kind: &'static str, call_id: Option<&str>, seat: Option<usize>, queue: Option<crate::ivr::dialplan::QueueId>, detail: serde_json::Value) {
+        let at = self.clock.now_utc().with_timezone(&crate::time::shanghai()).to_rfc3339_opts(chrono::SecondsFormat::Millis, false);
+        let seat = seat.and_then(|i| self.registrar.seats().get(i)).map(|s| s.id.clone());
+        let queue = queue.and_then(|q| self.plan.queues.get(q.0)).map(|q| q.name.clone());
+        self.records.push_back(crate::metrics::Record { at, kind, call_id: call_id.map(str::to_string), seat, queue, detail });
     }
 
     /// The live seat directory (for the HTTP API).
@@ -378,7 +395,11 @@ impl<M: MediaIo> Core<M> {
         let label = format!("{action:?}");
         let r = agent.handle(now, action.event());
         match &r {
-            Ok(state) => info!(seat = %seat, action = %label, ?state, by, "agent state changed"),
+            Ok(state) => {
+                info!(seat = %seat, action = %label, ?state, by, "agent state changed");
+                let reason = self.agents[i].pause_reason().map(str::to_string);
+                self.record("agent_state", None, Some(i), None, serde_json::json!({ "state": state, "action": label, "by": by, "reason": reason }));
+            }
             Err(e) => info!(seat = %seat, action = %label, error = %e, by, "agent action refused"),
         }
         self.publish_seat(i, now);
@@ -815,6 +836,10 @@ impl<M: MediaIo> Core<M> {
         let refuse = |core: &mut Self, code: u16, reason: &str, hdrs: &[(&str, &str)]| {
             Stats::inc(&core.stats.invites_refused);
             info!(code, reason, "INVITE refused");
+            if code != 407 {
+                let detail = serde_json::json!({ "dialled": info.ruri_user, "code": code, "reason": reason, "source": peer.addr.to_string() });
+                core.record("call_refused", Some(&info.call_id), None, None, detail);
+            }
             let tag = random_token();
             let spec = ResponseSpec { to_tag: Some(&tag), headers: hdrs, ..ResponseSpec::new(code, reason) };
             core.respond(now, &req, &info, peer, &spec);
@@ -946,11 +971,18 @@ impl<M: MediaIo> Core<M> {
             queue: None,
             leg: None,
             queued_at: None,
+            bridged_seat: None,
             bridged: false,
             invite: req,
         };
         info!(rtp_port = port, "new call");
         self.calls.insert(key, call);
+        {
+            use rsipstack::sip::prelude::HeadersExt as _;
+            let caller = self.calls[&key].invite.from_header().ok().and_then(|f| f.uri().ok()).and_then(|u| u.user().map(str::to_string)).unwrap_or_default();
+            let detail = serde_json::json!({ "dialled": info.ruri_user, "caller": caller, "source": peer.addr.to_string(), "transport": peer.transport.via_name() });
+            self.record("call_start", Some(&info.call_id), None, None, detail);
+        }
         self.dialogs.insert((info.call_id.clone(), from_tag), key);
         self.by_branch.insert(info.branch.clone(), key);
         self.stream_calls.insert(stream, key);
@@ -1004,6 +1036,8 @@ impl<M: MediaIo> Core<M> {
         self.out.push_back(t);
         Stats::inc(&self.stats.calls_answered);
         info!("answered");
+        let call_id = self.calls.get(&key).map(|c| c.call_id.clone());
+        self.record("call_answered", call_id.as_deref(), None, None, serde_json::json!({}));
         if let Some(call) = self.calls.get_mut(&key) {
             call.answered_at = Some(now);
         }
@@ -1322,9 +1356,20 @@ impl<M: MediaIo> Core<M> {
         self.by_branch.remove(&call.invite_branch);
         self.stats.calls_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         Stats::inc(&self.stats.calls_ended);
-        let _g = call.span.enter();
-        let digits = call.ivr.as_ref().map(|i| i.digits.as_str()).unwrap_or("");
-        info!(digits, "call ended");
+        let digits = call.ivr.as_ref().map(|i| i.digits.clone()).unwrap_or_default();
+        {
+            let _g = call.span.enter();
+            info!(digits, "call ended");
+        }
+        let now = self.now;
+        let detail = serde_json::json!({
+            "answered": call.answered_at.is_some(),
+            "duration_s": call.answered_at.map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            "waited_s": call.queued_at.map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            "bridged": call.bridged,
+            "digits": digits,
+        });
+        self.record("call_end", Some(&call.call_id), call.bridged_seat, call.queue, detail);
     }
 }
 

@@ -17,6 +17,7 @@ pub mod config;
 pub mod core;
 pub mod ivr;
 pub mod media;
+pub mod metrics;
 pub mod registrar;
 pub mod runtime;
 pub mod sdp;

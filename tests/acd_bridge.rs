@@ -17,7 +17,7 @@ fn login(d: &Daemon, seat: &str) {
 
 #[test]
 fn queued_caller_is_bridged_to_a_baresip_agent_with_audio_both_ways() {
-    let d = Daemon::start(&[]);
+    let mut d = Daemon::start(&[]);
     let agent = Baresip::start(&d, "1003", "demo-1003"); // expert seat of line-12348
     wait_seat(&d, "1003", Duration::from_secs(10), "registered", |s| s["registered"] == true);
     login(&d, "1003");
@@ -67,4 +67,21 @@ fn queued_caller_is_bridged_to_a_baresip_agent_with_audio_both_ways() {
     let mid = &pcm[pcm.len() / 3..pcm.len() * 2 / 3];
     let share = tone_share(mid, 1000.0);
     assert!(share > 0.5, "agent hears the caller's 1 kHz tone (share {share:.2})");
+
+    // Killed like a crash: every event of the finished call is in the store already.
+    d.kill9();
+    let events = d.stored_events();
+    let kinds: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    for k in ["agent_state", "call_start", "call_answered", "queue_enter", "offer", "talk_end", "call_end"] {
+        assert!(kinds.contains(&k), "{k} stored: {kinds:?}");
+    }
+    let offer = events.iter().find(|e| e.0 == "offer").unwrap();
+    assert_eq!(offer.2.as_deref(), Some("1003"));
+    assert_eq!(offer.3.as_deref(), Some("line-12348"));
+    assert_eq!(offer.4["outcome"], "answered");
+    let end = events.iter().find(|e| e.0 == "call_end").unwrap();
+    assert_eq!(end.2.as_deref(), Some("1003"), "the call record names the seat");
+    assert_eq!(end.4["bridged"], true);
+    assert_eq!(events.iter().filter(|e| e.0 == "call_start").count(), 1);
 }
+

@@ -46,6 +46,7 @@ pub(super) struct SeatLeg {
     local_cseq: u32,
     /// CANCEL wanted before anything was heard: it goes with the first 1xx (RFC 3261 §9.1).
     cancel_pending: bool,
+    offered_at: Instant,
     /// The agent and the caller have been told the offer is over (the leg may live on for
     /// its BYE).
     settled: bool,
@@ -57,6 +58,8 @@ impl<M: MediaIo> Core<M> {
         let Some(call) = self.calls.get_mut(&key) else { return };
         call.queue = Some(q);
         call.queued_at.get_or_insert(now);
+        let call_id = call.call_id.clone();
+        self.record("queue_enter", Some(&call_id), None, Some(q), serde_json::json!({}));
         if let Some(w) = self.waiting.get_mut(q.0) {
             w.push_back(key);
         }
@@ -190,6 +193,7 @@ impl<M: MediaIo> Core<M> {
                 outcome_if_unanswered: AgentEvent::Missed,
                 local_cseq: 1,
                 cancel_pending: false,
+                offered_at: now,
                 settled: false,
             },
         );
@@ -353,11 +357,16 @@ impl<M: MediaIo> Core<M> {
                     self.media_io.bridge(a, b);
                 }
                 let _ = self.agents[seat].handle(now, AgentEvent::Answered);
+                let ring_s = self.legs.get(&key).map(|l| now.saturating_duration_since(l.offered_at).as_secs_f64());
+                let queue = self.legs.get(&key).map(|l| l.queue);
+                let call_id = self.calls.get(&call_key).map(|c| c.call_id.clone());
+                self.record("offer", call_id.as_deref(), Some(seat), queue, serde_json::json!({ "outcome": "answered", "ring_s": ring_s }));
                 self.dequeue(call_key);
                 if let Some(call) = self.calls.get_mut(&call_key) {
                     let _g = call.span.clone().entered();
                     info!(seat = %seat_id, "seat answered; caller and seat bridged");
                     call.bridged = true;
+                    call.bridged_seat = Some(seat);
                     if let Some(ivr) = call.ivr.as_mut() {
                         ivr.handle(Input::Bridged);
                     }
@@ -444,6 +453,9 @@ impl<M: MediaIo> Core<M> {
         let Some(leg) = self.legs.get(&key) else { return };
         let (seat, queue) = (leg.seat, leg.queue);
         if self.agents[seat].state() == AgentState::OnCall {
+            let talk_s = now.saturating_duration_since(self.agents[seat].since()).as_secs_f64();
+            let call_id = self.calls.get(&leg.call).map(|c| c.call_id.clone());
+            self.record("talk_end", call_id.as_deref(), Some(seat), Some(queue), serde_json::json!({ "talk_s": talk_s }));
             let wrap_up = self.plan.queues.get(queue.0).map(|q| q.wrap_up).unwrap_or_default();
             let _ = self.agents[seat].handle(now, AgentEvent::CallEnded { wrap_up });
             self.publish_seat(seat, now);
@@ -475,7 +487,12 @@ impl<M: MediaIo> Core<M> {
         }
         leg.settled = true;
         let (seat, call, queue, outcome) = (leg.seat, leg.call, leg.queue, leg.outcome_if_unanswered.clone());
+        let ring_s = now.saturating_duration_since(leg.offered_at).as_secs_f64();
+        let call_id = self.calls.get(&call).map(|c| c.call_id.clone());
+        let label = format!("{outcome:?}").to_lowercase();
         let _ = self.agents[seat].handle(now, outcome);
+        let after = self.agents[seat].state();
+        self.record("offer", call_id.as_deref(), Some(seat), Some(queue), serde_json::json!({ "outcome": label, "ring_s": ring_s, "agent_state_after": after }));
         self.publish_seat(seat, now);
         let back_in_queue = self.calls.get_mut(&call).is_some_and(|c| {
             let ours = c.leg == Some(key);

@@ -29,6 +29,8 @@ pub enum RuntimeError {
     BindTcp { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot bind HTTP {addr}: {source}")]
     BindHttp { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Store(crate::metrics::store::StoreError),
 }
 
 const MEDIA_TICK_MS: u64 = 5;
@@ -51,6 +53,8 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
     let conns: Arc<DashMap<u64, mpsc::UnboundedSender<bytes::Bytes>>> = Arc::new(DashMap::new());
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<StreamMessage>(4096);
     tokio::spawn(tcp::accept_loop(tcp, conns.clone(), tcp_tx));
+    let store = crate::metrics::store::Store::open(&cfg.store.path).map_err(RuntimeError::Store)?;
+    info!(path = %cfg.store.path.display(), "call records go to the store");
     let (rtp_tx, mut rtp_rx) = mpsc::unbounded_channel::<RtpEvent>();
     let rtp_io = rtp::RtpIo::new(&cfg, rtp_tx, stats.clone());
     let mut core = Core::new(cfg.clone(), plan, prompts, clock, stats.clone(), rtp_io);
@@ -112,6 +116,9 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
         if core.poll_timeout().is_some_and(|t| t <= now) {
             core.handle_timeout(now);
         }
+        while let Some(r) = core.poll_record() {
+            store.record(r);
+        }
         while let Some(t) = core.poll_transmit() {
             match t.peer.transport {
                 Transport::Udp => {
@@ -145,6 +152,10 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
             }
         }
     }
+    while let Some(r) = core.poll_record() {
+        store.record(r);
+    }
+    drop(store); // flushes
     Ok(())
 }
 

@@ -32,6 +32,8 @@ pub struct Daemon {
     pub sip: SocketAddr,
     pub http: SocketAddr,
     pub log: PathBuf,
+    /// This daemon's own SQLite store.
+    pub store: PathBuf,
 }
 
 impl Daemon {
@@ -42,6 +44,10 @@ impl Daemon {
         // A port range of its own per daemon: tests run in parallel.
         let base = 30000 + (sip_port as u32 * 7 % 25000) as u16 / 2 * 2;
         let log = std::env::temp_dir().join(format!("hotline-test-{sip_port}.log"));
+        let store = std::env::temp_dir().join(format!("hotline-test-{sip_port}.sqlite"));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
+        }
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotline"));
         cmd.arg("run")
             .arg("--config")
@@ -52,6 +58,7 @@ impl Daemon {
             .env("HOTLINE__RTP__PORT_MAX", (base + 4000).to_string())
             .env("HOTLINE__RTP__BIND_IP", "127.0.0.1")
             .env("HOTLINE__LOG__LEVEL", "debug")
+            .env("HOTLINE__STORE__PATH", &store)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
@@ -69,6 +76,7 @@ impl Daemon {
             sip,
             http: format!("127.0.0.1:{http_port}").parse().unwrap(),
             log,
+            store,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -123,6 +131,27 @@ impl Daemon {
 
     pub fn sigterm(&self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+    }
+}
+
+impl Daemon {
+    /// SIGKILL, as a crash would: nothing gets a chance to flush.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// (kind, call_id, seat, queue, detail) of every stored event, oldest first.
+    pub fn stored_events(&self) -> Vec<(String, Option<String>, Option<String>, Option<String>, serde_json::Value)> {
+        let conn = rusqlite::Connection::open(&self.store).expect("open store");
+        let mut stmt = conn.prepare("SELECT kind, call_id, seat, queue, detail FROM events ORDER BY id").unwrap();
+        stmt.query_map([], |r| {
+            let detail: String = r.get(4)?;
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, serde_json::from_str(&detail).unwrap_or_default()))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
     }
 }
 
