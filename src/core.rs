@@ -146,6 +146,9 @@ enum CallTimer {
     Housekeeping,
     LegRetransmit,
     LegRingTimeout,
+    /// Seat `usize`'s wrap-up or retry delay ends: offer it the next caller at once (the
+    /// housekeeping second would add up to a second of dispatch latency).
+    AgentReady(usize),
 }
 
 /// `TimerKind` with an order, for the timer heap.
@@ -626,7 +629,16 @@ impl<M: MediaIo> Core<M> {
         }
         while let Some((at, (key, timer))) = self.timers.pop_due(now) {
             if key == HOUSEKEEPING {
-                self.housekeeping(now);
+                match timer {
+                    CallTimer::AgentReady(i) => {
+                        if let Some(a) = self.agents.get_mut(i) {
+                            a.tick(now);
+                        }
+                        self.publish_seat(i, now);
+                        self.dispatch(now);
+                    }
+                    _ => self.housekeeping(now),
+                }
                 continue;
             }
             if self.legs.contains_key(&key) {

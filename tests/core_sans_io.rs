@@ -232,3 +232,97 @@ fn final_responses_outside_dialogs_carry_a_to_tag() {
     assert!(text.starts_with("SIP/2.0 200"));
     assert!(text.lines().any(|l| l.starts_with("To:") && l.contains(";tag=")), "{text}");
 }
+
+const SEAT: &str = "127.0.0.1:6000";
+
+fn seat_peer() -> Peer {
+    Peer { transport: Transport::Udp, addr: SEAT.parse().unwrap() }
+}
+
+/// Registers seat 1003 (queue line-12348) from SEAT with digest auth and logs it in.
+fn register_and_login(c: &mut Core<FakeMedia>, t0: Instant) {
+    use hotline::registrar::digest::{ha1, Algorithm};
+    let reg = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {SEAT};branch=z9hG4bKr{cseq}\r\nFrom: <sip:1003@127.0.0.1>;tag=r\r\n\
+             To: <sip:1003@127.0.0.1>\r\nCall-ID: reg\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:1003@{SEAT}>\r\nExpires: 600\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    c.handle_datagram(t0, reg(1, "").as_bytes(), seat_peer());
+    let t = c.poll_transmit().unwrap();
+    let text = String::from_utf8_lossy(&t.bytes).to_string();
+    let nonce = text.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let h1 = ha1(Algorithm::Md5, "1003", "hotline", "demo-1003");
+    let h2 = Algorithm::Md5.hash_hex("REGISTER:sip:127.0.0.1");
+    let resp = Algorithm::Md5.hash_hex(&format!("{h1}:{nonce}:00000001:c:auth:{h2}"));
+    let auth = format!("Authorization: Digest username=\"1003\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1\", response=\"{resp}\", qop=auth, nc=00000001, cnonce=\"c\"\r\n");
+    c.handle_datagram(t0, reg(2, &auth).as_bytes(), seat_peer());
+    assert_eq!(drain(c), ["200"]);
+    c.agent_action_by_id(t0, "1003", hotline::core::AgentAction::Login, "test").unwrap();
+}
+
+fn caller_invite(call_id: &str) -> String {
+    invite("z9hG4bK-x").replace("sip:12345@", "sip:12348@").replace("Call-ID: c1", &format!("Call-ID: {call_id}")).replace("branch=z9hG4bK-x", &format!("branch=z9hG4bK-{call_id}")).replace("tag=ft", &format!("tag=ft-{call_id}"))
+}
+
+/// Everything sent until `until` in 5 ms steps (media ticks and timers), as (ms, first line).
+fn run_all(c: &mut Core<FakeMedia>, from: Instant, until: Instant) -> Vec<(u128, String)> {
+    let mut now = from;
+    let mut out = vec![];
+    while now < until {
+        now += Duration::from_millis(5);
+        c.tick_media(now);
+        c.handle_timeout(now);
+        while let Some(t) = c.poll_transmit() {
+            let text = String::from_utf8_lossy(&t.bytes).to_string();
+            out.push(((now - from).as_millis(), text));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_seat_coming_free_after_wrap_up_is_offered_the_next_caller_at_once() {
+    let mut c = core(0);
+    let t0 = Instant::now();
+    register_and_login(&mut c, t0);
+    for id in ["a", "b"] {
+        c.handle_datagram(t0, caller_invite(id).as_bytes(), peer());
+    }
+    drain(&mut c);
+    // Greeting plays (~6.5 s), then both wait in line-12348; the seat gets caller a.
+    let sent = run_all(&mut c, t0, t0 + Duration::from_secs(10));
+    let offers: Vec<&(u128, String)> = sent.iter().filter(|(_, m)| m.starts_with("INVITE sip:1003@")).collect();
+    let call_ids: std::collections::HashSet<&str> = offers.iter().filter_map(|(_, m)| m.lines().find(|l| l.starts_with("Call-ID:"))).collect();
+    assert_eq!(call_ids.len(), 1, "one seat, one offer at a time (the rest are timer A retransmissions)");
+    assert!(offers.len() > 1, "unanswered INVITE retransmitted on UDP");
+    let invite = offers[0].1.clone();
+    assert!(invite.contains("X-Hotline-Queue: line-12348"));
+    assert!(invite.contains("X-Hotline-Dialled: 12348"));
+    assert!(invite.contains("From: \"138\" <sip:138@"), "the caller's number");
+    // The seat answers.
+    let header = |name: &str| invite.lines().find(|l| l.starts_with(name)).unwrap().to_string();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
+    let ok = format!(
+        "SIP/2.0 200 OK\r\n{}\r\n{}\r\n{};tag=seat\r\n{}\r\n{}\r\nContact: <sip:1003@{SEAT}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        header("Via:"), header("From:"), header("To:"), header("Call-ID:"), header("CSeq:"), sdp.len()
+    );
+    let t1 = t0 + Duration::from_secs(10);
+    c.handle_datagram(t1, ok.as_bytes(), seat_peer());
+    let acks = drain(&mut c);
+    assert_eq!(acks, ["ACK"]);
+    // The seat hangs up: caller a gets BYE; the agent wraps up for 5 s.
+    let our_tag = header("From:").split(";tag=").nth(1).unwrap().to_string();
+    let call_id = header("Call-ID:").trim_start_matches("Call-ID:").trim().to_string();
+    let bye = format!(
+        "BYE sip:hotline@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {SEAT};branch=z9hG4bKbye\r\nFrom: <sip:1003@127.0.0.1>;tag=seat\r\n\
+         To: <sip:138@127.0.0.1>;tag={our_tag}\r\nCall-ID: {call_id}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    c.handle_datagram(t1, bye.as_bytes(), seat_peer());
+    // 200 to the seat; caller a's BYE waits for its ACK (this test never sends one, §15)
+    assert_eq!(drain(&mut c), ["200"]);
+    // Exactly when wrap-up ends, caller b is offered: no polling delay.
+    let sent = run_all(&mut c, t1, t1 + Duration::from_secs(7));
+    let next: Vec<u128> = sent.iter().filter(|(_, m)| m.starts_with("INVITE sip:1003@") && !m.contains(&call_id)).map(|(t, _)| *t).collect();
+    assert_eq!(next.first().copied(), Some(5000), "offered the moment wrap-up (5 s) ended");
+}

@@ -458,6 +458,7 @@ impl<M: MediaIo> Core<M> {
             self.record("talk_end", call_id.as_deref(), Some(seat), Some(queue), serde_json::json!({ "talk_s": talk_s }));
             let wrap_up = self.plan.queues.get(queue.0).map(|q| q.wrap_up).unwrap_or_default();
             let _ = self.agents[seat].handle(now, AgentEvent::CallEnded { wrap_up });
+            self.timers.push(now + wrap_up, (HOUSEKEEPING, CallTimer::AgentReady(seat)));
             self.publish_seat(seat, now);
             self.dispatch(now);
         }
@@ -491,6 +492,8 @@ impl<M: MediaIo> Core<M> {
         let call_id = self.calls.get(&call).map(|c| c.call_id.clone());
         let label = format!("{outcome:?}").to_lowercase();
         let _ = self.agents[seat].handle(now, outcome);
+        let retry = self.agents[seat].retry_after;
+        self.timers.push(now + retry, (HOUSEKEEPING, CallTimer::AgentReady(seat)));
         let after = self.agents[seat].state();
         self.record("offer", call_id.as_deref(), Some(seat), Some(queue), serde_json::json!({ "outcome": label, "ring_s": ring_s, "agent_state_after": after }));
         self.publish_seat(seat, now);
