@@ -66,7 +66,17 @@ FIXED = [
     ("agent/paused", "座席已暂停。"),
     ("agent/unpaused", "座席已恢复服务。"),
     ("agent/refused", "操作未成功。"),
+    ("queue/ahead", "您前面还有"),
+    ("queue/callers", "位来电者在等候。"),
+    ("queue/next", "您是下一位，请稍候。"),
+    ("queue/wait", "预计等待时间约"),
+    ("queue/minutes", "分钟。"),
+    ("queue/more-than", "超过"),
+    ("callback", "现在座席全忙，我们已记录您的来电号码，工作人员将尽快给您回电。再见。"),
 ]
+
+# Counting words, composed at run time into 1..99 (二十三 = 二 十 三); 两 before a measure word.
+COUNT = [(str(i), w) for i, w in enumerate("零一二三四五六七八九十")] + [("liang", "两")]
 
 # Hold music: a gentle pentatonic tune, 40 steps of 0.5 s = 20 s; 0 = rest.
 NOTE_LEN = 0.5
@@ -215,6 +225,8 @@ def main() -> None:
             written.append(speak(root, work, voice, pid, text, TAIL_PAD))
         for d in range(10):
             written.append(speak(root, work, voice, f"digits/{d}", DIGITS[d], DIGIT_PAD))
+        for name, word in COUNT:
+            written.append(speak(root, work, voice, f"count/{name}", word, DIGIT_PAD))
         for e in merged:
             written.append(speak(root, work, voice, f"names/{e['number']}", e["name"], TAIL_PAD))
         for e in dual:
@@ -228,7 +240,7 @@ def main() -> None:
     # Report (but never delete) files in generated folders that no longer
     # correspond to a dial-plan entry; recorded overrides live elsewhere.
     keep = {p.resolve() for p in written}
-    for sub in ("names", "greetings", "digits"):
+    for sub in ("names", "greetings", "digits", "count"):
         for p in sorted((root / sub).glob("*.wav")):
             if p.resolve() not in keep:
                 print(f"gen-prompts: note: stale prompt not in dial plans: {p.relative_to(root)}", file=sys.stderr)

@@ -38,6 +38,19 @@ pub struct Config {
     pub agents: AgentsConfig,
     #[serde(default)]
     pub store: StoreConfig,
+    #[serde(default)]
+    pub acd: AcdConfig,
+}
+
+/// ACD settings across queues.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcdConfig {
+    /// Caller numbers (From user) queued with a priority, e.g. { "110" = 5 } for calls handed
+    /// over from 110. Higher is served first, within each queue's max_overtaken_s.
+    pub priority_callers: BTreeMap<String, u8>,
+    /// Folder for call recordings (queues with record = true); relative to the config file.
+    pub recordings: PathBuf,
 }
 
 /// The durable record of calls and state events.
@@ -107,6 +120,10 @@ pub struct SeatConfig {
     pub ha1_sha256: String,
     #[serde(default)]
     pub queues: Vec<String>,
+    /// Penalty per queue (default 0): higher penalties are offered calls only after the
+    /// queue's lower-penalty seats, or once the caller has waited (queues.*.widen_every_s).
+    #[serde(default)]
+    pub penalties: BTreeMap<String, u32>,
     #[serde(default)]
     pub kind: SeatKind,
     /// 单位 the seat belongs to.
@@ -238,15 +255,36 @@ impl Default for PathsConfig {
     }
 }
 
-/// A queue before the ACD exists: hold music with a periodic "please hold", then a sorry prompt.
+/// An ACD queue (one per skill group): how seats are chosen, what the caller hears while
+/// waiting, and where the caller goes when the wait is over or nobody is logged in.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
+    pub strategy: crate::acd::queue::Strategy,
     pub max_wait_s: u64,
     /// How long one seat rings before the call is offered to the next.
     pub ring_timeout_s: u64,
     /// After-call work before the agent is offered the next call.
     pub wrap_up_s: u64,
+    /// Seats with penalty p are offered a caller once it has waited p times this; 0 = every
+    /// member at once (lowest penalty first).
+    pub widen_every_s: u64,
+    /// A caller who has waited this long is no longer overtaken by priority callers; 0 =
+    /// priority always wins.
+    pub max_overtaken_s: u64,
+    /// Announce the caller's position / expected wait with each hold prompt.
+    pub announce_position: bool,
+    pub announce_wait: bool,
+    /// Where a caller goes after max_wait_s: "sorry" (prompt, hang up), "queue:<name>"
+    /// (overflow, keeping its seniority) or "flow:<name>" (e.g. a callback request).
+    pub on_timeout: String,
+    /// When no member of the queue is logged in: "wait" (until max_wait_s), or a target as
+    /// for on_timeout, taken at once.
+    pub when_no_agents: String,
+    /// Callers who hang up within this many seconds of queueing are short abandons.
+    pub short_abandon_s: u64,
+    /// Record bridged calls of this queue to WAV (stereo: caller left, seat right).
+    pub record: bool,
     pub hold_music: String,
     pub hold_prompt: String,
     pub hold_prompt_every_s: u64,
@@ -256,9 +294,18 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
+            strategy: crate::acd::queue::Strategy::LongestIdle,
             max_wait_s: 120,
             ring_timeout_s: 15,
             wrap_up_s: 5,
+            widen_every_s: 0,
+            max_overtaken_s: 60,
+            announce_position: true,
+            announce_wait: true,
+            on_timeout: "sorry".into(),
+            when_no_agents: "wait".into(),
+            short_abandon_s: 5,
+            record: false,
             hold_music: "hold-music".into(),
             hold_prompt: "please-hold".into(),
             hold_prompt_every_s: 30,
@@ -302,6 +349,10 @@ impl Config {
         cfg.paths.prompts = base.join(&cfg.paths.prompts);
         cfg.paths.dialplans = base.join(&cfg.paths.dialplans);
         cfg.store.path = base.join(&cfg.store.path);
+        if cfg.acd.recordings.as_os_str().is_empty() {
+            cfg.acd.recordings = PathBuf::from("../data/recordings");
+        }
+        cfg.acd.recordings = base.join(&cfg.acd.recordings);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -346,10 +397,29 @@ impl Config {
                     return bad(format!("queue {q:?} is not in [queues]"));
                 }
             }
+            for q in seat.penalties.keys() {
+                if !seat.queues.contains(q) {
+                    return bad(format!("penalty for queue {q:?}, which is not among the seat's queues"));
+                }
+            }
         }
         for (name, q) in &self.queues {
             if q.max_wait_s == 0 {
                 return Err(ConfigError::Invalid(format!("queues.{name}.max_wait_s must be > 0")));
+            }
+            for (key, v) in [("on_timeout", &q.on_timeout), ("when_no_agents", &q.when_no_agents)] {
+                let ok = match v.split_once(':') {
+                    Some(("queue", other)) => self.queues.contains_key(other) && other != name,
+                    Some(("flow", f)) => !f.is_empty(),
+                    None => v == "sorry" || (v == "wait" && key == "when_no_agents"),
+                    _ => false,
+                };
+                if !ok {
+                    return Err(ConfigError::Invalid(format!(
+                        "queues.{name}.{key} = {v:?}: use \"sorry\", \"queue:<another queue>\" or \"flow:<flow>\"{}",
+                        if key == "when_no_agents" { " or \"wait\"" } else { "" }
+                    )));
+                }
             }
             if q.hold_prompt_every_s == 0 {
                 return Err(ConfigError::Invalid(format!(

@@ -44,7 +44,10 @@ pub struct SeatView {
     pub state: AgentState,
     pub state_for_s: u64,
     pub pause_reason: Option<String>,
+    /// Since the daemon started.
     pub counters: crate::acd::agent::Counters,
+    /// Today (Asia/Shanghai), rebuilt the same way by `hotline figures`.
+    pub today: crate::metrics::figures::SeatFigures,
 }
 
 /// What an agent (or ops, for an agent) asks for.
@@ -94,6 +97,9 @@ pub struct QueueView {
     pub longest_wait_s: u64,
     pub agents_logged_in: usize,
     pub agents_available: usize,
+    pub strategy: crate::acd::queue::Strategy,
+    /// Today (Asia/Shanghai), rebuilt the same way by `hotline figures`.
+    pub today: crate::metrics::figures::QueueFigures,
 }
 
 pub type QueueDirectory = Arc<DashMap<String, QueueView>>;
@@ -116,6 +122,10 @@ pub trait MediaIo {
     /// Relay RTP between two endpoints (caller and seat), packets as they come.
     fn bridge(&mut self, a: &Self::Tx, b: &Self::Tx);
     fn unbridge(&mut self, a: &Self::Tx);
+    /// Record what the bridge of `a` (caller, left channel) and `b` (seat, right) relays, in
+    /// `codec`, to a stereo WAV at `path`, until `stop_recording(a)`.
+    fn record(&mut self, _a: &Self::Tx, _b: &Self::Tx, _codec: crate::media::Codec, _path: std::path::PathBuf) {}
+    fn stop_recording(&mut self, _a: &Self::Tx) {}
 }
 
 /// What the runtime's RTP readers report.
@@ -207,12 +217,17 @@ struct Call {
     bye_after_ack: bool,
     /// The queue the caller waits in.
     queue: Option<crate::ivr::dialplan::QueueId>,
-    /// The seat leg offered or bridged to this call.
-    leg: Option<u64>,
-    /// When the caller started waiting in `queue`.
+    /// The seat legs offered (several with ring-all) or bridged to this call.
+    legs: Vec<u64>,
+    /// When the caller started waiting (its first queue; kept across overflows).
     queued_at: Option<Instant>,
-    /// The seat the caller talked to.
+    /// When the caller entered `queue`, for that queue's figures.
+    queue_entered_at: Option<Instant>,
+    /// The last position and expected wait (minutes) announced: announcements never go back.
+    announced: Option<(usize, u64)>,
+    /// The seat the caller talked to, and from which queue.
     bridged_seat: Option<usize>,
+    bridged_queue: Option<crate::ivr::dialplan::QueueId>,
     bridged: bool,
 }
 
@@ -249,8 +264,17 @@ pub struct Core<M: MediaIo> {
     leg_by_branch: HashMap<String, u64>,
     /// (Call-ID, seat's tag) → leg, for the seat's in-dialog requests.
     leg_dialogs: HashMap<(String, String), u64>,
-    /// Callers waiting for a seat, per queue, in order.
-    waiting: Vec<VecDeque<u64>>,
+    /// Callers waiting for a seat, per queue.
+    lines: Vec<crate::acd::queue::Line>,
+    /// Per queue: its member seats with their penalties.
+    members: Vec<Vec<(usize, u32)>>,
+    /// Per queue: the seat round-robin offered last.
+    rr_last: Vec<Option<usize>>,
+    /// (queue, seat) → calls taken, for fewest-calls.
+    taken: HashMap<(usize, usize), u64>,
+    /// Today's per-seat and per-queue figures, folded from the records.
+    figures: crate::metrics::figures::Figures,
+    queue_prompts: crate::acd::announce::QueuePrompts,
     queue_views: QueueDirectory,
     /// Call and state events for the durable store, drained by the runtime.
     records: VecDeque<crate::metrics::Record>,
@@ -260,11 +284,11 @@ impl<M: MediaIo> Core<M> {
     pub fn new(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<crate::media::prompts::PromptStore>, clock: WallClock, stats: Arc<Stats>, media_io: M) -> Self {
         let plan_queues = plan.queues.len();
         Core {
-            plan,
+            plan: plan.clone(),
             clock,
             stats,
             media_io,
-            media: MediaEngine::new(prompts),
+            media: MediaEngine::new(prompts.clone()),
             server_txs: ServerTransactions::default(),
             client_txs: ClientTransactions::default(),
             calls: HashMap::new(),
@@ -284,7 +308,23 @@ impl<M: MediaIo> Core<M> {
             legs: HashMap::new(),
             leg_by_branch: HashMap::new(),
             leg_dialogs: HashMap::new(),
-            waiting: vec![VecDeque::new(); plan_queues],
+            lines: vec![Default::default(); plan_queues],
+            members: plan
+                .queues
+                .iter()
+                .map(|q| {
+                    cfg.seats
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| s.queues.contains(&q.name))
+                        .map(|(i, s)| (i, s.penalties.get(&q.name).copied().unwrap_or(0)))
+                        .collect()
+                })
+                .collect(),
+            rr_last: vec![None; plan_queues],
+            taken: HashMap::new(),
+            figures: Default::default(),
+            queue_prompts: crate::acd::announce::QueuePrompts::new(&prompts),
             queue_views: Arc::new(DashMap::new()),
             records: VecDeque::new(),
             cfg,
@@ -309,7 +349,9 @@ impl<M: MediaIo> Core<M> {
         let at = self.clock.now_utc().with_timezone(&crate::time::shanghai()).to_rfc3339_opts(chrono::SecondsFormat::Millis, false);
         let seat = seat.and_then(|i| self.registrar.seats().get(i)).map(|s| s.id.clone());
         let queue = queue.and_then(|q| self.plan.queues.get(q.0)).map(|q| q.name.clone());
-        self.records.push_back(crate::metrics::Record { at, kind, call_id: call_id.map(str::to_string), seat, queue, detail });
+        let r = crate::metrics::Record { at, kind, call_id: call_id.map(str::to_string), seat, queue, detail };
+        self.figures.apply(&r);
+        self.records.push_back(r);
     }
 
     /// The live seat directory (for the HTTP API).
@@ -327,9 +369,10 @@ impl<M: MediaIo> Core<M> {
             let serving: Vec<usize> = (0..self.agents.len())
                 .filter(|&i| self.registrar.seats()[i].queues.iter().any(|n| n == &queue.name))
                 .collect();
-            let longest = self.waiting[q]
+            let longest = self.lines[q]
+                .entries()
                 .iter()
-                .filter_map(|k| self.calls.get(k).and_then(|c| c.queued_at))
+                .filter_map(|e| self.calls.get(&e.key).and_then(|c| c.queue_entered_at))
                 .map(|t| now.saturating_duration_since(t).as_secs())
                 .max()
                 .unwrap_or(0);
@@ -337,10 +380,12 @@ impl<M: MediaIo> Core<M> {
                 queue.name.clone(),
                 QueueView {
                     name: queue.name.clone(),
-                    waiting: self.waiting[q].len(),
+                    waiting: self.lines[q].len(),
                     longest_wait_s: longest,
                     agents_logged_in: serving.iter().filter(|&&i| self.agents[i].state() != AgentState::LoggedOut).count(),
                     agents_available: serving.iter().filter(|&&i| self.agents[i].state() == AgentState::Available).count(),
+                    strategy: queue.strategy,
+                    today: self.figures.queues.get(&queue.name).cloned().unwrap_or_default(),
                 },
             );
         }
@@ -368,6 +413,7 @@ impl<M: MediaIo> Core<M> {
             state_for_s: now.saturating_duration_since(agent.since()).as_secs(),
             pause_reason: agent.pause_reason().map(str::to_string),
             counters: agent.counters,
+            today: self.figures.seats.get(&seat.id).cloned().unwrap_or_default(),
         };
         self.seats.insert(seat.id.clone(), view);
     }
@@ -424,6 +470,9 @@ impl<M: MediaIo> Core<M> {
         }
         // Agents come free by wrap-up ending or a retry delay passing: offer what waits.
         self.dispatch(now);
+        for q in 0..self.lines.len() {
+            self.check_no_agents(now, crate::ivr::dialplan::QueueId(q));
+        }
         self.publish_queues(now);
         self.timers.push(now + HOUSEKEEPING_EVERY, (HOUSEKEEPING, CallTimer::Housekeeping));
         // Calls past the maximum duration (a lost BYE): checked here, once a second, rather
@@ -443,6 +492,10 @@ impl<M: MediaIo> Core<M> {
             self.hangup(now, key);
         }
         self.registrar.prune(now);
+        let ringing: std::collections::BTreeSet<usize> = self.legs.values().map(|l| l.seat).collect();
+        for seat in ringing {
+            self.seat_contacts_changed(now, seat);
+        }
         let qualify = Duration::from_secs(self.cfg.registrar.qualify_s);
         if !qualify.is_zero() && self.last_qualify.is_none_or(|t| now.duration_since(t) >= qualify) {
             self.last_qualify = Some(now);
@@ -519,6 +572,7 @@ impl<M: MediaIo> Core<M> {
                     owned.push(("Contact", format!("<{uri}>;expires={left}")));
                 }
                 if let Some(i) = self.registrar.seats().iter().position(|s| &s.id == seat) {
+                    self.seat_contacts_changed(now, i);
                     self.publish_seat(i, now);
                 }
                 self.dispatch(now);
@@ -544,6 +598,11 @@ impl<M: MediaIo> Core<M> {
 
     pub fn active_calls(&self) -> usize {
         self.calls.len()
+    }
+
+    /// The keys of the calls in progress (the RTP readers' events name calls by key).
+    pub fn call_keys(&self) -> Vec<u64> {
+        self.calls.keys().copied().collect()
     }
 
     pub fn media_io(&mut self) -> &mut M {
@@ -769,8 +828,9 @@ impl<M: MediaIo> Core<M> {
                     Method::Options | Method::Info | Method::Update if req.body.is_empty() => {
                         self.respond(now, &req, &info, peer, &ResponseSpec::new(200, "OK"))
                     }
+                    Method::Invite => self.leg_reinvite(now, leg, &req, &info, peer),
                     _ => {
-                        // Hold from the seat and transfers come with the transfer layer.
+                        // Transfers from the seat come with the transfer layer.
                         let hdrs = [("Warning", "399 hotline \"not supported on seat legs yet\"")];
                         let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(488, "Not Acceptable Here") };
                         self.respond(now, &req, &info, peer, &spec)
@@ -981,8 +1041,11 @@ impl<M: MediaIo> Core<M> {
             answered_at: None,
             bye_after_ack: false,
             queue: None,
-            leg: None,
+            legs: Vec::new(),
             queued_at: None,
+            queue_entered_at: None,
+            announced: None,
+            bridged_queue: None,
             bridged_seat: None,
             bridged: false,
             invite: req,
@@ -1106,8 +1169,15 @@ impl<M: MediaIo> Core<M> {
                 Action::Timer { after, kind, epoch } => {
                     self.timers.push(now + after, (key, CallTimer::Ivr(kind.into(), epoch)));
                 }
-                Action::Enqueue(q) => self.enqueue(now, key, q),
-                Action::Dequeue => self.dequeue(key),
+                Action::Enqueue { queue, priority } => self.enqueue(now, key, queue, priority),
+                Action::Announce(q) => self.announce(now, key, q),
+                Action::Dequeue(reason) => {
+                    let reason = match reason {
+                        crate::ivr::engine::ExitReason::Timeout => "timeout",
+                        crate::ivr::engine::ExitReason::NoAgents => "no_agents",
+                    };
+                    self.dequeue(now, key, reason);
+                }
                 Action::Hangup => {
                     info!("IVR hangs up");
                     self.hangup(now, key);
@@ -1298,8 +1368,8 @@ impl<M: MediaIo> Core<M> {
 
     /// We end an answered call: BYE, and the call goes once the BYE is answered or times out.
     fn hangup(&mut self, now: Instant, key: u64) {
-        self.dequeue(key);
-        if let Some(leg) = self.calls.get_mut(&key).and_then(|c| c.leg.take()) {
+        self.dequeue(now, key, "abandoned");
+        for leg in self.calls.get_mut(&key).map(|c| std::mem::take(&mut c.legs)).unwrap_or_default() {
             self.caller_gone(now, leg);
         }
         let ua = self.cfg.sip.user_agent.clone();
@@ -1354,8 +1424,8 @@ impl<M: MediaIo> Core<M> {
 
     /// Removes a call and everything it holds.
     fn finish(&mut self, key: u64) {
-        self.dequeue(key);
-        if let Some(leg) = self.calls.get_mut(&key).and_then(|c| c.leg.take()) {
+        self.dequeue(self.now, key, "abandoned");
+        for leg in self.calls.get_mut(&key).map(|c| std::mem::take(&mut c.legs)).unwrap_or_default() {
             self.caller_gone(self.now, leg);
         }
         let Some(call) = self.calls.remove(&key) else { return };

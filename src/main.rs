@@ -26,6 +26,15 @@ enum Command {
     Run,
     /// Validate configuration, dialplans and prompts; non-zero exit on any problem.
     Check,
+    /// Per-seat and per-queue figures of one day, rebuilt from the durable store.
+    Figures {
+        /// YYYY-MM-DD (Asia/Shanghai); default today.
+        #[arg(long)]
+        day: Option<String>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the ha1_md5 and ha1_sha256 lines for a seat's credentials.
     Passwd {
         user: String,
@@ -54,8 +63,54 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check => check(&cfg),
         Command::Run => run(cfg),
+        Command::Figures { day, json } => figures(&cfg, day, json),
         Command::Passwd { .. } => ExitCode::SUCCESS,
     }
+}
+
+fn figures(cfg: &Config, day: Option<String>, json: bool) -> ExitCode {
+    let day = day.unwrap_or_else(|| WallClock::from_env().unwrap_or_else(|_| WallClock::real()).today_shanghai().to_string());
+    if chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d").is_err() {
+        eprintln!("error: --day {day:?} is not YYYY-MM-DD");
+        return ExitCode::from(2);
+    }
+    if !cfg.store.path.exists() {
+        eprintln!("error: no store at {} (the daemon writes it)", cfg.store.path.display());
+        return ExitCode::from(2);
+    }
+    let records = match hotline::metrics::store::read_day(&cfg.store.path, &day) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut f = hotline::metrics::figures::Figures { day: day.clone(), ..Default::default() };
+    for r in &records {
+        f.apply(r);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&f).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    println!("{day}: {} events", records.len());
+    println!("\nseat        offered answered missed rejected failed withdrawn answer_rate avg_answer_s talk_s wrap_s");
+    for (id, s) in &f.seats {
+        let avg = if s.answered == 0 { 0.0 } else { s.answer_time_s / s.answered as f64 };
+        println!(
+            "{id:<11} {:>7} {:>8} {:>6} {:>8} {:>6} {:>9} {:>10.1}% {:>12.1} {:>6.0} {:>6.0}",
+            s.offered, s.answered, s.missed, s.rejected, s.failed, s.withdrawn, s.answer_rate * 100.0, avg, s.talk_time_s, s.wrap_up_time_s
+        );
+    }
+    println!("\nqueue         offered answered abandoned short timeout no_agents sl15 sl30 asa_s aht_s longest_s");
+    for (name, q) in &f.queues {
+        println!(
+            "{name:<13} {:>7} {:>8} {:>9} {:>5} {:>7} {:>9} {:>3.0}% {:>3.0}% {:>5.1} {:>5.1} {:>9.1}",
+            q.offered, q.answered, q.abandoned, q.short_abandoned, q.timed_out, q.no_agents,
+            q.service_level_15s * 100.0, q.service_level_30s * 100.0, q.asa_s, q.aht_s, q.longest_wait_s
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 /// Loads prompts and dialplans; the problems found, each as one line.

@@ -1,26 +1,18 @@
 //! A caller reaches a human: the queue offers the call to a logged-in baresip agent, which
 //! answers; audio flows both ways through the daemon (each side hears the other's tone);
-//! hang-up ends both legs; the agent's figures count the offer and the answer.
+//! hang-up ends both legs; the agent's figures count the offer and the answer; the queue
+//! records the call (caller left, seat right).
 mod common;
 use common::*;
 use std::time::Duration;
 
-fn login(d: &Daemon, seat: &str) {
-    use std::io::{Read, Write};
-    let body = r#"{"action":"login"}"#;
-    let mut s = std::net::TcpStream::connect(d.http).unwrap();
-    write!(s, "POST /api/seats/{seat}/state HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-}
-
 #[test]
 fn queued_caller_is_bridged_to_a_baresip_agent_with_audio_both_ways() {
-    let mut d = Daemon::start(&[]);
+    let recordings = temp_dir("recordings");
+    let mut d = Daemon::start(&[("HOTLINE__QUEUES__LINE-12348__RECORD", "true"), ("HOTLINE__ACD__RECORDINGS", recordings.to_str().unwrap())]);
     let agent = Baresip::start(&d, "1003", "demo-1003"); // expert seat of line-12348
     wait_seat(&d, "1003", Duration::from_secs(10), "registered", |s| s["registered"] == true);
-    login(&d, "1003");
+    agent_api(&d, "1003", "login");
     let sink = RtpSink::new();
     let port = sink.port.to_string();
     let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
@@ -68,11 +60,36 @@ fn queued_caller_is_bridged_to_a_baresip_agent_with_audio_both_ways() {
     let share = tone_share(mid, 1000.0);
     assert!(share > 0.5, "agent hears the caller's 1 kHz tone (share {share:.2})");
 
+    // The recording: caller's tone on the left, the agent's on the right.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let wav = loop {
+        let found: Vec<std::path::PathBuf> = std::fs::read_dir(&recordings)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|day| std::fs::read_dir(day.path()).into_iter().flatten().flatten().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+            .collect();
+        if let Some(p) = found.first().filter(|p| hound::WavReader::open(p).is_ok()) {
+            break p.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no recording in {}", recordings.display());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut rd = hound::WavReader::open(&wav).unwrap();
+    assert_eq!((rd.spec().channels, rd.spec().sample_rate), (2, 8000));
+    let samples: Vec<i16> = rd.samples::<i16>().map(Result::unwrap).collect();
+    let (left, right): (Vec<i16>, Vec<i16>) = samples.chunks(2).map(|f| (f[0], f[1])).unzip();
+    assert!(left.len() > 8000 * 4, "{} s recorded", left.len() / 8000);
+    let mid = |v: &[i16]| v[v.len() / 3..v.len() * 2 / 3].to_vec();
+    assert!(tone_share(&mid(&left), 1000.0) > 0.5, "caller on the left");
+    assert!(tone_share(&mid(&right), 440.0) > 0.5, "agent on the right");
+
     // Killed like a crash: every event of the finished call is in the store already.
     d.kill9();
     let events = d.stored_events();
     let kinds: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
-    for k in ["agent_state", "call_start", "call_answered", "queue_enter", "offer", "talk_end", "call_end"] {
+    for k in ["agent_state", "call_start", "call_answered", "queue_enter", "offer", "talk_end", "call_end", "recording"] {
         assert!(kinds.contains(&k), "{k} stored: {kinds:?}");
     }
     let offer = events.iter().find(|e| e.0 == "offer").unwrap();

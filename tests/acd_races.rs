@@ -5,21 +5,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-fn login(d: &Daemon, seat: &str) {
-    use std::io::{Read, Write};
-    let body = r#"{"action":"login"}"#;
-    let mut s = std::net::TcpStream::connect(d.http).unwrap();
-    write!(s, "POST /api/seats/{seat}/state HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-}
-
-fn uas_ok(child: std::process::Child) {
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "seat SIPp failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-}
-
 #[test]
 fn seat_rejects_the_offer_and_the_caller_keeps_waiting() {
     // no keep-alive OPTIONS: the SIPp phone only knows the one call it plays
@@ -27,12 +12,12 @@ fn seat_rejects_the_offer_and_the_caller_keeps_waiting() {
     let port = free_port();
     register_from_port(&d, "1004", "demo-1004", port);
     let seat_phone = sipp_uas(&d, "agent_reject.xml", port);
-    login(&d, "1004");
+    agent_api(&d, "1004", "login");
     let sink = RtpSink::new();
     let greeting = prompt_frames("greetings/12333") as u64 * 20;
     let out = sipp(&d, "uac_call.xml", "12333", &["-key", "rtp_port", &sink.port.to_string(), "-d", &(greeting + 3000).to_string()]);
     assert_sipp_ok(&out, &d);
-    uas_ok(seat_phone);
+    child_ok(seat_phone, "seat phone");
     let view = seat(&d, "1004");
     assert_eq!(view["counters"]["offered"], 1);
     assert_eq!(view["counters"]["rejected"], 1);
@@ -51,13 +36,13 @@ fn caller_hangs_up_while_the_seat_rings_and_the_offer_is_cancelled() {
     let port = free_port();
     register_from_port(&d, "1004", "demo-1004", port);
     let seat_phone = sipp_uas(&d, "agent_ring_cancelled.xml", port);
-    login(&d, "1004");
+    agent_api(&d, "1004", "login");
     let sink = RtpSink::new();
     let greeting = prompt_frames("greetings/12333") as u64 * 20;
     // hang up 1.5 s into the ringing
     let out = sipp(&d, "uac_call.xml", "12333", &["-key", "rtp_port", &sink.port.to_string(), "-d", &(greeting + 1500).to_string()]);
     assert_sipp_ok(&out, &d);
-    uas_ok(seat_phone);
+    child_ok(seat_phone, "seat phone");
     let view = wait_seat(&d, "1004", Duration::from_secs(2), "seat free again at once", |s| s["state"] == "available");
     assert_eq!(view["counters"]["offered"], 1);
     assert_eq!(view["counters"]["missed"], 0, "a caller hanging up is not the agent's miss");

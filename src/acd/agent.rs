@@ -34,7 +34,25 @@ pub enum Event {
     Failed,
     /// The caller withdrew while the seat rang: not the agent's doing.
     Withdrawn,
+    /// Ring-all: another seat answered first. Not counted as an offer to this seat: with n
+    /// seats ringing, counting it would put every ring-all seat's answer rate near 1/n.
+    AnsweredElsewhere,
     CallEnded { wrap_up: Duration },
+}
+
+impl Event {
+    /// The outcome of an offer as records name it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Event::Answered => "answered",
+            Event::Missed => "missed",
+            Event::Rejected => "rejected",
+            Event::Failed => "failed",
+            Event::Withdrawn => "withdrawn",
+            Event::AnsweredElsewhere => "answered_elsewhere",
+            _ => "other",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -172,6 +190,10 @@ impl Agent {
                 self.set(now, Available)
             }
             (Event::Withdrawn, Ringing) => self.set(now, Available),
+            (Event::AnsweredElsewhere, Ringing) => {
+                self.counters.offered = self.counters.offered.saturating_sub(1);
+                self.set(now, Available)
+            }
             (Event::CallEnded { wrap_up }, OnCall) => {
                 if wrap_up.is_zero() {
                     self.set(now, Available)

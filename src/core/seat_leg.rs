@@ -6,7 +6,11 @@
 
 use super::*;
 use crate::ivr::dialplan::QueueId;
+use crate::acd::queue::{Candidate, Entry};
 use rsipstack::sip::prelude::HeadersExt as _;
+
+/// Average handle time assumed for the expected-wait announcement until the queue has one.
+const DEFAULT_AHT_S: f64 = 180.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum LegState {
@@ -50,56 +54,157 @@ pub(super) struct SeatLeg {
     /// The agent and the caller have been told the offer is over (the leg may live on for
     /// its BYE).
     settled: bool,
+    local_media: LocalMedia,
+    /// The seat put the caller on hold (re-INVITE): the caller hears hold music.
+    on_hold: bool,
+    /// CSeq of the seat's last in-dialog request.
+    remote_cseq: u32,
 }
 
 impl<M: MediaIo> Core<M> {
     /// The caller `key` waits in queue `q` from now on.
-    pub(super) fn enqueue(&mut self, now: Instant, key: u64, q: QueueId) {
+    pub(super) fn enqueue(&mut self, now: Instant, key: u64, q: QueueId, priority: u8) {
+        let bonus = self.caller_priority(key);
         let Some(call) = self.calls.get_mut(&key) else { return };
+        if call.queue == Some(q) {
+            return;
+        }
         call.queue = Some(q);
-        call.queued_at.get_or_insert(now);
+        call.queue_entered_at = Some(now);
+        call.announced = None;
+        let since = *call.queued_at.get_or_insert(now);
+        let priority = priority.max(bonus);
         let call_id = call.call_id.clone();
-        self.record("queue_enter", Some(&call_id), None, Some(q), serde_json::json!({}));
-        if let Some(w) = self.waiting.get_mut(q.0) {
-            w.push_back(key);
+        self.record("queue_enter", Some(&call_id), None, Some(q), serde_json::json!({ "priority": priority }));
+        if let Some(line) = self.lines.get_mut(q.0) {
+            line.push(Entry { key, priority, since });
         }
         self.dispatch(now);
+        self.check_no_agents(now, q);
     }
 
-    pub(super) fn dequeue(&mut self, key: u64) {
-        if let Some(q) = self.calls.get_mut(&key).and_then(|c| c.queue.take()) {
-            if let Some(w) = self.waiting.get_mut(q.0) {
-                w.retain(|&k| k != key);
+    /// Queue priority from the caller's number (`acd.priority_callers`).
+    fn caller_priority(&self, key: u64) -> u8 {
+        let Some(call) = self.calls.get(&key) else { return 0 };
+        let from = call.invite.from_header().ok().and_then(|f| f.uri().ok()).and_then(|u| u.user().map(str::to_string));
+        from.and_then(|u| self.cfg.acd.priority_callers.get(&u).copied()).unwrap_or(0)
+    }
+
+    /// The caller leaves its queue (`reason`: answered, abandoned, timeout, no_agents).
+    pub(super) fn dequeue(&mut self, now: Instant, key: u64, reason: &str) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        let Some(q) = call.queue.take() else { return };
+        let waited = call.queue_entered_at.take().map(|t| now.saturating_duration_since(t)).unwrap_or_default();
+        let call_id = call.call_id.clone();
+        if let Some(line) = self.lines.get_mut(q.0) {
+            line.remove(key);
+        }
+        let short = reason == "abandoned" && self.plan.queues.get(q.0).is_some_and(|queue| waited < queue.short_abandon);
+        let detail = serde_json::json!({ "reason": reason, "waited_s": waited.as_secs_f64(), "short": short });
+        self.record("queue_exit", Some(&call_id), None, Some(q), detail);
+    }
+
+    /// Callers of queue `q` are sent on when no member is logged in and the queue says so.
+    pub(super) fn check_no_agents(&mut self, now: Instant, q: QueueId) {
+        if self.plan.queues.get(q.0).is_none_or(|queue| queue.when_no_agents.is_none()) {
+            return;
+        }
+        let staffed = self.members[q.0].iter().any(|&(i, _)| self.agents[i].state() != AgentState::LoggedOut);
+        if staffed {
+            return;
+        }
+        let keys: Vec<u64> = self.lines[q.0].entries().iter().map(|e| e.key).collect();
+        for key in keys {
+            if let Some(c) = self.calls.get(&key) {
+                let _g = c.span.clone().entered();
+                info!(queue = %self.plan.queues[q.0].name, "no seat of the queue is logged in; the caller is sent on");
             }
+            self.ivr_input(now, key, Input::NoAgents);
         }
     }
 
-    /// Offers waiting callers to free agents, oldest caller first, longest-idle agent first.
+    /// Plays the queue's hold prompt with the caller's position and expected wait, then hold
+    /// music. Neither figure ever goes up between announcements (a priority caller may
+    /// overtake, but the caller is not told it moved back).
+    pub(super) fn announce(&mut self, now: Instant, key: u64, q: QueueId) {
+        let Some(queue) = self.plan.queues.get(q.0) else { return };
+        let mut prompts = vec![queue.hold_prompt];
+        let position = self.lines[q.0].position(key, now, queue.max_overtaken);
+        let staffed = self.members[q.0].iter().filter(|&&(i, _)| !matches!(self.agents[i].state(), AgentState::LoggedOut | AgentState::Paused)).count();
+        let aht = self.figures.queues.get(&queue.name).map(|f| f.aht_s).filter(|&a| a > 0.0).unwrap_or(DEFAULT_AHT_S);
+        let (announce_position, announce_wait, hold_music) = (queue.announce_position, queue.announce_wait, queue.hold_music);
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        if let Some(position) = position {
+            // Expected wait: the callers ahead (and this one) served by the seats at work,
+            // each taking the queue's average handle time.
+            let minutes = ((position as f64 * aht) / (staffed.max(1) as f64) / 60.0).ceil().max(1.0) as u64;
+            let (position, minutes) = match call.announced {
+                Some((p, m)) => (position.min(p), minutes.min(m)),
+                None => (position, minutes),
+            };
+            call.announced = Some((position, minutes));
+            if announce_position {
+                prompts.extend(self.queue_prompts.position(position));
+            }
+            if announce_wait && staffed > 0 {
+                prompts.extend(self.queue_prompts.wait(minutes));
+            }
+        }
+        prompts.push(hold_music);
+        let stream = call.stream;
+        debug!(?position, "queue announcement");
+        self.media.play(stream, &prompts, true);
+    }
+
+    /// Offers waiting callers to free seats: callers in serving order across all queues
+    /// (priority within the overtaking bound, then the longest wait), each to the seat(s) its
+    /// queue's strategy picks among the free members its wait has widened to.
     pub(super) fn dispatch(&mut self, now: Instant) {
-        for q in 0..self.waiting.len() {
-            while let Some(&key) = self.waiting[q].front() {
-                let Some(seat) = self.pick_agent(q, now) else { break };
-                self.waiting[q].pop_front();
-                if !self.offer(now, key, seat, QueueId(q)) {
-                    break; // no port or no contact now; the next dispatch tries again
+        if !self.agents.iter().any(|a| a.ready(now)) {
+            return;
+        }
+        let mut line: Vec<(usize, Entry)> = Vec::new();
+        for (q, l) in self.lines.iter().enumerate() {
+            for e in l.entries() {
+                // Callers already being offered wait for that offer's outcome.
+                if self.calls.get(&e.key).is_some_and(|c| c.legs.is_empty()) {
+                    line.push((q, *e));
                 }
             }
         }
-    }
-
-    fn pick_agent(&self, q: usize, now: Instant) -> Option<usize> {
-        let name = &self.plan.queues.get(q)?.name;
-        (0..self.agents.len())
-            .filter(|&i| self.agents[i].ready(now))
-            .filter(|&i| self.registrar.seats()[i].queues.iter().any(|n| n == name))
-            .filter(|&i| self.registrar.contacts(i, now).any(|b| b.reachable))
-            .min_by_key(|&i| self.agents[i].since())
+        line.sort_by_key(|(q, e)| crate::acd::queue::serving_key(e, now, self.plan.queues[*q].max_overtaken));
+        for (q, e) in line {
+            let queue = &self.plan.queues[q];
+            let waited = now.saturating_duration_since(self.calls.get(&e.key).and_then(|c| c.queue_entered_at).unwrap_or(now));
+            let max_penalty = crate::acd::queue::max_penalty(waited, queue.widen_every);
+            let candidates: Vec<Candidate> = self.members[q]
+                .iter()
+                .filter(|&&(i, p)| p <= max_penalty && self.agents[i].ready(now) && self.registrar.contacts(i, now).any(|b| b.reachable))
+                .map(|&(i, penalty)| Candidate {
+                    seat: i,
+                    penalty,
+                    idle_since: self.agents[i].since(),
+                    calls_taken: self.taken.get(&(q, i)).copied().unwrap_or(0),
+                })
+                .collect();
+            let seats = crate::acd::queue::choose(queue.strategy, &candidates, self.rr_last[q]);
+            if let Some(&first) = seats.first() {
+                self.rr_last[q] = Some(first);
+            }
+            for seat in seats {
+                if !self.offer(now, e.key, seat, QueueId(q)) {
+                    return; // no port or no contact now; the next dispatch tries again
+                }
+            }
+            if !self.agents.iter().any(|a| a.ready(now)) {
+                return;
+            }
+        }
     }
 
     /// Offers call `key` to `seat`; false (caller back at the head of the queue) if it can't.
     fn offer(&mut self, now: Instant, key: u64, seat: usize, queue: QueueId) -> bool {
         let Some(binding) = self.registrar.contacts(seat, now).find(|b| b.reachable).cloned() else {
-            self.waiting[queue.0].push_front(key);
             return false;
         };
         let local_ip = self.local_ip(binding.peer.addr.ip());
@@ -109,7 +214,6 @@ impl<M: MediaIo> Core<M> {
         let leg_key = self.next_key;
         let Some((tx, port)) = self.media_io.open(leg_key) else {
             warn!("no RTP port free for the seat leg; the caller keeps waiting");
-            self.waiting[queue.0].push_front(key);
             return false;
         };
         self.next_key += 1;
@@ -137,6 +241,7 @@ impl<M: MediaIo> Core<M> {
         let branch = format!("z9hG4bK{}", random_token());
         let local = LocalMedia { ip: self.cfg.rtp.public_ip.unwrap_or(local_ip), port, session_id: rng.random::<u32>() as u64, version: 1 };
         let sdp = sdp::offer_codec(&local, codec, caller_pt);
+        let local = local.clone();
         let queue_name = self.plan.queues[queue.0].name.clone();
         let transport = if binding.peer.transport.reliable() { ";transport=tcp" } else { "" };
         let contact = format!("<sip:hotline@{host}{transport}>");
@@ -195,6 +300,9 @@ impl<M: MediaIo> Core<M> {
                 cancel_pending: false,
                 offered_at: now,
                 settled: false,
+                local_media: local,
+                on_hold: false,
+                remote_cseq: 0,
             },
         );
         self.leg_by_branch.insert(branch, leg_key);
@@ -203,7 +311,7 @@ impl<M: MediaIo> Core<M> {
         }
         self.timers.push(now + ring_timeout, (leg_key, CallTimer::LegRingTimeout));
         if let Some(call) = self.calls.get_mut(&key) {
-            call.leg = Some(leg_key);
+            call.legs.push(leg_key);
         }
         self.out.push_back(Transmit { peer: binding.peer, bytes: invite });
         self.publish_seat(seat, now);
@@ -236,8 +344,11 @@ impl<M: MediaIo> Core<M> {
     }
 
     /// CANCEL an unanswered offer. Before any 1xx the CANCEL must wait for one (RFC 3261
-    /// §9.1); either way the offer ends at the latest 64*T1 from now.
+    /// §9.1); either way the leg ends at the latest 64*T1 from now.
     fn cancel_leg(&mut self, now: Instant, key: u64) {
+        // The offer is over now for the agent and the caller, whatever the phone does next
+        // (a phone that never answered at all would otherwise hold both for 64*T1).
+        self.settle_unanswered(now, key);
         let Some(leg) = self.legs.get_mut(&key) else { return };
         let deadline = now + 64 * T1;
         leg.ring_deadline = deadline;
@@ -340,6 +451,14 @@ impl<M: MediaIo> Core<M> {
         leg.state = LegState::Up;
         leg.retransmit_at = None;
         let (call_key, seat, stream) = (leg.call, leg.seat, leg.stream);
+        if self.calls.get(&call_key).is_some_and(|c| c.bridged) {
+            // Ring-all: another seat answered first; this one is thanked and hung up.
+            if let Some(leg) = self.legs.get_mut(&key) {
+                leg.outcome_if_unanswered = AgentEvent::AnsweredElsewhere;
+            }
+            self.settle_unanswered(now, key);
+            return self.bye_leg(now, key);
+        }
         if let Some(tag) = leg.remote_tag.clone() {
             self.leg_dialogs.insert((leg.call_id.clone(), tag), key);
         }
@@ -356,17 +475,30 @@ impl<M: MediaIo> Core<M> {
                 if let (Some(a), Some(b)) = (self.media.tx(caller_stream), self.media.tx(stream)) {
                     self.media_io.bridge(a, b);
                 }
+                self.start_recording(call_key, key);
                 let _ = self.agents[seat].handle(now, AgentEvent::Answered);
                 let ring_s = self.legs.get(&key).map(|l| now.saturating_duration_since(l.offered_at).as_secs_f64());
                 let queue = self.legs.get(&key).map(|l| l.queue);
                 let call_id = self.calls.get(&call_key).map(|c| c.call_id.clone());
                 self.record("offer", call_id.as_deref(), Some(seat), queue, serde_json::json!({ "outcome": "answered", "ring_s": ring_s }));
-                self.dequeue(call_key);
+                if let Some(q) = queue {
+                    *self.taken.entry((q.0, seat)).or_default() += 1;
+                }
+                self.dequeue(now, call_key, "answered");
+                // Ring-all: the other seats stop ringing.
+                let others: Vec<u64> = self.calls.get(&call_key).map(|c| c.legs.iter().copied().filter(|&l| l != key).collect()).unwrap_or_default();
+                for other in others {
+                    if let Some(l) = self.legs.get_mut(&other) {
+                        l.outcome_if_unanswered = AgentEvent::AnsweredElsewhere;
+                    }
+                    self.caller_gone_quietly(now, other);
+                }
                 if let Some(call) = self.calls.get_mut(&call_key) {
                     let _g = call.span.clone().entered();
                     info!(seat = %seat_id, "seat answered; caller and seat bridged");
                     call.bridged = true;
                     call.bridged_seat = Some(seat);
+                    call.bridged_queue = queue;
                     if let Some(ivr) = call.ivr.as_mut() {
                         ivr.handle(Input::Bridged);
                     }
@@ -389,6 +521,28 @@ impl<M: MediaIo> Core<M> {
                 self.bye_leg(now, key);
             }
         }
+    }
+
+    /// Queues with `record = true`: the bridge is recorded to
+    /// `<acd.recordings>/<day>/<time>-<seat>-<call id>.wav`, and the path goes in the store.
+    fn start_recording(&mut self, call_key: u64, leg_key: u64) {
+        let Some(leg) = self.legs.get(&leg_key) else { return };
+        if !self.plan.queues.get(leg.queue.0).is_some_and(|q| q.record) {
+            return;
+        }
+        let (seat, queue, stream) = (leg.seat, leg.queue, leg.stream);
+        let Some(call) = self.calls.get(&call_key) else { return };
+        let local = self.clock.now_utc().with_timezone(&crate::time::shanghai());
+        // Call-IDs come from the network: only safe characters reach the file name.
+        let cid: String = call.call_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).take(64).collect();
+        let seat_id = self.registrar.seats()[seat].id.clone();
+        let path = self.cfg.acd.recordings.join(local.format("%Y-%m-%d").to_string()).join(format!("{}-{seat_id}-{cid}.wav", local.format("%H%M%S")));
+        let codec = self.media.codec(stream).unwrap_or(crate::media::Codec::Pcmu);
+        if let (Some(a), Some(b)) = (self.media.tx(call.stream), self.media.tx(stream)) {
+            self.media_io.record(a, b, codec, path.clone());
+        }
+        let call_id = call.call_id.clone();
+        self.record("recording", Some(&call_id), Some(seat), Some(queue), serde_json::json!({ "path": path.display().to_string() }));
     }
 
     /// ACK for a final response: on the INVITE's branch for a failure, a new one for 2xx.
@@ -455,8 +609,8 @@ impl<M: MediaIo> Core<M> {
         if self.agents[seat].state() == AgentState::OnCall {
             let talk_s = now.saturating_duration_since(self.agents[seat].since()).as_secs_f64();
             let call_id = self.calls.get(&leg.call).map(|c| c.call_id.clone());
-            self.record("talk_end", call_id.as_deref(), Some(seat), Some(queue), serde_json::json!({ "talk_s": talk_s }));
             let wrap_up = self.plan.queues.get(queue.0).map(|q| q.wrap_up).unwrap_or_default();
+            self.record("talk_end", call_id.as_deref(), Some(seat), Some(queue), serde_json::json!({ "talk_s": talk_s, "wrap_s": wrap_up.as_secs_f64() }));
             let _ = self.agents[seat].handle(now, AgentEvent::CallEnded { wrap_up });
             self.timers.push(now + wrap_up, (HOUSEKEEPING, CallTimer::AgentReady(seat)));
             self.publish_seat(seat, now);
@@ -476,6 +630,7 @@ impl<M: MediaIo> Core<M> {
         let caller = self.calls.get(&leg.call).map(|c| c.stream);
         if let Some(tx) = caller.and_then(|s| self.media.tx(s)) {
             self.media_io.unbridge(tx);
+            self.media_io.stop_recording(tx);
         }
     }
 
@@ -490,22 +645,17 @@ impl<M: MediaIo> Core<M> {
         let (seat, call, queue, outcome) = (leg.seat, leg.call, leg.queue, leg.outcome_if_unanswered.clone());
         let ring_s = now.saturating_duration_since(leg.offered_at).as_secs_f64();
         let call_id = self.calls.get(&call).map(|c| c.call_id.clone());
-        let label = format!("{outcome:?}").to_lowercase();
+        let label = outcome.label();
         let _ = self.agents[seat].handle(now, outcome);
         let retry = self.agents[seat].retry_after;
         self.timers.push(now + retry, (HOUSEKEEPING, CallTimer::AgentReady(seat)));
         let after = self.agents[seat].state();
         self.record("offer", call_id.as_deref(), Some(seat), Some(queue), serde_json::json!({ "outcome": label, "ring_s": ring_s, "agent_state_after": after }));
         self.publish_seat(seat, now);
-        let back_in_queue = self.calls.get_mut(&call).is_some_and(|c| {
-            let ours = c.leg == Some(key);
-            if ours {
-                c.leg = None;
-            }
-            ours && !c.bridged && c.queue == Some(queue) && c.state != CallState::Ending
-        });
-        if back_in_queue {
-            self.waiting[queue.0].push_front(call);
+        // The caller never left its line while offered: with its last offer gone it is
+        // first in line again (having waited longest) at the next dispatch.
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.legs.retain(|&l| l != key);
         }
     }
 
@@ -521,21 +671,24 @@ impl<M: MediaIo> Core<M> {
             self.leg_dialogs.remove(&(leg.call_id.clone(), tag.clone()));
         }
         if let Some(c) = self.calls.get_mut(&leg.call) {
-            if c.leg == Some(key) {
-                c.leg = None;
-            }
+            c.legs.retain(|&l| l != key);
         }
         self.dispatch(now);
     }
 
     /// The caller is gone: withdraw the offer or hang up the seat.
     pub(super) fn caller_gone(&mut self, now: Instant, leg_key: u64) {
+        if let Some(leg) = self.legs.get_mut(&leg_key) {
+            leg.outcome_if_unanswered = AgentEvent::Withdrawn;
+        }
+        self.caller_gone_quietly(now, leg_key);
+    }
+
+    /// Ends the leg without changing the outcome the agent will be told.
+    fn caller_gone_quietly(&mut self, now: Instant, leg_key: u64) {
         let Some(leg) = self.legs.get_mut(&leg_key) else { return };
         match leg.state {
-            LegState::Calling | LegState::Proceeding => {
-                leg.outcome_if_unanswered = AgentEvent::Withdrawn;
-                self.cancel_leg(now, leg_key);
-            }
+            LegState::Calling | LegState::Proceeding => self.cancel_leg(now, leg_key),
             LegState::Up => self.bye_leg(now, leg_key),
             LegState::Cancelling | LegState::Ending => {}
         }
@@ -555,9 +708,108 @@ impl<M: MediaIo> Core<M> {
             }
         }
         if let Some(c) = self.calls.get_mut(&call) {
-            c.leg = None;
+            c.legs.retain(|&l| l != key);
         }
         self.hangup(now, call);
+    }
+
+    /// A seat's registrations changed (un-REGISTER, expiry, unreachable): an offer ringing a
+    /// contact it no longer has is withdrawn and counted as failed; the caller is first in
+    /// line again at once.
+    pub(super) fn seat_contacts_changed(&mut self, now: Instant, seat: usize) {
+        let live: Vec<String> = self.registrar.contacts(seat, now).filter(|b| b.reachable).map(|b| b.uri.clone()).collect();
+        let gone: Vec<u64> = self
+            .legs
+            .iter()
+            .filter(|(_, l)| l.seat == seat && matches!(l.state, LegState::Calling | LegState::Proceeding) && !live.contains(&l.target))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in gone {
+            info!(seat = %self.registrar.seats()[seat].id, "the seat's phone went away while it rang; offer withdrawn");
+            if let Some(leg) = self.legs.get_mut(&key) {
+                leg.outcome_if_unanswered = AgentEvent::Failed;
+            }
+            self.cancel_leg(now, key);
+        }
+        self.dispatch(now);
+    }
+
+    /// A re-INVITE from the seat: hold (sendonly/inactive or no address) plays hold music to
+    /// the caller; resume bridges them again; a new address is followed.
+    pub(super) fn leg_reinvite(&mut self, now: Instant, key: u64, req: &Request, info: &RequestInfo, peer: Peer) {
+        let Some(leg) = self.legs.get(&key) else { return };
+        if leg.state != LegState::Up {
+            let spec = ResponseSpec::new(491, "Request Pending");
+            return self.respond(now, req, info, peer, &spec);
+        }
+        if info.cseq <= leg.remote_cseq {
+            return self.respond(now, req, info, peer, &ResponseSpec::new(500, "Server Internal Error"));
+        }
+        let offer = if req.body.is_empty() {
+            None
+        } else {
+            match sdp::parse(&req.body) {
+                Ok(m) if m.codecs.first().map(|c| c.0) == self.media.codec(leg.stream) => Some(m),
+                Ok(_) => {
+                    // The bridge relays packets as they are: the seat must keep the caller's codec.
+                    let hdrs = [("Warning", "305 hotline \"the call's codec must stay the same\"")];
+                    let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(488, "Not Acceptable Here") };
+                    return self.respond(now, req, info, peer, &spec);
+                }
+                Err(e) => {
+                    let w = format!("305 hotline \"{e}\"");
+                    let hdrs = [("Warning", w.as_str())];
+                    let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(488, "Not Acceptable Here") };
+                    return self.respond(now, req, info, peer, &spec);
+                }
+            }
+        };
+        let Some(leg) = self.legs.get_mut(&key) else { return };
+        leg.remote_cseq = info.cseq;
+        if let Some(c) = message::header(req, "Contact") {
+            leg.remote_target = message::addr_spec(c).to_string();
+        }
+        leg.local_media.version += 1;
+        let (stream, call_key, seat) = (leg.stream, leg.call, leg.seat);
+        let hold = offer.as_ref().is_some_and(|o| !o.direction.we_may_send() || o.addr.is_none());
+        let was_on_hold = std::mem::replace(&mut leg.on_hold, hold);
+        let body = match &offer {
+            Some(o) => sdp::answer(&leg.local_media, o),
+            None => sdp::offer_codec(&leg.local_media, self.media.codec(stream).unwrap_or(crate::media::Codec::Pcmu), self.media.payload_type(stream).unwrap_or(0)),
+        };
+        if let (Some(tx), Some(addr)) = (self.media.tx(stream), offer.as_ref().and_then(|m| m.addr)) {
+            self.media_io.media_changed(tx, Some(addr));
+            self.media.set_remote(stream, Some(addr));
+        }
+        let caller = self.calls.get(&call_key).map(|c| c.stream);
+        let hold_music = self.calls.get(&call_key).and_then(|c| c.bridged_queue).and_then(|q| self.plan.queues.get(q.0)).map(|q| q.hold_music);
+        info!(seat = %self.registrar.seats()[seat].id, hold, "re-INVITE from the seat");
+        if let Some(caller) = caller {
+            match (hold, was_on_hold) {
+                (true, false) => {
+                    if let (Some(a), Some(b)) = (self.media.tx(caller), self.media.tx(stream)) {
+                        self.media_io.unbridge(a);
+                        self.media_io.unbridge(b);
+                    }
+                    self.media.set_sending(caller, true);
+                    self.media.play(caller, &hold_music.into_iter().collect::<Vec<_>>(), true);
+                }
+                (false, true) => {
+                    self.media.set_sending(caller, false);
+                    if let (Some(a), Some(b)) = (self.media.tx(caller), self.media.tx(stream)) {
+                        self.media_io.bridge(a, b);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let contact = self.legs.get(&key).map(|l| format!("<{}>", l.from.split('<').nth(1).and_then(|x| x.split('>').next()).unwrap_or(""))).unwrap_or_default();
+        let local_tag = self.legs.get(&key).map(|l| l.local_tag.clone()).unwrap_or_default();
+        let hdrs = [("Contact", contact.as_str()), ("Allow", ALLOW)];
+        let spec = ResponseSpec { to_tag: Some(&local_tag), headers: &hdrs, body: Some(("application/sdp", body.as_bytes())), ..ResponseSpec::new(200, "OK") };
+        let bytes = message::response(req, peer.addr, &self.cfg.sip.user_agent, &spec);
+        let t = self.server_txs.respond(now, &info.branch, Method::Invite, 200, bytes, peer);
+        self.out.push_back(t);
     }
 
     /// In-dialog request from a seat leg.

@@ -37,7 +37,8 @@ pub struct QueueId(pub usize);
 pub enum Step {
     Play(Vec<PromptId>),
     Menu(Menu),
-    Queue(QueueId),
+    /// Wait in a queue; a higher priority is served first (within the queue's bound).
+    Queue { queue: QueueId, priority: u8 },
     /// A transfer target by name; reached through the transfer layer (later issue). Until it
     /// exists the call hears the sorry prompt and is hung up, so the step is never silent.
     Transfer(String),
@@ -64,12 +65,33 @@ pub struct Flow {
     pub steps: Vec<Step>,
 }
 
+/// Where a caller goes when its wait in a queue is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// The queue's sorry prompt, then hang up.
+    Sorry,
+    /// Another queue, keeping the caller's seniority.
+    Queue(QueueId),
+    /// A flow (e.g. a callback request).
+    Flow(FlowId),
+}
+
 #[derive(Debug, Clone)]
 pub struct Queue {
     pub name: String,
+    pub strategy: crate::acd::queue::Strategy,
     pub max_wait: Duration,
     pub ring_timeout: Duration,
     pub wrap_up: Duration,
+    pub widen_every: Duration,
+    pub max_overtaken: Duration,
+    pub announce_position: bool,
+    pub announce_wait: bool,
+    pub on_timeout: Overflow,
+    /// `None`: callers wait even when no member is logged in.
+    pub when_no_agents: Option<Overflow>,
+    pub short_abandon: Duration,
+    pub record: bool,
     pub hold_music: PromptId,
     pub hold_prompt: PromptId,
     pub hold_prompt_every: Duration,
@@ -227,7 +249,11 @@ enum RawStep {
         timeout_prompt: Option<String>,
         on_fail: Option<String>,
     },
-    Queue { queue: String },
+    Queue {
+        queue: String,
+        #[serde(default)]
+        priority: u8,
+    },
     Transfer { target: String },
     Goto { flow: String },
     Hangup,
@@ -368,9 +394,19 @@ pub fn load(dir: &Path, prompts: &PromptStore, queues: &BTreeMap<String, QueueCo
             queue_ids.insert(name.clone(), QueueId(plan.queues.len()));
             plan.queues.push(Queue {
                 name: name.clone(),
+                strategy: q.strategy,
                 max_wait: Duration::from_secs(q.max_wait_s),
                 ring_timeout: Duration::from_secs(q.ring_timeout_s.max(1)),
                 wrap_up: Duration::from_secs(q.wrap_up_s),
+                widen_every: Duration::from_secs(q.widen_every_s),
+                max_overtaken: Duration::from_secs(q.max_overtaken_s),
+                announce_position: q.announce_position,
+                announce_wait: q.announce_wait,
+                // Resolved once the flows are known (below).
+                on_timeout: Overflow::Sorry,
+                when_no_agents: None,
+                short_abandon: Duration::from_secs(q.short_abandon_s),
+                record: q.record,
                 hold_music,
                 hold_prompt,
                 hold_prompt_every: Duration::from_secs(q.hold_prompt_every_s),
@@ -443,8 +479,8 @@ pub fn load(dir: &Path, prompts: &PromptStore, queues: &BTreeMap<String, QueueCo
                             on_fail: on_fail.as_deref().and_then(|f| flow_ref(&mut loader, file, text, f, &what)),
                         })
                     }
-                    RawStep::Queue { queue } => match queue_ids.get(queue) {
-                        Some(q) => Step::Queue(*q),
+                    RawStep::Queue { queue, priority } => match queue_ids.get(queue) {
+                        Some(q) => Step::Queue { queue: *q, priority: *priority },
                         None => {
                             loader.problem(file, text, queue, format!("{what}: queue \"{queue}\" is not in the configuration's [queues]"));
                             continue;
@@ -461,6 +497,27 @@ pub fn load(dir: &Path, prompts: &PromptStore, queues: &BTreeMap<String, QueueCo
             }
             plan.flows[fid.0].steps = steps;
         }
+    }
+
+    // Queue overflow targets, now that flows and queues are known.
+    for (name, q) in queues {
+        let Some(&id) = queue_ids.get(name) else { continue };
+        let mut target = |v: &str, key: &str| -> Option<Overflow> {
+            let t = match v.split_once(':') {
+                Some(("queue", other)) => queue_ids.get(other).map(|&o| Overflow::Queue(o)),
+                Some(("flow", f)) => flow_ids.get(f).map(|&f| Overflow::Flow(f)),
+                None if v == "sorry" => Some(Overflow::Sorry),
+                _ => None,
+            };
+            if t.is_none() {
+                loader.problems.push(Problem { file: cfg_file.clone(), line: None, reason: format!("queues.{name}.{key}: no such target {v:?}") });
+            }
+            t
+        };
+        let on_timeout = target(&q.on_timeout, "on_timeout").unwrap_or(Overflow::Sorry);
+        let when_no_agents = if q.when_no_agents == "wait" { None } else { target(&q.when_no_agents, "when_no_agents") };
+        plan.queues[id.0].on_timeout = on_timeout;
+        plan.queues[id.0].when_no_agents = when_no_agents;
     }
 
     let add_route = |loader: &mut Loader, plan: &mut Dialplan, file: &Path, text: &str, number: &str, route: Route| {

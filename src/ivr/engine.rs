@@ -2,7 +2,7 @@
 //! digit, a timer) and returns actions (play, set a timer, hang up). It keeps no clock and
 //! does no I/O; timers carry a generation so a timer armed in an earlier state is ignored.
 
-use super::dialplan::{Dialplan, FlowId, Menu, Next, QueueId, Step};
+use super::dialplan::{Dialplan, FlowId, Menu, Next, Overflow, QueueId, Step};
 use crate::media::prompts::PromptId;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +10,9 @@ use std::time::Duration;
 /// A flow that jumps around this many times without playing anything is broken (a `goto`
 /// cycle); the call is ended instead of spinning.
 const MAX_JUMPS: u32 = 32;
+/// Overflows from queue to queue a caller may take; a configuration that sends callers round
+/// in a circle (A → B → A, nobody logged in anywhere) ends in the sorry prompt, not a loop.
+const MAX_OVERFLOWS: u32 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TimerKind {
@@ -26,6 +29,17 @@ pub enum Input {
     Timer(TimerKind, u32),
     /// A seat answered: the caller is with a human now and the IVR steps aside.
     Bridged,
+    /// Nobody who serves the caller's queue is logged in.
+    NoAgents,
+}
+
+/// Why a caller left a queue without a seat (for the queue's figures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The queue's maximum wait passed.
+    Timeout,
+    /// No seat of the queue was logged in.
+    NoAgents,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,9 +47,12 @@ pub enum Action {
     Play { prompts: Vec<PromptId>, loop_last: bool },
     Timer { after: Duration, kind: TimerKind, epoch: u32 },
     /// The caller waits in this queue for a seat (the ACD offers the call).
-    Enqueue(QueueId),
-    /// The caller no longer waits (maximum wait reached).
-    Dequeue,
+    Enqueue { queue: QueueId, priority: u8 },
+    /// Play the queue's hold prompt with the caller's position and expected wait, then hold
+    /// music (call control knows the position).
+    Announce(QueueId),
+    /// The caller no longer waits.
+    Dequeue(ExitReason),
     Hangup,
 }
 
@@ -62,16 +79,24 @@ pub struct Ivr {
     step: usize,
     state: State,
     epoch: u32,
+    /// Queue priority, kept across overflows.
+    priority: u8,
+    overflows: u32,
     /// The digits the caller pressed, in order, for the call record.
     pub digits: String,
 }
 
 impl Ivr {
     pub fn new(plan: Arc<Dialplan>, first: Vec<PromptId>, next: Next) -> Self {
-        Ivr { plan, first, next, flow: None, step: 0, state: State::Intro, epoch: 0, digits: String::new() }
+        Ivr { plan, first, next, flow: None, step: 0, state: State::Intro, epoch: 0, priority: 0, overflows: 0, digits: String::new() }
     }
 
     /// Name of what the call is doing, for logs and status.
+    /// Raises the caller's queue priority (e.g. a configured caller number); never lowers it.
+    pub fn set_priority(&mut self, p: u8) {
+        self.priority = self.priority.max(p);
+    }
+
     pub fn phase(&self) -> &'static str {
         match self.state {
             State::Intro => "intro",
@@ -130,13 +155,19 @@ impl Ivr {
             }
             (Input::Timer(TimerKind::HoldPrompt, epoch), State::Queued(q)) if epoch == self.epoch => {
                 let queue = &self.plan.queues[q.0];
-                out.push(Action::Play { prompts: vec![queue.hold_prompt, queue.hold_music], loop_last: true });
+                out.push(Action::Announce(q));
                 out.push(Action::Timer { after: queue.hold_prompt_every, kind: TimerKind::HoldPrompt, epoch: self.epoch });
             }
             (Input::Timer(TimerKind::MaxWait, epoch), State::Queued(q)) if epoch == self.epoch => {
-                let sorry = self.plan.queues[q.0].sorry;
-                out.push(Action::Dequeue);
-                self.close_with(sorry, &mut out);
+                out.push(Action::Dequeue(ExitReason::Timeout));
+                let target = self.plan.queues[q.0].on_timeout;
+                self.overflow(q, target, &mut out);
+            }
+            (Input::NoAgents, State::Queued(q)) => {
+                if let Some(target) = self.plan.queues[q.0].when_no_agents {
+                    out.push(Action::Dequeue(ExitReason::NoAgents));
+                    self.overflow(q, target, &mut out);
+                }
             }
             (Input::PlaybackDone, State::Closing) => {
                 self.state = State::Ended;
@@ -188,10 +219,22 @@ impl Ivr {
         let queue = &self.plan.queues[q.0];
         self.epoch += 1;
         self.state = State::Queued(q);
-        out.push(Action::Play { prompts: vec![queue.hold_prompt, queue.hold_music], loop_last: true });
+        // Enqueued first: the announcement tells the caller's position in the line.
+        out.push(Action::Enqueue { queue: q, priority: self.priority });
+        out.push(Action::Announce(q));
         out.push(Action::Timer { after: queue.hold_prompt_every, kind: TimerKind::HoldPrompt, epoch: self.epoch });
         out.push(Action::Timer { after: queue.max_wait, kind: TimerKind::MaxWait, epoch: self.epoch });
-        out.push(Action::Enqueue(q));
+    }
+
+    /// The wait in queue `from` is over: on to `target`, never silence.
+    fn overflow(&mut self, from: QueueId, target: Overflow, out: &mut Vec<Action>) {
+        let sorry = self.plan.queues[from.0].sorry;
+        self.overflows += 1;
+        match target {
+            Overflow::Queue(q) if self.overflows <= MAX_OVERFLOWS => self.enter_queue(q, out),
+            Overflow::Flow(f) if self.overflows <= MAX_OVERFLOWS => self.enter_flow(f, out),
+            _ => self.close_with(sorry, out),
+        }
     }
 
     /// Runs steps from the current one until one waits for something.
@@ -212,7 +255,10 @@ impl Ivr {
                     out.push(Action::Play { prompts: m.prompt.clone(), loop_last: false });
                     return;
                 }
-                Step::Queue(q) => return self.enter_queue(*q, out),
+                Step::Queue { queue, priority } => {
+                    self.priority = self.priority.max(*priority);
+                    return self.enter_queue(*queue, out);
+                }
                 Step::Transfer(_) => {
                     // Transfer targets come with the transfer layer; until then never silence.
                     return match plan.sorry {

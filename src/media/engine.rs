@@ -108,6 +108,14 @@ impl<T> MediaEngine<T> {
         self.streams.is_empty()
     }
 
+    pub fn codec(&self, id: StreamId) -> Option<Codec> {
+        self.streams.get(id.0).map(|s| s.params.codec)
+    }
+
+    pub fn payload_type(&self, id: StreamId) -> Option<u8> {
+        self.streams.get(id.0).map(|s| s.params.payload_type)
+    }
+
     pub fn tx(&self, id: StreamId) -> Option<&T> {
         self.streams.get(id.0).map(|s| &s.tx)
     }

@@ -5,6 +5,7 @@ pub mod dtmf;
 pub mod engine;
 pub mod g711;
 pub mod prompts;
+pub mod recorder;
 
 /// Samples per 20 ms frame at 8 kHz.
 pub const FRAME_SAMPLES: usize = 160;

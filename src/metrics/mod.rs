@@ -1,6 +1,7 @@
 //! Figures: the durable record of every call and state event ([`store`]), from which daily
 //! per-seat and per-queue figures can be rebuilt.
 
+pub mod figures;
 pub mod store;
 
 use serde::Serialize;
@@ -17,3 +18,7 @@ pub struct Record {
     /// Everything else about the event.
     pub detail: serde_json::Value,
 }
+
+/// Every record kind call control writes.
+pub const KINDS: &[&str] =
+    &["call_start", "call_refused", "call_answered", "call_end", "agent_state", "queue_enter", "queue_exit", "offer", "talk_end", "recording"];

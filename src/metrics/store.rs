@@ -70,6 +70,30 @@ impl Store {
     }
 }
 
+/// The stored records of one day (`YYYY-MM-DD`, Asia/Shanghai), in the order written.
+pub fn read_day(path: &Path, day: &str) -> Result<Vec<Record>, StoreError> {
+    let sql = |source| StoreError::Sqlite { path: path.to_path_buf(), source };
+    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sql)?;
+    let mut stmt = conn
+        .prepare("SELECT at, kind, call_id, seat, queue, detail FROM events WHERE at >= ?1 AND at < ?2 ORDER BY id")
+        .map_err(sql)?;
+    // `at` is RFC 3339 with the +08:00 offset, so a day is a string range.
+    let rows = stmt
+        .query_map(rusqlite::params![day, format!("{day}\u{10ffff}")], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get::<_, String>(5)?))
+        })
+        .map_err(sql)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (at, kind, call_id, seat, queue, detail) = row.map_err(sql)?;
+        // Kinds this version doesn't know (written by a newer one) are skipped.
+        let Some(kind) = super::KINDS.iter().find(|k| **k == kind) else { continue };
+        let detail = serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null);
+        out.push(Record { at, kind, call_id, seat, queue, detail });
+    }
+    Ok(out)
+}
+
 fn write(conn: &mut rusqlite::Connection, batch: &[Record]) -> rusqlite::Result<()> {
     let t = conn.transaction()?;
     {

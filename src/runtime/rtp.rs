@@ -43,6 +43,8 @@ struct Learning {
     remote: std::sync::Mutex<Option<SocketAddr>>,
     /// While bridged: the other leg, to which every accepted packet is relayed as it is.
     forward: std::sync::Mutex<Option<Relay>>,
+    /// While recorded: where relayed audio also goes, its codec and payload type.
+    tap: std::sync::Mutex<Option<(crate::media::recorder::Tap, crate::media::Codec)>>,
     /// Set once the peer's SDP is known (call control called `media_changed`): before that
     /// (a seat leg still ringing) no source is learned, so a sprayed packet can't become "the
     /// seat".
@@ -65,6 +67,11 @@ pub struct RtpIo {
     in_use: HashSet<u16>,
     events: mpsc::UnboundedSender<RtpEvent>,
     stats: Arc<Stats>,
+    /// Started with the first recording.
+    recorder: Option<crate::media::recorder::Recorder>,
+    next_recording: u64,
+    /// Caller port → (recording id, caller side, seat side).
+    recordings: std::collections::HashMap<u16, (u64, Arc<Learning>, Arc<Learning>)>,
 }
 
 impl RtpIo {
@@ -79,6 +86,9 @@ impl RtpIo {
             in_use: HashSet::new(),
             events,
             stats,
+            recorder: None,
+            next_recording: 0,
+            recordings: std::collections::HashMap::new(),
         }
     }
 
@@ -89,6 +99,20 @@ impl RtpIo {
         // here the AsyncFd owns the socket, so it can't be. The replacement is `unsafe`.
         #[allow(deprecated)]
         AsyncFd::with_interest(sock, Interest::READABLE).ok()
+    }
+}
+
+impl RtpIo {
+    fn stop_recording_port(&mut self, port: u16) {
+        let Some((id, a, b)) = self.recordings.remove(&port) else { return };
+        for l in [a, b] {
+            if let Ok(mut t) = l.tap.lock() {
+                *t = None;
+            }
+        }
+        if let Some(r) = &self.recorder {
+            r.send(crate::media::recorder::Message::Stop { id });
+        }
     }
 }
 
@@ -120,7 +144,33 @@ impl MediaIo for RtpIo {
         }
     }
 
+    fn record(&mut self, a: &RtpTx, b: &RtpTx, codec: crate::media::Codec, path: std::path::PathBuf) {
+        use crate::media::recorder::{Message, Recorder, Tap};
+        if self.recorder.is_none() {
+            match Recorder::start() {
+                Ok(r) => self.recorder = Some(r),
+                Err(e) => return tracing::error!(error = %e, "cannot start the recorder"),
+            }
+        }
+        let Some(recorder) = self.recorder.clone() else { return };
+        self.stop_recording(a);
+        self.next_recording += 1;
+        let id = self.next_recording;
+        recorder.send(Message::Start { id, path });
+        for (side, learning) in [(0u8, &a.learning), (1, &b.learning)] {
+            if let Ok(mut t) = learning.tap.lock() {
+                *t = Some((Tap { recorder: recorder.clone(), id, side }, codec));
+            }
+        }
+        self.recordings.insert(a.port, (id, a.learning.clone(), b.learning.clone()));
+    }
+
+    fn stop_recording(&mut self, a: &RtpTx) {
+        self.stop_recording_port(a.port);
+    }
+
     fn close(&mut self, tx: RtpTx) {
+        self.stop_recording_port(tx.port);
         tx.reader.abort();
         if let Ok(mut f) = tx.learning.forward.lock() {
             *f = None;
@@ -218,6 +268,11 @@ async fn read_loop(
             if let Some(dst) = relay.learning.remote.lock().ok().and_then(|r| *r) {
                 if relay.socket.get_ref().send_to(&buf[..n], dst).is_ok() {
                     Stats::inc(&stats.rtp_relayed);
+                }
+            }
+            if let Some((tap, codec)) = learning.tap.lock().ok().and_then(|t| t.clone()) {
+                if rtp.payload_type() == codec.static_pt() {
+                    tap.audio(codec, rtp.payload());
                 }
             }
         }

@@ -617,14 +617,21 @@ pub fn wav_pcm(path: &Path) -> Vec<i16> {
 /// Registers `user` from 127.0.0.1:`port` (digest MD5) and frees the port, so a SIPp UAS
 /// started on it afterwards is the seat's phone: the daemon sends to where REGISTER came from.
 pub fn register_from_port(d: &Daemon, user: &str, password: &str, port: u16) {
+    register_contact(d, user, password, port, port, 300);
+}
+
+/// REGISTER from 127.0.0.1:`from_port` for the contact sip:`user`@127.0.0.1:`contact_port`
+/// (`expires` 0 removes it), digest MD5; asserts the 200.
+pub fn register_contact(d: &Daemon, user: &str, password: &str, from_port: u16, contact_port: u16, expires: u32) {
     use hotline::registrar::digest::{ha1, Algorithm};
+    let port = from_port;
     let sock = UdpSocket::bind(("127.0.0.1", port)).expect("bind agent port");
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let req = |cseq: u32, auth: &str| {
         format!(
             "REGISTER sip:{host} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-reg{cseq}-{port};rport\r\n\
              From: <sip:{user}@{host}>;tag=reg{port}\r\nTo: <sip:{user}@{host}>\r\nCall-ID: reg-{user}-{port}\r\n\
-             CSeq: {cseq} REGISTER\r\nContact: <sip:{user}@127.0.0.1:{port}>\r\nExpires: 300\r\n{auth}Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+             CSeq: {cseq} REGISTER\r\nContact: <sip:{user}@127.0.0.1:{contact_port}>\r\nExpires: {expires}\r\n{auth}Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
             host = d.sip
         )
     };
@@ -643,6 +650,41 @@ pub fn register_from_port(d: &Daemon, user: &str, password: &str, port: u16) {
     sock.send_to(req(2, &auth).as_bytes(), d.sip).unwrap();
     let (n, _) = sock.recv_from(&mut buf).expect("200");
     assert!(buf[..n].starts_with(b"SIP/2.0 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+}
+
+/// Starts SIPp as a seat's phone (UAS) on `port` with `scenario` for `calls` calls.
+pub fn sipp_uas_with(d: &Daemon, scenario: &str, port: u16, calls: u32, extra: &[&str]) -> Child {
+    Command::new("timeout")
+        .arg("90")
+        .arg("sipp")
+        .arg(d.sip.to_string())
+        .arg("-sf")
+        .arg(repo().join("sipp-scenarios").join(scenario))
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", &calls.to_string(), "-nostdin", "-timeout", "80", "-timeout_error"])
+        .args(["-mp", &free_port().to_string()])
+        .args(extra)
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sipp")
+}
+
+/// Waits for a SIPp child and asserts it succeeded.
+pub fn child_ok(child: Child, what: &str) {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{what} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Changes an agent's state through the HTTP API (`login`, `logout`, `pause`, `unpause`).
+pub fn agent_api(d: &Daemon, seat: &str, action: &str) {
+    use std::io::{Read, Write};
+    let body = format!(r#"{{"action":"{action}"}}"#);
+    let mut s = std::net::TcpStream::connect(d.http).unwrap();
+    write!(s, "POST /api/seats/{seat}/state HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
 }
 
 /// Starts SIPp as a seat's phone (UAS) on `port` with `scenario`, for one call.

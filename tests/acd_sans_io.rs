@@ -1,0 +1,281 @@
+//! The ACD's choices without sockets or sleeping: ring-all and the seat beaten to the
+//! answer, priority callers and the bound on overtaking, penalties that widen with the wait,
+//! and the "nobody logged in" overflow. SIP goes in with a virtual `now`; what the core sends
+//! comes out.
+use hotline::config::Config;
+use hotline::core::{AgentAction, Core, MediaIo};
+use hotline::ivr::dialplan;
+use hotline::media::prompts::PromptStore;
+use hotline::sip::{Peer, Transport};
+use hotline::stats::Stats;
+use hotline::time::WallClock;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct NoMedia(u16);
+
+impl MediaIo for NoMedia {
+    type Tx = u16;
+    fn open(&mut self, _key: u64) -> Option<(u16, u16)> {
+        self.0 += 2;
+        Some((0, 40000 + self.0))
+    }
+    fn send(&mut self, _tx: &u16, _packet: &[u8], _to: SocketAddr) {}
+    fn close(&mut self, _tx: u16) {}
+    fn set_event_pt(&mut self, _tx: &u16, _pt: Option<u8>) {}
+    fn media_changed(&mut self, _tx: &u16, _sdp_addr: Option<SocketAddr>) {}
+    fn local_ip_for(&mut self, _peer: std::net::IpAddr) -> Option<std::net::IpAddr> {
+        None
+    }
+    fn bridge(&mut self, _a: &u16, _b: &u16) {}
+    fn unbridge(&mut self, _a: &u16) {}
+}
+
+type C = Core<NoMedia>;
+
+/// The shipped configuration with `f` applied; 12348 greets and queues in line-12348.
+fn core(f: impl FnOnce(&mut Config)) -> C {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut cfg = Config::load(&root.join("config/hotline.toml")).unwrap();
+    cfg.sip.listen = "127.0.0.1:5060".parse().unwrap();
+    cfg.sip.ring_ms = 0;
+    cfg.registrar.qualify_s = 0;
+    f(&mut cfg);
+    let (prompts, _) = PromptStore::load_dir(&cfg.paths.prompts).unwrap();
+    let plan = dialplan::load(&cfg.paths.dialplans, &prompts, &cfg.queues).unwrap();
+    let mut c = Core::new(Arc::new(cfg), Arc::new(plan), Arc::new(prompts), WallClock::real(), Arc::new(Stats::default()), NoMedia(0));
+    c.start(Instant::now());
+    c
+}
+
+fn udp(addr: &str) -> Peer {
+    Peer { transport: Transport::Udp, addr: addr.parse().unwrap() }
+}
+
+fn sent(c: &mut C) -> Vec<String> {
+    let mut v = vec![];
+    while let Some(t) = c.poll_transmit() {
+        v.push(String::from_utf8_lossy(&t.bytes).to_string());
+    }
+    v
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> &'a str {
+    msg.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {msg}"))
+}
+
+/// Seat `user` registers from `addr` (digest) and logs in.
+fn seat_up(c: &mut C, t: Instant, user: &str, addr: &str) {
+    use hotline::registrar::digest::{ha1, Algorithm};
+    let reg = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bKr{user}{cseq}\r\nFrom: <sip:{user}@127.0.0.1>;tag=r\r\n\
+             To: <sip:{user}@127.0.0.1>\r\nCall-ID: reg-{user}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{addr}>\r\nExpires: 3600\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    c.handle_datagram(t, reg(1, "").as_bytes(), udp(addr));
+    let challenge = sent(c).pop().unwrap();
+    let nonce = challenge.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let h1 = ha1(Algorithm::Md5, user, "hotline", &format!("demo-{user}"));
+    let h2 = Algorithm::Md5.hash_hex("REGISTER:sip:127.0.0.1");
+    let resp = Algorithm::Md5.hash_hex(&format!("{h1}:{nonce}:00000001:c:auth:{h2}"));
+    let auth = format!("Authorization: Digest username=\"{user}\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1\", response=\"{resp}\", qop=auth, nc=00000001, cnonce=\"c\"\r\n");
+    c.handle_datagram(t, reg(2, &auth).as_bytes(), udp(addr));
+    assert!(sent(c)[0].starts_with("SIP/2.0 200"));
+    c.agent_action_by_id(t, user, AgentAction::Login, "test").unwrap();
+}
+
+/// A caller `from` dials `number` (call id `id`).
+fn call(c: &mut C, t: Instant, id: &str, from: &str, number: &str) {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+    let inv = format!(
+        "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-{id}\r\n\
+         From: <sip:{from}@127.0.0.1>;tag=t-{id}\r\nTo: <sip:{number}@127.0.0.1>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:{from}@127.0.0.1:5070>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    c.handle_datagram(t, inv.as_bytes(), udp("127.0.0.1:5070"));
+    let out = sent(c);
+    let ok = out.iter().find(|m| m.starts_with("SIP/2.0 200")).expect("answered");
+    let ack = format!(
+        "ACK sip:hotline@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-ack-{id}\r\n{}\r\n{}\r\nCall-ID: {id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        header(ok, "From:"),
+        header(ok, "To:")
+    );
+    c.handle_datagram(t, ack.as_bytes(), udp("127.0.0.1:5070"));
+}
+
+/// Runs media and timers in 5 ms steps from `from` to `until`; every message sent, with
+/// the time it went out.
+fn run(c: &mut C, from: Instant, until: Instant) -> Vec<(Instant, String)> {
+    let mut now = from;
+    let mut out = vec![];
+    while now < until {
+        now += Duration::from_millis(5);
+        c.tick_media(now);
+        c.handle_timeout(now);
+        out.extend(sent(c).into_iter().map(|m| (now, m)));
+    }
+    out
+}
+
+/// The first INVITE to each seat (a request line `INVITE sip:<user>@`), in order sent.
+fn offers(msgs: &[(Instant, String)]) -> Vec<(Instant, String, String)> {
+    let mut seen = std::collections::HashSet::new();
+    msgs.iter()
+        .filter(|(_, m)| m.starts_with("INVITE sip:100"))
+        .filter(|(_, m)| seen.insert(header(m, "Call-ID:").to_string()))
+        .map(|(t, m)| (*t, m[11..15].to_string(), m.clone()))
+        .collect()
+}
+
+fn ringing(c: &mut C, t: Instant, invite: &str, seat_addr: &str) {
+    let r = format!(
+        "SIP/2.0 180 Ringing\r\n{}\r\n{}\r\n{};tag=seat\r\n{}\r\n{}\r\nContent-Length: 0\r\n\r\n",
+        header(invite, "Via:"),
+        header(invite, "From:"),
+        header(invite, "To:"),
+        header(invite, "Call-ID:"),
+        header(invite, "CSeq:"),
+    );
+    c.handle_datagram(t, r.as_bytes(), udp(seat_addr));
+}
+
+fn answer(c: &mut C, t: Instant, invite: &str, seat_addr: &str) {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
+    let ok = format!(
+        "SIP/2.0 200 OK\r\n{}\r\n{}\r\n{};tag=seat\r\n{}\r\n{}\r\nContact: <sip:seat@{seat_addr}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        header(invite, "Via:"),
+        header(invite, "From:"),
+        header(invite, "To:"),
+        header(invite, "Call-ID:"),
+        header(invite, "CSeq:"),
+        sdp.len()
+    );
+    c.handle_datagram(t, ok.as_bytes(), udp(seat_addr));
+}
+
+fn seat_today(c: &C, id: &str) -> hotline::metrics::figures::SeatFigures {
+    c.seat_directory().get(id).unwrap().today.clone()
+}
+
+const S1: &str = "127.0.0.1:6001";
+const S2: &str = "127.0.0.1:6002";
+
+#[test]
+fn ring_all_rings_every_free_seat_and_the_first_answer_wins() {
+    let mut c = core(|cfg| {
+        cfg.queues.get_mut("line-12348").unwrap().strategy = hotline::acd::queue::Strategy::RingAll;
+        cfg.seats[0].queues.push("line-12348".into());
+        cfg.seats[1].queues.push("line-12348".into());
+    });
+    let t0 = Instant::now();
+    seat_up(&mut c, t0, "1001", S1);
+    seat_up(&mut c, t0, "1002", S2);
+    call(&mut c, t0, "a", "13800000001", "12348");
+    let msgs = run(&mut c, t0, t0 + Duration::from_secs(8));
+    let o = offers(&msgs);
+    let seats: Vec<&str> = o.iter().map(|x| x.1.as_str()).collect();
+    assert_eq!(seats, ["1001", "1002"], "both seats ring at once");
+    assert_eq!(o[0].0, o[1].0);
+    // Both ring; 1002 answers; 1001 is CANCELled and not counted as offered.
+    let t1 = t0 + Duration::from_secs(8);
+    ringing(&mut c, t1, &o[0].2, S1);
+    ringing(&mut c, t1, &o[1].2, S2);
+    answer(&mut c, t1, &o[1].2, S2);
+    let out = sent(&mut c);
+    let cancel = out.iter().find(|m| m.starts_with("CANCEL sip:1001@")).expect("1001's ringing is cancelled");
+    assert_eq!(header(cancel, "Call-ID:"), header(&o[0].2, "Call-ID:"));
+    let s1 = seat_today(&c, "1001");
+    let s2 = seat_today(&c, "1002");
+    assert_eq!((s2.offered, s2.answered), (1, 1));
+    assert_eq!((s1.offered, s1.answered, s1.missed), (0, 0, 0), "beaten to the answer is not an offer");
+    sent(&mut c);
+    run(&mut c, t1, t1 + Duration::from_millis(1100)); // the queue view is refreshed each second
+    let q = c.queue_directory().get("line-12348").unwrap().today.clone();
+    assert_eq!((q.offered, q.answered), (1, 1));
+    // 1001's phone answers too late (the 200 crossed the CANCEL): hung up at once.
+    let t1 = t1 + Duration::from_millis(1100);
+    answer(&mut c, t1, &o[0].2, S1);
+    let out = sent(&mut c);
+    assert!(out.iter().any(|m| m.starts_with("BYE sip:seat@127.0.0.1:6001")), "{out:?}");
+    assert_eq!(seat_today(&c, "1001").offered, 0);
+    assert_eq!(c.seat_directory().get("1001").unwrap().state, hotline::acd::agent::State::Available);
+}
+
+#[test]
+fn a_priority_caller_goes_first_but_not_past_the_overtaking_bound() {
+    let mut c = core(|cfg| {
+        cfg.queues.get_mut("line-12348").unwrap().max_overtaken_s = 20;
+    });
+    let t0 = Instant::now();
+    // Three callers queue while the seat is logged out: a normal caller, then (2 s later)
+    // 110 handing over a caller, then another normal one.
+    call(&mut c, t0, "early", "13800000001", "12348");
+    let t1 = t0 + Duration::from_secs(2);
+    let mut msgs = run(&mut c, t0, t1);
+    call(&mut c, t1, "from110", "110", "12348");
+    call(&mut c, t1, "late", "13800000002", "12348");
+    // The seat logs in 10 s on: the 110 caller overtakes the early one (waited < 20 s).
+    let t2 = t0 + Duration::from_secs(10);
+    msgs.extend(run(&mut c, t1, t2));
+    seat_up(&mut c, t2, "1003", S1);
+    msgs.extend(run(&mut c, t2, t2 + Duration::from_millis(20)));
+    let o = offers(&msgs);
+    assert_eq!(o.len(), 1);
+    assert!(o[0].2.contains("From: \"110\""), "the 110 hand-over first: {}", header(&o[0].2, "From:"));
+    // The seat lets it ring out (15 s) and rests 5 s. By then the early caller has waited
+    // past the 20 s bound: it is not overtaken again and goes before "late" and 110.
+    let t3 = t2 + Duration::from_secs(40);
+    msgs.extend(run(&mut c, t2 + Duration::from_millis(20), t3));
+    let o = offers(&msgs);
+    assert!(o.len() >= 2, "{}", o.len());
+    assert!(o[1].2.contains("From: \"13800000001\""), "{}", header(&o[1].2, "From:"));
+    assert_eq!(o[1].0.duration_since(t2), Duration::from_secs(20), "after the 15 s ring and the 5 s retry delay");
+}
+
+#[test]
+fn a_high_penalty_seat_is_offered_the_caller_only_once_the_wait_has_widened() {
+    // Shipped: general widens every 30 s and seat 1002 has penalty 1 there.
+    let mut c = core(|_| {});
+    let t0 = Instant::now();
+    seat_up(&mut c, t0, "1002", S2);
+    call(&mut c, t0, "a", "13800000001", "12345");
+    // Welcome, then the menu; the caller waits for the menu timeouts and lands in "agent"
+    // (general) via on_fail after the retries: simpler to press 0 than to wait.
+    let mut now = t0;
+    let mut msgs = vec![];
+    msgs.extend(run(&mut c, now, now + Duration::from_secs(7)));
+    now += Duration::from_secs(7);
+    // DTMF 0 through the RTP reader's event
+    let key = c.call_keys().into_iter().next().unwrap();
+    c.handle_rtp_event(now, hotline::core::RtpEvent::Digit(key, '0'));
+    let queued = now;
+    msgs.extend(run(&mut c, now, now + Duration::from_secs(40)));
+    let o = offers(&msgs);
+    assert_eq!(o.len(), 1, "one offer");
+    let waited = o[0].0.duration_since(queued);
+    assert!(waited >= Duration::from_secs(30) && waited < Duration::from_millis(30_100), "offered after {waited:?}");
+}
+
+#[test]
+fn with_nobody_logged_in_the_enterprise_queue_sends_callers_to_general() {
+    let mut c = core(|_| {});
+    let t0 = Instant::now();
+    seat_up(&mut c, t0, "1001", S1); // general only
+    call(&mut c, t0, "a", "13800000001", "12345");
+    let mut msgs = run(&mut c, t0, t0 + Duration::from_secs(7));
+    let now = t0 + Duration::from_secs(7);
+    let key = c.call_keys().into_iter().next().unwrap();
+    c.handle_rtp_event(now, hotline::core::RtpEvent::Digit(key, '3')); // enterprise
+    msgs.extend(run(&mut c, now, now + Duration::from_secs(2)));
+    let o = offers(&msgs);
+    assert_eq!(o.len(), 1);
+    assert_eq!(o[0].1, "1001");
+    assert!(o[0].2.contains("X-Hotline-Queue: general"));
+    assert!(o[0].0.duration_since(now) < Duration::from_millis(50), "at once, not after the maximum wait");
+    let q = c.queue_directory().get("enterprise").unwrap().today.clone();
+    assert_eq!((q.offered, q.no_agents), (1, 1));
+}
