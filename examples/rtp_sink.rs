@@ -6,7 +6,11 @@
 //! the packet, so the sink's own scheduling (it shares a core with SIPp) can't show up as a
 //! gap in the daemon's stream.
 //!
-//! usage: rtp_sink PORT SECONDS WINDOW_START WINDOW_END
+//! With `talk`, it also speaks: every source that sends to it gets a 20 ms PCMU packet every
+//! 20 ms back (its own SSRC per source), as a caller's phone would; for bridged calls that is
+//! the audio the seat echoes.
+//!
+//! usage: rtp_sink PORT SECONDS WINDOW_START WINDOW_END [talk]
 
 use std::collections::HashMap;
 use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage};
@@ -19,6 +23,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize, d: f64| args.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(d);
     let port = arg(1, 40000.0) as u16;
+    let talk = args.get(5).is_some_and(|a| a == "talk");
+    // (peer, ssrc, seq, ts) of every source, spoken to every 20 ms from its first packet on.
+    let mut talkers: Vec<(std::net::SocketAddr, u32, u16, u32)> = Vec::new();
+    let mut known: std::collections::HashSet<std::net::SocketAddr> = std::collections::HashSet::new();
+    let mut next_talk = Instant::now();
+    let mut pkt = [0xFFu8; 172];
     let total = Duration::from_secs_f64(arg(2, 30.0));
     let (w0, w1) = (Duration::from_secs_f64(arg(3, 10.0)), Duration::from_secs_f64(arg(4, 20.0)));
     let sock = UdpSocket::bind(("127.0.0.1", port)).expect("bind sink port");
@@ -38,6 +48,19 @@ fn main() {
     let mut streams_in_window = std::collections::HashSet::new();
     let mut buf = [0u8; 2048];
     while start.elapsed() < total {
+        if talk && Instant::now() >= next_talk {
+            next_talk += Duration::from_millis(20);
+            for (peer, ssrc, seq, ts) in talkers.iter_mut() {
+                pkt[0] = 0x80;
+                pkt[1] = 0;
+                pkt[2..4].copy_from_slice(&seq.to_be_bytes());
+                pkt[4..8].copy_from_slice(&ts.to_be_bytes());
+                pkt[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                let _ = sock.send_to(&pkt, *peer);
+                *seq = seq.wrapping_add(1);
+                *ts = ts.wrapping_add(160);
+            }
+        }
         let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
         let (n, ts_ns) = {
             let mut iov = [IoSliceMut::new(&mut buf)];
@@ -50,6 +73,13 @@ fn main() {
                 for c in cmsgs {
                     if let ControlMessageOwned::ScmTimestampns(t) = c {
                         ts = Some(t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128);
+                    }
+                }
+            }
+            if talk {
+                if let Some(src) = msg.address.and_then(|a| a.as_sockaddr_in().map(|v4| std::net::SocketAddr::from(std::net::SocketAddrV4::from(*v4)))) {
+                    if known.insert(src) {
+                        talkers.push((src, 0x5A00_0000 | talkers.len() as u32, 0, 0));
                     }
                 }
             }

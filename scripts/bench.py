@@ -5,6 +5,8 @@ cores. Prints figures; asserts nothing (speed is measured, not tested).
   scripts/bench.py                 # both workloads
   scripts/bench.py --only prompt   # concurrent calls holding a prompt
   scripts/bench.py --only rate     # short IVR calls per second
+  scripts/bench.py --only bridge   # caller-seat calls bridged through the daemon
+  scripts/bench.py --only dispatch # how fast a seat turning free is offered the next caller
 
 Workloads
 - prompt: N calls to 12345 each hearing the welcome and menu prompts (~23 s of speech);
@@ -12,12 +14,22 @@ Workloads
   failed calls, RTP packets/s, max and p99.9 gap, daemon CPU, RSS per call, SIPp CPU.
 - rate: short IVR calls (answer, 1 s of prompt, BYE) for 10 s at R calls/s; the highest R with
   zero failed calls is the figure.
+- bridge: N seats (generated, digest-registered, logged in) answered by one SIPp UAS that
+  echoes RTP; N callers to 12333 queue after the greeting and are bridged; the RTP sink speaks
+  for every caller, so audio goes caller -> daemon -> seat -> daemon -> caller. Reported per N:
+  bridged calls, relayed packets/s, gaps of the echoed streams, daemon CPU and RSS, CPU of
+  the two SIPp processes and the sink.
+- dispatch: 50 seats in a Python seat pool that answer at once, talk 1 s and hang up; callers
+  arrive faster than the seats serve them, so a queue waits; the pool measures the time from
+  each seat's BYE to the next INVITE it gets (wrap-up 0): p50 / p99.
 Every run is bounded by SIPp's -m (call count) and -timeout, and by our own timeouts.
 """
 import argparse, json, os, re, resource, signal, subprocess, sys, time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import seatpool  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIP_PORT, HTTP_PORT, SINK_PORT = 25060, 28080, 47000
+SIP_PORT, HTTP_PORT, SINK_PORT, SEAT_PORT = 25060, 28080, 47000, 27070
 DAEMON_CORE, LOAD_CORE = "0", "1"
 CLK = os.sysconf("SC_CLK_TCK")
 # The daemon runs with real-time scheduling, as a media server is deployed (systemd
@@ -46,8 +58,10 @@ def health():
         return json.load(r)
 
 
-def start_daemon():
+def start_daemon(config=None, extra_env=None):
+    config = config or f"{ROOT}/config/hotline.toml"
     env = dict(os.environ,
+               HOTLINE__PATHS__PROMPTS=f"{ROOT}/prompts", HOTLINE__PATHS__DIALPLANS=f"{ROOT}/dialplans",
                HOTLINE__SIP__LISTEN=f"127.0.0.1:{SIP_PORT}", HOTLINE__HTTP__LISTEN=f"127.0.0.1:{HTTP_PORT}",
                HOTLINE__RTP__PORT_MIN="10000", HOTLINE__RTP__PORT_MAX="39998", HOTLINE__RTP__BIND_IP="127.0.0.1",
                HOTLINE__LOG__LEVEL="warn", HOTLINE__SIP__SHUTDOWN_GRACE_S="2",
@@ -58,9 +72,10 @@ def start_daemon():
         except FileNotFoundError:
             pass
     env.pop("RUST_LOG", None)
+    env.update(extra_env or {})
     log = open("/tmp/hotline-bench.log", "w")
     p = subprocess.Popen(PREFIX + ["taskset", "-c", DAEMON_CORE, f"{ROOT}/target/release/hotline", "run", "--config",
-                          f"{ROOT}/config/hotline.toml"], env=env, stdout=subprocess.DEVNULL, stderr=log)
+                          config], env=env, stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(100):
         try:
             health()
@@ -70,9 +85,9 @@ def start_daemon():
     sys.exit("daemon did not start; see /tmp/hotline-bench.log")
 
 
-def sipp(extra, timeout):
-    cmd = ["taskset", "-c", LOAD_CORE, "sipp", f"127.0.0.1:{SIP_PORT}", "-sf", f"{ROOT}/sipp-scenarios/uac_call.xml",
-           "-s", "12345", "-i", "127.0.0.1", "-p", "26060", "-key", "rtp_port", str(SINK_PORT), "-nostdin",
+def sipp(extra, timeout, scenario="uac_call.xml", service="12345", port=26060):
+    cmd = ["taskset", "-c", LOAD_CORE, "sipp", f"127.0.0.1:{SIP_PORT}", "-sf", f"{ROOT}/sipp-scenarios/{scenario}",
+           "-s", service, "-i", "127.0.0.1", "-p", str(port), "-key", "rtp_port", str(SINK_PORT), "-nostdin",
            "-timeout", str(timeout), "-timeout_error", "-max_socket", "60000", "-buff_size", "8388608"] + extra
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/tmp")
 
@@ -152,17 +167,138 @@ def rate_run(daemon, rate, seconds=10):
             "sipp_cpu_pct": round(100 * s_cpu / dt, 1)}
 
 
+def metric(name):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def seats_in(state):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT}/api/seats", timeout=10) as r:
+        return sum(1 for s in json.load(r) if s["state"] == state)
+
+
+SEAT_QUEUE_ENV = {"HOTLINE__REGISTRAR__QUALIFY_S": "0", "HOTLINE__QUEUES__LINE-12333__WRAP_UP_S": "0",
+                  "HOTLINE__QUEUES__LINE-12333__MAX_WAIT_S": "600", "HOTLINE__REGISTRAR__MAX_EXPIRES": "7200"}
+
+
+def seats_daemon(n):
+    """A daemon whose config has n generated seats for line-12333, all registered from
+    SEAT_PORT and logged in."""
+    os.makedirs("/tmp/hotline-bench", exist_ok=True)
+    cfg = "/tmp/hotline-bench/hotline.toml"
+    with open(f"{ROOT}/config/hotline.toml") as f:
+        text = seatpool.seat_config(f.read(), n, "line-12333")
+    with open(cfg, "w") as f:
+        f.write(text)
+    daemon = start_daemon(cfg, SEAT_QUEUE_ENV)
+    failed = seatpool.register_all(("127.0.0.1", SIP_PORT), SEAT_PORT, n)
+    seatpool.login_all(f"127.0.0.1:{HTTP_PORT}", n)
+    print(f"{n} seats registered ({failed} failed) and logged in", flush=True)
+    return daemon
+
+
+def bridge_run(daemon, n, rate=200):
+    ramp = n / rate
+    greeting = 8.5  # 12333's greeting, then the queue, where a free seat answers at once
+    w0 = ramp + greeting + 3
+    w1 = w0 + 10
+    hold_ms = int((w1 + 3) * 1000)
+    total = w1 + 5
+    rss0, relayed0 = rss_kib(daemon.pid), metric("hotline_rtp_relayed_total")
+    sink = subprocess.Popen(["taskset", "-c", LOAD_CORE, f"{ROOT}/target/release/examples/rtp_sink", str(SINK_PORT),
+                             str(total), str(w0), str(w1), "talk"], stdout=subprocess.PIPE, text=True)
+    seats = subprocess.Popen(["taskset", "-c", LOAD_CORE, "sipp", "-sf", f"{ROOT}/sipp-scenarios/agent_bridge.xml",
+                              "-i", "127.0.0.1", "-p", str(SEAT_PORT), "-mp", "40000", "-rtp_echo", "-m", str(n),
+                              "-d", "200", "-nostdin", "-timeout", str(int(total + 60)), "-max_socket", "60000",
+                              "-buff_size", "8388608"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/tmp")
+    time.sleep(0.3)
+    t0 = time.time()
+    sp = sipp(["-r", str(rate), "-l", str(n), "-m", str(n), "-d", str(hold_ms)], int(total + 60), service="12333")
+    time.sleep(max(0, w0 - (time.time() - t0)))
+    cpu0 = [cpu_seconds(p.pid) for p in (daemon, sp, seats, sink)]
+    r0, tw = metric("hotline_rtp_relayed_total"), time.time()
+    bridged = seats_in("on_call")
+    time.sleep(max(0, w1 - (time.time() - t0)))
+    cpu1 = [cpu_seconds(p.pid) for p in (daemon, sp, seats, sink)]
+    r1, tw1 = metric("hotline_rtp_relayed_total"), time.time()
+    rss1 = rss_kib(daemon.pid)
+    res = sipp_result(sp, total + 90)
+    seat_res = sipp_result(seats, 120)
+    sink_out = json.loads(sink.communicate(timeout=60)[0].strip().splitlines()[-1])
+    wait_idle()
+    dt = tw1 - tw
+    pct = [round(100 * (b - a) / dt, 1) for a, b in zip(cpu0, cpu1)]
+    return {
+        "calls": n, "bridged_in_window": bridged, "failed": res["failed"], "successful": res["successful"],
+        "seat_calls_ok": seat_res["successful"], "relayed_pps": round((r1 - r0) / dt),
+        "echo_streams": sink_out["streams_window"], "max_gap_ms": sink_out["max_gap_ms"],
+        "p999_gap_ms": sink_out["p999_gap_ms"], "gaps_over_40ms": sink_out["gaps_over_40ms"],
+        "daemon_cpu_pct": pct[0], "sipp_callers_cpu_pct": pct[1], "sipp_seats_cpu_pct": pct[2], "sink_cpu_pct": pct[3],
+        "rss_mib": round(rss1 / 1024, 1), "rss_per_call_kib": round((rss1 - rss0) / max(bridged, 1), 1),
+        "relayed_total": int(r1 - relayed0),
+    }
+
+
+def dispatch_run(seats=50, rate=60, seconds=20, talk_s=1.0):
+    daemon = seats_daemon(seats)
+    try:
+        n = rate * seconds
+        # The callers' prompt audio has somewhere to go (no ICMP storm), as in the other workloads.
+        sink = subprocess.Popen(["taskset", "-c", LOAD_CORE, f"{ROOT}/target/release/examples/rtp_sink", str(SINK_PORT),
+                                 str(seconds + 30), "1", "2"], stdout=subprocess.DEVNULL)
+        pool = subprocess.Popen(["taskset", "-c", LOAD_CORE, sys.executable, f"{ROOT}/scripts/seatpool.py", str(SEAT_PORT),
+                                 str(talk_s), str(seconds + 25)], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        c0, t0 = cpu_seconds(daemon.pid), time.time()
+        sp = sipp(["-r", str(rate), "-m", str(n), "-l", str(n)], seconds + 60, scenario="uac_call_remote_bye.xml", service="12333")
+        res = sipp_result(sp, seconds + 90)
+        c1, dt = cpu_seconds(daemon.pid), time.time() - t0
+        out = json.loads(pool.communicate(timeout=seconds + 60)[0].strip().splitlines()[-1])
+        sink.kill()
+        return dict(out, seats=seats, callers=n, caller_rate=rate, failed=res["failed"], successful=res["successful"],
+                    daemon_cpu_pct=round(100 * (c1 - c0) / dt, 1))
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=15)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["prompt", "rate"])
+    ap.add_argument("--only", choices=["prompt", "rate", "bridge", "dispatch"])
+    ap.add_argument("--bridges", default="500,1000,1500,2000", help="bridged calls for the bridge workload")
     ap.add_argument("--levels", default="1000,2000,3000,4000", help="concurrent calls for the prompt workload")
     ap.add_argument("--rates", default="500,1000,1500,2000,2500", help="calls/s for the rate workload")
     args = ap.parse_args()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     subprocess.run(["cargo", "build", "--release", "--bin", "hotline", "--example", "rtp_sink"], cwd=ROOT, check=True)
+    print(f"daemon on core {DAEMON_CORE}; SIPp, the RTP sink and the seat pool on core {LOAD_CORE}", flush=True)
+    if args.only in (None, "dispatch"):
+        r = dispatch_run()
+        print("dispatch", json.dumps(r), flush=True)
+        print(f"RESULT seat turning free -> next INVITE: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms", flush=True)
+    if args.only in (None, "bridge"):
+        levels = [int(x) for x in args.bridges.split(",")]
+        daemon = seats_daemon(max(levels))
+        try:
+            best = None
+            for n in levels:
+                r = bridge_run(daemon, n)
+                print("bridge", json.dumps(r), flush=True)
+                if r["failed"] == 0 and r["bridged_in_window"] >= n:
+                    best = r
+            print("RESULT bridged seat calls held (daemon on one core):", best and best["calls"], flush=True)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=30)
+    if args.only in ("bridge", "dispatch"):
+        return
     daemon = start_daemon()
-    print(f"daemon pid {daemon.pid} on core {DAEMON_CORE}; SIPp and the RTP sink on core {LOAD_CORE}", flush=True)
     try:
         if args.only in (None, "prompt"):
             best = None

@@ -102,6 +102,9 @@ fn two_callers_one_seat_the_second_waits_for_wrap_up_and_the_figures_match() {
     let asa = q["asa_s"].as_f64().unwrap();
     assert!((9.0..10.0).contains(&asa), "ASA {asa}");
     assert_eq!(q, &live_queue(&d, "line-12333")["today"], "live and rebuilt queue figures are the same");
+    let metrics = d.http_get("/metrics").unwrap();
+    assert!(metrics.contains("hotline_queue_answered_today{queue=\"line-12333\"} 2\n"), "{metrics}");
+    assert!(metrics.contains("hotline_seat_answer_rate_today{seat=\"1004\"} 1\n"));
 }
 
 #[test]

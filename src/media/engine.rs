@@ -17,8 +17,13 @@ use std::time::{Duration, Instant};
 /// time still advances), because a burst longer than that only fills the peer's jitter buffer.
 const MAX_CATCH_UP: u64 = 3;
 
+/// A stream: its slot and the generation of that slot, so an id kept after its stream ended
+/// (a late event, a second remove) never reaches the next stream in the same slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamId(pub usize);
+pub struct StreamId {
+    slot: usize,
+    generation: u64,
+}
 
 /// What the engine tells call control.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +49,7 @@ pub struct StreamStats {
 }
 
 struct Stream<T> {
+    generation: u64,
     tx: T,
     remote: Option<SocketAddr>,
     params: StreamParams,
@@ -65,11 +71,12 @@ pub struct MediaEngine<T> {
     prompts: Arc<PromptStore>,
     streams: Slab<Stream<T>>,
     events: std::collections::VecDeque<MediaEvent>,
+    next_gen: u64,
 }
 
 impl<T> MediaEngine<T> {
     pub fn new(prompts: Arc<PromptStore>) -> Self {
-        MediaEngine { prompts, streams: Slab::new(), events: std::collections::VecDeque::new() }
+        MediaEngine { prompts, streams: Slab::new(), events: std::collections::VecDeque::new(), next_gen: 0 }
     }
 
     pub fn prompts(&self) -> &Arc<PromptStore> {
@@ -78,7 +85,10 @@ impl<T> MediaEngine<T> {
 
     /// Starts a stream that sends silence until something is played.
     pub fn add(&mut self, now: Instant, tx: T, remote: Option<SocketAddr>, params: StreamParams) -> StreamId {
-        StreamId(self.streams.insert(Stream {
+        self.next_gen += 1;
+        let generation = self.next_gen;
+        let slot = self.streams.insert(Stream {
+            generation,
             tx,
             remote,
             params,
@@ -94,11 +104,21 @@ impl<T> MediaEngine<T> {
             sending: true,
             marker: true,
             stats: StreamStats::default(),
-        }))
+        });
+        StreamId { slot, generation }
     }
 
     pub fn remove(&mut self, id: StreamId) -> Option<(T, StreamStats)> {
-        self.streams.try_remove(id.0).map(|s| (s.tx, s.stats))
+        self.stream(id)?;
+        self.streams.try_remove(id.slot).map(|s| (s.tx, s.stats))
+    }
+
+    fn stream(&self, id: StreamId) -> Option<&Stream<T>> {
+        self.streams.get(id.slot).filter(|s| s.generation == id.generation)
+    }
+
+    fn stream_mut(&mut self, id: StreamId) -> Option<&mut Stream<T>> {
+        self.streams.get_mut(id.slot).filter(|s| s.generation == id.generation)
     }
 
     pub fn len(&self) -> usize {
@@ -109,25 +129,25 @@ impl<T> MediaEngine<T> {
     }
 
     pub fn codec(&self, id: StreamId) -> Option<Codec> {
-        self.streams.get(id.0).map(|s| s.params.codec)
+        self.stream(id).map(|s| s.params.codec)
     }
 
     pub fn payload_type(&self, id: StreamId) -> Option<u8> {
-        self.streams.get(id.0).map(|s| s.params.payload_type)
+        self.stream(id).map(|s| s.params.payload_type)
     }
 
     pub fn tx(&self, id: StreamId) -> Option<&T> {
-        self.streams.get(id.0).map(|s| &s.tx)
+        self.stream(id).map(|s| &s.tx)
     }
 
     pub fn stats(&self, id: StreamId) -> Option<StreamStats> {
-        self.streams.get(id.0).map(|s| s.stats)
+        self.stream(id).map(|s| s.stats)
     }
 
     /// Replaces what the stream plays. With `loop_last`, the last prompt repeats until the
     /// next `play` or `stop` (hold music); otherwise `PlaybackDone` follows the last frame.
     pub fn play(&mut self, id: StreamId, prompts: &[PromptId], loop_last: bool) {
-        if let Some(s) = self.streams.get_mut(id.0) {
+        if let Some(s) = self.stream_mut(id) {
             s.playlist.clear();
             s.playlist.extend_from_slice(prompts);
             s.item = 0;
@@ -142,29 +162,29 @@ impl<T> MediaEngine<T> {
 
     /// Stops playback without an event: the stream carries silence.
     pub fn stop(&mut self, id: StreamId) {
-        if let Some(s) = self.streams.get_mut(id.0) {
+        if let Some(s) = self.stream_mut(id) {
             s.playing = false;
             s.playlist.clear();
         }
     }
 
     pub fn is_playing(&self, id: StreamId) -> bool {
-        self.streams.get(id.0).is_some_and(|s| s.playing)
+        self.stream(id).is_some_and(|s| s.playing)
     }
 
     pub fn set_remote(&mut self, id: StreamId, remote: Option<SocketAddr>) {
-        if let Some(s) = self.streams.get_mut(id.0) {
+        if let Some(s) = self.stream_mut(id) {
             s.remote = remote;
         }
     }
 
     pub fn remote(&self, id: StreamId) -> Option<SocketAddr> {
-        self.streams.get(id.0).and_then(|s| s.remote)
+        self.stream(id).and_then(|s| s.remote)
     }
 
     /// Hold (peer sent `sendonly`/`inactive`): time goes on, nothing is sent.
     pub fn set_sending(&mut self, id: StreamId, sending: bool) {
-        if let Some(s) = self.streams.get_mut(id.0) {
+        if let Some(s) = self.stream_mut(id) {
             if sending && !s.sending {
                 s.marker = true;
             }
@@ -173,7 +193,7 @@ impl<T> MediaEngine<T> {
     }
 
     pub fn set_codec(&mut self, id: StreamId, codec: Codec, payload_type: u8) {
-        if let Some(s) = self.streams.get_mut(id.0) {
+        if let Some(s) = self.stream_mut(id) {
             s.params.codec = codec;
             s.params.payload_type = payload_type;
         }
@@ -200,7 +220,7 @@ impl<T> MediaEngine<T> {
                 let skip = lag - MAX_CATCH_UP;
                 for _ in 0..skip {
                     if advance(s, prompts) {
-                        self.events.push_back(MediaEvent::PlaybackDone(StreamId(key)));
+                        self.events.push_back(MediaEvent::PlaybackDone(StreamId { slot: key, generation: s.generation }));
                     }
                 }
                 s.ts = s.ts.wrapping_add((skip as u32) * FRAME_SAMPLES as u32);
@@ -235,7 +255,7 @@ impl<T> MediaEngine<T> {
                     }
                 }
                 if advance(s, prompts) {
-                    self.events.push_back(MediaEvent::PlaybackDone(StreamId(key)));
+                    self.events.push_back(MediaEvent::PlaybackDone(StreamId { slot: key, generation: s.generation }));
                 }
                 s.ts = s.ts.wrapping_add(FRAME_SAMPLES as u32);
                 s.frames_done += 1;
@@ -282,6 +302,23 @@ mod tests {
 
     fn params() -> StreamParams {
         StreamParams { codec: Codec::Pcmu, payload_type: 0, ssrc: 7, first_seq: 65534, first_ts: 10 }
+    }
+
+    #[test]
+    fn an_ended_stream_id_never_reaches_the_next_stream_in_its_slot() {
+        let (mut e, a, _) = engine();
+        let t0 = Instant::now();
+        let old = e.add(t0, 1u8, None, params());
+        assert!(e.remove(old).is_some());
+        let new = e.add(t0, 2u8, None, params());
+        assert_ne!(old, new);
+        // A second remove or a play through the old id (a call hung up, then finished)
+        // leaves the new stream alone.
+        assert!(e.remove(old).is_none());
+        e.play(old, &[a], false);
+        assert!(!e.is_playing(new));
+        assert_eq!(e.tx(new), Some(&2));
+        assert_eq!(e.tx(old), None);
     }
 
     #[test]

@@ -155,6 +155,30 @@ async fn metrics(State(a): State<AppState>) -> String {
     for q in &queues {
         out.push_str(&format!("hotline_queue_longest_wait_seconds{{queue=\"{}\"}} {}\n", label(&q.name), q.longest_wait_s));
     }
+    type QueueFigure = fn(&crate::metrics::figures::QueueFigures) -> f64;
+    let today: [(&str, &str, QueueFigure); 10] = [
+        ("hotline_queue_offered_today", "Callers who entered the queue today", |f| f.offered as f64),
+        ("hotline_queue_answered_today", "Callers answered by a seat today", |f| f.answered as f64),
+        ("hotline_queue_abandoned_today", "Callers who hung up while waiting today", |f| f.abandoned as f64),
+        ("hotline_queue_short_abandoned_today", "Abandons within the queue's short_abandon_s today", |f| f.short_abandoned as f64),
+        ("hotline_queue_timed_out_today", "Callers sent on at the maximum wait today", |f| f.timed_out as f64),
+        ("hotline_queue_service_level_15s", "Share answered within 15 s today (short abandons excluded)", |f| f.service_level_15s),
+        ("hotline_queue_service_level_30s", "Share answered within 30 s today (short abandons excluded)", |f| f.service_level_30s),
+        ("hotline_queue_asa_seconds", "Average speed of answer today", |f| f.asa_s),
+        ("hotline_queue_aht_seconds", "Average handle time (talk + wrap-up) today", |f| f.aht_s),
+        ("hotline_queue_max_wait_seconds", "Longest wait of a caller who left the queue today", |f| f.longest_wait_s),
+    ];
+    for (name, help, get) in today {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for q in &queues {
+            out.push_str(&format!("{name}{{queue=\"{}\"}} {}\n", label(&q.name), get(&q.today)));
+        }
+    }
+    out.push_str("# HELP hotline_seat_answer_rate_today Answered / offered today (1 when nothing was offered)\n# TYPE hotline_seat_answer_rate_today gauge\n");
+    for s in &seats {
+        let rate = if s.today.offered == 0 { 1.0 } else { s.today.answered as f64 / s.today.offered as f64 };
+        out.push_str(&format!("hotline_seat_answer_rate_today{{seat=\"{}\"}} {rate}\n", label(&s.seat.id)));
+    }
     out
 }
 
