@@ -23,6 +23,8 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 const NO_PT: u8 = 0xFF;
+/// Packets read per reactor wake-up of one socket at most.
+const READ_BATCH: usize = 8;
 
 pub struct RtpTx {
     socket: Arc<AsyncFd<UdpSocket>>,
@@ -232,57 +234,81 @@ async fn read_loop(
     let mut dtmf = DtmfReceiver::default();
     loop {
         let Ok(mut ready) = socket.readable().await else { return };
-        let (n, src) = match ready.try_io(|s| s.get_ref().recv_from(&mut buf)) {
-            Ok(Ok(x)) => x,
-            Ok(Err(_)) | Err(_) => continue,
-        };
-        let Ok(rtp) = rtp_rs::RtpReader::new(&buf[..n]) else {
-            Stats::inc(&stats.rtp_malformed);
-            continue;
-        };
-        Stats::inc(&stats.rtp_received);
-        if !learning.armed.load(Ordering::Relaxed) {
-            Stats::inc(&stats.rtp_foreign);
-            continue;
-        }
-        if last_src != Some(src) {
-            let from_sdp = learning.sdp_addr.lock().map(|a| *a == Some(src)).unwrap_or(false);
-            let learn = last_src.is_none() || learning.relearn.swap(false, Ordering::Relaxed);
-            if !from_sdp && !learn {
-                Stats::inc(&stats.rtp_foreign);
-                continue;
-            }
-            last_src = Some(src);
-            if let Ok(mut r) = learning.remote.lock() {
-                *r = Some(src);
-            }
-            if events.send(RtpEvent::PeerAddress(key, src)).is_err() {
+        // Drain what is queued (bounded, so one busy socket can't starve the others): under
+        // load that is several packets per reactor wake-up instead of one.
+        for _ in 0..READ_BATCH {
+            let (n, src) = match ready.try_io(|s| s.get_ref().recv_from(&mut buf)) {
+                Ok(Ok(x)) => x,
+                Ok(Err(_)) => continue,
+                Err(_would_block) => break,
+            };
+            if !on_packet(&buf[..n], src, key, &event_pt, &learning, &events, &stats, &mut last_src, &mut dtmf) {
                 return;
-            }
-        } else {
-            learning.relearn.store(false, Ordering::Relaxed);
-        }
-        // Bridged: relay the packet to the other leg's peer, unchanged.
-        let relay = learning.forward.lock().ok().and_then(|f| f.clone());
-        if let Some(relay) = relay {
-            if let Some(dst) = relay.learning.remote.lock().ok().and_then(|r| *r) {
-                if relay.socket.get_ref().send_to(&buf[..n], dst).is_ok() {
-                    Stats::inc(&stats.rtp_relayed);
-                }
-            }
-            if let Some((tap, codec)) = learning.tap.lock().ok().and_then(|t| t.clone()) {
-                if rtp.payload_type() == codec.static_pt() {
-                    tap.audio(codec, rtp.payload());
-                }
-            }
-        }
-        let pt = event_pt.load(Ordering::Relaxed);
-        if pt != NO_PT && rtp.payload_type() == pt {
-            if let Some(d) = dtmf.on_packet(rtp.timestamp(), rtp.payload()) {
-                if events.send(RtpEvent::Digit(key, d)).is_err() {
-                    return;
-                }
             }
         }
     }
+}
+
+/// One received packet: source check, relay, DTMF. False when call control is gone.
+#[allow(clippy::too_many_arguments)]
+fn on_packet(
+    packet: &[u8],
+    src: SocketAddr,
+    key: u64,
+    event_pt: &AtomicU8,
+    learning: &Learning,
+    events: &mpsc::UnboundedSender<RtpEvent>,
+    stats: &Stats,
+    last_src: &mut Option<SocketAddr>,
+    dtmf: &mut DtmfReceiver,
+) -> bool {
+    let Ok(rtp) = rtp_rs::RtpReader::new(packet) else {
+        Stats::inc(&stats.rtp_malformed);
+        return true;
+    };
+    Stats::inc(&stats.rtp_received);
+    if !learning.armed.load(Ordering::Relaxed) {
+        Stats::inc(&stats.rtp_foreign);
+        return true;
+    }
+    if *last_src != Some(src) {
+        let from_sdp = learning.sdp_addr.lock().map(|a| *a == Some(src)).unwrap_or(false);
+        let learn = last_src.is_none() || learning.relearn.swap(false, Ordering::Relaxed);
+        if !from_sdp && !learn {
+            Stats::inc(&stats.rtp_foreign);
+            return true;
+        }
+        *last_src = Some(src);
+        if let Ok(mut r) = learning.remote.lock() {
+            *r = Some(src);
+        }
+        if events.send(RtpEvent::PeerAddress(key, src)).is_err() {
+            return false;
+        }
+    } else {
+        learning.relearn.store(false, Ordering::Relaxed);
+    }
+    // Bridged: relay the packet to the other leg's peer, unchanged.
+    let relay = learning.forward.lock().ok().and_then(|f| f.clone());
+    if let Some(relay) = relay {
+        if let Some(dst) = relay.learning.remote.lock().ok().and_then(|r| *r) {
+            if relay.socket.get_ref().send_to(packet, dst).is_ok() {
+                Stats::inc(&stats.rtp_relayed);
+            }
+        }
+        if let Some((tap, codec)) = learning.tap.lock().ok().and_then(|t| t.clone()) {
+            if rtp.payload_type() == codec.static_pt() {
+                tap.audio(codec, rtp.payload());
+            }
+        }
+    }
+    let pt = event_pt.load(Ordering::Relaxed);
+    if pt != NO_PT && rtp.payload_type() == pt {
+        if let Some(d) = dtmf.on_packet(rtp.timestamp(), rtp.payload()) {
+            if events.send(RtpEvent::Digit(key, d)).is_err() {
+                return false;
+            }
+        }
+    }
+    true
 }
