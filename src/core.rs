@@ -159,6 +159,8 @@ enum CallTimer {
     /// Seat `usize`'s wrap-up or retry delay ends: offer it the next caller at once (the
     /// housekeeping second would add up to a second of dispatch latency).
     AgentReady(usize),
+    /// Queue `usize` may have no member logged in: its callers are sent on.
+    NoAgents(usize),
 }
 
 /// `TimerKind` with an order, for the timer heap.
@@ -225,6 +227,8 @@ struct Call {
     queue_entered_at: Option<Instant>,
     /// The last position and expected wait (minutes) announced: announcements never go back.
     announced: Option<(usize, u64)>,
+    /// The seat leg the caller is bridged to.
+    bridged_leg: Option<u64>,
     /// The seat the caller talked to, and from which queue.
     bridged_seat: Option<usize>,
     bridged_queue: Option<crate::ivr::dialplan::QueueId>,
@@ -270,7 +274,7 @@ pub struct Core<M: MediaIo> {
     members: Vec<Vec<(usize, u32)>>,
     /// Per queue: the seat round-robin offered last.
     rr_last: Vec<Option<usize>>,
-    /// (queue, seat) → calls taken, for fewest-calls.
+    /// (queue, seat) → calls taken today, for fewest-calls.
     taken: HashMap<(usize, usize), u64>,
     /// Today's per-seat and per-queue figures, folded from the records.
     figures: crate::metrics::figures::Figures,
@@ -340,6 +344,13 @@ impl<M: MediaIo> Core<M> {
         self.publish_queues(now);
     }
 
+    /// Today's figures so far, from the store's records (a restart mid-day goes on counting).
+    pub fn preload_figures(&mut self, records: &[crate::metrics::Record]) {
+        for r in records {
+            self.figures.apply(r);
+        }
+    }
+
     /// The next call or state event for the durable store.
     pub fn poll_record(&mut self) -> Option<crate::metrics::Record> {
         self.records.pop_front()
@@ -350,7 +361,12 @@ impl<M: MediaIo> Core<M> {
         let seat = seat.and_then(|i| self.registrar.seats().get(i)).map(|s| s.id.clone());
         let queue = queue.and_then(|q| self.plan.queues.get(q.0)).map(|q| q.name.clone());
         let r = crate::metrics::Record { at, kind, call_id: call_id.map(str::to_string), seat, queue, detail };
+        let day = self.figures.day.clone();
         self.figures.apply(&r);
+        if self.figures.day != day {
+            // A new day: fewest-calls counts today's calls.
+            self.taken.clear();
+        }
         self.records.push_back(r);
     }
 
@@ -696,6 +712,7 @@ impl<M: MediaIo> Core<M> {
                         self.publish_seat(i, now);
                         self.dispatch(now);
                     }
+                    CallTimer::NoAgents(q) => self.check_no_agents(now, crate::ivr::dialplan::QueueId(q)),
                     _ => self.housekeeping(now),
                 }
                 continue;
@@ -1046,6 +1063,7 @@ impl<M: MediaIo> Core<M> {
             queue_entered_at: None,
             announced: None,
             bridged_queue: None,
+            bridged_leg: None,
             bridged_seat: None,
             bridged: false,
             invite: req,
@@ -1177,6 +1195,10 @@ impl<M: MediaIo> Core<M> {
                         crate::ivr::engine::ExitReason::NoAgents => "no_agents",
                     };
                     self.dequeue(now, key, reason);
+                    // Seats still ringing for this caller stop: its wait here is over.
+                    for leg in self.calls.get_mut(&key).map(|c| std::mem::take(&mut c.legs)).unwrap_or_default() {
+                        self.caller_gone(now, leg);
+                    }
                 }
                 Action::Hangup => {
                     info!("IVR hangs up");
@@ -1188,6 +1210,9 @@ impl<M: MediaIo> Core<M> {
     }
 
     fn handle_ack(&mut self, now: Instant, req: &Request, info: &RequestInfo) {
+        if let Some(leg) = self.leg_dialog(info) {
+            return self.seat_acked(leg, info.cseq);
+        }
         let Some(key) = self.dialog_key(info) else { return };
         let Some(call) = self.calls.get_mut(&key) else { return };
         match &call.ok {

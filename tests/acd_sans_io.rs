@@ -14,13 +14,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct NoMedia(u16);
+/// Media that only remembers which endpoints are bridged.
+#[derive(Default)]
+struct NoMedia {
+    next: u16,
+    bridged: std::collections::HashSet<u16>,
+}
 
 impl MediaIo for NoMedia {
     type Tx = u16;
     fn open(&mut self, _key: u64) -> Option<(u16, u16)> {
-        self.0 += 2;
-        Some((0, 40000 + self.0))
+        self.next += 2;
+        Some((self.next, 40000 + self.next))
     }
     fn send(&mut self, _tx: &u16, _packet: &[u8], _to: SocketAddr) {}
     fn close(&mut self, _tx: u16) {}
@@ -29,8 +34,13 @@ impl MediaIo for NoMedia {
     fn local_ip_for(&mut self, _peer: std::net::IpAddr) -> Option<std::net::IpAddr> {
         None
     }
-    fn bridge(&mut self, _a: &u16, _b: &u16) {}
-    fn unbridge(&mut self, _a: &u16) {}
+    fn bridge(&mut self, a: &u16, b: &u16) {
+        self.bridged.insert(*a);
+        self.bridged.insert(*b);
+    }
+    fn unbridge(&mut self, a: &u16) {
+        self.bridged.remove(a);
+    }
 }
 
 type C = Core<NoMedia>;
@@ -45,7 +55,7 @@ fn core(f: impl FnOnce(&mut Config)) -> C {
     f(&mut cfg);
     let (prompts, _) = PromptStore::load_dir(&cfg.paths.prompts).unwrap();
     let plan = dialplan::load(&cfg.paths.dialplans, &prompts, &cfg.queues).unwrap();
-    let mut c = Core::new(Arc::new(cfg), Arc::new(plan), Arc::new(prompts), WallClock::real(), Arc::new(Stats::default()), NoMedia(0));
+    let mut c = Core::new(Arc::new(cfg), Arc::new(plan), Arc::new(prompts), WallClock::real(), Arc::new(Stats::default()), NoMedia::default());
     c.start(Instant::now());
     c
 }
@@ -188,6 +198,8 @@ fn ring_all_rings_every_free_seat_and_the_first_answer_wins() {
     let out = sent(&mut c);
     let cancel = out.iter().find(|m| m.starts_with("CANCEL sip:1001@")).expect("1001's ringing is cancelled");
     assert_eq!(header(cancel, "Call-ID:"), header(&o[0].2, "Call-ID:"));
+    let caller_tx = 2; // the first RTP endpoint opened
+    assert!(c.media_io().bridged.contains(&caller_tx));
     let s1 = seat_today(&c, "1001");
     let s2 = seat_today(&c, "1002");
     assert_eq!((s2.offered, s2.answered), (1, 1));
@@ -196,13 +208,16 @@ fn ring_all_rings_every_free_seat_and_the_first_answer_wins() {
     run(&mut c, t1, t1 + Duration::from_millis(1100)); // the queue view is refreshed each second
     let q = c.queue_directory().get("line-12348").unwrap().today.clone();
     assert_eq!((q.offered, q.answered), (1, 1));
-    // 1001's phone answers too late (the 200 crossed the CANCEL): hung up at once.
+    // 1001's phone answers too late (the 200 crossed the CANCEL): hung up at once, and the
+    // caller stays bridged to 1002.
     let t1 = t1 + Duration::from_millis(1100);
     answer(&mut c, t1, &o[0].2, S1);
     let out = sent(&mut c);
     assert!(out.iter().any(|m| m.starts_with("BYE sip:seat@127.0.0.1:6001")), "{out:?}");
     assert_eq!(seat_today(&c, "1001").offered, 0);
     assert_eq!(c.seat_directory().get("1001").unwrap().state, hotline::acd::agent::State::Available);
+    assert!(c.media_io().bridged.contains(&caller_tx), "the loser's hang-up leaves the winner's bridge alone");
+    assert_eq!(c.seat_directory().get("1002").unwrap().state, hotline::acd::agent::State::OnCall);
 }
 
 #[test]
@@ -278,4 +293,68 @@ fn with_nobody_logged_in_the_enterprise_queue_sends_callers_to_general() {
     assert!(o[0].0.duration_since(now) < Duration::from_millis(50), "at once, not after the maximum wait");
     let q = c.queue_directory().get("enterprise").unwrap().today.clone();
     assert_eq!((q.offered, q.no_agents), (1, 1));
+}
+
+#[test]
+fn when_the_maximum_wait_ends_a_seat_still_ringing_is_cancelled() {
+    let mut c = core(|cfg| {
+        let q = cfg.queues.get_mut("line-12348").unwrap();
+        q.max_wait_s = 20;
+        q.ring_timeout_s = 60;
+        q.on_timeout = "sorry".into();
+    });
+    let t0 = Instant::now();
+    seat_up(&mut c, t0, "1003", S1);
+    call(&mut c, t0, "a", "13800000001", "12348");
+    let msgs = run(&mut c, t0, t0 + Duration::from_secs(8));
+    let o = offers(&msgs);
+    assert_eq!(o.len(), 1);
+    let t1 = t0 + Duration::from_secs(8);
+    ringing(&mut c, t1, &o[0].2, S1);
+    let queued = o[0].0;
+    let more = run(&mut c, t1, t1 + Duration::from_secs(20));
+    let (at, cancel) = more.iter().find(|(_, m)| m.starts_with("CANCEL sip:1003@")).expect("the ringing seat is cancelled");
+    assert_eq!(header(cancel, "Call-ID:"), header(&o[0].2, "Call-ID:"));
+    let waited = at.duration_since(queued);
+    assert!(waited >= Duration::from_secs(20) && waited < Duration::from_millis(20_100), "{waited:?}");
+    let s = seat_today(&c, "1003");
+    assert_eq!((s.offered, s.withdrawn, s.missed), (1, 1, 0), "the caller's wait ended, not the seat's fault");
+}
+
+#[test]
+fn the_answer_to_a_seats_re_invite_is_retransmitted_until_its_ack() {
+    let mut c = core(|_| {});
+    let t0 = Instant::now();
+    seat_up(&mut c, t0, "1003", S1);
+    call(&mut c, t0, "a", "13800000001", "12348");
+    let msgs = run(&mut c, t0, t0 + Duration::from_secs(8));
+    let o = offers(&msgs);
+    let t1 = t0 + Duration::from_secs(8);
+    answer(&mut c, t1, &o[0].2, S1);
+    sent(&mut c);
+    // The seat puts the caller on hold.
+    let invite = &o[0].2;
+    let our_tag = header(invite, "From:").split(";tag=").nth(1).unwrap();
+    let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 8 0\r\na=sendonly\r\n";
+    let req = |method: &str, cseq: u32, body: &str| {
+        format!(
+            "{method} sip:hotline@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {S1};branch=z9hG4bK-{method}{cseq}\r\nFrom: <sip:1003@127.0.0.1>;tag=seat\r\n\
+             To: <sip:138@127.0.0.1>;tag={our_tag}\r\n{}\r\nCSeq: {cseq} {method}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            header(invite, "Call-ID:"),
+            body.len()
+        )
+    };
+    c.handle_datagram(t1, req("INVITE", 2, sdp).as_bytes(), udp(S1));
+    let out = sent(&mut c);
+    let ok = out.iter().find(|m| m.starts_with("SIP/2.0 200")).expect("200 to the hold re-INVITE");
+    assert!(ok.contains("a=recvonly"), "{ok}");
+    assert!(ok.contains("m=audio") && ok.contains("RTP/AVP 0"), "answered with the call's codec (PCMU) though PCMA came first: {ok}");
+    let again = run(&mut c, t1, t1 + Duration::from_millis(2000));
+    let times: Vec<u128> = again.iter().filter(|(_, m)| m.starts_with("SIP/2.0 200")).map(|(t, _)| t.duration_since(t1).as_millis()).collect();
+    assert_eq!(times, [500, 1500], "T1 doubling until the ACK");
+    let t2 = t1 + Duration::from_millis(2000);
+    c.handle_datagram(t2, req("ACK", 2, "").as_bytes(), udp(S1));
+    let after = run(&mut c, t2, t2 + Duration::from_secs(5));
+    assert!(!after.iter().any(|(_, m)| m.starts_with("SIP/2.0 200")), "no retransmission after the ACK");
+    assert!(!after.iter().any(|(_, m)| m.starts_with("BYE")), "the call goes on");
 }

@@ -55,10 +55,17 @@ pub(super) struct SeatLeg {
     /// its BYE).
     settled: bool,
     local_media: LocalMedia,
+    /// Our Contact in this dialog (with its transport).
+    contact: String,
     /// The seat put the caller on hold (re-INVITE): the caller hears hold music.
     on_hold: bool,
     /// CSeq of the seat's last in-dialog request.
     remote_cseq: u32,
+    /// Our 2xx to the seat's re-INVITE, retransmitted until its ACK (RFC 3261 §13.3.1.4).
+    ok: Option<(Bytes, u32)>,
+    ok_interval: Duration,
+    ok_next: Option<Instant>,
+    ok_deadline: Option<Instant>,
 }
 
 impl<M: MediaIo> Core<M> {
@@ -80,7 +87,10 @@ impl<M: MediaIo> Core<M> {
             line.push(Entry { key, priority, since });
         }
         self.dispatch(now);
-        self.check_no_agents(now, q);
+        // Checked from the timer queue, not here: this runs inside the IVR's own actions, and
+        // sending the caller on now would let the rest of those actions (the hold announcement)
+        // play over wherever it was sent.
+        self.timers.push(now, (HOUSEKEEPING, CallTimer::NoAgents(q.0)));
     }
 
     /// Queue priority from the caller's number (`acd.priority_callers`).
@@ -90,8 +100,10 @@ impl<M: MediaIo> Core<M> {
         from.and_then(|u| self.cfg.acd.priority_callers.get(&u).copied()).unwrap_or(0)
     }
 
-    /// The caller leaves its queue (`reason`: answered, abandoned, timeout, no_agents).
+    /// The caller leaves its queue (`reason`: answered, abandoned, timeout, no_agents; a
+    /// caller hung up because the daemon stops is `shutdown`, not an abandon).
     pub(super) fn dequeue(&mut self, now: Instant, key: u64, reason: &str) {
+        let reason = if reason == "abandoned" && self.shutting_down { "shutdown" } else { reason };
         let Some(call) = self.calls.get_mut(&key) else { return };
         let Some(q) = call.queue.take() else { return };
         let waited = call.queue_entered_at.take().map(|t| now.saturating_duration_since(t)).unwrap_or_default();
@@ -301,8 +313,13 @@ impl<M: MediaIo> Core<M> {
                 offered_at: now,
                 settled: false,
                 local_media: local,
+                contact: contact.clone(),
                 on_hold: false,
                 remote_cseq: 0,
+                ok: None,
+                ok_interval: T1,
+                ok_next: None,
+                ok_deadline: None,
             },
         );
         self.leg_by_branch.insert(branch, leg_key);
@@ -334,6 +351,22 @@ impl<M: MediaIo> Core<M> {
                 info!(seat = %self.registrar.seats()[leg.seat].id, "seat did not answer in time");
                 leg.outcome_if_unanswered = AgentEvent::Missed;
                 self.cancel_leg(now, key);
+            }
+            CallTimer::OkRetransmit if leg.ok_next == Some(at) => {
+                if let Some((bytes, _)) = &leg.ok {
+                    self.out.push_back(Transmit { peer: leg.peer, bytes: bytes.clone() });
+                    leg.ok_interval = (leg.ok_interval * 2).min(T2);
+                    let next = now + leg.ok_interval;
+                    leg.ok_next = Some(next);
+                    self.timers.push(next, (key, CallTimer::OkRetransmit));
+                }
+            }
+            CallTimer::OkTimeout if leg.ok_deadline == Some(at) && leg.ok.is_some() => {
+                // The seat never acknowledged our answer to its re-INVITE: the session is
+                // over (RFC 3261 §13.3.1.4); so is the caller's call.
+                warn!(seat = %self.registrar.seats()[leg.seat].id, "no ACK for our 2xx to the seat's re-INVITE; ending the call");
+                let call = leg.call;
+                self.hangup(now, call);
             }
             // No 487 after our CANCEL within 64*T1: the phone is gone; so is the offer.
             CallTimer::LegRingTimeout if leg.ring_deadline == at && leg.state == LegState::Cancelling => {
@@ -497,6 +530,7 @@ impl<M: MediaIo> Core<M> {
                     let _g = call.span.clone().entered();
                     info!(seat = %seat_id, "seat answered; caller and seat bridged");
                     call.bridged = true;
+                    call.bridged_leg = Some(key);
                     call.bridged_seat = Some(seat);
                     call.bridged_queue = queue;
                     if let Some(ivr) = call.ivr.as_mut() {
@@ -602,8 +636,17 @@ impl<M: MediaIo> Core<M> {
         self.leg_call_ended(now, key);
     }
 
+    /// Whether leg `key` is the one its caller is bridged to (ring-all: not a losing seat,
+    /// whose late answer or CANCEL must leave the winner's bridge alone).
+    fn is_bridged_leg(&self, key: u64) -> bool {
+        self.legs.get(&key).and_then(|l| self.calls.get(&l.call)).is_some_and(|c| c.bridged_leg == Some(key))
+    }
+
     /// The agent's side of a call that was up: wrap-up, then available again.
     fn leg_call_ended(&mut self, now: Instant, key: u64) {
+        if !self.is_bridged_leg(key) {
+            return;
+        }
         let Some(leg) = self.legs.get(&key) else { return };
         let (seat, queue) = (leg.seat, leg.queue);
         if self.agents[seat].state() == AgentState::OnCall {
@@ -624,11 +667,13 @@ impl<M: MediaIo> Core<M> {
         if let Some(tx) = self.media.tx(stream) {
             self.media_io.unbridge(tx);
         }
+        let ours = self.is_bridged_leg(key);
+        let call = leg.call;
         if let Some((tx, _)) = self.media.remove(stream) {
             self.media_io.close(tx);
         }
-        let caller = self.calls.get(&leg.call).map(|c| c.stream);
-        if let Some(tx) = caller.and_then(|s| self.media.tx(s)) {
+        let caller = self.calls.get(&call).map(|c| c.stream);
+        if let (true, Some(tx)) = (ours, caller.and_then(|s| self.media.tx(s))) {
             self.media_io.unbridge(tx);
             self.media_io.stop_recording(tx);
         }
@@ -749,7 +794,12 @@ impl<M: MediaIo> Core<M> {
             None
         } else {
             match sdp::parse(&req.body) {
-                Ok(m) if m.codecs.first().map(|c| c.0) == self.media.codec(leg.stream) => Some(m),
+                Ok(mut m) if m.codecs.iter().any(|c| Some(c.0) == self.media.codec(leg.stream)) => {
+                    // Answer with the call's codec only: the bridge relays packets unchanged.
+                    let codec = self.media.codec(leg.stream);
+                    m.codecs.retain(|c| Some(c.0) == codec);
+                    Some(m)
+                }
                 Ok(_) => {
                     // The bridge relays packets as they are: the seat must keep the caller's codec.
                     let hdrs = [("Warning", "305 hotline \"the call's codec must stay the same\"")];
@@ -803,13 +853,33 @@ impl<M: MediaIo> Core<M> {
                 _ => {}
             }
         }
-        let contact = self.legs.get(&key).map(|l| format!("<{}>", l.from.split('<').nth(1).and_then(|x| x.split('>').next()).unwrap_or(""))).unwrap_or_default();
+        let contact = self.legs.get(&key).map(|l| l.contact.clone()).unwrap_or_default();
         let local_tag = self.legs.get(&key).map(|l| l.local_tag.clone()).unwrap_or_default();
         let hdrs = [("Contact", contact.as_str()), ("Allow", ALLOW)];
         let spec = ResponseSpec { to_tag: Some(&local_tag), headers: &hdrs, body: Some(("application/sdp", body.as_bytes())), ..ResponseSpec::new(200, "OK") };
         let bytes = message::response(req, peer.addr, &self.cfg.sip.user_agent, &spec);
-        let t = self.server_txs.respond(now, &info.branch, Method::Invite, 200, bytes, peer);
+        let t = self.server_txs.respond(now, &info.branch, Method::Invite, 200, bytes.clone(), peer);
         self.out.push_back(t);
+        let Some(leg) = self.legs.get_mut(&key) else { return };
+        leg.ok = Some((Bytes::from(bytes), info.cseq));
+        leg.ok_interval = T1;
+        let deadline = now + 64 * T1;
+        leg.ok_deadline = Some(deadline);
+        self.timers.push(deadline, (key, CallTimer::OkTimeout));
+        if !leg.peer.transport.reliable() {
+            leg.ok_next = Some(now + T1);
+            self.timers.push(now + T1, (key, CallTimer::OkRetransmit));
+        }
+    }
+
+    /// The ACK for our 2xx to the seat's re-INVITE.
+    pub(super) fn seat_acked(&mut self, key: u64, cseq: u32) {
+        let Some(leg) = self.legs.get_mut(&key) else { return };
+        if leg.ok.as_ref().is_some_and(|(_, c)| *c == cseq) {
+            leg.ok = None;
+            leg.ok_next = None;
+            leg.ok_deadline = None;
+        }
     }
 
     /// In-dialog request from a seat leg.

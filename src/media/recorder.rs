@@ -22,6 +22,8 @@ pub enum Message {
     /// One packet's payload from `side` (0 = caller, 1 = seat).
     Audio { id: u64, side: u8, codec: Codec, len: u8, payload: [u8; 240] },
     Stop { id: u64 },
+    /// Close every open recording and end the thread.
+    Shutdown,
 }
 
 /// Where the RTP readers send what they relay; cheap to clone.
@@ -82,11 +84,11 @@ impl Recording {
 }
 
 impl Recorder {
-    /// Starts the writer thread.
-    pub fn start() -> std::io::Result<Recorder> {
+    /// Starts the writer thread; join the handle after sending `Shutdown`.
+    pub fn start() -> std::io::Result<(Recorder, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel::<Message>();
-        std::thread::Builder::new().name("recorder".into()).spawn(move || run(rx))?;
-        Ok(Recorder { tx })
+        let handle = std::thread::Builder::new().name("recorder".into()).spawn(move || run(rx))?;
+        Ok((Recorder { tx }, handle))
     }
 
     pub fn send(&self, m: Message) {
@@ -126,6 +128,7 @@ fn run(rx: mpsc::Receiver<Message>) {
                     }
                 }
             }
+            Message::Shutdown => break,
         }
     }
     // The daemon is stopping: close what is open so the files are valid WAV.
@@ -142,7 +145,7 @@ mod tests {
     fn both_sides_interleave_and_a_silent_side_is_padded() {
         let dir = std::env::temp_dir().join(format!("hotline-rec-{}", std::process::id()));
         let path = dir.join("x.wav");
-        let r = Recorder::start().unwrap();
+        let (r, handle) = Recorder::start().unwrap();
         r.send(Message::Start { id: 1, path: path.clone() });
         let caller = Tap { recorder: r.clone(), id: 1, side: 0 };
         let seat = Tap { recorder: r.clone(), id: 1, side: 1 };
@@ -156,6 +159,8 @@ mod tests {
             caller.audio(Codec::Pcmu, &loud);
         }
         r.send(Message::Stop { id: 1 });
+        r.send(Message::Shutdown);
+        handle.join().unwrap();
         drop((r, caller, seat));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let samples = loop {

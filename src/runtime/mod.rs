@@ -57,7 +57,12 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
     info!(path = %cfg.store.path.display(), "call records go to the store");
     let (rtp_tx, mut rtp_rx) = mpsc::unbounded_channel::<RtpEvent>();
     let rtp_io = rtp::RtpIo::new(&cfg, rtp_tx, stats.clone());
+    let today = clock.today_shanghai().to_string();
     let mut core = Core::new(cfg.clone(), plan, prompts, clock, stats.clone(), rtp_io);
+    match crate::metrics::store::read_day(&cfg.store.path, &today) {
+        Ok(records) => core.preload_figures(&records),
+        Err(e) => warn!(error = %e, "today's figures start from zero"),
+    }
     core.start(std::time::Instant::now());
     let (api_tx, mut api_rx) = mpsc::channel::<http::ApiCommand>(64);
     tokio::spawn(http::serve(http, stats.clone(), core.seat_directory(), core.queue_directory(), api_tx, cfg.http.token.clone()));
@@ -156,6 +161,7 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
         store.record(r);
     }
     drop(store); // flushes
+    core.media_io().finish(); // recordings closed as valid WAV
     Ok(())
 }
 

@@ -70,7 +70,7 @@ pub struct RtpIo {
     events: mpsc::UnboundedSender<RtpEvent>,
     stats: Arc<Stats>,
     /// Started with the first recording.
-    recorder: Option<crate::media::recorder::Recorder>,
+    recorder: Option<(crate::media::recorder::Recorder, std::thread::JoinHandle<()>)>,
     next_recording: u64,
     /// Caller port → (recording id, caller side, seat side).
     recordings: std::collections::HashMap<u16, (u64, Arc<Learning>, Arc<Learning>)>,
@@ -112,8 +112,20 @@ impl RtpIo {
                 *t = None;
             }
         }
-        if let Some(r) = &self.recorder {
+        if let Some((r, _)) = &self.recorder {
             r.send(crate::media::recorder::Message::Stop { id });
+        }
+    }
+
+    /// At exit: every recording still open is closed as a valid WAV before the process ends.
+    pub fn finish(&mut self) {
+        let ports: Vec<u16> = self.recordings.keys().copied().collect();
+        for port in ports {
+            self.stop_recording_port(port);
+        }
+        if let Some((r, handle)) = self.recorder.take() {
+            r.send(crate::media::recorder::Message::Shutdown);
+            let _ = handle.join();
         }
     }
 }
@@ -154,7 +166,7 @@ impl MediaIo for RtpIo {
                 Err(e) => return tracing::error!(error = %e, "cannot start the recorder"),
             }
         }
-        let Some(recorder) = self.recorder.clone() else { return };
+        let Some(recorder) = self.recorder.as_ref().map(|r| r.0.clone()) else { return };
         self.stop_recording(a);
         self.next_recording += 1;
         let id = self.next_recording;
