@@ -358,3 +358,109 @@ fn the_answer_to_a_seats_re_invite_is_retransmitted_until_its_ack() {
     assert!(!after.iter().any(|(_, m)| m.starts_with("SIP/2.0 200")), "no retransmission after the ACK");
     assert!(!after.iter().any(|(_, m)| m.starts_with("BYE")), "the call goes on");
 }
+
+/// A small driver for scripted ACD scenarios: two seats (1001, 1002) serve line-12348.
+struct Sim {
+    c: C,
+    now: Instant,
+    seen: std::collections::HashSet<String>,
+}
+
+/// An offer: the seat it went to and the INVITE.
+struct Offer {
+    seat: String,
+    invite: String,
+}
+
+impl Sim {
+    fn new(strategy: hotline::acd::queue::Strategy) -> Sim {
+        let c = core(|cfg| {
+            let q = cfg.queues.get_mut("line-12348").unwrap();
+            q.strategy = strategy;
+            q.wrap_up_s = 0;
+            cfg.seats[0].queues.push("line-12348".into());
+            cfg.seats[1].queues.push("line-12348".into());
+        });
+        let mut sim = Sim { c, now: Instant::now(), seen: Default::default() };
+        seat_up(&mut sim.c, sim.now, "1001", S1);
+        sim.advance(1);
+        seat_up(&mut sim.c, sim.now, "1002", S2); // 1001 has been idle longer
+        sim
+    }
+
+    /// Runs `secs` seconds; the offers made meanwhile.
+    fn advance(&mut self, secs: u64) -> Vec<Offer> {
+        let msgs = run(&mut self.c, self.now, self.now + Duration::from_secs(secs));
+        self.now += Duration::from_secs(secs);
+        offers(&msgs).into_iter().filter(|o| self.seen.insert(header(&o.2, "Call-ID:").to_string())).map(|o| Offer { seat: o.1, invite: o.2 }).collect()
+    }
+
+    /// A caller dials 12348 and waits through the greeting: the offer it gets.
+    fn caller(&mut self, id: &str) -> Offer {
+        call(&mut self.c, self.now, id, "13800000000", "12348");
+        let mut o = self.advance(8);
+        assert_eq!(o.len(), 1, "one offer for {id}");
+        let o = o.remove(0);
+        answer(&mut self.c, self.now, &o.invite, addr_of(&o.seat));
+        sent(&mut self.c);
+        o
+    }
+
+    fn seat_hangs_up(&mut self, o: &Offer) {
+        let our_tag = header(&o.invite, "From:").split(";tag=").nth(1).unwrap().to_string();
+        let bye = format!(
+            "BYE sip:hotline@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKbye{}\r\nFrom: <sip:{}@127.0.0.1>;tag=seat\r\n\
+             To: <sip:x@127.0.0.1>;tag={our_tag}\r\n{}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+            addr_of(&o.seat),
+            our_tag,
+            o.seat,
+            header(&o.invite, "Call-ID:")
+        );
+        self.c.handle_datagram(self.now, bye.as_bytes(), udp(addr_of(&o.seat)));
+        self.advance(1);
+    }
+}
+
+fn addr_of(seat: &str) -> &'static str {
+    if seat == "1001" { S1 } else { S2 }
+}
+
+/// A to 1001, B to 1002; 1002 comes free first, then 1001; who gets C?
+fn who_gets_c(strategy: hotline::acd::queue::Strategy) -> String {
+    let mut sim = Sim::new(strategy);
+    let a = sim.caller("a");
+    let b = sim.caller("b");
+    assert_eq!((a.seat.as_str(), b.seat.as_str()), ("1001", "1002"));
+    sim.seat_hangs_up(&b);
+    sim.advance(2);
+    sim.seat_hangs_up(&a);
+    sim.caller("c").seat
+}
+
+/// A to 1001, B to 1002; A ends, C to 1001, C ends, then B ends; who gets D?
+fn who_gets_d(strategy: hotline::acd::queue::Strategy) -> String {
+    let mut sim = Sim::new(strategy);
+    let a = sim.caller("a");
+    let b = sim.caller("b");
+    sim.seat_hangs_up(&a);
+    let c = sim.caller("c");
+    assert_eq!(c.seat, "1001", "the only free seat");
+    sim.seat_hangs_up(&c);
+    sim.advance(2);
+    sim.seat_hangs_up(&b);
+    sim.caller("d").seat
+}
+
+#[test]
+fn longest_idle_round_robin_and_fewest_calls_choose_differently() {
+    use hotline::acd::queue::Strategy::*;
+    // C: 1002 has been free longest; round-robin goes on after 1002 (offered last) to 1001;
+    // fewest-calls sees a tie (one call each) and takes the longest idle.
+    assert_eq!(who_gets_c(LongestIdle), "1002");
+    assert_eq!(who_gets_c(RoundRobin), "1001");
+    assert_eq!(who_gets_c(FewestCalls), "1002");
+    // D: 1001 has been free longest but took two calls to 1002's one.
+    assert_eq!(who_gets_d(LongestIdle), "1001");
+    assert_eq!(who_gets_d(FewestCalls), "1002");
+    assert_eq!(who_gets_d(RoundRobin), "1002", "after 1001, offered last");
+}
