@@ -59,11 +59,13 @@ pub struct AcdConfig {
 pub struct StoreConfig {
     /// SQLite file; relative paths are taken from the configuration file's folder.
     pub path: PathBuf,
+    /// Queue events in Asterisk's queue_log format, for existing reporting tools; empty = off.
+    pub queue_log: PathBuf,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { path: PathBuf::from("../data/hotline.sqlite") }
+        StoreConfig { path: PathBuf::from("../data/hotline.sqlite"), queue_log: PathBuf::from("../data/queue_log") }
     }
 }
 
@@ -349,6 +351,9 @@ impl Config {
         cfg.paths.prompts = base.join(&cfg.paths.prompts);
         cfg.paths.dialplans = base.join(&cfg.paths.dialplans);
         cfg.store.path = base.join(&cfg.store.path);
+        if !cfg.store.queue_log.as_os_str().is_empty() {
+            cfg.store.queue_log = base.join(&cfg.store.queue_log);
+        }
         if cfg.acd.recordings.as_os_str().is_empty() {
             cfg.acd.recordings = PathBuf::from("../data/recordings");
         }

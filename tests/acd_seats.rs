@@ -105,6 +105,15 @@ fn two_callers_one_seat_the_second_waits_for_wrap_up_and_the_figures_match() {
     assert_eq!(q, &live_queue(&d, "line-12333")["today"], "live and rebuilt queue figures are the same");
     let metrics = d.http_get("/metrics").unwrap();
     assert!(metrics.contains("hotline_queue_answered_today{queue=\"line-12333\"} 2\n"), "{metrics}");
+
+    // The same story in Asterisk's queue_log format, caller numbers masked.
+    let qlog = std::fs::read_to_string(d.store.with_extension("queue_log")).unwrap();
+    let events: Vec<&str> = qlog.lines().map(|l| l.split('|').nth(4).unwrap_or("")).collect();
+    assert_eq!(events, ["AGENTLOGIN", "ENTERQUEUE", "ENTERQUEUE", "CONNECT", "COMPLETEAGENT", "CONNECT", "COMPLETEAGENT"], "{qlog}");
+    let enter: Vec<&str> = qlog.lines().find(|l| l.contains("|ENTERQUEUE|")).unwrap().split('|').collect();
+    assert_eq!((enter[2], enter[6]), ("line-12333", "138****8000"), "{qlog}");
+    let connect: Vec<&str> = qlog.lines().find(|l| l.contains("|CONNECT|")).unwrap().split('|').collect();
+    assert_eq!((enter[1], connect[3], connect[7]), (connect[1], "SIP/1004", "4"), "ring time 4 s: {qlog}");
     assert!(metrics.contains("hotline_seat_answer_rate_today{seat=\"1004\"} 1\n"));
 }
 

@@ -82,10 +82,12 @@ impl<M: MediaIo> Core<M> {
         let since = *call.queued_at.get_or_insert(now);
         let priority = priority.max(bonus);
         let call_id = call.call_id.clone();
-        self.record("queue_enter", Some(&call_id), None, Some(q), serde_json::json!({ "priority": priority }));
         if let Some(line) = self.lines.get_mut(q.0) {
             line.push(Entry { key, priority, since });
         }
+        let bound = self.plan.queues.get(q.0).map(|x| x.max_overtaken).unwrap_or_default();
+        let position = self.lines.get(q.0).and_then(|l| l.position(key, now, bound));
+        self.record("queue_enter", Some(&call_id), None, Some(q), serde_json::json!({ "priority": priority, "position": position }));
         self.dispatch(now);
         // Checked from the timer queue, not here: this runs inside the IVR's own actions, and
         // sending the caller on now would let the rest of those actions (the hold announcement)
@@ -108,11 +110,13 @@ impl<M: MediaIo> Core<M> {
         let Some(q) = call.queue.take() else { return };
         let waited = call.queue_entered_at.take().map(|t| now.saturating_duration_since(t)).unwrap_or_default();
         let call_id = call.call_id.clone();
+        let bound = self.plan.queues.get(q.0).map(|x| x.max_overtaken).unwrap_or_default();
+        let position = self.lines.get(q.0).and_then(|l| l.position(key, now, bound));
         if let Some(line) = self.lines.get_mut(q.0) {
             line.remove(key);
         }
         let short = reason == "abandoned" && self.plan.queues.get(q.0).is_some_and(|queue| waited < queue.short_abandon);
-        let detail = serde_json::json!({ "reason": reason, "waited_s": waited.as_secs_f64(), "short": short });
+        let detail = serde_json::json!({ "reason": reason, "waited_s": waited.as_secs_f64(), "short": short, "position": position });
         self.record("queue_exit", Some(&call_id), None, Some(q), detail);
     }
 
@@ -633,7 +637,7 @@ impl<M: MediaIo> Core<M> {
         let t = self.client_txs.start(now, &branch, key, t);
         self.out.push_back(t);
         self.release_leg_media(key);
-        self.leg_call_ended(now, key);
+        self.leg_call_ended(now, key, "caller");
     }
 
     /// Whether leg `key` is the one its caller is bridged to (ring-all: not a losing seat,
@@ -642,8 +646,9 @@ impl<M: MediaIo> Core<M> {
         self.legs.get(&key).and_then(|l| self.calls.get(&l.call)).is_some_and(|c| c.bridged_leg == Some(key))
     }
 
-    /// The agent's side of a call that was up: wrap-up, then available again.
-    fn leg_call_ended(&mut self, now: Instant, key: u64) {
+    /// The agent's side of a call that was up: wrap-up, then available again. `ended_by`:
+    /// "seat" when the seat hung up, "caller" otherwise.
+    fn leg_call_ended(&mut self, now: Instant, key: u64, ended_by: &str) {
         if !self.is_bridged_leg(key) {
             return;
         }
@@ -653,7 +658,7 @@ impl<M: MediaIo> Core<M> {
             let talk_s = now.saturating_duration_since(self.agents[seat].since()).as_secs_f64();
             let call_id = self.calls.get(&leg.call).map(|c| c.call_id.clone());
             let wrap_up = self.plan.queues.get(queue.0).map(|q| q.wrap_up).unwrap_or_default();
-            self.record("talk_end", call_id.as_deref(), Some(seat), Some(queue), serde_json::json!({ "talk_s": talk_s, "wrap_s": wrap_up.as_secs_f64() }));
+            self.record("talk_end", call_id.as_deref(), Some(seat), Some(queue), serde_json::json!({ "talk_s": talk_s, "wrap_s": wrap_up.as_secs_f64(), "ended_by": ended_by }));
             let _ = self.agents[seat].handle(now, AgentEvent::CallEnded { wrap_up });
             self.timers.push(now + wrap_up, (HOUSEKEEPING, CallTimer::AgentReady(seat)));
             self.publish_seat(seat, now);
@@ -745,7 +750,7 @@ impl<M: MediaIo> Core<M> {
         let call = leg.call;
         info!(seat = %self.registrar.seats()[leg.seat].id, "seat hung up");
         self.release_leg_media(key);
-        self.leg_call_ended(now, key);
+        self.leg_call_ended(now, key, "seat");
         if let Some(leg) = self.legs.remove(&key) {
             self.leg_by_branch.remove(&leg.branch);
             if let Some(tag) = &leg.remote_tag {

@@ -2,6 +2,7 @@
 //! per-seat and per-queue figures can be rebuilt.
 
 pub mod figures;
+pub mod queue_log;
 pub mod store;
 
 use serde::Serialize;

@@ -39,13 +39,19 @@ CREATE INDEX IF NOT EXISTS events_seat ON events(seat, at);
 ";
 
 impl Store {
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    /// Opens the store at `path`, and the queue_log at `queue_log` unless it is empty.
+    pub fn open(path: &Path, queue_log: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
         }
         let sql = |source| StoreError::Sqlite { path: path.to_path_buf(), source };
         let mut conn = rusqlite::Connection::open(path).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
+        let mut qlog = if queue_log.as_os_str().is_empty() {
+            None
+        } else {
+            Some(super::queue_log::QueueLog::open(queue_log).map_err(|source| StoreError::Io { path: queue_log.to_path_buf(), source })?)
+        };
         let (tx, rx) = mpsc::channel::<Record>();
         let shown = path.display().to_string();
         let thread = std::thread::Builder::new()
@@ -56,6 +62,12 @@ impl Store {
                     batch.extend(rx.try_iter().take(1023));
                     if let Err(e) = write(&mut conn, &batch) {
                         tracing::error!(store = %shown, error = %e, lost = batch.len(), "cannot write call records");
+                    }
+                    if let Some(q) = qlog.as_mut() {
+                        let written = batch.iter().try_for_each(|r| q.write(r)).and_then(|_| q.flush());
+                        if let Err(e) = written {
+                            tracing::error!(error = %e, "cannot write the queue_log");
+                        }
                     }
                 }
             })

@@ -53,7 +53,7 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
     let conns: Arc<DashMap<u64, mpsc::UnboundedSender<bytes::Bytes>>> = Arc::new(DashMap::new());
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<StreamMessage>(4096);
     tokio::spawn(tcp::accept_loop(tcp, conns.clone(), tcp_tx));
-    let store = crate::metrics::store::Store::open(&cfg.store.path).map_err(RuntimeError::Store)?;
+    let store = crate::metrics::store::Store::open(&cfg.store.path, &cfg.store.queue_log).map_err(RuntimeError::Store)?;
     info!(path = %cfg.store.path.display(), "call records go to the store");
     let (rtp_tx, mut rtp_rx) = mpsc::unbounded_channel::<RtpEvent>();
     let rtp_io = rtp::RtpIo::new(&cfg, rtp_tx, stats.clone());

@@ -38,7 +38,20 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `hotline run` on the shipped configuration with loopback ports and `env` on top.
+    /// A daemon that exits at once because a port it was given got taken meanwhile by another
+    /// test is started again on fresh ports.
     pub fn start(env: &[(&str, &str)]) -> Daemon {
+        for _ in 0..3 {
+            match Daemon::try_start(env) {
+                Ok(d) => return d,
+                Err(log) if log.contains("in use") => continue,
+                Err(log) => panic!("daemon did not come up; log:\n{log}"),
+            }
+        }
+        panic!("daemon did not come up: its ports were taken three times");
+    }
+
+    fn try_start(env: &[(&str, &str)]) -> Result<Daemon, String> {
         let sip_port = free_port();
         let http_port = free_port();
         // A port range of its own per daemon: tests run in parallel.
@@ -59,6 +72,7 @@ impl Daemon {
             .env("HOTLINE__RTP__BIND_IP", "127.0.0.1")
             .env("HOTLINE__LOG__LEVEL", "debug")
             .env("HOTLINE__STORE__PATH", &store)
+            .env("HOTLINE__STORE__QUEUE_LOG", store.with_extension("queue_log"))
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
@@ -78,14 +92,18 @@ impl Daemon {
             log,
             store,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut d = d;
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if d.http_get("/healthz").is_some() {
-                return d;
+                return Ok(d);
+            }
+            if let Ok(Some(status)) = d.child.try_wait() {
+                return Err(format!("exited with {status}\n{}", d.log_text()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("daemon did not come up; log:\n{}", d.log_text());
+        Err(d.log_text())
     }
 
     pub fn log_text(&self) -> String {
