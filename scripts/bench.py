@@ -65,7 +65,8 @@ def start_daemon(config=None, extra_env=None):
                HOTLINE__SIP__LISTEN=f"127.0.0.1:{SIP_PORT}", HOTLINE__HTTP__LISTEN=f"127.0.0.1:{HTTP_PORT}",
                HOTLINE__RTP__PORT_MIN="10000", HOTLINE__RTP__PORT_MAX="39998", HOTLINE__RTP__BIND_IP="127.0.0.1",
                HOTLINE__LOG__LEVEL="warn", HOTLINE__SIP__SHUTDOWN_GRACE_S="2",
-               HOTLINE__STORE__PATH="/tmp/hotline-bench.sqlite", HOTLINE__STORE__QUEUE_LOG="/tmp/hotline-bench.queue_log")
+               HOTLINE__STORE__PATH="/tmp/hotline-bench.sqlite", HOTLINE__STORE__QUEUE_LOG="/tmp/hotline-bench.queue_log",
+               HOTLINE__HTTP__TOKENS__BENCH=seatpool.API_TOKEN)
     for suffix in ("", "-wal", "-shm"):
         try:
             os.remove("/tmp/hotline-bench.sqlite" + suffix)
@@ -178,7 +179,8 @@ def metric(name):
 
 def seats_in(state):
     import urllib.request
-    with urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT}/api/seats", timeout=10) as r:
+    req = urllib.request.Request(f"http://127.0.0.1:{HTTP_PORT}/api/seats", headers={"Authorization": f"Bearer {seatpool.API_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
         return sum(1 for s in json.load(r) if s["state"] == state)
 
 

@@ -65,10 +65,14 @@ def register_all(sip, port, n, password="bench", expires=3600):
     return failed
 
 
+API_TOKEN = "bench-token-0123456789"
+
+
 def login_all(http, n):
     for i in range(1, n + 1):
         req = urllib.request.Request(f"http://{http}/api/seats/b{i:04d}/state", data=b'{"action":"login"}',
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {API_TOKEN}"},
+                                     method="POST")
         urllib.request.urlopen(req, timeout=5).read()
 
 

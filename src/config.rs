@@ -211,13 +211,14 @@ impl Default for SipConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
-    /// When set, `/api/*` needs `Authorization: Bearer <token>`.
-    pub token: Option<String>,
+    /// Who may use `/api/*`: name → bearer token. Every endpoint but `/healthz` and
+    /// `/metrics` needs one; control actions are logged with the token's name.
+    pub tokens: BTreeMap<String, String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080), token: None }
+        HttpConfig { listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080), tokens: BTreeMap::new() }
     }
 }
 
@@ -379,6 +380,9 @@ impl Config {
                 "registrar.algorithms must list \"MD5\" and/or \"SHA-256\", not {:?}",
                 self.registrar.algorithms
             )));
+        }
+        if let Some((name, _)) = self.http.tokens.iter().find(|(_, t)| t.len() < 12) {
+            return Err(ConfigError::Invalid(format!("http.tokens.{name} is shorter than 12 characters")));
         }
         if self.registrar.max_contacts == 0 {
             return Err(ConfigError::Invalid("registrar.max_contacts must be at least 1".into()));

@@ -176,6 +176,13 @@ fn demo_credentials(cfg: &Config) -> Vec<String> {
         .iter()
         .filter(|s| s.ha1_md5 == ha1(Algorithm::Md5, &s.user, &cfg.registrar.realm, &format!("demo-{}", s.user)))
         .map(|s| format!("seat {} uses the demo password from the README; set real credentials with `hotline passwd`", s.id))
+        .chain(
+            cfg.http
+                .tokens
+                .iter()
+                .filter(|(_, t)| t.starts_with("demo-"))
+                .map(|(name, _)| format!("http.tokens.{name} is the demo token from the README; set a secret one")),
+        )
         .collect()
 }
 

@@ -56,16 +56,21 @@ fn the_confirmation_prompt_is_heard() {
 
 #[test]
 fn http_api_changes_state_with_clear_errors_and_a_token() {
-    let d = Daemon::start(&[("HOTLINE__HTTP__TOKEN", "s3cret")]);
-    let t = Some("s3cret");
+    let d = Daemon::start(&[("HOTLINE__HTTP__TOKENS__OPS", "s3cret-token-42")]);
+    let t = Some("s3cret-token-42");
     assert_eq!(post(&d, "/api/seats/1003/state", r#"{"action":"login"}"#, None).0, 401);
     assert_eq!(post(&d, "/api/seats/1003/state", r#"{"action":"pause"}"#, t).0, 409, "not logged in");
     assert_eq!(post(&d, "/api/seats/1003/state", r#"{"action":"login"}"#, t), (200, r#"{"state":"available"}"#.to_string()));
     assert_eq!(post(&d, "/api/seats/1003/state", r#"{"action":"pause","reason":"培训"}"#, t).0, 200);
     assert_eq!(post(&d, "/api/seats/1003/state", r#"{"action":"dance"}"#, t).0, 400);
     assert_eq!(post(&d, "/api/seats/9999/state", r#"{"action":"login"}"#, t).0, 404);
-    assert!(d.http_get("/api/seats").unwrap().contains("bearer token"), "GET needs the token too");
-    assert!(d.log_text().contains("agent state changed"));
+    assert_eq!(post(&d, "/api/seats/1003/state", r#"{"action":"unpause"}"#, Some("s3cret-token-43")).0, 401, "wrong token");
+    assert!(d.http_get_with("/api/seats", None).unwrap().contains("bearer token"), "GET needs the token too");
+    assert!(d.http_get_with("/api/queues", Some("nope")).unwrap().contains("wrong bearer token"));
+    assert!(d.http_get_with("/healthz", None).unwrap().contains("\"ok\""), "health stays open");
+    assert!(d.http_get_with("/metrics", None).unwrap().contains("hotline_calls_active"), "metrics stay open");
+    let log = d.log_text();
+    assert!(log.contains("agent state changed") && log.contains("by=\"http api (ops)\""), "who did it is logged");
 }
 
 #[test]

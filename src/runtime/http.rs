@@ -1,6 +1,8 @@
 //! HTTP: `/healthz` (JSON status), `/metrics` (Prometheus text), `GET /api/seats` (seats,
 //! registrations, agent states) and `POST /api/seats/{id}/state` (log in, log out, pause,
-//! unpause an agent). With `http.token` set, `/api/*` needs `Authorization: Bearer <token>`.
+//! unpause an agent). `/api/*` needs `Authorization: Bearer <token>` with one of
+//! `http.tokens`; with none configured the API is closed. Changes are logged with the token's
+//! name.
 
 use crate::core::{AgentAction, QueueDirectory, SeatDirectory};
 use crate::stats::Stats;
@@ -26,7 +28,8 @@ struct AppState {
     seats: SeatDirectory,
     queues: QueueDirectory,
     commands: mpsc::Sender<ApiCommand>,
-    token: Option<Arc<str>>,
+    /// (name, token)
+    tokens: Arc<Vec<(String, String)>>,
 }
 
 pub async fn serve(
@@ -35,7 +38,7 @@ pub async fn serve(
     seats: SeatDirectory,
     queues: QueueDirectory,
     commands: mpsc::Sender<ApiCommand>,
-    token: Option<String>,
+    tokens: std::collections::BTreeMap<String, String>,
 ) {
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -43,20 +46,25 @@ pub async fn serve(
         .route("/api/seats", get(api_seats))
         .route("/api/seats/{id}/state", post(api_seat_state))
         .route("/api/queues", get(api_queues))
-        .with_state(AppState { stats, seats, queues, commands, token: token.map(Arc::from) });
+        .with_state(AppState { stats, seats, queues, commands, tokens: Arc::new(tokens.into_iter().collect()) });
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "HTTP server stopped");
     }
 }
 
-fn authorized(a: &AppState, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
-    let Some(token) = &a.token else { return Ok(()) };
-    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(token.as_ref()) {
-        Ok(())
-    } else {
-        Err((StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n".into()))
+/// The name of the caller's token, or why it may not pass.
+fn authorized(a: &AppState, headers: &HeaderMap) -> Result<String, (StatusCode, String)> {
+    if a.tokens.is_empty() {
+        return Err((StatusCode::UNAUTHORIZED, "the API is closed: no http.tokens are configured\n".into()));
     }
+    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let Some(given) = given else { return Err((StatusCode::UNAUTHORIZED, "missing bearer token\n".into())) };
+    // Compared in constant time: the time taken must not tell how much of a token was right.
+    a.tokens
+        .iter()
+        .find(|(_, t)| t.len() == given.len() && t.bytes().zip(given.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0)
+        .map(|(name, _)| name.clone())
+        .ok_or((StatusCode::UNAUTHORIZED, "wrong bearer token\n".into()))
 }
 
 async fn api_seats(State(a): State<AppState>, headers: HeaderMap) -> Result<Json<Vec<crate::core::SeatView>>, (StatusCode, String)> {
@@ -86,7 +94,7 @@ async fn api_seat_state(
     Path(id): Path<String>,
     Json(req): Json<StateChange>,
 ) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
-    authorized(&a, &headers)?;
+    let who = authorized(&a, &headers)?;
     let action = match req.action.as_str() {
         "login" => AgentAction::Login,
         "logout" => AgentAction::Logout,
@@ -95,7 +103,7 @@ async fn api_seat_state(
         other => return Err((StatusCode::BAD_REQUEST, format!("unknown action {other:?}: login, logout, pause, unpause\n"))),
     };
     let (reply, rx) = oneshot::channel();
-    let cmd = ApiCommand { seat: id, action, by: "http api".into(), reply };
+    let cmd = ApiCommand { seat: id, action, by: format!("http api ({who})"), reply };
     a.commands.send(cmd).await.map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()))?;
     match rx.await {
         Ok(Ok(state)) => Ok(Json(serde_json::json!({ "state": state }))),

@@ -65,7 +65,7 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
     }
     core.start(std::time::Instant::now());
     let (api_tx, mut api_rx) = mpsc::channel::<http::ApiCommand>(64);
-    tokio::spawn(http::serve(http, stats.clone(), core.seat_directory(), core.queue_directory(), api_tx, cfg.http.token.clone()));
+    tokio::spawn(http::serve(http, stats.clone(), core.seat_directory(), core.queue_directory(), api_tx, cfg.http.tokens.clone()));
 
     // The media clock ticks four times per frame: each stream's frames fall due at its own
     // phase (its call's start), so a finer tick spreads the sends over the 20 ms instead of

@@ -27,6 +27,9 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// The API token every test daemon accepts (`http.tokens.tests`).
+pub const API_TOKEN: &str = "tests-token-0123456789";
+
 pub struct Daemon {
     pub child: Child,
     pub sip: SocketAddr,
@@ -72,6 +75,7 @@ impl Daemon {
             .env("HOTLINE__RTP__BIND_IP", "127.0.0.1")
             .env("HOTLINE__LOG__LEVEL", "debug")
             .env("HOTLINE__STORE__PATH", &store)
+            .env("HOTLINE__HTTP__TOKENS__TESTS", API_TOKEN)
             .env("HOTLINE__STORE__QUEUE_LOG", store.with_extension("queue_log"))
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -112,9 +116,15 @@ impl Daemon {
 
     /// GET on the HTTP port; the body, or None if it is not answering.
     pub fn http_get(&self, path: &str) -> Option<String> {
+        self.http_get_with(path, Some(API_TOKEN))
+    }
+
+    /// GET with the given bearer token (or none); the body.
+    pub fn http_get_with(&self, path: &str, token: Option<&str>) -> Option<String> {
         let mut s = TcpStream::connect_timeout(&self.http, Duration::from_millis(500)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").ok()?;
         let mut buf = String::new();
         s.read_to_string(&mut buf).ok()?;
         buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
@@ -699,7 +709,7 @@ pub fn agent_api(d: &Daemon, seat: &str, action: &str) {
     use std::io::{Read, Write};
     let body = format!(r#"{{"action":"{action}"}}"#);
     let mut s = std::net::TcpStream::connect(d.http).unwrap();
-    write!(s, "POST /api/seats/{seat}/state HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    write!(s, "POST /api/seats/{seat}/state HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
