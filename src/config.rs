@@ -288,6 +288,8 @@ pub struct QueueConfig {
     pub short_abandon_s: u64,
     /// Record bridged calls of this queue to WAV (stereo: caller left, seat right).
     pub record: bool,
+    /// When the seat hangs up, ask the caller to rate the call (1 满意, 2 基本满意, 3 不满意).
+    pub survey: bool,
     pub hold_music: String,
     pub hold_prompt: String,
     pub hold_prompt_every_s: u64,
@@ -309,6 +311,7 @@ impl Default for QueueConfig {
             when_no_agents: "wait".into(),
             short_abandon_s: 5,
             record: false,
+            survey: false,
             hold_music: "hold-music".into(),
             hold_prompt: "please-hold".into(),
             hold_prompt_every_s: 30,

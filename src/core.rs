@@ -229,6 +229,9 @@ struct Call {
     announced: Option<(usize, u64)>,
     /// The seat leg the caller is bridged to.
     bridged_leg: Option<u64>,
+    /// The caller was asked to rate the call, and whether the answer is recorded.
+    survey_asked: bool,
+    survey_done: bool,
     /// The seat the caller talked to, and from which queue.
     bridged_seat: Option<usize>,
     bridged_queue: Option<crate::ivr::dialplan::QueueId>,
@@ -1064,6 +1067,8 @@ impl<M: MediaIo> Core<M> {
             announced: None,
             bridged_queue: None,
             bridged_leg: None,
+            survey_asked: false,
+            survey_done: false,
             bridged_seat: None,
             bridged: false,
             invite: req,
@@ -1189,6 +1194,7 @@ impl<M: MediaIo> Core<M> {
                 }
                 Action::Enqueue { queue, priority } => self.enqueue(now, key, queue, priority),
                 Action::Announce(q) => self.announce(now, key, q),
+                Action::SurveyResult(rating) => self.survey_result(key, rating, None),
                 Action::Dequeue(reason) => {
                     let reason = match reason {
                         crate::ivr::engine::ExitReason::Timeout => "timeout",
@@ -1447,8 +1453,27 @@ impl<M: MediaIo> Core<M> {
         self.out.push_back(t);
     }
 
+    /// Records the caller's rating of the call with the seat and queue it was about, once.
+    fn survey_result(&mut self, key: u64, rating: Option<u8>, why: Option<&str>) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        if !call.survey_asked || call.survey_done {
+            return;
+        }
+        call.survey_done = true;
+        let (call_id, seat, queue) = (call.call_id.clone(), call.bridged_seat, call.bridged_queue);
+        let label = match rating {
+            Some(1) => "satisfied",
+            Some(2) => "basically_satisfied",
+            Some(3) => "dissatisfied",
+            _ => why.unwrap_or("no_answer"),
+        };
+        info!(call_id = %call_id, ?rating, label, "satisfaction survey");
+        self.record("survey", Some(&call_id), seat, queue, serde_json::json!({ "rating": rating, "label": label }));
+    }
+
     /// Removes a call and everything it holds.
     fn finish(&mut self, key: u64) {
+        self.survey_result(key, None, Some("caller_hung_up"));
         self.dequeue(self.now, key, "abandoned");
         for leg in self.calls.get_mut(&key).map(|c| std::mem::take(&mut c.legs)).unwrap_or_default() {
             self.caller_gone(self.now, leg);

@@ -123,6 +123,7 @@ fn a_seat_that_never_answers_is_skipped_for_the_next_one() {
         ("HOTLINE__REGISTRAR__QUALIFY_S", "0"),
         ("HOTLINE__QUEUES__GENERAL__WIDEN_EVERY_S", "0"),
         ("HOTLINE__QUEUES__GENERAL__RING_TIMEOUT_S", "3"),
+        ("HOTLINE__QUEUES__GENERAL__SURVEY", "false"),
     ]);
     let (p1, p2) = (free_port(), free_port());
     register_from_port(&d, "1001", "demo-1001", p1);
@@ -210,4 +211,40 @@ fn the_seat_holds_and_the_caller_hears_hold_music_until_it_resumes() {
     assert!((140..=160).contains(&held), "{held} packets of hold music for a 3 s hold");
     let log = d.log_text();
     assert!(log.contains("re-INVITE from the seat") && log.contains("hold=true") && log.contains("hold=false"), "both re-INVITEs seen");
+}
+
+#[test]
+fn after_the_seat_hangs_up_the_caller_rates_the_call() {
+    let d = Daemon::start(&[("HOTLINE__REGISTRAR__QUALIFY_S", "0"), ("HOTLINE__QUEUES__LINE-12333__SURVEY", "true")]);
+    let port = free_port();
+    register_from_port(&d, "1004", "demo-1004", port);
+    let phone = sipp_uas_with(&d, "agent_answer.xml", port, 1, &["-d", "500"]);
+    agent_api(&d, "1004", "login");
+    let sink = RtpSink::new();
+    let greeting = prompt_frames("greetings/12333") as u64 * 20;
+    let out = std::thread::scope(|s| {
+        let run = s.spawn(|| sipp(&d, "uac_call_remote_bye.xml", "12333", &["-key", "rtp_port", &sink.port.to_string()]));
+        let from = sink.wait_first(Duration::from_secs(10));
+        let t0 = sink.packets()[0].at;
+        // Greeting, 0.5 s ring, 2 s of talk, then the survey question: press 1 while it plays.
+        let press = t0 + Duration::from_millis(greeting + 500 + 2000 + 3000);
+        std::thread::sleep(press.saturating_duration_since(std::time::Instant::now()));
+        sink.send_dtmf(from, '1', 500, 90_000);
+        run.join().unwrap()
+    });
+    assert_sipp_ok(&out, &d);
+    child_ok(phone, "seat phone");
+    d.wait_idle(Duration::from_secs(5));
+    let heard = decode_pcmu(&sink.packets());
+    // The key cuts the question short: match its first 2 s.
+    let (q_at, c) = find_prompt(&heard, &prompt_pcm("survey")[..16_000], prompt_frames("greetings/12333") * 160).unwrap();
+    assert!(c > 0.95, "the survey question is heard ({c:.3})");
+    let (t_at, c) = find_prompt(&heard, &prompt_pcm("survey-thanks"), q_at).unwrap();
+    assert!(c > 0.95 && t_at > q_at, "thanks after the key ({c:.3})");
+    let survey: Vec<_> = d.stored_events().into_iter().filter(|e| e.0 == "survey").collect();
+    assert_eq!(survey.len(), 1, "{survey:?}");
+    assert_eq!((survey[0].2.as_deref(), survey[0].3.as_deref()), (Some("1004"), Some("line-12333")));
+    assert_eq!(survey[0].4["rating"], 1);
+    let s = seat(&d, "1004");
+    assert_eq!((s["today"]["survey"]["satisfied"].as_u64(), s["today"]["survey"]["satisfaction_rate"].as_f64()), (Some(1), Some(1.0)), "{s}");
 }

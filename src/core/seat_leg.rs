@@ -760,6 +760,16 @@ impl<M: MediaIo> Core<M> {
         if let Some(c) = self.calls.get_mut(&call) {
             c.legs.retain(|&l| l != key);
         }
+        // Queues with a survey ask the caller to rate the call instead of hanging up.
+        let survey = self.calls.get(&call).and_then(|c| c.bridged_queue).and_then(|q| self.plan.queues.get(q.0)).is_some_and(|q| q.survey);
+        let stream = self.calls.get(&call).filter(|c| c.state == CallState::Confirmed).map(|c| c.stream);
+        if let (true, Some(stream), Some(_)) = (survey, stream, self.plan.survey) {
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.survey_asked = true;
+            }
+            self.media.set_sending(stream, true);
+            return self.ivr_input(now, call, Input::Survey);
+        }
         self.hangup(now, call);
     }
 

@@ -92,6 +92,7 @@ pub struct Queue {
     pub when_no_agents: Option<Overflow>,
     pub short_abandon: Duration,
     pub record: bool,
+    pub survey: bool,
     pub hold_music: PromptId,
     pub hold_prompt: PromptId,
     pub hold_prompt_every: Duration,
@@ -164,6 +165,10 @@ pub struct Dialplan {
     routes: HashMap<String, Route>,
     pub number_retired: Option<PromptId>,
     pub sorry: Option<PromptId>,
+    /// The satisfaction survey after a seat hangs up, and its closing prompts.
+    pub survey: Option<PromptId>,
+    pub survey_thanks: Option<PromptId>,
+    pub goodbye: Option<PromptId>,
 }
 
 impl Dialplan {
@@ -371,6 +376,9 @@ pub fn load(dir: &Path, prompts: &PromptStore, queues: &BTreeMap<String, QueueCo
     let mut plan = Dialplan {
         number_retired: prompts.id("number-retired"),
         sorry: prompts.id("sorry-busy"),
+        survey: prompts.id("survey"),
+        survey_thanks: prompts.id("survey-thanks"),
+        goodbye: prompts.id("goodbye"),
         ..Dialplan::default()
     };
 
@@ -407,6 +415,7 @@ pub fn load(dir: &Path, prompts: &PromptStore, queues: &BTreeMap<String, QueueCo
                 when_no_agents: None,
                 short_abandon: Duration::from_secs(q.short_abandon_s),
                 record: q.record,
+                survey: q.survey,
                 hold_music,
                 hold_prompt,
                 hold_prompt_every: Duration::from_secs(q.hold_prompt_every_s),

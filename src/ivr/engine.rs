@@ -13,6 +13,9 @@ const MAX_JUMPS: u32 = 32;
 /// Overflows from queue to queue a caller may take; a configuration that sends callers round
 /// in a circle (A → B → A, nobody logged in anywhere) ends in the sorry prompt, not a loop.
 const MAX_OVERFLOWS: u32 = 4;
+/// How long the survey waits for a key after its question, and how often it asks again.
+const SURVEY_WAIT: Duration = Duration::from_secs(5);
+const SURVEY_RETRIES: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TimerKind {
@@ -31,6 +34,8 @@ pub enum Input {
     Bridged,
     /// Nobody who serves the caller's queue is logged in.
     NoAgents,
+    /// The seat hung up a bridged call of a queue with a survey: ask the caller to rate it.
+    Survey,
 }
 
 /// Why a caller left a queue without a seat (for the queue's figures).
@@ -53,6 +58,8 @@ pub enum Action {
     Announce(QueueId),
     /// The caller no longer waits.
     Dequeue(ExitReason),
+    /// The caller's rating (1 满意, 2 基本满意, 3 不满意), or `None` when no valid key came.
+    SurveyResult(Option<u8>),
     Hangup,
 }
 
@@ -68,6 +75,8 @@ enum State {
     Closing,
     /// With a seat.
     Bridged,
+    /// Rating the call: the question plays or a key is awaited.
+    Survey { attempt: u32 },
     Ended,
 }
 
@@ -105,6 +114,7 @@ impl Ivr {
             State::Queued(_) => "queued",
             State::Closing => "closing",
             State::Bridged => "bridged",
+            State::Survey { .. } => "survey",
             State::Ended => "ended",
         }
     }
@@ -112,7 +122,30 @@ impl Ivr {
     pub fn handle(&mut self, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
         match (input, self.state) {
-            (_, State::Ended | State::Bridged) => {}
+            (Input::Survey, State::Bridged) => match self.plan.survey {
+                Some(q) => {
+                    self.epoch += 1;
+                    self.state = State::Survey { attempt: 0 };
+                    out.push(Action::Play { prompts: vec![q], loop_last: false });
+                }
+                None => self.hangup(&mut out),
+            },
+            (Input::PlaybackDone, State::Survey { .. }) => {
+                self.epoch += 1;
+                out.push(Action::Timer { after: SURVEY_WAIT, kind: TimerKind::MenuTimeout, epoch: self.epoch });
+            }
+            (Input::Digit(d), State::Survey { attempt }) => {
+                self.digits.push(d);
+                match d {
+                    '1' | '2' | '3' => {
+                        out.push(Action::SurveyResult(d.to_digit(10).map(|n| n as u8)));
+                        self.close_with_or_hangup(self.plan.survey_thanks, &mut out);
+                    }
+                    _ => self.survey_retry(attempt, &mut out),
+                }
+            }
+            (Input::Timer(TimerKind::MenuTimeout, epoch), State::Survey { attempt }) if epoch == self.epoch => self.survey_retry(attempt, &mut out),
+            (_, State::Ended | State::Bridged | State::Survey { .. }) => {}
             (Input::Bridged, _) => {
                 self.epoch += 1;
                 self.state = State::Bridged;
@@ -275,6 +308,28 @@ impl Ivr {
         }
         tracing::warn!("dialplan loops through goto steps without playing anything; hanging up");
         self.hangup(out);
+    }
+
+    /// A wrong key or none: the question once more, then goodbye without a rating.
+    fn survey_retry(&mut self, attempt: u32, out: &mut Vec<Action>) {
+        match self.plan.survey {
+            Some(q) if attempt < SURVEY_RETRIES => {
+                self.epoch += 1;
+                self.state = State::Survey { attempt: attempt + 1 };
+                out.push(Action::Play { prompts: vec![q], loop_last: false });
+            }
+            _ => {
+                out.push(Action::SurveyResult(None));
+                self.close_with_or_hangup(self.plan.goodbye, out);
+            }
+        }
+    }
+
+    fn close_with_or_hangup(&mut self, prompt: Option<PromptId>, out: &mut Vec<Action>) {
+        match prompt {
+            Some(p) => self.close_with(p, out),
+            None => self.hangup(out),
+        }
     }
 
     fn close_with(&mut self, prompt: PromptId, out: &mut Vec<Action>) {

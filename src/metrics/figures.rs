@@ -27,6 +27,31 @@ pub struct SeatFigures {
     pub wrap_up_time_s: f64,
     /// answered ÷ offered (1 when nothing was offered).
     pub answer_rate: f64,
+    pub survey: SurveyFigures,
+}
+
+/// Satisfaction survey answers (满意 / 基本满意 / 不满意) and calls where none came.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SurveyFigures {
+    pub satisfied: u64,
+    pub basically_satisfied: u64,
+    pub dissatisfied: u64,
+    pub no_answer: u64,
+    /// (satisfied + basically satisfied) ÷ ratings given (1 when none).
+    pub satisfaction_rate: f64,
+}
+
+impl SurveyFigures {
+    fn add(&mut self, rating: Option<u64>) {
+        match rating {
+            Some(1) => self.satisfied += 1,
+            Some(2) => self.basically_satisfied += 1,
+            Some(3) => self.dissatisfied += 1,
+            _ => self.no_answer += 1,
+        }
+        let rated = self.satisfied + self.basically_satisfied + self.dissatisfied;
+        self.satisfaction_rate = if rated == 0 { 1.0 } else { (self.satisfied + self.basically_satisfied) as f64 / rated as f64 };
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -53,6 +78,7 @@ pub struct QueueFigures {
     /// answered_within_15s ÷ (answered + abandoned - short_abandoned).
     pub service_level_15s: f64,
     pub service_level_30s: f64,
+    pub survey: SurveyFigures,
     #[serde(skip)]
     wait_answered_s: f64,
     #[serde(skip)]
@@ -124,6 +150,15 @@ impl Figures {
                     q.handled += 1;
                     q.handle_s += num(r, "talk_s") + num(r, "wrap_s");
                     q.aht_s = q.handle_s / q.handled as f64;
+                }
+            }
+            "survey" => {
+                let rating = r.detail.get("rating").and_then(|v| v.as_u64());
+                if let Some(seat) = &r.seat {
+                    self.seats.entry(seat.clone()).or_default().survey.add(rating);
+                }
+                if let Some(q) = &r.queue {
+                    self.queues.entry(q.clone()).or_default().survey.add(rating);
                 }
             }
             "queue_enter" => {

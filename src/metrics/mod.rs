@@ -22,4 +22,4 @@ pub struct Record {
 
 /// Every record kind call control writes.
 pub const KINDS: &[&str] =
-    &["call_start", "call_refused", "call_answered", "call_end", "agent_state", "queue_enter", "queue_exit", "offer", "talk_end", "recording"];
+    &["call_start", "call_refused", "call_answered", "call_end", "agent_state", "queue_enter", "queue_exit", "offer", "talk_end", "recording", "survey"];

@@ -164,7 +164,7 @@ async fn metrics(State(a): State<AppState>) -> String {
         out.push_str(&format!("hotline_queue_longest_wait_seconds{{queue=\"{}\"}} {}\n", label(&q.name), q.longest_wait_s));
     }
     type QueueFigure = fn(&crate::metrics::figures::QueueFigures) -> f64;
-    let today: [(&str, &str, QueueFigure); 10] = [
+    let today: [(&str, &str, QueueFigure); 11] = [
         ("hotline_queue_offered_today", "Callers who entered the queue today", |f| f.offered as f64),
         ("hotline_queue_answered_today", "Callers answered by a seat today", |f| f.answered as f64),
         ("hotline_queue_abandoned_today", "Callers who hung up while waiting today", |f| f.abandoned as f64),
@@ -175,6 +175,7 @@ async fn metrics(State(a): State<AppState>) -> String {
         ("hotline_queue_asa_seconds", "Average speed of answer today", |f| f.asa_s),
         ("hotline_queue_aht_seconds", "Average handle time (talk + wrap-up) today", |f| f.aht_s),
         ("hotline_queue_max_wait_seconds", "Longest wait of a caller who left the queue today", |f| f.longest_wait_s),
+        ("hotline_queue_satisfaction_rate", "Satisfied and basically satisfied / ratings given today", |f| f.survey.satisfaction_rate),
     ];
     for (name, help, get) in today {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
