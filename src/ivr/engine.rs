@@ -344,3 +344,40 @@ impl Ivr {
         out.push(Action::Hangup);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IVR already with a seat, in a plan that has the survey prompts.
+    fn bridged() -> Ivr {
+        let mut plan = Dialplan::default();
+        (plan.survey, plan.survey_thanks, plan.goodbye) = (Some(PromptId(1)), Some(PromptId(2)), Some(PromptId(3)));
+        let mut ivr = Ivr::new(Arc::new(plan), vec![], Next::Hangup);
+        ivr.handle(Input::Bridged);
+        ivr
+    }
+
+    fn timer(ivr: &Ivr) -> Input {
+        Input::Timer(TimerKind::MenuTimeout, ivr.epoch)
+    }
+
+    #[test]
+    fn survey_takes_a_rating_or_ends_without_one() {
+        let mut ivr = bridged();
+        assert_eq!(ivr.handle(Input::Survey), [Action::Play { prompts: vec![PromptId(1)], loop_last: false }]);
+        // A key during the question: rated, thanks, then hang up.
+        assert_eq!(ivr.handle(Input::Digit('2')), [Action::SurveyResult(Some(2)), Action::Play { prompts: vec![PromptId(2)], loop_last: false }]);
+        assert_eq!(ivr.handle(Input::PlaybackDone), [Action::Hangup]);
+
+        // No key: asked once more, then goodbye without a rating; a wrong key counts as none.
+        let mut ivr = bridged();
+        ivr.handle(Input::Survey);
+        let wait = ivr.handle(Input::PlaybackDone);
+        assert!(matches!(wait[..], [Action::Timer { kind: TimerKind::MenuTimeout, .. }]));
+        assert_eq!(ivr.handle(timer(&ivr)), [Action::Play { prompts: vec![PromptId(1)], loop_last: false }]);
+        assert_eq!(ivr.handle(Input::Digit('7')), [Action::SurveyResult(None), Action::Play { prompts: vec![PromptId(3)], loop_last: false }]);
+        assert_eq!(ivr.handle(Input::PlaybackDone), [Action::Hangup]);
+        assert_eq!(ivr.digits, "7");
+    }
+}
