@@ -12,8 +12,9 @@ use crate::ivr::engine::{Action, Input, Ivr, TimerKind};
 use crate::media::engine::{MediaEngine, MediaEvent, StreamId, StreamParams};
 use crate::sdp::{self, LocalMedia, RemoteMedia, SdpError};
 use crate::sip::message::{self, InDialogRequest, RequestInfo, ResponseSpec};
+use crate::sip::pending_ok::PendingOk;
 use crate::sip::transaction::{ClientOutcome, ClientTransactions, Disposition, ServerTransactions, TimerQueue};
-use crate::sip::{Method, Peer, Request, SipMessage, Transmit, T1, T2};
+use crate::sip::{Method, Peer, Request, SipMessage, Transmit, T1};
 use crate::acd::agent::{Agent, AgentError, Event as AgentEvent, State as AgentState};
 use crate::registrar::{AuthOutcome, Outcome, Registrar};
 use crate::stats::Stats;
@@ -205,10 +206,7 @@ struct Call {
     local_media: LocalMedia,
     remote_media: Option<RemoteMedia>,
     /// The 2xx we retransmit until the ACK with this CSeq arrives.
-    ok: Option<(Bytes, u32)>,
-    ok_interval: Duration,
-    ok_next: Option<Instant>,
-    ok_deadline: Option<Instant>,
+    ok: Option<PendingOk>,
     remote_cseq: u32,
     local_cseq: u32,
     ivr: Option<Ivr>,
@@ -727,20 +725,16 @@ impl<M: MediaIo> Core<M> {
             let Some(call) = self.calls.get_mut(&key) else { continue };
             match timer {
                 CallTimer::Answer if call.state == CallState::Ringing => self.answer(now, key),
-                CallTimer::OkRetransmit if call.ok_next == Some(at) => {
-                    if let Some((bytes, _)) = &call.ok {
-                        self.out.push_back(Transmit { peer: call.peer, bytes: bytes.clone() });
-                        call.ok_interval = (call.ok_interval * 2).min(T2);
-                        let next = now + call.ok_interval;
-                        call.ok_next = Some(next);
+                CallTimer::OkRetransmit => {
+                    if let Some((bytes, next)) = call.ok.as_mut().and_then(|ok| ok.retransmit(now, at)) {
+                        self.out.push_back(Transmit { peer: call.peer, bytes });
                         self.timers.push(next, (key, CallTimer::OkRetransmit));
                     }
                 }
-                CallTimer::OkTimeout if call.ok_deadline == Some(at) => {
+                CallTimer::OkTimeout if call.ok.as_ref().is_some_and(|ok| ok.deadline == at) => {
                     let _g = call.span.clone().entered();
                     warn!("no ACK for our 200 OK within 64*T1; hanging up");
                     call.ok = None;
-                    call.ok_next = None;
                     self.hangup(now, key);
                 }
                 CallTimer::Ivr(kind, epoch) => self.ivr_input(now, key, Input::Timer(kind.into(), epoch)),
@@ -1050,9 +1044,6 @@ impl<M: MediaIo> Core<M> {
             local_media: LocalMedia { ip: media_ip, port, session_id: rng.random::<u32>() as u64, version: 1 },
             remote_media,
             ok: None,
-            ok_interval: T1,
-            ok_next: None,
-            ok_deadline: None,
             remote_cseq: info.cseq,
             local_cseq: 0,
             ivr: None,
@@ -1151,16 +1142,12 @@ impl<M: MediaIo> Core<M> {
     /// Retransmits a 2xx until the ACK (RFC 3261 §13.3.1.4): T1 doubling to T2, for 64*T1.
     fn arm_ok(&mut self, now: Instant, key: u64, bytes: Bytes, cseq: u32) {
         let Some(call) = self.calls.get_mut(&key) else { return };
-        call.ok = Some((bytes, cseq));
-        call.ok_interval = T1;
-        let deadline = now + 64 * T1;
-        call.ok_deadline = Some(deadline);
-        self.timers.push(deadline, (key, CallTimer::OkTimeout));
-        if !call.peer.transport.reliable() {
-            let next = now + T1;
-            call.ok_next = Some(next);
+        let ok = PendingOk::new(now, bytes, cseq, call.peer.transport.reliable());
+        self.timers.push(ok.deadline, (key, CallTimer::OkTimeout));
+        if let Some(next) = ok.next_retransmit() {
             self.timers.push(next, (key, CallTimer::OkRetransmit));
         }
+        call.ok = Some(ok);
     }
 
     fn start_ivr(&mut self, now: Instant, key: u64) {
@@ -1221,13 +1208,10 @@ impl<M: MediaIo> Core<M> {
         }
         let Some(key) = self.dialog_key(info) else { return };
         let Some(call) = self.calls.get_mut(&key) else { return };
-        match &call.ok {
-            Some((_, cseq)) if *cseq == info.cseq => {}
-            _ => return,
+        if !call.ok.as_ref().is_some_and(|ok| ok.acked_by(info.cseq)) {
+            return;
         }
         call.ok = None;
-        call.ok_next = None;
-        call.ok_deadline = None;
         if call.state == CallState::Answered {
             call.state = CallState::Confirmed;
         }
@@ -1288,19 +1272,7 @@ impl<M: MediaIo> Core<M> {
         if info.cseq <= call.remote_cseq {
             return self.respond(now, req, info, peer, &ResponseSpec::new(500, "Server Internal Error"));
         }
-        let offer = if req.body.is_empty() {
-            None
-        } else {
-            match sdp::parse(&req.body) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    let w = format!("305 hotline \"{e}\"");
-                    let hdrs = [("Warning", w.as_str())];
-                    let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(488, "Not Acceptable Here") };
-                    return self.respond(now, req, info, peer, &spec);
-                }
-            }
-        };
+        let Ok(offer) = self.reoffer(now, req, info, peer, None) else { return };
         info!(hold = offer.as_ref().map(|o| !o.direction.we_may_send() || o.addr.is_none()), "re-INVITE");
         if let Some(m) = offer.clone() {
             self.apply_remote_media(key, m);
@@ -1328,6 +1300,31 @@ impl<M: MediaIo> Core<M> {
         self.arm_ok(now, key, bytes.clone(), info.cseq);
         let t = self.server_txs.respond(now, &info.branch, Method::Invite, 200, bytes.to_vec(), peer);
         self.out.push_back(t);
+    }
+
+    /// The SDP of a re-INVITE (`None` without a body), kept to `codec` when one is given (a
+    /// bridge relays packets as they are, so a bridged leg keeps the call's codec). Anything
+    /// unusable is answered 488 with a Warning saying why, and `Err` returned.
+    pub(super) fn reoffer(&mut self, now: Instant, req: &Request, info: &RequestInfo, peer: Peer, codec: Option<crate::media::Codec>) -> Result<Option<RemoteMedia>, ()> {
+        if req.body.is_empty() {
+            return Ok(None);
+        }
+        let why = match sdp::parse(&req.body) {
+            Ok(mut m) => match codec {
+                None => return Ok(Some(m)),
+                Some(c) if m.codecs.iter().any(|x| x.0 == c) => {
+                    m.codecs.retain(|x| x.0 == c);
+                    return Ok(Some(m));
+                }
+                Some(_) => "the call's codec must stay the same".to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        let w = format!("305 hotline \"{why}\"");
+        let hdrs = [("Warning", w.as_str())];
+        let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(488, "Not Acceptable Here") };
+        self.respond(now, req, info, peer, &spec);
+        Err(())
     }
 
     fn info_or_update(&mut self, now: Instant, key: u64, req: &Request, info: &RequestInfo, peer: Peer) {
@@ -1421,8 +1418,6 @@ impl<M: MediaIo> Core<M> {
         }
         call.state = CallState::Ending;
         call.ok = None;
-        call.ok_next = None;
-        call.ok_deadline = None;
         call.local_cseq += 1;
         // Media stops now; the call record waits for the BYE's response.
         if let Some((tx, stats)) = self.media.remove(call.stream) {

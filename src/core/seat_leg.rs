@@ -61,11 +61,8 @@ pub(super) struct SeatLeg {
     on_hold: bool,
     /// CSeq of the seat's last in-dialog request.
     remote_cseq: u32,
-    /// Our 2xx to the seat's re-INVITE, retransmitted until its ACK (RFC 3261 §13.3.1.4).
-    ok: Option<(Bytes, u32)>,
-    ok_interval: Duration,
-    ok_next: Option<Instant>,
-    ok_deadline: Option<Instant>,
+    /// Our 2xx to the seat's re-INVITE, retransmitted until its ACK.
+    ok: Option<crate::sip::pending_ok::PendingOk>,
 }
 
 impl<M: MediaIo> Core<M> {
@@ -321,9 +318,6 @@ impl<M: MediaIo> Core<M> {
                 on_hold: false,
                 remote_cseq: 0,
                 ok: None,
-                ok_interval: T1,
-                ok_next: None,
-                ok_deadline: None,
             },
         );
         self.leg_by_branch.insert(branch, leg_key);
@@ -356,16 +350,13 @@ impl<M: MediaIo> Core<M> {
                 leg.outcome_if_unanswered = AgentEvent::Missed;
                 self.cancel_leg(now, key);
             }
-            CallTimer::OkRetransmit if leg.ok_next == Some(at) => {
-                if let Some((bytes, _)) = &leg.ok {
-                    self.out.push_back(Transmit { peer: leg.peer, bytes: bytes.clone() });
-                    leg.ok_interval = (leg.ok_interval * 2).min(T2);
-                    let next = now + leg.ok_interval;
-                    leg.ok_next = Some(next);
+            CallTimer::OkRetransmit => {
+                if let Some((bytes, next)) = leg.ok.as_mut().and_then(|ok| ok.retransmit(now, at)) {
+                    self.out.push_back(Transmit { peer: leg.peer, bytes });
                     self.timers.push(next, (key, CallTimer::OkRetransmit));
                 }
             }
-            CallTimer::OkTimeout if leg.ok_deadline == Some(at) && leg.ok.is_some() => {
+            CallTimer::OkTimeout if leg.ok.as_ref().is_some_and(|ok| ok.deadline == at) => {
                 // The seat never acknowledged our answer to its re-INVITE: the session is
                 // over (RFC 3261 §13.3.1.4); so is the caller's call.
                 warn!(seat = %self.registrar.seats()[leg.seat].id, "no ACK for our 2xx to the seat's re-INVITE; ending the call");
@@ -805,30 +796,8 @@ impl<M: MediaIo> Core<M> {
         if info.cseq <= leg.remote_cseq {
             return self.respond(now, req, info, peer, &ResponseSpec::new(500, "Server Internal Error"));
         }
-        let offer = if req.body.is_empty() {
-            None
-        } else {
-            match sdp::parse(&req.body) {
-                Ok(mut m) if m.codecs.iter().any(|c| Some(c.0) == self.media.codec(leg.stream)) => {
-                    // Answer with the call's codec only: the bridge relays packets unchanged.
-                    let codec = self.media.codec(leg.stream);
-                    m.codecs.retain(|c| Some(c.0) == codec);
-                    Some(m)
-                }
-                Ok(_) => {
-                    // The bridge relays packets as they are: the seat must keep the caller's codec.
-                    let hdrs = [("Warning", "305 hotline \"the call's codec must stay the same\"")];
-                    let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(488, "Not Acceptable Here") };
-                    return self.respond(now, req, info, peer, &spec);
-                }
-                Err(e) => {
-                    let w = format!("305 hotline \"{e}\"");
-                    let hdrs = [("Warning", w.as_str())];
-                    let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(488, "Not Acceptable Here") };
-                    return self.respond(now, req, info, peer, &spec);
-                }
-            }
-        };
+        let codec = self.media.codec(leg.stream);
+        let Ok(offer) = self.reoffer(now, req, info, peer, codec) else { return };
         let Some(leg) = self.legs.get_mut(&key) else { return };
         leg.remote_cseq = info.cseq;
         if let Some(c) = message::header(req, "Contact") {
@@ -876,24 +845,19 @@ impl<M: MediaIo> Core<M> {
         let t = self.server_txs.respond(now, &info.branch, Method::Invite, 200, bytes.clone(), peer);
         self.out.push_back(t);
         let Some(leg) = self.legs.get_mut(&key) else { return };
-        leg.ok = Some((Bytes::from(bytes), info.cseq));
-        leg.ok_interval = T1;
-        let deadline = now + 64 * T1;
-        leg.ok_deadline = Some(deadline);
-        self.timers.push(deadline, (key, CallTimer::OkTimeout));
-        if !leg.peer.transport.reliable() {
-            leg.ok_next = Some(now + T1);
-            self.timers.push(now + T1, (key, CallTimer::OkRetransmit));
+        let ok = crate::sip::pending_ok::PendingOk::new(now, Bytes::from(bytes), info.cseq, leg.peer.transport.reliable());
+        self.timers.push(ok.deadline, (key, CallTimer::OkTimeout));
+        if let Some(next) = ok.next_retransmit() {
+            self.timers.push(next, (key, CallTimer::OkRetransmit));
         }
+        leg.ok = Some(ok);
     }
 
     /// The ACK for our 2xx to the seat's re-INVITE.
     pub(super) fn seat_acked(&mut self, key: u64, cseq: u32) {
         let Some(leg) = self.legs.get_mut(&key) else { return };
-        if leg.ok.as_ref().is_some_and(|(_, c)| *c == cseq) {
+        if leg.ok.as_ref().is_some_and(|ok| ok.acked_by(cseq)) {
             leg.ok = None;
-            leg.ok_next = None;
-            leg.ok_deadline = None;
         }
     }
 

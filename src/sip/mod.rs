@@ -8,6 +8,7 @@
 
 pub mod framing;
 pub mod message;
+pub mod pending_ok;
 pub mod transaction;
 
 pub use rsipstack::sip::{Method, Request, Response, SipMessage};
