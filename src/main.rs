@@ -35,6 +35,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A day's or a month's report: seats, queues, units with their scores, indicators.
+    Report {
+        /// YYYY-MM-DD (Asia/Shanghai).
+        #[arg(long, conflicts_with = "month")]
+        day: Option<String>,
+        /// YYYY-MM.
+        #[arg(long)]
+        month: Option<String>,
+        /// Also write seats.csv, queues.csv, units.csv and indicators.csv into this folder.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// The assessment rules.
+        #[arg(long, default_value = "config/scoring.toml")]
+        rules: PathBuf,
+    },
     /// Print the ha1_md5 and ha1_sha256 lines for a seat's credentials.
     Passwd {
         user: String,
@@ -64,8 +79,58 @@ fn main() -> ExitCode {
         Command::Check => check(&cfg),
         Command::Run => run(cfg),
         Command::Figures { day, json } => figures(&cfg, day, json),
+        Command::Report { day, month, csv, rules } => report(&cfg, day, month, csv, &rules),
         Command::Passwd { .. } => ExitCode::SUCCESS,
     }
+}
+
+fn report(cfg: &Config, day: Option<String>, month: Option<String>, csv: Option<PathBuf>, rules: &std::path::Path) -> ExitCode {
+    use hotline::metrics::report;
+    let fail = |msg: String| {
+        eprintln!("error: {msg}");
+        ExitCode::from(2)
+    };
+    let rules: report::Rules = match std::fs::read_to_string(rules).map_err(|e| e.to_string()).and_then(|t| toml::from_str(&t).map_err(|e| e.to_string())) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("rules {}: {e}", rules.display())),
+    };
+    let days: Vec<chrono::NaiveDate> = match (&day, &month) {
+        (Some(d), None) => match chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d") {
+            Ok(d) => vec![d],
+            Err(_) => return fail(format!("--day {d:?} is not YYYY-MM-DD")),
+        },
+        (None, Some(m)) => match chrono::NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d") {
+            Ok(first) => first.iter_days().take_while(|d| d.format("%Y-%m").to_string() == *m).collect(),
+            Err(_) => return fail(format!("--month {m:?} is not YYYY-MM")),
+        },
+        _ => return fail("give --day YYYY-MM-DD or --month YYYY-MM".into()),
+    };
+    if !cfg.store.path.exists() {
+        return fail(format!("no store at {} (the daemon writes it)", cfg.store.path.display()));
+    }
+    let mut records = Vec::new();
+    for d in &days {
+        match hotline::metrics::store::read_day(&cfg.store.path, &d.to_string()) {
+            Ok(r) => records.extend(r),
+            Err(e) => return fail(e.to_string()),
+        }
+    }
+    let units = cfg.seats.iter().map(|s| (s.id.clone(), if s.unit.is_empty() { "—".to_string() } else { s.unit.clone() })).collect();
+    let period = day.or(month).unwrap_or_default();
+    let r = report::build(&period, &records, &units, &rules);
+    print!("{}", r.text());
+    if let Some(dir) = csv {
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            return fail(format!("{}: {e}", dir.display()));
+        }
+        for (name, text) in r.csv() {
+            if let Err(e) = std::fs::write(dir.join(name), text) {
+                return fail(format!("{}: {e}", dir.join(name).display()));
+            }
+        }
+        println!("\nCSV written to {}", dir.display());
+    }
+    ExitCode::SUCCESS
 }
 
 fn figures(cfg: &Config, day: Option<String>, json: bool) -> ExitCode {

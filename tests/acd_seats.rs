@@ -247,4 +247,28 @@ fn after_the_seat_hangs_up_the_caller_rates_the_call() {
     assert_eq!(survey[0].4["rating"], 1);
     let s = seat(&d, "1004");
     assert_eq!((s["today"]["survey"]["satisfied"].as_u64(), s["today"]["survey"]["satisfaction_rate"].as_f64()), (Some(1), Some(1.0)), "{s}");
+
+    // The day's report: the seat's unit keeps its 20 satisfaction points; probes have no data.
+    let csv = temp_dir("report-csv");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["report", "--day", &today_shanghai(), "--csv"])
+        .arg(&csv)
+        .arg("--config")
+        .arg(repo().join("config/hotline.toml"))
+        .arg("--rules")
+        .arg(repo().join("config/scoring.toml"))
+        .env("HOTLINE__STORE__PATH", &d.store)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("省人力资源社会保障厅") && text.contains("满意率"), "{text}");
+    let units = std::fs::read_to_string(csv.join("units.csv")).unwrap();
+    assert!(units.lines().any(|l| l.ends_with(",省人力资源社会保障厅,客户满意度,20")), "{units}");
+    assert!(units.lines().any(|l| l.ends_with(",省人力资源社会保障厅,电话接通率,")), "no probe data yet: {units}");
+    let ind = std::fs::read_to_string(csv.join("indicators.csv")).unwrap();
+    assert!(ind.lines().any(|l| l.contains(",满意率,1.0000,0.95,true")), "{ind}");
+    assert!(ind.lines().any(|l| l.contains(",电话接通率,1.0000,0.95,true")), "{ind}");
+    let seats = std::fs::read_to_string(csv.join("seats.csv")).unwrap();
+    assert!(seats.lines().any(|l| l.contains(",1004,1,1,0,0,0,1.0000,")), "{seats}");
 }

@@ -94,6 +94,9 @@ pub struct Figures {
     pub day: String,
     pub seats: BTreeMap<String, SeatFigures>,
     pub queues: BTreeMap<String, QueueFigures>,
+    /// Fold every record given, whatever its day (a month's report).
+    #[serde(skip)]
+    pub whole_period: bool,
 }
 
 fn num(r: &Record, key: &str) -> f64 {
@@ -103,7 +106,7 @@ fn num(r: &Record, key: &str) -> f64 {
 impl Figures {
     pub fn apply(&mut self, r: &Record) {
         let day = r.at.get(..10).unwrap_or("");
-        if day != self.day {
+        if day != self.day && !self.whole_period {
             if day < self.day.as_str() {
                 return; // a late record of a closed day (clock step): not today's
             }

@@ -3,6 +3,7 @@
 
 pub mod figures;
 pub mod queue_log;
+pub mod report;
 pub mod store;
 
 use serde::Serialize;

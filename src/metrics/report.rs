@@ -1,0 +1,262 @@
+//! `hotline report`: a day's or a month's figures per seat, queue and unit (单位), the
+//! national indicators against their targets, and the unit scores of the assessment rules
+//! (`config/scoring.toml`, seed 004's items that calls measure). Weights and thresholds are
+//! data in that file, not code.
+
+use super::figures::{Figures, SurveyFigures};
+use super::Record;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    #[serde(default)]
+    pub unit_items: Vec<UnitItem>,
+    #[serde(default)]
+    pub indicators: Vec<Indicator>,
+}
+
+/// A unit's assessment item scored by deductions (e.g. 电话接通率 10 分: −1 per failed
+/// probe, 0 above 10 a month; 客户满意度 20 分: −1 per 不满意).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitItem {
+    pub name: String,
+    pub points: f64,
+    /// `dissatisfied` (不满意 ratings of the unit's seats) or `probe_failures` (answer-rate
+    /// probes of the unit's line that failed all their attempts).
+    pub measure: String,
+    pub deduct_per: f64,
+    /// More than this many in the period scores 0.
+    #[serde(default)]
+    pub zero_above: Option<u64>,
+}
+
+/// A national indicator (电话接通率, 15 秒接通率, 呼损率, 满意率 …) and its target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Indicator {
+    pub name: String,
+    /// `answer_rate`, `answered_within_15s_rate`, `abandon_rate` or `satisfaction_rate`.
+    pub measure: String,
+    pub target: f64,
+    #[serde(default)]
+    pub lower_is_better: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UnitFigures {
+    pub seats: u64,
+    pub offered: u64,
+    pub answered: u64,
+    pub answer_rate: f64,
+    pub survey: SurveyFigures,
+    /// Item name → points, or `None` where the period has no data for it.
+    pub scores: BTreeMap<String, Option<f64>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IndicatorValue {
+    pub name: String,
+    pub value: Option<f64>,
+    pub target: f64,
+    pub met: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub period: String,
+    pub figures: Figures,
+    pub units: BTreeMap<String, UnitFigures>,
+    pub indicators: Vec<IndicatorValue>,
+}
+
+/// Builds the report of `period` from its records; `unit_of` maps a seat id to its unit.
+pub fn build(period: &str, records: &[Record], unit_of: &BTreeMap<String, String>, rules: &Rules) -> Report {
+    let mut figures = Figures { day: period.to_string(), whole_period: true, ..Default::default() };
+    for r in records {
+        figures.apply(r);
+    }
+    let mut units: BTreeMap<String, UnitFigures> = BTreeMap::new();
+    for unit in unit_of.values() {
+        units.entry(unit.clone()).or_default();
+    }
+    for (seat, unit) in unit_of {
+        let u = units.entry(unit.clone()).or_default();
+        u.seats += 1;
+        if let Some(s) = figures.seats.get(seat) {
+            u.offered += s.offered;
+            u.answered += s.answered;
+            u.survey.satisfied += s.survey.satisfied;
+            u.survey.basically_satisfied += s.survey.basically_satisfied;
+            u.survey.dissatisfied += s.survey.dissatisfied;
+            u.survey.no_answer += s.survey.no_answer;
+        }
+    }
+    for u in units.values_mut() {
+        u.answer_rate = if u.offered == 0 { 1.0 } else { u.answered as f64 / u.offered as f64 };
+        let rated = u.survey.satisfied + u.survey.basically_satisfied + u.survey.dissatisfied;
+        u.survey.satisfaction_rate = if rated == 0 { 1.0 } else { (u.survey.satisfied + u.survey.basically_satisfied) as f64 / rated as f64 };
+        for item in &rules.unit_items {
+            let count = match item.measure.as_str() {
+                "dissatisfied" => Some(u.survey.dissatisfied),
+                _ => None, // probe_failures: no probes are recorded yet
+            };
+            let score = count.map(|n| {
+                if item.zero_above.is_some_and(|z| n > z) {
+                    0.0
+                } else {
+                    (item.points - n as f64 * item.deduct_per).max(0.0)
+                }
+            });
+            u.scores.insert(item.name.clone(), score);
+        }
+    }
+    // National indicators over every queue.
+    let (mut offered, mut answered, mut abandoned, mut short, mut within15) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut survey = SurveyFigures::default();
+    for q in figures.queues.values() {
+        offered += q.offered;
+        answered += q.answered;
+        abandoned += q.abandoned;
+        short += q.short_abandoned;
+        within15 += q.answered_within_15s;
+        survey.satisfied += q.survey.satisfied;
+        survey.basically_satisfied += q.survey.basically_satisfied;
+        survey.dissatisfied += q.survey.dissatisfied;
+    }
+    let ratio = |a: u64, b: u64| if b == 0 { None } else { Some(a as f64 / b as f64) };
+    let rated = survey.satisfied + survey.basically_satisfied + survey.dissatisfied;
+    let indicators = rules
+        .indicators
+        .iter()
+        .map(|i| {
+            let value = match i.measure.as_str() {
+                "answer_rate" => ratio(answered, offered),
+                "answered_within_15s_rate" => ratio(within15, answered + abandoned - short.min(abandoned)),
+                "abandon_rate" => ratio(abandoned, offered),
+                "satisfaction_rate" => ratio(survey.satisfied + survey.basically_satisfied, rated),
+                _ => None,
+            };
+            let met = value.map(|v| if i.lower_is_better { v <= i.target } else { v >= i.target });
+            IndicatorValue { name: i.name.clone(), value, target: i.target, met }
+        })
+        .collect();
+    Report { period: period.to_string(), figures, units, indicators }
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.1}%", v * 100.0)
+}
+
+impl Report {
+    /// The human-readable tables.
+    pub fn text(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "12345 hotline report {}", self.period);
+        let _ = writeln!(o, "\nIndicators");
+        for i in &self.indicators {
+            let v = i.value.map(pct).unwrap_or_else(|| "no data".into());
+            let met = match i.met {
+                Some(true) => "met",
+                Some(false) => "NOT met",
+                None => "",
+            };
+            let _ = writeln!(o, "  {:<16} {:>8}  target {:>6}  {met}", i.name, v, pct(i.target));
+        }
+        let _ = writeln!(o, "\nUnits (单位)");
+        for (name, u) in &self.units {
+            let scores: Vec<String> = u.scores.iter().map(|(k, v)| format!("{k} {}", v.map(|p| format!("{p:.0}")).unwrap_or_else(|| "no data".into()))).collect();
+            let _ = writeln!(o, "  {name}: seats {}, offered {}, answered {} ({}), 满意率 {}; {}", u.seats, u.offered, u.answered, pct(u.answer_rate), pct(u.survey.satisfaction_rate), scores.join(", "));
+        }
+        let _ = writeln!(o, "\nSeats");
+        for (id, s) in &self.figures.seats {
+            let _ = writeln!(o, "  {id}: offered {}, answered {} ({}), missed {}, rejected {}, talk {:.0} s, 满意率 {}", s.offered, s.answered, pct(s.answer_rate), s.missed, s.rejected, s.talk_time_s, pct(s.survey.satisfaction_rate));
+        }
+        let _ = writeln!(o, "\nQueues");
+        for (name, q) in &self.figures.queues {
+            let _ = writeln!(o, "  {name}: offered {}, answered {}, abandoned {} (short {}), SL15 {}, ASA {:.1} s, AHT {:.1} s", q.offered, q.answered, q.abandoned, q.short_abandoned, pct(q.service_level_15s), q.asa_s, q.aht_s);
+        }
+        o
+    }
+
+    /// CSV files: name → contents.
+    pub fn csv(&self) -> Vec<(&'static str, String)> {
+        let mut seats = String::from("period,seat,offered,answered,missed,rejected,failed,answer_rate,answer_time_s,talk_time_s,wrap_up_time_s,satisfied,basically_satisfied,dissatisfied\n");
+        for (id, s) in &self.figures.seats {
+            let _ = writeln!(seats, "{},{id},{},{},{},{},{},{:.4},{:.1},{:.1},{:.1},{},{},{}", self.period, s.offered, s.answered, s.missed, s.rejected, s.failed, s.answer_rate, s.answer_time_s, s.talk_time_s, s.wrap_up_time_s, s.survey.satisfied, s.survey.basically_satisfied, s.survey.dissatisfied);
+        }
+        let mut queues = String::from("period,queue,offered,answered,abandoned,short_abandoned,timed_out,no_agents,answered_within_15s,answered_within_30s,asa_s,aht_s,longest_wait_s\n");
+        for (name, q) in &self.figures.queues {
+            let _ = writeln!(queues, "{},{name},{},{},{},{},{},{},{},{},{:.1},{:.1},{:.1}", self.period, q.offered, q.answered, q.abandoned, q.short_abandoned, q.timed_out, q.no_agents, q.answered_within_15s, q.answered_within_30s, q.asa_s, q.aht_s, q.longest_wait_s);
+        }
+        let mut units = String::from("period,unit,item,score\n");
+        for (name, u) in &self.units {
+            for (item, score) in &u.scores {
+                let _ = writeln!(units, "{},{name},{item},{}", self.period, score.map(|s| format!("{s:.0}")).unwrap_or_default());
+            }
+        }
+        let mut ind = String::from("period,indicator,value,target,met\n");
+        for i in &self.indicators {
+            let _ = writeln!(ind, "{},{},{},{},{}", self.period, i.name, i.value.map(|v| format!("{v:.4}")).unwrap_or_default(), i.target, i.met.map(|m| m.to_string()).unwrap_or_default());
+        }
+        vec![("seats.csv", seats), ("queues.csv", queues), ("units.csv", units), ("indicators.csv", ind)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_scores_and_indicators_follow_the_rules() {
+        let rules: Rules = toml::from_str(
+            r#"
+            [[unit_items]]
+            name = "客户满意度"
+            points = 20
+            measure = "dissatisfied"
+            deduct_per = 1
+            [[unit_items]]
+            name = "电话接通率"
+            points = 10
+            measure = "probe_failures"
+            deduct_per = 1
+            zero_above = 10
+            [[indicators]]
+            name = "电话接通率"
+            measure = "answer_rate"
+            target = 0.9
+            [[indicators]]
+            name = "呼损率"
+            measure = "abandon_rate"
+            target = 0.05
+            lower_is_better = true
+            "#,
+        )
+        .unwrap();
+        let at = "2026-11-23T10:00:00.000+08:00";
+        let rec = |kind: &'static str, seat: Option<&str>, detail: serde_json::Value| Record { at: at.into(), kind, call_id: None, seat: seat.map(Into::into), queue: Some("general".into()), detail };
+        let mut records = vec![];
+        for rating in [1, 3, 3, 2] {
+            records.push(rec("queue_enter", None, serde_json::json!({})));
+            records.push(rec("offer", Some("1001"), serde_json::json!({ "outcome": "answered", "ring_s": 2.0 })));
+            records.push(rec("queue_exit", None, serde_json::json!({ "reason": "answered", "waited_s": 5.0 })));
+            records.push(rec("survey", Some("1001"), serde_json::json!({ "rating": rating })));
+        }
+        records.push(rec("queue_enter", None, serde_json::json!({})));
+        records.push(rec("queue_exit", None, serde_json::json!({ "reason": "abandoned", "waited_s": 30.0, "short": false })));
+        let units = BTreeMap::from([("1001".to_string(), "省司法厅".to_string()), ("1002".to_string(), "省司法厅".to_string())]);
+        let r = build("2026-11", &records, &units, &rules);
+        let u = &r.units["省司法厅"];
+        assert_eq!((u.seats, u.offered, u.answered, u.survey.dissatisfied), (2, 4, 4, 2));
+        assert_eq!(u.scores["客户满意度"], Some(18.0), "20 − 2 不满意");
+        assert_eq!(u.scores["电话接通率"], None, "no probe data");
+        assert_eq!((r.indicators[0].value, r.indicators[0].met), (Some(0.8), Some(false)), "4 of 5 answered");
+        assert_eq!((r.indicators[1].value, r.indicators[1].met), (Some(0.2), Some(false)));
+        assert!(r.text().contains("省司法厅"));
+        assert!(r.csv()[2].1.contains("2026-11,省司法厅,客户满意度,18"));
+    }
+}
