@@ -40,6 +40,32 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub acd: AcdConfig,
+    #[serde(default)]
+    pub reports: ReportsConfig,
+}
+
+/// Daily report files, written after midnight (Asia/Shanghai) for the day before.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportsConfig {
+    /// `<folder>/<YYYY-MM-DD>/` gets report.txt and the CSV files; empty = off. Relative to
+    /// the config file.
+    pub folder: PathBuf,
+    /// The assessment rules (relative to the config file).
+    pub rules: PathBuf,
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        ReportsConfig { folder: PathBuf::from("../data/reports"), rules: PathBuf::from("scoring.toml") }
+    }
+}
+
+impl Config {
+    /// Seat id → its unit (单位), for the reports.
+    pub fn seat_units(&self) -> BTreeMap<String, String> {
+        self.seats.iter().map(|s| (s.id.clone(), if s.unit.is_empty() { "—".to_string() } else { s.unit.clone() })).collect()
+    }
 }
 
 /// ACD settings across queues.
@@ -362,6 +388,10 @@ impl Config {
             cfg.acd.recordings = PathBuf::from("../data/recordings");
         }
         cfg.acd.recordings = base.join(&cfg.acd.recordings);
+        if !cfg.reports.folder.as_os_str().is_empty() {
+            cfg.reports.folder = base.join(&cfg.reports.folder);
+        }
+        cfg.reports.rules = base.join(&cfg.reports.rules);
         cfg.validate()?;
         Ok(cfg)
     }

@@ -46,9 +46,9 @@ enum Command {
         /// Also write seats.csv, queues.csv, units.csv and indicators.csv into this folder.
         #[arg(long)]
         csv: Option<PathBuf>,
-        /// The assessment rules.
-        #[arg(long, default_value = "config/scoring.toml")]
-        rules: PathBuf,
+        /// The assessment rules (default: reports.rules of the config).
+        #[arg(long)]
+        rules: Option<PathBuf>,
     },
     /// Print the ha1_md5 and ha1_sha256 lines for a seat's credentials.
     Passwd {
@@ -79,7 +79,10 @@ fn main() -> ExitCode {
         Command::Check => check(&cfg),
         Command::Run => run(cfg),
         Command::Figures { day, json } => figures(&cfg, day, json),
-        Command::Report { day, month, csv, rules } => report(&cfg, day, month, csv, &rules),
+        Command::Report { day, month, csv, rules } => {
+            let rules = rules.unwrap_or_else(|| cfg.reports.rules.clone());
+            report(&cfg, day, month, csv, &rules)
+        }
         Command::Passwd { .. } => ExitCode::SUCCESS,
     }
 }
@@ -90,9 +93,9 @@ fn report(cfg: &Config, day: Option<String>, month: Option<String>, csv: Option<
         eprintln!("error: {msg}");
         ExitCode::from(2)
     };
-    let rules: report::Rules = match std::fs::read_to_string(rules).map_err(|e| e.to_string()).and_then(|t| toml::from_str(&t).map_err(|e| e.to_string())) {
+    let rules = match report::load_rules(rules) {
         Ok(r) => r,
-        Err(e) => return fail(format!("rules {}: {e}", rules.display())),
+        Err(e) => return fail(e.to_string()),
     };
     let days: Vec<chrono::NaiveDate> = match (&day, &month) {
         (Some(d), None) => match chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d") {
@@ -108,27 +111,17 @@ fn report(cfg: &Config, day: Option<String>, month: Option<String>, csv: Option<
     if !cfg.store.path.exists() {
         return fail(format!("no store at {} (the daemon writes it)", cfg.store.path.display()));
     }
-    let mut records = Vec::new();
-    for d in &days {
-        match hotline::metrics::store::read_day(&cfg.store.path, &d.to_string()) {
-            Ok(r) => records.extend(r),
-            Err(e) => return fail(e.to_string()),
-        }
-    }
-    let units = cfg.seats.iter().map(|s| (s.id.clone(), if s.unit.is_empty() { "—".to_string() } else { s.unit.clone() })).collect();
     let period = day.or(month).unwrap_or_default();
-    let r = report::build(&period, &records, &units, &rules);
+    let r = match report::from_store(&cfg.store.path, &period, &days, &cfg.seat_units(), &rules) {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
     print!("{}", r.text());
     if let Some(dir) = csv {
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            return fail(format!("{}: {e}", dir.display()));
+        if let Err(e) = r.write(&dir) {
+            return fail(e.to_string());
         }
-        for (name, text) in r.csv() {
-            if let Err(e) = std::fs::write(dir.join(name), text) {
-                return fail(format!("{}: {e}", dir.join(name).display()));
-            }
-        }
-        println!("\nCSV written to {}", dir.display());
+        println!("\nreport.txt and CSV written to {}", dir.display());
     }
     ExitCode::SUCCESS
 }

@@ -147,6 +147,43 @@ pub fn build(period: &str, records: &[Record], unit_of: &BTreeMap<String, String
     Report { period: period.to_string(), figures, units, indicators }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("rules {path}: {why}")]
+    Rules { path: std::path::PathBuf, why: String },
+    #[error(transparent)]
+    Store(#[from] super::store::StoreError),
+    #[error("{path}: {source}")]
+    Write { path: std::path::PathBuf, source: std::io::Error },
+}
+
+pub fn load_rules(path: &std::path::Path) -> Result<Rules, ReportError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ReportError::Rules { path: path.to_path_buf(), why: e.to_string() })?;
+    toml::from_str(&text).map_err(|e| ReportError::Rules { path: path.to_path_buf(), why: e.to_string() })
+}
+
+/// The report of `period` over the stored records of `days`.
+pub fn from_store(store: &std::path::Path, period: &str, days: &[chrono::NaiveDate], unit_of: &BTreeMap<String, String>, rules: &Rules) -> Result<Report, ReportError> {
+    let mut records = Vec::new();
+    for d in days {
+        records.extend(super::store::read_day(store, &d.to_string())?);
+    }
+    Ok(build(period, &records, unit_of, rules))
+}
+
+impl Report {
+    /// Writes `report.txt` and the CSV files into `dir`.
+    pub fn write(&self, dir: &std::path::Path) -> Result<(), ReportError> {
+        let w = |path: std::path::PathBuf, text: &str| std::fs::write(&path, text).map_err(|source| ReportError::Write { path, source });
+        std::fs::create_dir_all(dir).map_err(|source| ReportError::Write { path: dir.to_path_buf(), source })?;
+        w(dir.join("report.txt"), &self.text())?;
+        for (name, text) in self.csv() {
+            w(dir.join(name), &text)?;
+        }
+        Ok(())
+    }
+}
+
 fn pct(v: f64) -> String {
     format!("{:.1}%", v * 100.0)
 }

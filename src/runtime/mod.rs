@@ -58,6 +58,9 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
     let (rtp_tx, mut rtp_rx) = mpsc::unbounded_channel::<RtpEvent>();
     let rtp_io = rtp::RtpIo::new(&cfg, rtp_tx, stats.clone());
     let today = clock.today_shanghai().to_string();
+    if !cfg.reports.folder.as_os_str().is_empty() {
+        tokio::spawn(daily_reports(cfg.clone(), clock.clone()));
+    }
     let mut core = Core::new(cfg.clone(), plan, prompts, clock, stats.clone(), rtp_io);
     match crate::metrics::store::read_day(&cfg.store.path, &today) {
         Ok(records) => core.preload_figures(&records),
@@ -163,6 +166,35 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
     drop(store); // flushes
     core.media_io().finish(); // recordings closed as valid WAV
     Ok(())
+}
+
+/// After each midnight (Asia/Shanghai, on the daemon's wall clock) the day before's report is
+/// written to `reports.folder/<day>/`, off the call-control thread.
+async fn daily_reports(cfg: Arc<Config>, clock: WallClock) {
+    loop {
+        let now = clock.now_utc().with_timezone(&crate::time::shanghai());
+        let today = now.date_naive();
+        // A few seconds past midnight, so the day's last records are in the store.
+        let at = (today + chrono::Days::new(1)).and_hms_opt(0, 0, 3).and_then(|t| t.and_local_timezone(crate::time::shanghai()).single());
+        let Some(at) = at else { return };
+        let wait = (at - now).to_std().unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        let cfg = cfg.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let rules = crate::metrics::report::load_rules(&cfg.reports.rules)?;
+            let day = today.to_string();
+            let report = crate::metrics::report::from_store(&cfg.store.path, &day, &[today], &cfg.seat_units(), &rules)?;
+            let dir = cfg.reports.folder.join(&day);
+            report.write(&dir)?;
+            Ok::<_, crate::metrics::report::ReportError>(dir)
+        })
+        .await;
+        match written {
+            Ok(Ok(dir)) => info!(dir = %dir.display(), "daily report written"),
+            Ok(Err(e)) => warn!(error = %e, "daily report not written"),
+            Err(e) => warn!(error = %e, "daily report task failed"),
+        }
+    }
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {

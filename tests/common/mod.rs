@@ -76,6 +76,7 @@ impl Daemon {
             .env("HOTLINE__LOG__LEVEL", "debug")
             .env("HOTLINE__STORE__PATH", &store)
             .env("HOTLINE__HTTP__TOKENS__TESTS", API_TOKEN)
+            .env("HOTLINE__REPORTS__FOLDER", store.with_extension("reports"))
             .env("HOTLINE__STORE__QUEUE_LOG", store.with_extension("queue_log"))
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
