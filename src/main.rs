@@ -199,7 +199,10 @@ fn check(cfg: &Config) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(1);
     }
-    let (loaded, problems) = load(cfg);
+    let (loaded, mut problems) = load(cfg);
+    if let Err(e) = hotline::metrics::report::load_rules(&cfg.reports.rules) {
+        problems.push(e.to_string());
+    }
     for p in &problems {
         println!("error: {p}");
     }

@@ -35,3 +35,19 @@ fn broken_dialplans_are_reported_with_file_line_and_reason() {
     assert!(text.contains("zz-bad.toml:10: flow \"x\": prompt \"no-such-prompt\" has no file"), "{text}");
     assert!(text.contains("zz-syntax.toml:1:"), "{text}");
 }
+
+#[test]
+fn a_broken_scoring_rules_file_is_reported() {
+    let dir = temp_dir("bad-rules");
+    let rules = std::fs::read_to_string(repo().join("config/scoring.toml")).unwrap().replace("\"abandon_rate\"", "\"abandonment\"");
+    std::fs::write(dir.join("scoring.toml"), rules).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["check", "--config"])
+        .arg(repo().join("config/hotline.toml"))
+        .env("HOTLINE__REPORTS__RULES", dir.join("scoring.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("indicator \"呼损率\": unknown measure \"abandonment\""), "{text}");
+}

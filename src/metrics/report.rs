@@ -159,7 +159,19 @@ pub enum ReportError {
 
 pub fn load_rules(path: &std::path::Path) -> Result<Rules, ReportError> {
     let text = std::fs::read_to_string(path).map_err(|e| ReportError::Rules { path: path.to_path_buf(), why: e.to_string() })?;
-    toml::from_str(&text).map_err(|e| ReportError::Rules { path: path.to_path_buf(), why: e.to_string() })
+    let rules: Rules = toml::from_str(&text).map_err(|e| ReportError::Rules { path: path.to_path_buf(), why: e.to_string() })?;
+    let bad = |why: String| Err(ReportError::Rules { path: path.to_path_buf(), why });
+    for i in &rules.unit_items {
+        if !["dissatisfied", "probe_failures"].contains(&i.measure.as_str()) {
+            return bad(format!("unit item {:?}: unknown measure {:?} (dissatisfied, probe_failures)", i.name, i.measure));
+        }
+    }
+    for i in &rules.indicators {
+        if !["answer_rate", "answered_within_15s_rate", "abandon_rate", "satisfaction_rate"].contains(&i.measure.as_str()) {
+            return bad(format!("indicator {:?}: unknown measure {:?} (answer_rate, answered_within_15s_rate, abandon_rate, satisfaction_rate)", i.name, i.measure));
+        }
+    }
+    Ok(rules)
 }
 
 /// The report of `period` over the stored records of `days`.
