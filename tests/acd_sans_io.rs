@@ -464,3 +464,41 @@ fn longest_idle_round_robin_and_fewest_calls_choose_differently() {
     assert_eq!(who_gets_d(FewestCalls), "1002");
     assert_eq!(who_gets_d(RoundRobin), "1002", "after 1001, offered last");
 }
+
+#[test]
+fn a_seat_coming_free_after_wrap_up_is_offered_the_next_caller_at_once() {
+    let mut c = core(|_| {});
+    let t0 = Instant::now();
+    seat_up(&mut c, t0, "1003", S1); // line-12348, wrap-up 5 s
+    call(&mut c, t0, "a", "138", "12348");
+    call(&mut c, t0, "b", "139", "12348");
+    // Greeting plays (~6.5 s), then both wait in line-12348; the seat gets caller a.
+    let msgs = run(&mut c, t0, t0 + Duration::from_secs(10));
+    let all_invites = msgs.iter().filter(|(_, m)| m.starts_with("INVITE sip:1003@")).count();
+    let o = offers(&msgs);
+    assert_eq!(o.len(), 1, "one seat, one offer at a time");
+    assert!(all_invites > 1, "unanswered INVITE retransmitted on UDP (timer A)");
+    let invite = &o[0].2;
+    assert!(invite.contains("X-Hotline-Queue: line-12348"));
+    assert!(invite.contains("X-Hotline-Dialled: 12348"));
+    assert!(invite.contains("From: \"138\" <sip:138@"), "the caller's number");
+    // The seat answers, then hangs up: caller a gets BYE; the agent wraps up for 5 s.
+    let t1 = t0 + Duration::from_secs(10);
+    answer(&mut c, t1, invite, S1);
+    assert!(sent(&mut c).iter().any(|m| m.starts_with("ACK ")));
+    let our_tag = header(invite, "From:").split(";tag=").nth(1).unwrap();
+    let bye = format!(
+        "BYE sip:hotline@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {S1};branch=z9hG4bKbye\r\nFrom: <sip:1003@127.0.0.1>;tag=seat\r\n\
+         To: <sip:138@127.0.0.1>;tag={our_tag}\r\n{}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+        header(invite, "Call-ID:")
+    );
+    c.handle_datagram(t1, bye.as_bytes(), udp(S1));
+    let out = sent(&mut c);
+    assert!(out.iter().any(|m| m.starts_with("SIP/2.0 200")), "200 to the seat's BYE");
+    assert!(out.iter().any(|m| m.starts_with("BYE ")), "BYE to caller a");
+    // Exactly when wrap-up ends, caller b is offered: no polling delay.
+    let next = offers(&run(&mut c, t1, t1 + Duration::from_secs(7)));
+    let next: Vec<&(Instant, String, String)> = next.iter().filter(|x| header(&x.2, "Call-ID:") != header(invite, "Call-ID:")).collect();
+    assert_eq!(next.first().map(|x| x.0.duration_since(t1)), Some(Duration::from_secs(5)), "offered the moment wrap-up (5 s) ended");
+    assert!(next[0].2.contains("From: \"139\""), "caller b");
+}

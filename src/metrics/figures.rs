@@ -116,29 +116,19 @@ impl Figures {
             "offer" => {
                 let Some(seat) = &r.seat else { return };
                 let s = self.seats.entry(seat.clone()).or_default();
-                match r.detail.get("outcome").and_then(|v| v.as_str()).unwrap_or("") {
-                    "answered" => {
-                        s.offered += 1;
-                        s.answered += 1;
-                        s.answer_time_s += num(r, "ring_s");
-                    }
-                    "missed" => {
-                        s.offered += 1;
-                        s.missed += 1;
-                    }
-                    "rejected" => {
-                        s.offered += 1;
-                        s.rejected += 1;
-                    }
-                    "failed" => {
-                        s.offered += 1;
-                        s.failed += 1;
-                    }
-                    "withdrawn" => {
-                        s.offered += 1;
-                        s.withdrawn += 1;
-                    }
-                    _ => {} // answered elsewhere (ring-all)
+                let outcome = r.detail.get("outcome").and_then(|v| v.as_str()).unwrap_or("");
+                let counter = match outcome {
+                    "answered" => &mut s.answered,
+                    "missed" => &mut s.missed,
+                    "rejected" => &mut s.rejected,
+                    "failed" => &mut s.failed,
+                    "withdrawn" => &mut s.withdrawn,
+                    _ => return, // answered elsewhere (ring-all): not an offer to this seat
+                };
+                *counter += 1;
+                s.offered += 1;
+                if outcome == "answered" {
+                    s.answer_time_s += num(r, "ring_s");
                 }
                 s.answer_rate = if s.offered == 0 { 1.0 } else { s.answered as f64 / s.offered as f64 };
             }

@@ -47,6 +47,8 @@ struct Learning {
     forward: std::sync::Mutex<Option<Relay>>,
     /// While recorded: where relayed audio also goes, its codec and payload type.
     tap: std::sync::Mutex<Option<(crate::media::recorder::Tap, crate::media::Codec)>>,
+    /// Whether `tap` is set: relayed packets of calls not recorded skip its lock.
+    recording: std::sync::atomic::AtomicBool,
     /// Set once the peer's SDP is known (call control called `media_changed`): before that
     /// (a seat leg still ringing) no source is learned, so a sprayed packet can't become "the
     /// seat".
@@ -108,6 +110,7 @@ impl RtpIo {
     fn stop_recording_port(&mut self, port: u16) {
         let Some((id, a, b)) = self.recordings.remove(&port) else { return };
         for l in [a, b] {
+            l.recording.store(false, Ordering::Relaxed);
             if let Ok(mut t) = l.tap.lock() {
                 *t = None;
             }
@@ -175,6 +178,7 @@ impl MediaIo for RtpIo {
             if let Ok(mut t) = learning.tap.lock() {
                 *t = Some((Tap { recorder: recorder.clone(), id, side }, codec));
             }
+            learning.recording.store(true, Ordering::Relaxed);
         }
         self.recordings.insert(a.port, (id, a.learning.clone(), b.learning.clone()));
     }
@@ -308,7 +312,8 @@ fn on_packet(
                 Stats::inc(&stats.rtp_relayed);
             }
         }
-        if let Some((tap, codec)) = learning.tap.lock().ok().and_then(|t| t.clone()) {
+        let tap = if learning.recording.load(Ordering::Relaxed) { learning.tap.lock().ok().and_then(|t| t.clone()) } else { None };
+        if let Some((tap, codec)) = tap {
             if rtp.payload_type() == codec.static_pt() {
                 tap.audio(codec, rtp.payload());
             }
