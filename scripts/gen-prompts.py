@@ -75,6 +75,11 @@ FIXED = [
     ("survey", "请您对本次服务进行评价：满意请按1，基本满意请按2，不满意请按3。"),
     ("survey-thanks", "感谢您的评价，再见。"),
     ("callback", "现在座席全忙，我们已记录您的来电号码，工作人员将尽快给您回电。再见。"),
+    ("transfer/connecting", "正在为您转接，请稍候。"),
+    ("transfer/dialling", "正在呼叫转接方。"),
+    ("transfer/failed", "转接未成功，已回到原通话。"),
+    ("transfer/unknown", "转接号码无效。"),
+    ("transfer/sorry", "转接未成功，请您稍后再拨。再见。"),
 ]
 
 # Counting words, composed at run time into 1..99 (二十三 = 二 十 三); 两 before a measure word.

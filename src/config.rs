@@ -42,6 +42,123 @@ pub struct Config {
     pub acd: AcdConfig,
     #[serde(default)]
     pub reports: ReportsConfig,
+    /// SIP trunks to sub-centres, retained-seat lines and emergency centres, by name.
+    #[serde(default)]
+    pub trunks: BTreeMap<String, TrunkConfig>,
+    /// Where an agent can transfer a call or hand it off (numbers matched exactly).
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub transfer: TransferConfig,
+    #[serde(default)]
+    pub probes: ProbesConfig,
+}
+
+/// A SIP gateway the daemon sends calls to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    /// host:port of the gateway (UDP).
+    pub address: SocketAddr,
+    /// Digest credentials, when the gateway challenges our INVITEs.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// What a transfer target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    /// A sub-centre (分中心: 12366, 12360, …) over a trunk.
+    Subcentre,
+    /// A line that kept its own seats (保留座席) over a trunk.
+    Retained,
+    /// An expert group: one of the daemon's own queues.
+    Expert,
+    /// 110, 119, 120, 122: one-key hand-off, capacity reserved, the caller's number presented.
+    Emergency,
+    /// Water, power, gas, heat lines over a trunk.
+    Utility,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// The number as agents key it and as the trunk receives it.
+    pub number: String,
+    pub name: String,
+    pub kind: TargetKind,
+    /// The trunk that reaches it (all kinds but expert).
+    #[serde(default)]
+    pub trunk: Option<String>,
+    /// The queue that serves it (expert).
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// The unit (承办单位) the line belongs to, for the reports; defaults to the name.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// How long the target may ring before the transfer fails.
+    #[serde(default = "default_target_timeout")]
+    pub timeout_s: u64,
+    /// Answer-rate probes call this line (电话接通率).
+    #[serde(default)]
+    pub probe: bool,
+}
+
+fn default_target_timeout() -> u64 {
+    30
+}
+
+impl TargetConfig {
+    pub fn unit_name(&self) -> &str {
+        self.unit.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// Transfers and hand-offs started by agents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransferConfig {
+    /// During a call an agent keys `<prefix><target number>#` (e.g. `*12366#`, `*110#`).
+    pub prefix: String,
+    /// Digits of a transfer code must follow each other within this many seconds.
+    pub digit_timeout_s: u64,
+    /// RTP ports kept free for emergency hand-offs: new inbound calls are refused (503) rather
+    /// than take them.
+    pub reserved_for_emergency: usize,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig { prefix: "*".into(), digit_timeout_s: 4, reserved_for_emergency: 16 }
+    }
+}
+
+/// Answer-rate probes: the platform calls each probed line; a round is up to `attempts` calls
+/// `spacing_s` apart, and a round nobody answered is one failure (seed 004: 间隔拨打3次，若无人
+/// 接听，视为电话不通).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbesConfig {
+    pub enabled: bool,
+    /// A new round for each probed line this often; the first one this long after start.
+    pub every_s: u64,
+    /// The first round this long after start.
+    pub first_after_s: u64,
+    pub attempts: u32,
+    pub spacing_s: u64,
+    /// An attempt rings this long before it counts as unanswered.
+    pub ring_timeout_s: u64,
+    /// The number the probe presents as its caller.
+    pub caller: String,
+}
+
+impl Default for ProbesConfig {
+    fn default() -> Self {
+        ProbesConfig { enabled: false, every_s: 3600, first_after_s: 60, attempts: 3, spacing_s: 60, ring_timeout_s: 20, caller: "12345".into() }
+    }
 }
 
 /// Daily report files, written after midnight (Asia/Shanghai) for the day before.
@@ -62,6 +179,12 @@ impl Default for ReportsConfig {
 }
 
 impl Config {
+    /// The target with exactly this number (never a prefix or substring match: `1100` is not
+    /// 110).
+    pub fn target(&self, number: &str) -> Option<usize> {
+        self.targets.iter().position(|t| t.number == number)
+    }
+
     /// Seat id → its unit (单位), for the reports.
     pub fn seat_units(&self) -> BTreeMap<String, String> {
         self.seats.iter().map(|s| (s.id.clone(), if s.unit.is_empty() { "—".to_string() } else { s.unit.clone() })).collect()
@@ -468,6 +591,42 @@ impl Config {
                     "queues.{name}.hold_prompt_every_s must be > 0"
                 )));
             }
+        }
+        let mut numbers = std::collections::HashSet::new();
+        for t in &self.targets {
+            let bad = |why: String| Err(ConfigError::Invalid(format!("target {} ({}): {why}", t.number, t.name)));
+            if t.number.is_empty() || t.number.len() > 20 || !t.number.bytes().all(|b| b.is_ascii_digit()) {
+                return bad("number must be 1 to 20 digits".into());
+            }
+            if !numbers.insert(&t.number) {
+                return bad("number listed twice".into());
+            }
+            if t.timeout_s == 0 {
+                return bad("timeout_s must be > 0".into());
+            }
+            match (t.kind, &t.trunk, &t.queue) {
+                (TargetKind::Expert, _, Some(q)) if self.queues.contains_key(q) => {}
+                (TargetKind::Expert, _, q) => return bad(format!("an expert target needs queue = one of [queues], not {q:?}")),
+                (_, Some(trunk), _) if self.trunks.contains_key(trunk) => {}
+                (_, trunk, _) => return bad(format!("needs trunk = one of [trunks], not {trunk:?}")),
+            }
+            if t.probe && t.kind == TargetKind::Expert {
+                return bad("probes call lines over trunks; an expert queue can't be probed".into());
+            }
+        }
+        for (name, t) in &self.trunks {
+            if t.username.is_some() != t.password.is_some() {
+                return Err(ConfigError::Invalid(format!("trunks.{name}: username and password go together")));
+            }
+        }
+        if self.transfer.prefix.is_empty() || !self.transfer.prefix.bytes().all(|b| b == b'*' || b.is_ascii_digit()) {
+            return Err(ConfigError::Invalid(format!("transfer.prefix {:?}: use '*' and digits", self.transfer.prefix)));
+        }
+        if self.probes.enabled && (self.probes.attempts == 0 || self.probes.every_s == 0 || self.probes.ring_timeout_s == 0) {
+            return Err(ConfigError::Invalid("probes: attempts, every_s and ring_timeout_s must be > 0".into()));
+        }
+        if self.probes.enabled && u64::from(self.probes.attempts.saturating_sub(1)) * self.probes.spacing_s >= self.probes.every_s {
+            return Err(ConfigError::Invalid("probes: a round's attempts (attempts-1 × spacing_s) must fit within every_s".into()));
         }
         Ok(())
     }

@@ -4,7 +4,11 @@
 //!
 //! One `Core` owns every call, transaction and media stream, so nothing here locks.
 
+mod probe;
 mod seat_leg;
+mod transfer;
+mod trunk_call;
+pub use transfer::TransferError;
 
 use crate::config::Config;
 use crate::ivr::dialplan::{Decision, Dialplan, Next};
@@ -127,6 +131,16 @@ pub trait MediaIo {
     /// `codec`, to a stereo WAV at `path`, until `stop_recording(a)`.
     fn record(&mut self, _a: &Self::Tx, _b: &Self::Tx, _codec: crate::media::Codec, _path: std::path::PathBuf) {}
     fn stop_recording(&mut self, _a: &Self::Tx) {}
+    /// Conference `id` of these members (transmitter, codec, payload type): each hears the
+    /// others mixed; their packets are no longer relayed. Starting it again re-forms it.
+    fn conference(&mut self, _id: u64, _members: &[(&Self::Tx, crate::media::Codec, u8)]) {}
+    fn end_conference(&mut self, _id: u64) {}
+    /// Called on every media tick (conference mixing, which paces itself to 20 ms frames).
+    fn tick(&mut self, _now: Instant) {}
+    /// RTP ports still free.
+    fn free_ports(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// What the runtime's RTP readers report.
@@ -162,6 +176,14 @@ enum CallTimer {
     AgentReady(usize),
     /// Queue `usize` may have no member logged in: its callers are sent on.
     NoAgents(usize),
+    /// A trunk call's retransmission or ring timeout.
+    Trunk,
+    /// A transfer's prompt has played (failed: caller back to the agent; given up: hang up).
+    TransferDone,
+    /// A new answer-rate probe round for target `usize`.
+    ProbeRound(usize),
+    /// The next attempt of probe round `u64`.
+    ProbeAttempt(u64),
 }
 
 /// `TimerKind` with an order, for the timer heap.
@@ -283,6 +305,16 @@ pub struct Core<M: MediaIo> {
     queue_views: QueueDirectory,
     /// Call and state events for the durable store, drained by the runtime.
     records: VecDeque<crate::metrics::Record>,
+    /// Calls we place over trunks (transfers, probes), by key; keys share the call key space.
+    trunk_calls: HashMap<u64, trunk_call::TrunkCall>,
+    trunk_by_branch: HashMap<String, u64>,
+    /// (Call-ID, far end's tag) → trunk call.
+    trunk_dialogs: HashMap<(String, String), u64>,
+    /// Transfers under way, by the caller's key.
+    transfers: HashMap<u64, transfer::Transfer>,
+    /// Probe rounds under way, by round number.
+    probes: HashMap<u64, probe::ProbeRound>,
+    probe_rounds_started: u64,
 }
 
 impl<M: MediaIo> Core<M> {
@@ -332,6 +364,12 @@ impl<M: MediaIo> Core<M> {
             queue_prompts: crate::acd::announce::QueuePrompts::new(&prompts),
             queue_views: Arc::new(DashMap::new()),
             records: VecDeque::new(),
+            trunk_calls: HashMap::new(),
+            trunk_by_branch: HashMap::new(),
+            trunk_dialogs: HashMap::new(),
+            transfers: HashMap::new(),
+            probes: HashMap::new(),
+            probe_rounds_started: 0,
             cfg,
         }
     }
@@ -343,6 +381,7 @@ impl<M: MediaIo> Core<M> {
             self.publish_seat(i, now);
         }
         self.publish_queues(now);
+        self.start_probes(now);
     }
 
     /// Today's figures so far, from the store's records (a restart mid-day goes on counting).
@@ -568,8 +607,8 @@ impl<M: MediaIo> Core<M> {
         }
         if let Some((seat, uri)) = self.qualifying.remove(&owner) {
             self.registrar.set_reachable(seat, &uri, answered);
-        } else if self.leg_done(owner) {
-            // a seat leg's BYE finished
+        } else if self.leg_done(owner) || self.trunk_done(owner) {
+            // a seat leg's or a trunk call's BYE finished
         } else {
             if !answered {
                 Stats::inc(&self.stats.bye_timeouts);
@@ -660,6 +699,7 @@ impl<M: MediaIo> Core<M> {
             io.send(tx, pkt, to);
             sent += 1;
         });
+        io.tick(now);
         self.stats.rtp_sent.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
         while let Some(MediaEvent::PlaybackDone(stream)) = self.media.poll_event() {
             if let Some(&key) = self.stream_calls.get(&stream) {
@@ -679,6 +719,10 @@ impl<M: MediaIo> Core<M> {
                         self.media.set_remote(call.stream, Some(addr));
                     }
                 }
+            }
+            RtpEvent::Digit(key, d) if self.legs.contains_key(&key) => {
+                Stats::inc(&self.stats.dtmf_digits);
+                self.leg_digit(now, key, d);
             }
             RtpEvent::Digit(key, d) => {
                 Stats::inc(&self.stats.dtmf_digits);
@@ -714,12 +758,22 @@ impl<M: MediaIo> Core<M> {
                         self.dispatch(now);
                     }
                     CallTimer::NoAgents(q) => self.check_no_agents(now, crate::ivr::dialplan::QueueId(q)),
+                    CallTimer::ProbeRound(t) => self.probe_round(now, t),
+                    CallTimer::ProbeAttempt(r) => self.probe_attempt(now, r),
                     _ => self.housekeeping(now),
                 }
                 continue;
             }
             if self.legs.contains_key(&key) {
                 self.leg_timer(now, key, at, timer);
+                continue;
+            }
+            if timer == CallTimer::Trunk {
+                self.trunk_timer(now, key);
+                continue;
+            }
+            if timer == CallTimer::TransferDone {
+                self.transfer_timer(now, key);
                 continue;
             }
             let Some(call) = self.calls.get_mut(&key) else { continue };
@@ -813,6 +867,9 @@ impl<M: MediaIo> Core<M> {
             if let Some(&leg) = self.leg_by_branch.get(&branch) {
                 return self.leg_response(now, leg, resp);
             }
+            if let Some(&key) = self.trunk_by_branch.get(&branch) {
+                return self.trunk_response(now, key, resp);
+            }
             return;
         }
         if let Some(ClientOutcome::Response { owner, code }) = self.client_txs.on_response(now, &branch, resp.status_code.code()) {
@@ -833,6 +890,22 @@ impl<M: MediaIo> Core<M> {
             Disposition::New => {}
         }
         if info.to_tag.is_some() && info.method != Method::Ack {
+            if let Some(key) = self.trunk_dialog(&info) {
+                return match info.method {
+                    Method::Bye => {
+                        self.respond(now, &req, &info, peer, &ResponseSpec::new(200, "OK"));
+                        self.trunk_bye(now, key);
+                    }
+                    Method::Options | Method::Info | Method::Update if req.body.is_empty() => {
+                        self.respond(now, &req, &info, peer, &ResponseSpec::new(200, "OK"))
+                    }
+                    _ => {
+                        let hdrs = [("Warning", "399 hotline \"not supported on trunk calls\"")];
+                        let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(488, "Not Acceptable Here") };
+                        self.respond(now, &req, &info, peer, &spec)
+                    }
+                };
+            }
             if let Some(leg) = self.leg_dialog(&info) {
                 return match info.method {
                     Method::Bye => {
@@ -843,9 +916,9 @@ impl<M: MediaIo> Core<M> {
                         self.respond(now, &req, &info, peer, &ResponseSpec::new(200, "OK"))
                     }
                     Method::Invite => self.leg_reinvite(now, leg, &req, &info, peer),
+                    Method::Refer => self.leg_refer(now, leg, &req, &info, peer),
                     _ => {
-                        // Transfers from the seat come with the transfer layer.
-                        let hdrs = [("Warning", "399 hotline \"not supported on seat legs yet\"")];
+                        let hdrs = [("Warning", "399 hotline \"not supported on seat legs\"")];
                         let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(488, "Not Acceptable Here") };
                         self.respond(now, &req, &info, peer, &spec)
                     }
@@ -887,6 +960,12 @@ impl<M: MediaIo> Core<M> {
                 None => self.respond(now, &req, &info, peer, &ResponseSpec::new(481, "Call/Transaction Does Not Exist")),
             },
             Method::Register => self.register(now, &req, &info, peer),
+            Method::Refer => {
+                // Only an agent's leg may transfer; a caller (or anyone else) never can.
+                let hdrs = [("Warning", "399 hotline \"only an agent can transfer a call\"")];
+                let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(403, "Forbidden") };
+                self.respond(now, &req, &info, peer, &spec);
+            }
             Method::Ack => {}
             _ => {
                 let hdrs = [("Allow", ALLOW)];
@@ -932,6 +1011,10 @@ impl<M: MediaIo> Core<M> {
         };
         if self.shutting_down {
             return refuse(self, 503, "Service Unavailable", &[("Retry-After", "30")]);
+        }
+        if self.media_io.free_ports() <= self.cfg.transfer.reserved_for_emergency {
+            // The last ports are kept for emergency hand-offs of calls already here.
+            return refuse(self, 503, "Service Unavailable", &[("Retry-After", "5"), ("Warning", "399 hotline \"at capacity\"")]);
         }
         let Some(from_tag) = info.from_tag.clone() else {
             return refuse(self, 400, "Bad Request", &[("Warning", "399 hotline \"From has no tag\"")]);
@@ -1396,6 +1479,7 @@ impl<M: MediaIo> Core<M> {
 
     /// We end an answered call: BYE, and the call goes once the BYE is answered or times out.
     fn hangup(&mut self, now: Instant, key: u64) {
+        self.transfer_caller_gone(now, key);
         self.dequeue(now, key, "abandoned");
         for leg in self.calls.get_mut(&key).map(|c| std::mem::take(&mut c.legs)).unwrap_or_default() {
             self.caller_gone(now, leg);
@@ -1468,6 +1552,7 @@ impl<M: MediaIo> Core<M> {
 
     /// Removes a call and everything it holds.
     fn finish(&mut self, key: u64) {
+        self.transfer_caller_gone(self.now, key);
         self.survey_result(key, None, Some("caller_hung_up"));
         self.dequeue(self.now, key, "abandoned");
         for leg in self.calls.get_mut(&key).map(|c| std::mem::take(&mut c.legs)).unwrap_or_default() {
@@ -1512,7 +1597,4 @@ fn with_to_tag<'a>(spec: &ResponseSpec<'a>, tag: &'a str) -> ResponseSpec<'a> {
     }
 }
 
-fn random_token() -> String {
-    let mut rng = rand::rng();
-    format!("{:016x}", rng.random::<u64>())
-}
+use crate::sip::random_token;

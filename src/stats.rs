@@ -23,6 +23,10 @@ pub struct Stats {
     pub dtmf_digits: AtomicU64,
     pub bye_timeouts: AtomicU64,
     pub sip_send_errors: AtomicU64,
+    pub rtp_mixed: AtomicU64,
+    pub conferences_active: AtomicU64,
+    pub transfers_active: AtomicU64,
+    pub probes: AtomicU64,
 }
 
 impl Stats {
@@ -35,7 +39,7 @@ impl Stats {
 
     /// Prometheus text exposition of every counter.
     pub fn prometheus(&self) -> String {
-        let rows: [(&str, &str, &AtomicU64, &str); 18] = [
+        let rows: [(&str, &str, &AtomicU64, &str); 22] = [
             ("hotline_invites_total", "counter", &self.invites, "New INVITEs received"),
             ("hotline_calls_answered_total", "counter", &self.calls_answered, "Calls answered with 200 OK"),
             ("hotline_calls_active", "gauge", &self.calls_active, "Calls in progress"),
@@ -54,6 +58,10 @@ impl Stats {
             ("hotline_dtmf_digits_total", "counter", &self.dtmf_digits, "DTMF digits received"),
             ("hotline_bye_timeouts_total", "counter", &self.bye_timeouts, "BYEs that got no response"),
             ("hotline_sip_send_errors_total", "counter", &self.sip_send_errors, "SIP messages the socket refused (recovered by retransmission)"),
+            ("hotline_rtp_mixed_total", "counter", &self.rtp_mixed, "RTP packets of mixed conference audio sent"),
+            ("hotline_conferences_active", "gauge", &self.conferences_active, "Three-way calls (caller, agent, target) in progress"),
+            ("hotline_transfers_active", "gauge", &self.transfers_active, "Transfers and hand-offs dialling or in a three-way call"),
+            ("hotline_probes_total", "counter", &self.probes, "Answer-rate probe calls placed"),
         ];
         let mut s = String::new();
         for (name, kind, v, help) in rows {

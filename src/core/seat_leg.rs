@@ -40,7 +40,7 @@ pub(super) struct SeatLeg {
     to: String,
     invite: Bytes,
     pub(super) state: LegState,
-    stream: StreamId,
+    pub(super) stream: StreamId,
     retransmit_interval: Duration,
     retransmit_at: Option<Instant>,
     ring_deadline: Instant,
@@ -63,6 +63,10 @@ pub(super) struct SeatLeg {
     remote_cseq: u32,
     /// Our 2xx to the seat's re-INVITE, retransmitted until its ACK.
     ok: Option<crate::sip::pending_ok::PendingOk>,
+    /// DTMF keyed by the agent during the call (a transfer code being entered), and when the
+    /// last digit came.
+    pub(super) digits: String,
+    pub(super) digits_at: Option<Instant>,
 }
 
 impl<M: MediaIo> Core<M> {
@@ -318,6 +322,8 @@ impl<M: MediaIo> Core<M> {
                 on_hold: false,
                 remote_cseq: 0,
                 ok: None,
+                digits: String::new(),
+                digits_at: None,
             },
         );
         self.leg_by_branch.insert(branch, leg_key);
@@ -596,6 +602,43 @@ impl<M: MediaIo> Core<M> {
         })
     }
 
+    /// A request of ours in the seat's dialog (NOTIFY); its outcome needs no handling.
+    pub(super) fn leg_request(&mut self, now: Instant, key: u64, method: &str, hdrs: &[(&str, &str)], body: &[u8]) {
+        let Some(leg) = self.legs.get_mut(&key) else { return };
+        if leg.state != LegState::Up {
+            return;
+        }
+        leg.local_cseq += 1;
+        let host = leg.from.split('@').nth(1).and_then(|h| h.split('>').next()).unwrap_or("").to_string();
+        let to = match &leg.remote_tag {
+            Some(t) => format!("{};tag={t}", leg.to),
+            None => leg.to.clone(),
+        };
+        let branch = format!("z9hG4bK{}", random_token());
+        let mut extra = vec![("Contact", leg.contact.as_str())];
+        extra.extend_from_slice(hdrs);
+        let bytes = message::request_with_body(
+            &InDialogRequest {
+                method,
+                target: &leg.remote_target,
+                via_transport: leg.peer.transport.via_name(),
+                via_host: &host,
+                branch: &branch,
+                from: &leg.from,
+                to: &to,
+                call_id: &leg.call_id,
+                cseq: leg.local_cseq,
+                routes: &[],
+                user_agent: &self.cfg.sip.user_agent,
+                extra: &extra,
+            },
+            body,
+        );
+        let t = Transmit { peer: leg.peer, bytes: bytes.into() };
+        let t = self.client_txs.start(now, &branch, CANCEL_OWNER, t);
+        self.out.push_back(t);
+    }
+
     /// BYE to the seat; the leg goes when it is answered or times out.
     pub(super) fn bye_leg(&mut self, now: Instant, key: u64) {
         let Some(leg) = self.legs.get_mut(&key) else { return };
@@ -639,7 +682,7 @@ impl<M: MediaIo> Core<M> {
 
     /// The agent's side of a call that was up: wrap-up, then available again. `ended_by`:
     /// "seat" when the seat hung up, "caller" otherwise.
-    fn leg_call_ended(&mut self, now: Instant, key: u64, ended_by: &str) {
+    pub(super) fn leg_call_ended(&mut self, now: Instant, key: u64, ended_by: &str) {
         if !self.is_bridged_leg(key) {
             return;
         }
@@ -750,6 +793,9 @@ impl<M: MediaIo> Core<M> {
         }
         if let Some(c) = self.calls.get_mut(&call) {
             c.legs.retain(|&l| l != key);
+        }
+        if self.transfer_agent_left(now, call, key) {
+            return;
         }
         // Queues with a survey ask the caller to rate the call instead of hanging up.
         let survey = self.calls.get(&call).and_then(|c| c.bridged_queue).and_then(|q| self.plan.queues.get(q.0)).is_some_and(|q| q.survey);

@@ -4,6 +4,7 @@
 pub mod dtmf;
 pub mod engine;
 pub mod g711;
+pub mod mixer;
 pub mod prompts;
 pub mod recorder;
 
@@ -37,6 +38,12 @@ impl Codec {
         match self {
             Codec::Pcmu => 0xFF,
             Codec::Pcma => 0xD5,
+        }
+    }
+    pub fn encode(self, s: i16) -> u8 {
+        match self {
+            Codec::Pcmu => g711::ulaw_encode(s),
+            Codec::Pcma => g711::alaw_encode(s),
         }
     }
     pub fn decode(self, b: u8) -> i16 {

@@ -28,6 +28,9 @@ pub struct SeatFigures {
     /// answered ÷ offered (1 when nothing was offered).
     pub answer_rate: f64,
     pub survey: SurveyFigures,
+    /// Answered calls the agent passed on to a target (three-way or blind transfer, hand-off);
+    /// answered − transferred are resolved at once (即时解答).
+    pub transferred: u64,
 }
 
 /// Satisfaction survey answers (满意 / 基本满意 / 不满意) and calls where none came.
@@ -87,6 +90,33 @@ pub struct QueueFigures {
     handle_s: f64,
 }
 
+/// A transfer target's (sub-centre, emergency centre, …) figures: the transfers agents made to
+/// it and the answer-rate probes of its line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TargetFigures {
+    pub name: String,
+    pub kind: String,
+    pub unit: String,
+    /// Transfers and hand-offs dialled to it.
+    pub transfers: u64,
+    pub transfers_answered: u64,
+    /// Busy, no answer within its timeout, or refused.
+    pub transfers_failed: u64,
+    /// Given up because the caller (or the agent of a blind transfer) went first.
+    pub transfers_abandoned: u64,
+    /// Answered ÷ (answered + failed): the sub-centre's answer rate.
+    pub transfer_answer_rate: f64,
+    /// Average seconds from dialling to its answer.
+    pub transfer_asa_s: f64,
+    #[serde(skip)]
+    answer_s: f64,
+    /// Probe rounds (up to `probes.attempts` calls each) and attempts.
+    pub probe_rounds: u64,
+    pub probe_attempts: u64,
+    /// Rounds in which no attempt was answered (电话不通、无人值守).
+    pub probe_failures: u64,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Figures {
     /// The day (YYYY-MM-DD, Asia/Shanghai) these figures are for; a record of a later day
@@ -94,6 +124,8 @@ pub struct Figures {
     pub day: String,
     pub seats: BTreeMap<String, SeatFigures>,
     pub queues: BTreeMap<String, QueueFigures>,
+    /// Per transfer target and probed line, by number.
+    pub targets: BTreeMap<String, TargetFigures>,
     /// Fold every record given, whatever its day (a month's report).
     #[serde(skip)]
     pub whole_period: bool,
@@ -104,6 +136,16 @@ fn num(r: &Record, key: &str) -> f64 {
 }
 
 impl Figures {
+    fn target(&mut self, number: &str, r: &Record) -> &mut TargetFigures {
+        let t = self.targets.entry(number.to_string()).or_default();
+        for (field, key) in [(&mut t.name, "name"), (&mut t.kind, "kind"), (&mut t.unit, "unit")] {
+            if let Some(v) = r.detail.get(key).and_then(|v| v.as_str()) {
+                v.clone_into(field);
+            }
+        }
+        t
+    }
+
     pub fn apply(&mut self, r: &Record) {
         let day = r.at.get(..10).unwrap_or("");
         if day != self.day && !self.whole_period {
@@ -152,6 +194,40 @@ impl Figures {
                 }
                 if let Some(q) = &r.queue {
                     self.queues.entry(q.clone()).or_default().survey.add(rating);
+                }
+            }
+            "transfer" => {
+                let Some(number) = r.detail.get("number").and_then(|v| v.as_str()) else { return };
+                let t = self.target(number, r);
+                match r.detail.get("outcome").and_then(|v| v.as_str()).unwrap_or("") {
+                    "started" => t.transfers += 1,
+                    "answered" => {
+                        t.transfers_answered += 1;
+                        t.answer_s += num(r, "answer_s");
+                        t.transfer_asa_s = t.answer_s / t.transfers_answered as f64;
+                    }
+                    "abandoned" => t.transfers_abandoned += 1,
+                    _ => t.transfers_failed += 1,
+                }
+                let tried = t.transfers_answered + t.transfers_failed;
+                t.transfer_answer_rate = if tried == 0 { 1.0 } else { t.transfers_answered as f64 / tried as f64 };
+                if r.detail.get("outcome").and_then(|v| v.as_str()) == Some("started") {
+                    if let Some(seat) = &r.seat {
+                        self.seats.entry(seat.clone()).or_default().transferred += 1;
+                    }
+                }
+            }
+            "probe" => {
+                let Some(number) = r.detail.get("number").and_then(|v| v.as_str()) else { return };
+                let t = self.target(number, r);
+                t.probe_attempts += 1;
+            }
+            "probe_round" => {
+                let Some(number) = r.detail.get("number").and_then(|v| v.as_str()) else { return };
+                let t = self.target(number, r);
+                t.probe_rounds += 1;
+                if r.detail.get("answered").and_then(|v| v.as_bool()) == Some(false) {
+                    t.probe_failures += 1;
                 }
             }
             "queue_enter" => {

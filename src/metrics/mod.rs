@@ -23,4 +23,4 @@ pub struct Record {
 
 /// Every record kind call control writes.
 pub const KINDS: &[&str] =
-    &["call_start", "call_refused", "call_answered", "call_end", "agent_state", "queue_enter", "queue_exit", "offer", "talk_end", "recording", "survey"];
+    &["call_start", "call_refused", "call_answered", "call_end", "agent_state", "queue_enter", "queue_exit", "offer", "talk_end", "recording", "survey", "transfer", "probe", "probe_round"];

@@ -53,6 +53,9 @@ pub struct UnitFigures {
     pub answered: u64,
     pub answer_rate: f64,
     pub survey: SurveyFigures,
+    /// Answer-rate probe rounds of the unit's lines, and those nobody answered.
+    pub probe_rounds: u64,
+    pub probe_failures: u64,
     /// Item name → points, or `None` where the period has no data for it.
     pub scores: BTreeMap<String, Option<f64>>,
 }
@@ -95,6 +98,13 @@ pub fn build(period: &str, records: &[Record], unit_of: &BTreeMap<String, String
             u.survey.no_answer += s.survey.no_answer;
         }
     }
+    for t in figures.targets.values() {
+        if t.probe_rounds > 0 {
+            let u = units.entry(if t.unit.is_empty() { t.name.clone() } else { t.unit.clone() }).or_default();
+            u.probe_rounds += t.probe_rounds;
+            u.probe_failures += t.probe_failures;
+        }
+    }
     for u in units.values_mut() {
         u.answer_rate = if u.offered == 0 { 1.0 } else { u.answered as f64 / u.offered as f64 };
         let rated = u.survey.satisfied + u.survey.basically_satisfied + u.survey.dissatisfied;
@@ -102,7 +112,8 @@ pub fn build(period: &str, records: &[Record], unit_of: &BTreeMap<String, String
         for item in &rules.unit_items {
             let count = match item.measure.as_str() {
                 "dissatisfied" => Some(u.survey.dissatisfied),
-                _ => None, // probe_failures: no probes are recorded yet
+                "probe_failures" if u.probe_rounds > 0 => Some(u.probe_failures),
+                _ => None, // a unit none of whose lines was probed
             };
             let score = count.map(|n| {
                 if item.zero_above.is_some_and(|z| n > z) {
@@ -117,6 +128,7 @@ pub fn build(period: &str, records: &[Record], unit_of: &BTreeMap<String, String
     // National indicators over every queue.
     let (mut offered, mut answered, mut abandoned, mut short, mut within15) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut survey = SurveyFigures::default();
+    let (seat_answered, seat_transferred) = figures.seats.values().fold((0, 0), |(a, t), s| (a + s.answered, t + s.transferred));
     for q in figures.queues.values() {
         offered += q.offered;
         answered += q.answered;
@@ -138,6 +150,7 @@ pub fn build(period: &str, records: &[Record], unit_of: &BTreeMap<String, String
                 "answered_within_15s_rate" => ratio(within15, answered + abandoned - short.min(abandoned)),
                 "abandon_rate" => ratio(abandoned, offered),
                 "satisfaction_rate" => ratio(survey.satisfied + survey.basically_satisfied, rated),
+                "resolved_at_once_rate" => ratio(seat_answered.saturating_sub(seat_transferred), seat_answered),
                 _ => None,
             };
             let met = value.map(|v| if i.lower_is_better { v <= i.target } else { v >= i.target });
@@ -167,8 +180,8 @@ pub fn load_rules(path: &std::path::Path) -> Result<Rules, ReportError> {
         }
     }
     for i in &rules.indicators {
-        if !["answer_rate", "answered_within_15s_rate", "abandon_rate", "satisfaction_rate"].contains(&i.measure.as_str()) {
-            return bad(format!("indicator {:?}: unknown measure {:?} (answer_rate, answered_within_15s_rate, abandon_rate, satisfaction_rate)", i.name, i.measure));
+        if !["answer_rate", "answered_within_15s_rate", "abandon_rate", "satisfaction_rate", "resolved_at_once_rate"].contains(&i.measure.as_str()) {
+            return bad(format!("indicator {:?}: unknown measure {:?} (answer_rate, answered_within_15s_rate, abandon_rate, satisfaction_rate, resolved_at_once_rate)", i.name, i.measure));
         }
     }
     Ok(rules)
@@ -218,11 +231,15 @@ impl Report {
         let _ = writeln!(o, "\nUnits (单位)");
         for (name, u) in &self.units {
             let scores: Vec<String> = u.scores.iter().map(|(k, v)| format!("{k} {}", v.map(|p| format!("{p:.0}")).unwrap_or_else(|| "no data".into()))).collect();
-            let _ = writeln!(o, "  {name}: seats {}, offered {}, answered {} ({}), 满意率 {}; {}", u.seats, u.offered, u.answered, pct(u.answer_rate), pct(u.survey.satisfaction_rate), scores.join(", "));
+            let _ = writeln!(o, "  {name}: seats {}, offered {}, answered {} ({}), 满意率 {}, probes {} (unanswered {}); {}", u.seats, u.offered, u.answered, pct(u.answer_rate), pct(u.survey.satisfaction_rate), u.probe_rounds, u.probe_failures, scores.join(", "));
         }
         let _ = writeln!(o, "\nSeats");
         for (id, s) in &self.figures.seats {
-            let _ = writeln!(o, "  {id}: offered {}, answered {} ({}), missed {}, rejected {}, talk {:.0} s, 满意率 {}", s.offered, s.answered, pct(s.answer_rate), s.missed, s.rejected, s.talk_time_s, pct(s.survey.satisfaction_rate));
+            let _ = writeln!(o, "  {id}: offered {}, answered {} ({}), missed {}, rejected {}, transferred {}, talk {:.0} s, 满意率 {}", s.offered, s.answered, pct(s.answer_rate), s.missed, s.rejected, s.transferred, s.talk_time_s, pct(s.survey.satisfaction_rate));
+        }
+        let _ = writeln!(o, "\nTargets (sub-centres, lines, emergency centres)");
+        for (number, t) in &self.figures.targets {
+            let _ = writeln!(o, "  {number} {}: transfers {}, answered {} ({}), failed {}, abandoned {}, ASA {:.1} s; probe rounds {}, unanswered {}", t.name, t.transfers, t.transfers_answered, pct(t.transfer_answer_rate), t.transfers_failed, t.transfers_abandoned, t.transfer_asa_s, t.probe_rounds, t.probe_failures);
         }
         let _ = writeln!(o, "\nQueues");
         for (name, q) in &self.figures.queues {
@@ -233,9 +250,9 @@ impl Report {
 
     /// CSV files: name → contents.
     pub fn csv(&self) -> Vec<(&'static str, String)> {
-        let mut seats = String::from("period,seat,offered,answered,missed,rejected,failed,answer_rate,answer_time_s,talk_time_s,wrap_up_time_s,satisfied,basically_satisfied,dissatisfied\n");
+        let mut seats = String::from("period,seat,offered,answered,missed,rejected,failed,answer_rate,answer_time_s,talk_time_s,wrap_up_time_s,satisfied,basically_satisfied,dissatisfied,transferred\n");
         for (id, s) in &self.figures.seats {
-            let _ = writeln!(seats, "{},{id},{},{},{},{},{},{:.4},{:.1},{:.1},{:.1},{},{},{}", self.period, s.offered, s.answered, s.missed, s.rejected, s.failed, s.answer_rate, s.answer_time_s, s.talk_time_s, s.wrap_up_time_s, s.survey.satisfied, s.survey.basically_satisfied, s.survey.dissatisfied);
+            let _ = writeln!(seats, "{},{id},{},{},{},{},{},{:.4},{:.1},{:.1},{:.1},{},{},{},{}", self.period, s.offered, s.answered, s.missed, s.rejected, s.failed, s.answer_rate, s.answer_time_s, s.talk_time_s, s.wrap_up_time_s, s.survey.satisfied, s.survey.basically_satisfied, s.survey.dissatisfied, s.transferred);
         }
         let mut queues = String::from("period,queue,offered,answered,abandoned,short_abandoned,timed_out,no_agents,answered_within_15s,answered_within_30s,asa_s,aht_s,longest_wait_s\n");
         for (name, q) in &self.figures.queues {
@@ -247,11 +264,15 @@ impl Report {
                 let _ = writeln!(units, "{},{name},{item},{}", self.period, score.map(|s| format!("{s:.0}")).unwrap_or_default());
             }
         }
+        let mut targets = String::from("period,number,name,kind,unit,transfers,answered,failed,abandoned,answer_rate,asa_s,probe_rounds,probe_attempts,probe_failures\n");
+        for (number, t) in &self.figures.targets {
+            let _ = writeln!(targets, "{},{number},{},{},{},{},{},{},{},{:.4},{:.1},{},{},{}", self.period, t.name, t.kind, t.unit, t.transfers, t.transfers_answered, t.transfers_failed, t.transfers_abandoned, t.transfer_answer_rate, t.transfer_asa_s, t.probe_rounds, t.probe_attempts, t.probe_failures);
+        }
         let mut ind = String::from("period,indicator,value,target,met\n");
         for i in &self.indicators {
             let _ = writeln!(ind, "{},{},{},{},{}", self.period, i.name, i.value.map(|v| format!("{v:.4}")).unwrap_or_default(), i.target, i.met.map(|m| m.to_string()).unwrap_or_default());
         }
-        vec![("seats.csv", seats), ("queues.csv", queues), ("units.csv", units), ("indicators.csv", ind)]
+        vec![("seats.csv", seats), ("queues.csv", queues), ("units.csv", units), ("targets.csv", targets), ("indicators.csv", ind)]
     }
 }
 

@@ -2,7 +2,8 @@
 //! registrations, agent states) and `POST /api/seats/{id}/state` (log in, log out, pause,
 //! unpause an agent). `/api/*` needs `Authorization: Bearer <token>` with one of
 //! `http.tokens`; with none configured the API is closed. Changes are logged with the token's
-//! name.
+//! name. `POST /api/seats/{id}/transfer` and `/handoff` start a three-way transfer or an
+//! emergency hand-off of the seat's call.
 
 use crate::core::{AgentAction, QueueDirectory, SeatDirectory};
 use crate::stats::Stats;
@@ -14,12 +15,20 @@ use serde::Deserialize;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-/// An agent state change asked through the API, carried to the core task.
+/// What the API asks of a seat.
+pub enum ApiAction {
+    State(AgentAction),
+    /// Three-way transfer of the seat's call to `number`; `emergency` = the one-key hand-off
+    /// (only emergency targets).
+    Transfer { number: String, emergency: bool },
+}
+
+/// A seat action asked through the API, carried to the core task.
 pub struct ApiCommand {
     pub seat: String,
-    pub action: AgentAction,
+    pub action: ApiAction,
     pub by: String,
-    pub reply: oneshot::Sender<Result<crate::acd::agent::State, String>>,
+    pub reply: oneshot::Sender<Result<serde_json::Value, String>>,
 }
 
 #[derive(Clone)]
@@ -45,6 +54,8 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/api/seats", get(api_seats))
         .route("/api/seats/{id}/state", post(api_seat_state))
+        .route("/api/seats/{id}/transfer", post(api_seat_transfer))
+        .route("/api/seats/{id}/handoff", post(api_seat_handoff))
         .route("/api/queues", get(api_queues))
         .with_state(AppState { stats, seats, queues, commands, tokens: Arc::new(tokens.into_iter().collect()) });
     if let Err(e) = axum::serve(listener, app).await {
@@ -102,15 +113,48 @@ async fn api_seat_state(
         "unpause" => AgentAction::Unpause,
         other => return Err((StatusCode::BAD_REQUEST, format!("unknown action {other:?}: login, logout, pause, unpause\n"))),
     };
+    ask(&a, id, ApiAction::State(action), who).await
+}
+
+/// Carries one seat action to the core task and its answer back.
+async fn ask(a: &AppState, seat: String, action: ApiAction, who: String) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
     let (reply, rx) = oneshot::channel();
-    let cmd = ApiCommand { seat: id, action, by: format!("http api ({who})"), reply };
+    let cmd = ApiCommand { seat, action, by: format!("http api ({who})"), reply };
     a.commands.send(cmd).await.map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()))?;
     match rx.await {
-        Ok(Ok(state)) => Ok(Json(serde_json::json!({ "state": state }))),
-        Ok(Err(e)) if e.starts_with("no seat") => Err((StatusCode::NOT_FOUND, e + "\n")),
+        Ok(Ok(v)) => Ok(Json(v)),
+        Ok(Err(e)) if e.starts_with("no seat") || e.contains("not a configured") => Err((StatusCode::NOT_FOUND, e + "\n")),
+        Ok(Err(e)) if e.contains("capacity") || e.contains("cannot dial") => Err((StatusCode::SERVICE_UNAVAILABLE, e + "\n")),
         Ok(Err(e)) => Err((StatusCode::CONFLICT, e + "\n")),
         Err(_) => Err((StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())),
     }
+}
+
+#[derive(Deserialize)]
+struct TransferRequest {
+    number: String,
+}
+
+/// `POST /api/seats/{id}/transfer {"number": "12366"}`: three-way transfer of the seat's call.
+async fn api_seat_transfer(
+    State(a): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(req): Json<TransferRequest>,
+) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+    let who = authorized(&a, &headers)?;
+    ask(&a, id, ApiAction::Transfer { number: req.number, emergency: false }, who).await
+}
+
+/// `POST /api/seats/{id}/handoff {"number": "110"}`: the one-key emergency hand-off.
+async fn api_seat_handoff(
+    State(a): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(req): Json<TransferRequest>,
+) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+    let who = authorized(&a, &headers)?;
+    ask(&a, id, ApiAction::Transfer { number: req.number, emergency: true }, who).await
 }
 
 async fn healthz(State(a): State<AppState>) -> Json<serde_json::Value> {

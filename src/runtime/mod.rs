@@ -104,8 +104,12 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
             }
             Some(ev) = rtp_rx.recv() => core.handle_rtp_event(std::time::Instant::now(), ev),
             Some(cmd) = api_rx.recv() => {
-                let r = core.agent_action_by_id(std::time::Instant::now(), &cmd.seat, cmd.action, &cmd.by);
-                let _ = cmd.reply.send(r.map_err(|e| e.to_string()));
+                let now = std::time::Instant::now();
+                let r = match cmd.action {
+                    http::ApiAction::State(action) => core.agent_action_by_id(now, &cmd.seat, action, &cmd.by).map(|state| serde_json::json!({ "state": state })),
+                    http::ApiAction::Transfer { number, emergency } => core.transfer_by_id(now, &cmd.seat, &number, emergency, &cmd.by),
+                };
+                let _ = cmd.reply.send(r);
             }
             _ = ticker.tick() => core.tick_media(std::time::Instant::now()),
             _ = tokio::time::sleep_until(next) => core.handle_timeout(std::time::Instant::now()),

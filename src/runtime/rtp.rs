@@ -49,6 +49,10 @@ struct Learning {
     tap: std::sync::Mutex<Option<(crate::media::recorder::Tap, crate::media::Codec)>>,
     /// Whether `tap` is set: relayed packets of calls not recorded skip its lock.
     recording: std::sync::atomic::AtomicBool,
+    /// While in a conference: the mixer this leg's audio goes to, and its member key.
+    mix: std::sync::Mutex<Option<(Arc<std::sync::Mutex<Mix>>, u64)>>,
+    /// Whether `mix` is set: packets of calls not in a conference skip its lock.
+    mixing: std::sync::atomic::AtomicBool,
     /// Set once the peer's SDP is known (call control called `media_changed`): before that
     /// (a seat leg still ringing) no source is learned, so a sprayed packet can't become "the
     /// seat".
@@ -60,6 +64,12 @@ struct Learning {
 struct Relay {
     socket: Arc<AsyncFd<UdpSocket>>,
     learning: Arc<Learning>,
+}
+
+/// A conference and where each member's mixed audio goes.
+struct Mix {
+    conf: crate::media::mixer::Conference,
+    outs: std::collections::HashMap<u64, Relay>,
 }
 
 pub struct RtpIo {
@@ -76,6 +86,10 @@ pub struct RtpIo {
     next_recording: u64,
     /// Caller port → (recording id, caller side, seat side).
     recordings: std::collections::HashMap<u16, (u64, Arc<Learning>, Arc<Learning>)>,
+    conferences: std::collections::HashMap<u64, Arc<std::sync::Mutex<Mix>>>,
+    /// The mixing clock: when it started and how many 20 ms frames it has mixed.
+    mix_epoch: Option<std::time::Instant>,
+    mixed_frames: u64,
 }
 
 impl RtpIo {
@@ -93,6 +107,9 @@ impl RtpIo {
             recorder: None,
             next_recording: 0,
             recordings: std::collections::HashMap::new(),
+            conferences: std::collections::HashMap::new(),
+            mix_epoch: None,
+            mixed_frames: 0,
         }
     }
 
@@ -107,6 +124,24 @@ impl RtpIo {
 }
 
 impl RtpIo {
+    /// One 20 ms frame of every conference.
+    fn mix_once(&self) {
+        for mix in self.conferences.values() {
+            let Ok(mut m) = mix.lock() else { continue };
+            let Mix { conf, outs } = &mut *m;
+            conf.mix(|key, packet| {
+                let Some(out) = outs.get(&key) else { return };
+                if let Some(dst) = out.learning.remote.lock().ok().and_then(|r| *r) {
+                    if out.socket.get_ref().send_to(packet, dst).is_ok() {
+                        Stats::inc(&self.stats.rtp_mixed);
+                    } else {
+                        Stats::inc(&self.stats.rtp_send_errors);
+                    }
+                }
+            });
+        }
+    }
+
     fn stop_recording_port(&mut self, port: u16) {
         let Some((id, a, b)) = self.recordings.remove(&port) else { return };
         for l in [a, b] {
@@ -187,8 +222,75 @@ impl MediaIo for RtpIo {
         self.stop_recording_port(a.port);
     }
 
+    fn conference(&mut self, id: u64, members: &[(&RtpTx, crate::media::Codec, u8)]) {
+        use rand::RngExt as _;
+        self.end_conference(id);
+        let mut rng = rand::rng();
+        let mut mix = Mix { conf: Default::default(), outs: Default::default() };
+        for (tx, codec, pt) in members {
+            let key = u64::from(tx.port);
+            mix.conf.join(crate::media::mixer::Join { key, codec: *codec, payload_type: *pt, ssrc: rng.random(), seq: rng.random(), ts: rng.random() });
+            mix.outs.insert(key, Relay { socket: tx.socket.clone(), learning: tx.learning.clone() });
+        }
+        let mix = Arc::new(std::sync::Mutex::new(mix));
+        for (tx, _, _) in members {
+            if let Ok(mut f) = tx.learning.forward.lock() {
+                *f = None;
+            }
+            if let Ok(mut m) = tx.learning.mix.lock() {
+                *m = Some((mix.clone(), u64::from(tx.port)));
+            }
+            tx.learning.mixing.store(true, Ordering::Relaxed);
+        }
+        tracing::debug!(conference = id, ports = ?members.iter().map(|(t, _, _)| t.port).collect::<Vec<_>>(), "conference formed");
+        self.conferences.insert(id, mix);
+    }
+
+    fn end_conference(&mut self, id: u64) {
+        let Some(mix) = self.conferences.remove(&id) else { return };
+        let Ok(m) = mix.lock() else { return };
+        for relay in m.outs.values() {
+            relay.learning.mixing.store(false, Ordering::Relaxed);
+            if let Ok(mut x) = relay.learning.mix.lock() {
+                *x = None;
+            }
+        }
+    }
+
+    fn tick(&mut self, now: std::time::Instant) {
+        if self.conferences.is_empty() {
+            self.mix_epoch = None;
+            self.mixed_frames = 0;
+            return;
+        }
+        // The ticker runs several times per frame: mix once per 20 ms of wall time, catching
+        // up at most a few frames after a stall (older audio is stale anyway).
+        let epoch = *self.mix_epoch.get_or_insert(now);
+        let due = now.saturating_duration_since(epoch).as_millis() as u64 / crate::media::FRAME_MS + 1;
+        if due <= self.mixed_frames {
+            return;
+        }
+        let frames = (due - self.mixed_frames).min(3);
+        self.mixed_frames = due;
+        for _ in 0..frames {
+            self.mix_once();
+        }
+    }
+
+    fn free_ports(&self) -> usize {
+        ((self.port_max - self.port_min) / 2 + 1) as usize - self.in_use.len()
+    }
+
     fn close(&mut self, tx: RtpTx) {
         self.stop_recording_port(tx.port);
+        tx.learning.mixing.store(false, Ordering::Relaxed);
+        let member = tx.learning.mix.lock().ok().and_then(|mut m| m.take());
+        if let Some((mix, key)) = member {
+            if let Ok(mut m) = mix.lock() {
+                m.conf.leave(key);
+                m.outs.remove(&key);
+            }
+        }
         tx.reader.abort();
         if let Ok(mut f) = tx.learning.forward.lock() {
             *f = None;
@@ -303,6 +405,15 @@ fn on_packet(
         }
     } else {
         learning.relearn.store(false, Ordering::Relaxed);
+    }
+    // In a conference: the audio goes to the mixer instead of the other leg.
+    if learning.mixing.load(Ordering::Relaxed) {
+        let mix = learning.mix.lock().ok().and_then(|m| m.clone());
+        if let Some((mix, member)) = mix {
+            if let Ok(mut m) = mix.lock() {
+                m.conf.push(member, rtp.payload_type(), rtp.payload());
+            }
+        }
     }
     // Bridged: relay the packet to the other leg's peer, unchanged.
     let relay = learning.forward.lock().ok().and_then(|f| f.clone());

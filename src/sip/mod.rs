@@ -10,6 +10,7 @@ pub mod framing;
 pub mod message;
 pub mod pending_ok;
 pub mod transaction;
+pub mod uac;
 
 pub use rsipstack::sip::{Method, Request, Response, SipMessage};
 
@@ -17,6 +18,12 @@ pub use rsipstack::sip::{Method, Request, Response, SipMessage};
 pub const T1: std::time::Duration = std::time::Duration::from_millis(500);
 pub const T2: std::time::Duration = std::time::Duration::from_secs(4);
 pub const T4: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// 64 random bits in hex: tags, branches, Call-IDs.
+pub fn random_token() -> String {
+    use rand::RngExt as _;
+    format!("{:016x}", rand::rng().random::<u64>())
+}
 
 /// Which transport a message came on or leaves by. TCP connections are numbered by the runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

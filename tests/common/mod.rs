@@ -44,8 +44,27 @@ impl Daemon {
     /// A daemon that exits at once because a port it was given got taken meanwhile by another
     /// test is started again on fresh ports.
     pub fn start(env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_config(&repo().join("config/hotline.toml"), env)
+    }
+
+    /// The shipped configuration with its trunks, targets and probes replaced by `targets`
+    /// (TOML): arrays of tables can't be overridden from the environment.
+    pub fn start_with_targets(targets: &str, env: &[(&str, &str)]) -> Daemon {
+        let shipped = std::fs::read_to_string(repo().join("config/hotline.toml")).unwrap();
+        let head = shipped.split("\n# Trunks").next().unwrap();
+        let r = repo();
+        let head = head
+            .replace("prompts = \"../prompts\"", &format!("prompts = \"{}/prompts\"", r.display()))
+            .replace("dialplans = \"../dialplans\"", &format!("dialplans = \"{}/dialplans\"", r.display()))
+            .replace("rules = \"scoring.toml\"", &format!("rules = \"{}/config/scoring.toml\"", r.display()));
+        let path = temp_dir(&format!("config-{}", free_port())).join("hotline.toml");
+        std::fs::write(&path, format!("{head}\n{targets}\n")).unwrap();
+        Daemon::start_config(&path, env)
+    }
+
+    fn start_config(config: &Path, env: &[(&str, &str)]) -> Daemon {
         for _ in 0..3 {
-            match Daemon::try_start(env) {
+            match Daemon::try_start(config, env) {
                 Ok(d) => return d,
                 Err(log) if log.contains("in use") => continue,
                 Err(log) => panic!("daemon did not come up; log:\n{log}"),
@@ -54,7 +73,7 @@ impl Daemon {
         panic!("daemon did not come up: its ports were taken three times");
     }
 
-    fn try_start(env: &[(&str, &str)]) -> Result<Daemon, String> {
+    fn try_start(config: &Path, env: &[(&str, &str)]) -> Result<Daemon, String> {
         let sip_port = free_port();
         let http_port = free_port();
         // A port range of its own per daemon: tests run in parallel.
@@ -67,7 +86,7 @@ impl Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotline"));
         cmd.arg("run")
             .arg("--config")
-            .arg(repo().join("config/hotline.toml"))
+            .arg(config)
             .env("HOTLINE__SIP__LISTEN", format!("127.0.0.1:{sip_port}"))
             .env("HOTLINE__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
             .env("HOTLINE__RTP__PORT_MIN", base.to_string())
