@@ -239,7 +239,8 @@ impl Report {
         }
         let _ = writeln!(o, "\nTargets (sub-centres, lines, emergency centres)");
         for (number, t) in &self.figures.targets {
-            let _ = writeln!(o, "  {number} {}: transfers {}, answered {} ({}), failed {}, abandoned {}, ASA {:.1} s; probe rounds {}, unanswered {}", t.name, t.transfers, t.transfers_answered, pct(t.transfer_answer_rate), t.transfers_failed, t.transfers_abandoned, t.transfer_asa_s, t.probe_rounds, t.probe_failures);
+            let rate = if t.transfers_answered + t.transfers_failed == 0 { "—".to_string() } else { pct(t.transfer_answer_rate) };
+            let _ = writeln!(o, "  {number} {}: transfers {}, answered {} ({rate}), failed {}, abandoned {}, ASA {:.1} s; probe rounds {}, unanswered {}", t.name, t.transfers, t.transfers_answered, t.transfers_failed, t.transfers_abandoned, t.transfer_asa_s, t.probe_rounds, t.probe_failures);
         }
         let _ = writeln!(o, "\nQueues");
         for (name, q) in &self.figures.queues {

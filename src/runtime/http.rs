@@ -3,12 +3,13 @@
 //! unpause an agent). `/api/*` needs `Authorization: Bearer <token>` with one of
 //! `http.tokens`; with none configured the API is closed. Changes are logged with the token's
 //! name. `POST /api/seats/{id}/transfer` and `/handoff` start a three-way transfer or an
-//! emergency hand-off of the seat's call.
+//! emergency hand-off of the seat's call. `GET /wallboard` is the ops wallboard page: served without a token because it holds
+//! no data; its script reads the token from the URL fragment and fetches `/api/*` with it.
 
 use crate::core::{AgentAction, QueueDirectory, SeatDirectory};
 use crate::stats::Stats;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -57,6 +58,7 @@ pub async fn serve(
         .route("/api/seats/{id}/transfer", post(api_seat_transfer))
         .route("/api/seats/{id}/handoff", post(api_seat_handoff))
         .route("/api/queues", get(api_queues))
+        .route("/wallboard", get(wallboard))
         .with_state(AppState { stats, seats, queues, commands, tokens: Arc::new(tokens.into_iter().collect()) });
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "HTTP server stopped");
@@ -155,6 +157,30 @@ async fn api_seat_handoff(
 ) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
     let who = authorized(&a, &headers)?;
     ask(&a, id, ApiAction::Transfer { number: req.number, emergency: true }, who).await
+}
+
+/// The wallboard: a static page, the same bytes for everyone. Open, unlike `/api/*`, because
+/// it holds no data (every figure it shows is fetched with the token from `/wallboard#token=…`,
+/// and a fragment is never sent to the server, so the token is in no request line or log).
+const WALLBOARD_HTML: &str = include_str!("wallboard.html");
+
+/// The page's script and style are inline and ours, and data reaches the DOM only as text; the
+/// policy's real job is `connect-src 'self'`: the token can be sent nowhere but this daemon.
+const WALLBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+    connect-src 'self'; img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+async fn wallboard() -> impl axum::response::IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, WALLBOARD_CSP),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            // A reload after an upgrade must get the new page, not a cached old one.
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        WALLBOARD_HTML,
+    )
 }
 
 async fn healthz(State(a): State<AppState>) -> Json<serde_json::Value> {
