@@ -602,12 +602,18 @@ impl<M: MediaIo> Core<M> {
         })
     }
 
-    /// A request of ours in the seat's dialog (NOTIFY); its outcome needs no handling.
+    /// A request of ours in the seat's dialog (NOTIFY, while the call is up); its outcome
+    /// needs no handling.
     pub(super) fn leg_request(&mut self, now: Instant, key: u64, method: &str, hdrs: &[(&str, &str)], body: &[u8]) {
-        let Some(leg) = self.legs.get_mut(&key) else { return };
-        if leg.state != LegState::Up {
-            return;
+        if self.legs.get(&key).is_some_and(|l| l.state == LegState::Up) {
+            self.send_in_leg(now, key, method, hdrs, body, CANCEL_OWNER);
         }
+    }
+
+    /// Sends `method` in the leg's dialog (next CSeq, the seat's tag and target) through a
+    /// client transaction owned by `owner`.
+    fn send_in_leg(&mut self, now: Instant, key: u64, method: &str, hdrs: &[(&str, &str)], body: &[u8], owner: u64) {
+        let Some(leg) = self.legs.get_mut(&key) else { return };
         leg.local_cseq += 1;
         let host = leg.from.split('@').nth(1).and_then(|h| h.split('>').next()).unwrap_or("").to_string();
         let to = match &leg.remote_tag {
@@ -615,7 +621,8 @@ impl<M: MediaIo> Core<M> {
             None => leg.to.clone(),
         };
         let branch = format!("z9hG4bK{}", random_token());
-        let mut extra = vec![("Contact", leg.contact.as_str())];
+        // Contact is not used in a BYE (RFC 3261 table 3); a NOTIFY carries it.
+        let mut extra = if method == "BYE" { vec![] } else { vec![("Contact", leg.contact.as_str())] };
         extra.extend_from_slice(hdrs);
         let bytes = message::request_with_body(
             &InDialogRequest {
@@ -635,7 +642,7 @@ impl<M: MediaIo> Core<M> {
             body,
         );
         let t = Transmit { peer: leg.peer, bytes: bytes.into() };
-        let t = self.client_txs.start(now, &branch, CANCEL_OWNER, t);
+        let t = self.client_txs.start(now, &branch, owner, t);
         self.out.push_back(t);
     }
 
@@ -646,30 +653,7 @@ impl<M: MediaIo> Core<M> {
             return;
         }
         leg.state = LegState::Ending;
-        leg.local_cseq += 1;
-        let host = leg.from.split('@').nth(1).and_then(|h| h.split('>').next()).unwrap_or("").to_string();
-        let to = match &leg.remote_tag {
-            Some(t) => format!("{};tag={t}", leg.to),
-            None => leg.to.clone(),
-        };
-        let branch = format!("z9hG4bK{}", random_token());
-        let bye = message::in_dialog_request(&InDialogRequest {
-            method: "BYE",
-            target: &leg.remote_target,
-            via_transport: leg.peer.transport.via_name(),
-            via_host: &host,
-            branch: &branch,
-            from: &leg.from,
-            to: &to,
-            call_id: &leg.call_id,
-            cseq: leg.local_cseq,
-            routes: &[],
-            user_agent: &self.cfg.sip.user_agent,
-            extra: &[],
-        });
-        let t = Transmit { peer: leg.peer, bytes: bye.into() };
-        let t = self.client_txs.start(now, &branch, key, t);
-        self.out.push_back(t);
+        self.send_in_leg(now, key, "BYE", &[], &[], key);
         self.release_leg_media(key);
         self.leg_call_ended(now, key, "caller");
     }
