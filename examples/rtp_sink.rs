@@ -12,8 +12,10 @@
 //!
 //! usage: rtp_sink PORT SECONDS WINDOW_START WINDOW_END [talk]
 
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+};
 use std::collections::HashMap;
-use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage};
 use std::io::IoSliceMut;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
@@ -26,11 +28,15 @@ fn main() {
     let talk = args.get(5).is_some_and(|a| a == "talk");
     // (peer, ssrc, seq, ts) of every source, spoken to every 20 ms from its first packet on.
     let mut talkers: Vec<(std::net::SocketAddr, u32, u16, u32)> = Vec::new();
-    let mut known: std::collections::HashSet<std::net::SocketAddr> = std::collections::HashSet::new();
+    let mut known: std::collections::HashSet<std::net::SocketAddr> =
+        std::collections::HashSet::new();
     let mut next_talk = Instant::now();
     let mut pkt = [0xFFu8; 172];
     let total = Duration::from_secs_f64(arg(2, 30.0));
-    let (w0, w1) = (Duration::from_secs_f64(arg(3, 10.0)), Duration::from_secs_f64(arg(4, 20.0)));
+    let (w0, w1) = (
+        Duration::from_secs_f64(arg(3, 10.0)),
+        Duration::from_secs_f64(arg(4, 20.0)),
+    );
     let sock = UdpSocket::bind(("127.0.0.1", port)).expect("bind sink port");
     // A large receive buffer so the sink, not the kernel queue, is what limits us.
     let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(32 << 20);
@@ -43,7 +49,8 @@ fn main() {
     let start = Instant::now();
     let start_ns = now_realtime_ns();
     let mut last: HashMap<u32, i128> = HashMap::new();
-    let (mut in_window, mut total_pkts, mut gaps_over_40, mut max_gap) = (0u64, 0u64, 0u64, Duration::ZERO);
+    let (mut in_window, mut total_pkts, mut gaps_over_40, mut max_gap) =
+        (0u64, 0u64, 0u64, Duration::ZERO);
     let mut hist = [0u64; 200]; // gap histogram in ms
     let mut streams_in_window = std::collections::HashSet::new();
     let mut buf = [0u8; 2048];
@@ -64,7 +71,9 @@ fn main() {
         let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
         let (n, ts_ns) = {
             let mut iov = [IoSliceMut::new(&mut buf)];
-            let Ok(msg) = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty()) else {
+            let Ok(msg) =
+                recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
+            else {
                 std::thread::yield_now();
                 continue;
             };
@@ -77,7 +86,10 @@ fn main() {
                 }
             }
             if talk {
-                if let Some(src) = msg.address.and_then(|a| a.as_sockaddr_in().map(|v4| std::net::SocketAddr::from(std::net::SocketAddrV4::from(*v4)))) {
+                if let Some(src) = msg.address.and_then(|a| {
+                    a.as_sockaddr_in()
+                        .map(|v4| std::net::SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                }) {
                     if known.insert(src) {
                         talkers.push((src, 0x5A00_0000 | talkers.len() as u32, 0, 0));
                     }
@@ -130,8 +142,9 @@ fn main() {
     );
 }
 
-
 fn now_realtime_ns() -> i128 {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     d.as_nanos() as i128
 }

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration {path}: {source}")]
-    Load { path: String, source: config::ConfigError },
+    Load {
+        path: String,
+        source: config::ConfigError,
+    },
     #[error("configuration: {0}")]
     Invalid(String),
 }
@@ -132,7 +135,11 @@ pub struct TransferConfig {
 
 impl Default for TransferConfig {
     fn default() -> Self {
-        TransferConfig { prefix: "*".into(), digit_timeout_s: 4, reserved_for_emergency: 16 }
+        TransferConfig {
+            prefix: "*".into(),
+            digit_timeout_s: 4,
+            reserved_for_emergency: 16,
+        }
     }
 }
 
@@ -157,7 +164,15 @@ pub struct ProbesConfig {
 
 impl Default for ProbesConfig {
     fn default() -> Self {
-        ProbesConfig { enabled: false, every_s: 3600, first_after_s: 60, attempts: 3, spacing_s: 60, ring_timeout_s: 20, caller: "12345".into() }
+        ProbesConfig {
+            enabled: false,
+            every_s: 3600,
+            first_after_s: 60,
+            attempts: 3,
+            spacing_s: 60,
+            ring_timeout_s: 20,
+            caller: "12345".into(),
+        }
     }
 }
 
@@ -174,7 +189,10 @@ pub struct ReportsConfig {
 
 impl Default for ReportsConfig {
     fn default() -> Self {
-        ReportsConfig { folder: PathBuf::from("../data/reports"), rules: PathBuf::from("scoring.toml") }
+        ReportsConfig {
+            folder: PathBuf::from("../data/reports"),
+            rules: PathBuf::from("scoring.toml"),
+        }
     }
 }
 
@@ -187,7 +205,19 @@ impl Config {
 
     /// Seat id → its unit (单位), for the reports.
     pub fn seat_units(&self) -> BTreeMap<String, String> {
-        self.seats.iter().map(|s| (s.id.clone(), if s.unit.is_empty() { "—".to_string() } else { s.unit.clone() })).collect()
+        self.seats
+            .iter()
+            .map(|s| {
+                (
+                    s.id.clone(),
+                    if s.unit.is_empty() {
+                        "—".to_string()
+                    } else {
+                        s.unit.clone()
+                    },
+                )
+            })
+            .collect()
     }
 }
 
@@ -214,7 +244,10 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { path: PathBuf::from("../data/hotline.sqlite"), queue_log: PathBuf::from("../data/queue_log") }
+        StoreConfig {
+            path: PathBuf::from("../data/hotline.sqlite"),
+            queue_log: PathBuf::from("../data/queue_log"),
+        }
     }
 }
 
@@ -367,7 +400,10 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080), tokens: BTreeMap::new() }
+        HttpConfig {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            tokens: BTreeMap::new(),
+        }
     }
 }
 
@@ -403,7 +439,10 @@ pub struct PathsConfig {
 
 impl Default for PathsConfig {
     fn default() -> Self {
-        PathsConfig { prompts: PathBuf::from("../prompts"), dialplans: PathBuf::from("../dialplans") }
+        PathsConfig {
+            prompts: PathBuf::from("../prompts"),
+            dialplans: PathBuf::from("../dialplans"),
+        }
     }
 }
 
@@ -478,7 +517,9 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into() }
+        LogConfig {
+            level: "info".into(),
+        }
     }
 }
 
@@ -487,7 +528,11 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
         let raw = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml).required(true))
+            .add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            )
             .add_source(
                 config::Environment::with_prefix("HOTLINE")
                     .prefix_separator("__")
@@ -497,9 +542,14 @@ impl Config {
                     .with_list_parse_key("registrar.algorithms"),
             )
             .build()
-            .map_err(|source| ConfigError::Load { path: shown.clone(), source })?;
-        let mut cfg: Config =
-            raw.try_deserialize().map_err(|source| ConfigError::Load { path: shown, source })?;
+            .map_err(|source| ConfigError::Load {
+                path: shown.clone(),
+                source,
+            })?;
+        let mut cfg: Config = raw.try_deserialize().map_err(|source| ConfigError::Load {
+            path: shown,
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.paths.prompts = base.join(&cfg.paths.prompts);
         cfg.paths.dialplans = base.join(&cfg.paths.dialplans);
@@ -527,10 +577,16 @@ impl Config {
             )));
         }
         if (self.rtp.port_max - self.rtp.port_min) < 2 {
-            return Err(ConfigError::Invalid("rtp port range holds no even/odd port pair".into()));
+            return Err(ConfigError::Invalid(
+                "rtp port range holds no even/odd port pair".into(),
+            ));
         }
         if self.registrar.algorithms.is_empty()
-            || self.registrar.algorithms.iter().any(|a| a != "MD5" && a != "SHA-256")
+            || self
+                .registrar
+                .algorithms
+                .iter()
+                .any(|a| a != "MD5" && a != "SHA-256")
         {
             return Err(ConfigError::Invalid(format!(
                 "registrar.algorithms must list \"MD5\" and/or \"SHA-256\", not {:?}",
@@ -538,10 +594,14 @@ impl Config {
             )));
         }
         if let Some((name, _)) = self.http.tokens.iter().find(|(_, t)| t.len() < 12) {
-            return Err(ConfigError::Invalid(format!("http.tokens.{name} is shorter than 12 characters")));
+            return Err(ConfigError::Invalid(format!(
+                "http.tokens.{name} is shorter than 12 characters"
+            )));
         }
         if self.registrar.max_contacts == 0 {
-            return Err(ConfigError::Invalid("registrar.max_contacts must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "registrar.max_contacts must be at least 1".into(),
+            ));
         }
         let mut ids = std::collections::HashSet::new();
         let mut users = std::collections::HashSet::new();
@@ -564,15 +624,22 @@ impl Config {
             }
             for q in seat.penalties.keys() {
                 if !seat.queues.contains(q) {
-                    return bad(format!("penalty for queue {q:?}, which is not among the seat's queues"));
+                    return bad(format!(
+                        "penalty for queue {q:?}, which is not among the seat's queues"
+                    ));
                 }
             }
         }
         for (name, q) in &self.queues {
             if q.max_wait_s == 0 {
-                return Err(ConfigError::Invalid(format!("queues.{name}.max_wait_s must be > 0")));
+                return Err(ConfigError::Invalid(format!(
+                    "queues.{name}.max_wait_s must be > 0"
+                )));
             }
-            for (key, v) in [("on_timeout", &q.on_timeout), ("when_no_agents", &q.when_no_agents)] {
+            for (key, v) in [
+                ("on_timeout", &q.on_timeout),
+                ("when_no_agents", &q.when_no_agents),
+            ] {
                 let ok = match v.split_once(':') {
                     Some(("queue", other)) => self.queues.contains_key(other) && other != name,
                     Some(("flow", f)) => !f.is_empty(),
@@ -582,7 +649,11 @@ impl Config {
                 if !ok {
                     return Err(ConfigError::Invalid(format!(
                         "queues.{name}.{key} = {v:?}: use \"sorry\", \"queue:<another queue>\" or \"flow:<flow>\"{}",
-                        if key == "when_no_agents" { " or \"wait\"" } else { "" }
+                        if key == "when_no_agents" {
+                            " or \"wait\""
+                        } else {
+                            ""
+                        }
                     )));
                 }
             }
@@ -594,8 +665,16 @@ impl Config {
         }
         let mut numbers = std::collections::HashSet::new();
         for t in &self.targets {
-            let bad = |why: String| Err(ConfigError::Invalid(format!("target {} ({}): {why}", t.number, t.name)));
-            if t.number.is_empty() || t.number.len() > 20 || !t.number.bytes().all(|b| b.is_ascii_digit()) {
+            let bad = |why: String| {
+                Err(ConfigError::Invalid(format!(
+                    "target {} ({}): {why}",
+                    t.number, t.name
+                )))
+            };
+            if t.number.is_empty()
+                || t.number.len() > 20
+                || !t.number.bytes().all(|b| b.is_ascii_digit())
+            {
                 return bad("number must be 1 to 20 digits".into());
             }
             if !numbers.insert(&t.number) {
@@ -606,27 +685,58 @@ impl Config {
             }
             match (t.kind, &t.trunk, &t.queue) {
                 (TargetKind::Expert, _, Some(q)) if self.queues.contains_key(q) => {}
-                (TargetKind::Expert, _, q) => return bad(format!("an expert target needs queue = one of [queues], not {q:?}")),
+                (TargetKind::Expert, _, q) => {
+                    return bad(format!(
+                        "an expert target needs queue = one of [queues], not {q:?}"
+                    ));
+                }
                 (_, Some(trunk), _) if self.trunks.contains_key(trunk) => {}
-                (_, trunk, _) => return bad(format!("needs trunk = one of [trunks], not {trunk:?}")),
+                (_, trunk, _) => {
+                    return bad(format!("needs trunk = one of [trunks], not {trunk:?}"));
+                }
             }
             if t.probe && t.kind == TargetKind::Expert {
-                return bad("probes call lines over trunks; an expert queue can't be probed".into());
+                return bad(
+                    "probes call lines over trunks; an expert queue can't be probed".into(),
+                );
             }
         }
         for (name, t) in &self.trunks {
             if t.username.is_some() != t.password.is_some() {
-                return Err(ConfigError::Invalid(format!("trunks.{name}: username and password go together")));
+                return Err(ConfigError::Invalid(format!(
+                    "trunks.{name}: username and password go together"
+                )));
             }
         }
-        if self.transfer.prefix.is_empty() || !self.transfer.prefix.bytes().all(|b| b == b'*' || b.is_ascii_digit()) {
-            return Err(ConfigError::Invalid(format!("transfer.prefix {:?}: use '*' and digits", self.transfer.prefix)));
+        if self.transfer.prefix.is_empty()
+            || !self
+                .transfer
+                .prefix
+                .bytes()
+                .all(|b| b == b'*' || b.is_ascii_digit())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "transfer.prefix {:?}: use '*' and digits",
+                self.transfer.prefix
+            )));
         }
-        if self.probes.enabled && (self.probes.attempts == 0 || self.probes.every_s == 0 || self.probes.ring_timeout_s == 0) {
-            return Err(ConfigError::Invalid("probes: attempts, every_s and ring_timeout_s must be > 0".into()));
+        if self.probes.enabled
+            && (self.probes.attempts == 0
+                || self.probes.every_s == 0
+                || self.probes.ring_timeout_s == 0)
+        {
+            return Err(ConfigError::Invalid(
+                "probes: attempts, every_s and ring_timeout_s must be > 0".into(),
+            ));
         }
-        if self.probes.enabled && u64::from(self.probes.attempts.saturating_sub(1)) * self.probes.spacing_s >= self.probes.every_s {
-            return Err(ConfigError::Invalid("probes: a round's attempts (attempts-1 × spacing_s) must fit within every_s".into()));
+        if self.probes.enabled
+            && u64::from(self.probes.attempts.saturating_sub(1)) * self.probes.spacing_s
+                >= self.probes.every_s
+        {
+            return Err(ConfigError::Invalid(
+                "probes: a round's attempts (attempts-1 × spacing_s) must fit within every_s"
+                    .into(),
+            ));
         }
         Ok(())
     }

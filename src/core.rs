@@ -10,27 +10,29 @@ mod transfer;
 mod trunk_call;
 pub use transfer::TransferError;
 
+use crate::acd::agent::{Agent, AgentError, Event as AgentEvent, State as AgentState};
 use crate::config::Config;
 use crate::ivr::dialplan::{Decision, Dialplan, Next};
 use crate::ivr::engine::{Action, Input, Ivr, TimerKind};
 use crate::media::engine::{MediaEngine, MediaEvent, StreamId, StreamParams};
+use crate::registrar::{AuthOutcome, Outcome, Registrar};
 use crate::sdp::{self, LocalMedia, RemoteMedia, SdpError};
 use crate::sip::message::{self, InDialogRequest, RequestInfo, ResponseSpec};
 use crate::sip::pending_ok::PendingOk;
-use crate::sip::transaction::{ClientOutcome, ClientTransactions, Disposition, ServerTransactions, TimerQueue};
-use crate::sip::{Method, Peer, Request, SipMessage, Transmit, T1};
-use crate::acd::agent::{Agent, AgentError, Event as AgentEvent, State as AgentState};
-use crate::registrar::{AuthOutcome, Outcome, Registrar};
+use crate::sip::transaction::{
+    ClientOutcome, ClientTransactions, Disposition, ServerTransactions, TimerQueue,
+};
+use crate::sip::{Method, Peer, Request, SipMessage, T1, Transmit};
 use crate::stats::Stats;
-use dashmap::DashMap;
 use crate::time::WallClock;
 use bytes::Bytes;
+use dashmap::DashMap;
 use rand::RngExt as _;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{debug, info, info_span, warn, Span};
+use tracing::{Span, debug, info, info_span, warn};
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER";
 /// Timer key for the core's own periodic work (registrations, keep-alives); calls start at 1.
@@ -129,7 +131,14 @@ pub trait MediaIo {
     fn unbridge(&mut self, a: &Self::Tx);
     /// Record what the bridge of `a` (caller, left channel) and `b` (seat, right) relays, in
     /// `codec`, to a stereo WAV at `path`, until `stop_recording(a)`.
-    fn record(&mut self, _a: &Self::Tx, _b: &Self::Tx, _codec: crate::media::Codec, _path: std::path::PathBuf) {}
+    fn record(
+        &mut self,
+        _a: &Self::Tx,
+        _b: &Self::Tx,
+        _codec: crate::media::Codec,
+        _path: std::path::PathBuf,
+    ) {
+    }
     fn stop_recording(&mut self, _a: &Self::Tx) {}
     /// Conference `id` of these members (transmitter, codec, payload type): each hears the
     /// others mixed; their packets are no longer relayed. Starting it again re-forms it.
@@ -318,7 +327,14 @@ pub struct Core<M: MediaIo> {
 }
 
 impl<M: MediaIo> Core<M> {
-    pub fn new(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<crate::media::prompts::PromptStore>, clock: WallClock, stats: Arc<Stats>, media_io: M) -> Self {
+    pub fn new(
+        cfg: Arc<Config>,
+        plan: Arc<Dialplan>,
+        prompts: Arc<crate::media::prompts::PromptStore>,
+        clock: WallClock,
+        stats: Arc<Stats>,
+        media_io: M,
+    ) -> Self {
         let plan_queues = plan.queues.len();
         Core {
             plan: plan.clone(),
@@ -337,8 +353,14 @@ impl<M: MediaIo> Core<M> {
             out: VecDeque::new(),
             shutting_down: false,
             now: Instant::now(),
-            registrar: Registrar::new(cfg.registrar.clone(), cfg.seats.clone(), rand::rng().random()),
-            agents: (0..cfg.seats.len()).map(|_| Agent::new(Instant::now(), cfg.agents.auto_pause_after)).collect(),
+            registrar: Registrar::new(
+                cfg.registrar.clone(),
+                cfg.seats.clone(),
+                rand::rng().random(),
+            ),
+            agents: (0..cfg.seats.len())
+                .map(|_| Agent::new(Instant::now(), cfg.agents.auto_pause_after))
+                .collect(),
             qualifying: HashMap::new(),
             last_qualify: None,
             seats: Arc::new(DashMap::new()),
@@ -376,7 +398,10 @@ impl<M: MediaIo> Core<M> {
 
     /// Starts the periodic work (binding expiry, keep-alives) and publishes the seat list.
     pub fn start(&mut self, now: Instant) {
-        self.timers.push(now + HOUSEKEEPING_EVERY, (HOUSEKEEPING, CallTimer::Housekeeping));
+        self.timers.push(
+            now + HOUSEKEEPING_EVERY,
+            (HOUSEKEEPING, CallTimer::Housekeeping),
+        );
         for i in 0..self.registrar.seats().len() {
             self.publish_seat(i, now);
         }
@@ -396,11 +421,33 @@ impl<M: MediaIo> Core<M> {
         self.records.pop_front()
     }
 
-    fn record(&mut self, kind: &'static str, call_id: Option<&str>, seat: Option<usize>, queue: Option<crate::ivr::dialplan::QueueId>, detail: serde_json::Value) {
-        let at = self.clock.now_utc().with_timezone(&crate::time::shanghai()).to_rfc3339_opts(chrono::SecondsFormat::Millis, false);
-        let seat = seat.and_then(|i| self.registrar.seats().get(i)).map(|s| s.id.clone());
-        let queue = queue.and_then(|q| self.plan.queues.get(q.0)).map(|q| q.name.clone());
-        let r = crate::metrics::Record { at, kind, call_id: call_id.map(str::to_string), seat, queue, detail };
+    fn record(
+        &mut self,
+        kind: &'static str,
+        call_id: Option<&str>,
+        seat: Option<usize>,
+        queue: Option<crate::ivr::dialplan::QueueId>,
+        detail: serde_json::Value,
+    ) {
+        let at = self
+            .clock
+            .now_utc()
+            .with_timezone(&crate::time::shanghai())
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false);
+        let seat = seat
+            .and_then(|i| self.registrar.seats().get(i))
+            .map(|s| s.id.clone());
+        let queue = queue
+            .and_then(|q| self.plan.queues.get(q.0))
+            .map(|q| q.name.clone());
+        let r = crate::metrics::Record {
+            at,
+            kind,
+            call_id: call_id.map(str::to_string),
+            seat,
+            queue,
+            detail,
+        };
         let day = self.figures.day.clone();
         self.figures.apply(&r);
         if self.figures.day != day {
@@ -423,7 +470,12 @@ impl<M: MediaIo> Core<M> {
     fn publish_queues(&self, now: Instant) {
         for (q, queue) in self.plan.queues.iter().enumerate() {
             let serving: Vec<usize> = (0..self.agents.len())
-                .filter(|&i| self.registrar.seats()[i].queues.iter().any(|n| n == &queue.name))
+                .filter(|&i| {
+                    self.registrar.seats()[i]
+                        .queues
+                        .iter()
+                        .any(|n| n == &queue.name)
+                })
                 .collect();
             let longest = self.lines[q]
                 .entries()
@@ -438,17 +490,30 @@ impl<M: MediaIo> Core<M> {
                     name: queue.name.clone(),
                     waiting: self.lines[q].len(),
                     longest_wait_s: longest,
-                    agents_logged_in: serving.iter().filter(|&&i| self.agents[i].state() != AgentState::LoggedOut).count(),
-                    agents_available: serving.iter().filter(|&&i| self.agents[i].state() == AgentState::Available).count(),
+                    agents_logged_in: serving
+                        .iter()
+                        .filter(|&&i| self.agents[i].state() != AgentState::LoggedOut)
+                        .count(),
+                    agents_available: serving
+                        .iter()
+                        .filter(|&&i| self.agents[i].state() == AgentState::Available)
+                        .count(),
                     strategy: queue.strategy,
-                    today: self.figures.queues.get(&queue.name).cloned().unwrap_or_default(),
+                    today: self
+                        .figures
+                        .queues
+                        .get(&queue.name)
+                        .cloned()
+                        .unwrap_or_default(),
                 },
             );
         }
     }
 
     fn publish_seat(&self, i: usize, now: Instant) {
-        let Some(seat) = self.registrar.seats().get(i) else { return };
+        let Some(seat) = self.registrar.seats().get(i) else {
+            return;
+        };
         let contacts: Vec<ContactView> = self
             .registrar
             .contacts(i, now)
@@ -469,7 +534,12 @@ impl<M: MediaIo> Core<M> {
             state_for_s: now.saturating_duration_since(agent.since()).as_secs(),
             pause_reason: agent.pause_reason().map(str::to_string),
             counters: agent.counters,
-            today: self.figures.seats.get(&seat.id).cloned().unwrap_or_default(),
+            today: self
+                .figures
+                .seats
+                .get(&seat.id)
+                .cloned()
+                .unwrap_or_default(),
         };
         self.seats.insert(seat.id.clone(), view);
     }
@@ -486,7 +556,10 @@ impl<M: MediaIo> Core<M> {
         } else if let Some(key) = number.strip_prefix(a.pause_code.as_str()) {
             match key {
                 "" => Some(AgentAction::Pause("暂停".into())),
-                k => a.pause_reasons.get(k).map(|r| AgentAction::Pause(r.clone())),
+                k => a
+                    .pause_reasons
+                    .get(k)
+                    .map(|r| AgentAction::Pause(r.clone())),
             }
         } else {
             None
@@ -494,9 +567,22 @@ impl<M: MediaIo> Core<M> {
     }
 
     /// Changes seat `i`'s agent state (from its phone or the API); `by` is logged.
-    pub fn agent_action(&mut self, now: Instant, i: usize, action: AgentAction, by: &str) -> Result<AgentState, AgentError> {
-        let seat = self.registrar.seats().get(i).map(|s| s.id.clone()).unwrap_or_default();
-        let Some(agent) = self.agents.get_mut(i) else { return Err(AgentError::NotLoggedIn) };
+    pub fn agent_action(
+        &mut self,
+        now: Instant,
+        i: usize,
+        action: AgentAction,
+        by: &str,
+    ) -> Result<AgentState, AgentError> {
+        let seat = self
+            .registrar
+            .seats()
+            .get(i)
+            .map(|s| s.id.clone())
+            .unwrap_or_default();
+        let Some(agent) = self.agents.get_mut(i) else {
+            return Err(AgentError::NotLoggedIn);
+        };
         let label = format!("{action:?}");
         let r = agent.handle(now, action.event());
         match &r {
@@ -515,9 +601,21 @@ impl<M: MediaIo> Core<M> {
     }
 
     /// `agent_action` by seat id, for the HTTP API.
-    pub fn agent_action_by_id(&mut self, now: Instant, seat: &str, action: AgentAction, by: &str) -> Result<AgentState, String> {
-        let i = self.registrar.seats().iter().position(|s| s.id == seat).ok_or_else(|| format!("no seat {seat}"))?;
-        self.agent_action(now, i, action, by).map_err(|e| e.to_string())
+    pub fn agent_action_by_id(
+        &mut self,
+        now: Instant,
+        seat: &str,
+        action: AgentAction,
+        by: &str,
+    ) -> Result<AgentState, String> {
+        let i = self
+            .registrar
+            .seats()
+            .iter()
+            .position(|s| s.id == seat)
+            .ok_or_else(|| format!("no seat {seat}"))?;
+        self.agent_action(now, i, action, by)
+            .map_err(|e| e.to_string())
     }
 
     fn housekeeping(&mut self, now: Instant) {
@@ -530,14 +628,20 @@ impl<M: MediaIo> Core<M> {
             self.check_no_agents(now, crate::ivr::dialplan::QueueId(q));
         }
         self.publish_queues(now);
-        self.timers.push(now + HOUSEKEEPING_EVERY, (HOUSEKEEPING, CallTimer::Housekeeping));
+        self.timers.push(
+            now + HOUSEKEEPING_EVERY,
+            (HOUSEKEEPING, CallTimer::Housekeeping),
+        );
         // Calls past the maximum duration (a lost BYE): checked here, once a second, rather
         // than with a 4-hour timer per call that would outlive the call in the timer heap.
         let max = Duration::from_secs(self.cfg.sip.max_call_s);
         let overdue: Vec<u64> = self
             .calls
             .iter()
-            .filter(|(_, c)| c.state != CallState::Ending && c.answered_at.is_some_and(|t| now.duration_since(t) >= max))
+            .filter(|(_, c)| {
+                c.state != CallState::Ending
+                    && c.answered_at.is_some_and(|t| now.duration_since(t) >= max)
+            })
             .map(|(k, _)| *k)
             .collect();
         for key in overdue {
@@ -548,12 +652,17 @@ impl<M: MediaIo> Core<M> {
             self.hangup(now, key);
         }
         self.registrar.prune(now);
-        let ringing: std::collections::BTreeSet<usize> = self.legs.values().map(|l| l.seat).collect();
+        let ringing: std::collections::BTreeSet<usize> =
+            self.legs.values().map(|l| l.seat).collect();
         for seat in ringing {
             self.seat_contacts_changed(now, seat);
         }
         let qualify = Duration::from_secs(self.cfg.registrar.qualify_s);
-        if !qualify.is_zero() && self.last_qualify.is_none_or(|t| now.duration_since(t) >= qualify) {
+        if !qualify.is_zero()
+            && self
+                .last_qualify
+                .is_none_or(|t| now.duration_since(t) >= qualify)
+        {
             self.last_qualify = Some(now);
             for (seat, b) in self.registrar.all_bindings(now) {
                 self.send_qualify(now, seat, &b);
@@ -588,7 +697,15 @@ impl<M: MediaIo> Core<M> {
             extra: &[],
         });
         self.qualifying.insert(owner, (seat, b.uri.clone()));
-        let t = self.client_txs.start(now, &branch, owner, Transmit { peer: b.peer, bytes: bytes.into() });
+        let t = self.client_txs.start(
+            now,
+            &branch,
+            owner,
+            Transmit {
+                peer: b.peer,
+                bytes: bytes.into(),
+            },
+        );
         self.out.push_back(t);
     }
 
@@ -640,15 +757,24 @@ impl<M: MediaIo> Core<M> {
             }
             Outcome::Throttled { retry_after_s } => {
                 owned.push(("Retry-After", retry_after_s.to_string()));
-                owned.push(("Warning", "399 hotline \"too many failed attempts from this address\"".into()));
+                owned.push((
+                    "Warning",
+                    "399 hotline \"too many failed attempts from this address\"".into(),
+                ));
             }
             Outcome::Forbidden(why) => owned.push(("Warning", format!("399 hotline \"{why}\""))),
             Outcome::IntervalTooBrief { min } => owned.push(("Min-Expires", min.to_string())),
-            Outcome::BadRequest(why) => owned.push(("Warning", format!("399 hotline \"{}\"", why.replace('"', "'")))),
+            Outcome::BadRequest(why) => owned.push((
+                "Warning",
+                format!("399 hotline \"{}\"", why.replace('"', "'")),
+            )),
             Outcome::NotFound | Outcome::OutOfOrder => {}
         }
         let hdrs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(code, reason) };
+        let spec = ResponseSpec {
+            headers: &hdrs,
+            ..ResponseSpec::new(code, reason)
+        };
         self.respond(now, req, info, peer, &spec);
     }
 
@@ -670,7 +796,14 @@ impl<M: MediaIo> Core<M> {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.timers.next(), self.server_txs.poll_timeout(), self.client_txs.poll_timeout()].into_iter().flatten().min()
+        [
+            self.timers.next(),
+            self.server_txs.poll_timeout(),
+            self.client_txs.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// New INVITEs get 503 from now on; calls in progress go on.
@@ -683,7 +816,9 @@ impl<M: MediaIo> Core<M> {
         let keys: Vec<u64> = self.calls.keys().copied().collect();
         for key in keys {
             match self.calls.get(&key).map(|c| c.state) {
-                Some(CallState::Ringing) => self.reject_ringing(now, key, 503, "Service Unavailable"),
+                Some(CallState::Ringing) => {
+                    self.reject_ringing(now, key, 503, "Service Unavailable")
+                }
                 Some(CallState::Ending) | None => {}
                 Some(_) => self.hangup(now, key),
             }
@@ -700,7 +835,9 @@ impl<M: MediaIo> Core<M> {
             sent += 1;
         });
         io.tick(now);
-        self.stats.rtp_sent.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .rtp_sent
+            .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
         while let Some(MediaEvent::PlaybackDone(stream)) = self.media.poll_event() {
             if let Some(&key) = self.stream_calls.get(&stream) {
                 self.ivr_input(now, key, Input::PlaybackDone);
@@ -757,7 +894,9 @@ impl<M: MediaIo> Core<M> {
                         self.publish_seat(i, now);
                         self.dispatch(now);
                     }
-                    CallTimer::NoAgents(q) => self.check_no_agents(now, crate::ivr::dialplan::QueueId(q)),
+                    CallTimer::NoAgents(q) => {
+                        self.check_no_agents(now, crate::ivr::dialplan::QueueId(q))
+                    }
                     CallTimer::ProbeRound(t) => self.probe_round(now, t),
                     CallTimer::ProbeAttempt(r) => self.probe_attempt(now, r),
                     _ => self.housekeeping(now),
@@ -776,12 +915,19 @@ impl<M: MediaIo> Core<M> {
                 self.transfer_timer(now, key);
                 continue;
             }
-            let Some(call) = self.calls.get_mut(&key) else { continue };
+            let Some(call) = self.calls.get_mut(&key) else {
+                continue;
+            };
             match timer {
                 CallTimer::Answer if call.state == CallState::Ringing => self.answer(now, key),
                 CallTimer::OkRetransmit => {
-                    if let Some((bytes, next)) = call.ok.as_mut().and_then(|ok| ok.retransmit(now, at)) {
-                        self.out.push_back(Transmit { peer: call.peer, bytes });
+                    if let Some((bytes, next)) =
+                        call.ok.as_mut().and_then(|ok| ok.retransmit(now, at))
+                    {
+                        self.out.push_back(Transmit {
+                            peer: call.peer,
+                            bytes,
+                        });
                         self.timers.push(next, (key, CallTimer::OkRetransmit));
                     }
                 }
@@ -791,7 +937,9 @@ impl<M: MediaIo> Core<M> {
                     call.ok = None;
                     self.hangup(now, key);
                 }
-                CallTimer::Ivr(kind, epoch) => self.ivr_input(now, key, Input::Timer(kind.into(), epoch)),
+                CallTimer::Ivr(kind, epoch) => {
+                    self.ivr_input(now, key, Input::Timer(kind.into(), epoch))
+                }
                 _ => {}
             }
         }
@@ -813,7 +961,10 @@ impl<M: MediaIo> Core<M> {
                         if req.method != Method::Ack {
                             let warning = format!("399 hotline \"{e}\"");
                             let hdrs = [("Warning", warning.as_str())];
-                            let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(400, "Bad Request") };
+                            let spec = ResponseSpec {
+                                headers: &hdrs,
+                                ..ResponseSpec::new(400, "Bad Request")
+                            };
                             self.send_stateless(&req, peer, &spec);
                             Stats::inc(&self.stats.malformed_answered);
                         } else {
@@ -832,7 +983,10 @@ impl<M: MediaIo> Core<M> {
             Some(bytes) => {
                 Stats::inc(&self.stats.malformed_answered);
                 debug!(src = %peer.addr, reason, "malformed SIP answered");
-                self.out.push_back(Transmit { peer, bytes: bytes.into() });
+                self.out.push_back(Transmit {
+                    peer,
+                    bytes: bytes.into(),
+                });
             }
             None => {
                 Stats::inc(&self.stats.malformed_dropped);
@@ -845,24 +999,44 @@ impl<M: MediaIo> Core<M> {
         let tag = random_token();
         let spec = &with_to_tag(spec, &tag);
         let bytes = message::response(req, peer.addr, &self.cfg.sip.user_agent, spec);
-        self.out.push_back(Transmit { peer, bytes: bytes.into() });
+        self.out.push_back(Transmit {
+            peer,
+            bytes: bytes.into(),
+        });
     }
 
     /// Sends a response through the server transaction of `info`.
-    fn respond(&mut self, now: Instant, req: &Request, info: &RequestInfo, peer: Peer, spec: &ResponseSpec) {
+    fn respond(
+        &mut self,
+        now: Instant,
+        req: &Request,
+        info: &RequestInfo,
+        peer: Peer,
+        spec: &ResponseSpec,
+    ) {
         let tag = random_token();
         let spec = &with_to_tag(spec, &tag);
         let bytes = message::response(req, peer.addr, &self.cfg.sip.user_agent, spec);
-        let t = self.server_txs.respond(now, &info.branch, info.method, spec.code, bytes, peer);
+        let t = self
+            .server_txs
+            .respond(now, &info.branch, info.method, spec.code, bytes, peer);
         self.out.push_back(t);
     }
 
     fn handle_response(&mut self, now: Instant, resp: &rsipstack::sip::Response) {
         use rsipstack::sip::prelude::*;
         let Ok(via) = resp.via_header() else { return };
-        let Ok(via) = rsipstack::sip::typed::Via::parse(via.value()) else { return };
-        let Some(branch) = via.branch().map(|b| b.to_string()) else { return };
-        let is_invite = resp.cseq_header().ok().and_then(|c| rsipstack::sip::typed::CSeq::parse(c.value()).ok()).is_some_and(|c| c.method == Method::Invite);
+        let Ok(via) = rsipstack::sip::typed::Via::parse(via.value()) else {
+            return;
+        };
+        let Some(branch) = via.branch().map(|b| b.to_string()) else {
+            return;
+        };
+        let is_invite = resp
+            .cseq_header()
+            .ok()
+            .and_then(|c| rsipstack::sip::typed::CSeq::parse(c.value()).ok())
+            .is_some_and(|c| c.method == Method::Invite);
         if is_invite {
             if let Some(&leg) = self.leg_by_branch.get(&branch) {
                 return self.leg_response(now, leg, resp);
@@ -872,7 +1046,10 @@ impl<M: MediaIo> Core<M> {
             }
             return;
         }
-        if let Some(ClientOutcome::Response { owner, code }) = self.client_txs.on_response(now, &branch, resp.status_code.code()) {
+        if let Some(ClientOutcome::Response { owner, code }) =
+            self.client_txs
+                .on_response(now, &branch, resp.status_code.code())
+        {
             debug!(code, "request answered");
             self.client_done(owner, true);
         }
@@ -883,7 +1060,10 @@ impl<M: MediaIo> Core<M> {
             let spec = ResponseSpec::new(483, "Too Many Hops");
             return self.send_stateless(&req, peer, &spec);
         }
-        match self.server_txs.on_request(now, &info.branch, info.method, peer) {
+        match self
+            .server_txs
+            .on_request(now, &info.branch, info.method, peer)
+        {
             Disposition::Retransmission(Some(t)) => return self.out.push_back(t),
             Disposition::Retransmission(None) | Disposition::AckAbsorbed => return,
             Disposition::AckForDialog => return self.handle_ack(now, &req, &info),
@@ -901,7 +1081,10 @@ impl<M: MediaIo> Core<M> {
                     }
                     _ => {
                         let hdrs = [("Warning", "399 hotline \"not supported on trunk calls\"")];
-                        let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(488, "Not Acceptable Here") };
+                        let spec = ResponseSpec {
+                            headers: &hdrs,
+                            ..ResponseSpec::new(488, "Not Acceptable Here")
+                        };
                         self.respond(now, &req, &info, peer, &spec)
                     }
                 };
@@ -919,7 +1102,10 @@ impl<M: MediaIo> Core<M> {
                     Method::Refer => self.leg_refer(now, leg, &req, &info, peer),
                     _ => {
                         let hdrs = [("Warning", "399 hotline \"not supported on seat legs\"")];
-                        let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(488, "Not Acceptable Here") };
+                        let spec = ResponseSpec {
+                            headers: &hdrs,
+                            ..ResponseSpec::new(488, "Not Acceptable Here")
+                        };
                         self.respond(now, &req, &info, peer, &spec)
                     }
                 };
@@ -930,7 +1116,13 @@ impl<M: MediaIo> Core<M> {
             Method::Invite if info.to_tag.is_none() => self.new_invite(now, req, info, peer),
             Method::Invite => match dialog {
                 Some(key) => self.reinvite(now, key, &req, &info, peer),
-                None => self.respond(now, &req, &info, peer, &ResponseSpec::new(481, "Call/Transaction Does Not Exist")),
+                None => self.respond(
+                    now,
+                    &req,
+                    &info,
+                    peer,
+                    &ResponseSpec::new(481, "Call/Transaction Does Not Exist"),
+                ),
             },
             Method::Cancel => self.cancel(now, &req, &info, peer),
             Method::Bye => match dialog {
@@ -948,35 +1140,66 @@ impl<M: MediaIo> Core<M> {
                         self.finish(key);
                     }
                 }
-                None => self.respond(now, &req, &info, peer, &ResponseSpec::new(481, "Call/Transaction Does Not Exist")),
+                None => self.respond(
+                    now,
+                    &req,
+                    &info,
+                    peer,
+                    &ResponseSpec::new(481, "Call/Transaction Does Not Exist"),
+                ),
             },
             Method::Options => {
-                let hdrs = [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "")];
-                let spec = ResponseSpec { headers: &hdrs[..2], ..ResponseSpec::new(200, "OK") };
+                let hdrs = [
+                    ("Allow", ALLOW),
+                    ("Accept", "application/sdp"),
+                    ("Supported", ""),
+                ];
+                let spec = ResponseSpec {
+                    headers: &hdrs[..2],
+                    ..ResponseSpec::new(200, "OK")
+                };
                 self.respond(now, &req, &info, peer, &spec);
             }
             Method::Info | Method::Update => match dialog {
                 Some(key) => self.info_or_update(now, key, &req, &info, peer),
-                None => self.respond(now, &req, &info, peer, &ResponseSpec::new(481, "Call/Transaction Does Not Exist")),
+                None => self.respond(
+                    now,
+                    &req,
+                    &info,
+                    peer,
+                    &ResponseSpec::new(481, "Call/Transaction Does Not Exist"),
+                ),
             },
             Method::Register => self.register(now, &req, &info, peer),
             Method::Refer => {
                 // Only an agent's leg may transfer; a caller (or anyone else) never can.
-                let hdrs = [("Warning", "399 hotline \"only an agent can transfer a call\"")];
-                let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(403, "Forbidden") };
+                let hdrs = [(
+                    "Warning",
+                    "399 hotline \"only an agent can transfer a call\"",
+                )];
+                let spec = ResponseSpec {
+                    headers: &hdrs,
+                    ..ResponseSpec::new(403, "Forbidden")
+                };
                 self.respond(now, &req, &info, peer, &spec);
             }
             Method::Ack => {}
             _ => {
                 let hdrs = [("Allow", ALLOW)];
-                let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(405, "Method Not Allowed") };
+                let spec = ResponseSpec {
+                    headers: &hdrs,
+                    ..ResponseSpec::new(405, "Method Not Allowed")
+                };
                 self.respond(now, &req, &info, peer, &spec);
             }
         }
     }
 
     fn dialog_key(&self, info: &RequestInfo) -> Option<u64> {
-        let key = *self.dialogs.get(&(info.call_id.clone(), info.from_tag.clone().unwrap_or_default()))?;
+        let key = *self.dialogs.get(&(
+            info.call_id.clone(),
+            info.from_tag.clone().unwrap_or_default(),
+        ))?;
         let call = self.calls.get(&key)?;
         (info.to_tag.as_deref() == Some(call.local_tag.as_str())).then_some(key)
     }
@@ -991,7 +1214,13 @@ impl<M: MediaIo> Core<M> {
         if !listen.is_unspecified() {
             return listen;
         }
-        self.media_io.local_ip_for(peer).unwrap_or(if peer.is_ipv4() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { IpAddr::V6(std::net::Ipv6Addr::LOCALHOST) })
+        self.media_io
+            .local_ip_for(peer)
+            .unwrap_or(if peer.is_ipv4() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+            })
     }
 
     fn new_invite(&mut self, now: Instant, req: Request, info: RequestInfo, peer: Peer) {
@@ -1006,7 +1235,11 @@ impl<M: MediaIo> Core<M> {
                 core.record("call_refused", Some(&info.call_id), None, None, detail);
             }
             let tag = random_token();
-            let spec = ResponseSpec { to_tag: Some(&tag), headers: hdrs, ..ResponseSpec::new(code, reason) };
+            let spec = ResponseSpec {
+                to_tag: Some(&tag),
+                headers: hdrs,
+                ..ResponseSpec::new(code, reason)
+            };
             core.respond(now, &req, &info, peer, &spec);
         };
         if self.shutting_down {
@@ -1014,12 +1247,28 @@ impl<M: MediaIo> Core<M> {
         }
         if self.media_io.free_ports() <= self.cfg.transfer.reserved_for_emergency {
             // The last ports are kept for emergency hand-offs of calls already here.
-            return refuse(self, 503, "Service Unavailable", &[("Retry-After", "5"), ("Warning", "399 hotline \"at capacity\"")]);
+            return refuse(
+                self,
+                503,
+                "Service Unavailable",
+                &[
+                    ("Retry-After", "5"),
+                    ("Warning", "399 hotline \"at capacity\""),
+                ],
+            );
         }
         let Some(from_tag) = info.from_tag.clone() else {
-            return refuse(self, 400, "Bad Request", &[("Warning", "399 hotline \"From has no tag\"")]);
+            return refuse(
+                self,
+                400,
+                "Bad Request",
+                &[("Warning", "399 hotline \"From has no tag\"")],
+            );
         };
-        if self.dialogs.contains_key(&(info.call_id.clone(), from_tag.clone())) {
+        if self
+            .dialogs
+            .contains_key(&(info.call_id.clone(), from_tag.clone()))
+        {
             // Same Call-ID and From tag, new branch, no To tag: a merged or looped request
             // (RFC 3261 §8.2.2.2).
             return refuse(self, 482, "Loop Detected", &[]);
@@ -1027,14 +1276,31 @@ impl<M: MediaIo> Core<M> {
         if let Some(req_ext) = message::header(&req, "Require") {
             // We support no extensions that a caller can require (no 100rel, no timer).
             let unsupported = req_ext.to_string();
-            return refuse(self, 420, "Bad Extension", &[("Unsupported", unsupported.as_str())]);
+            return refuse(
+                self,
+                420,
+                "Bad Extension",
+                &[("Unsupported", unsupported.as_str())],
+            );
         }
         let decision = if let Some(action) = self.feature_code(&info.ruri_user) {
             use rsipstack::sip::prelude::HeadersExt as _;
             // A seat dials a feature code: only an authenticated seat may change its state.
-            let from_user = req.from_header().ok().and_then(|f| f.uri().ok()).and_then(|u| u.user().map(str::to_string)).unwrap_or_default();
+            let from_user = req
+                .from_header()
+                .ok()
+                .and_then(|f| f.uri().ok())
+                .and_then(|u| u.user().map(str::to_string))
+                .unwrap_or_default();
             let now_s = self.clock.now_utc().timestamp().max(0) as u64;
-            match self.registrar.authenticate(now, now_s, &req, &from_user, "Proxy-Authorization", peer) {
+            match self.registrar.authenticate(
+                now,
+                now_s,
+                &req,
+                &from_user,
+                "Proxy-Authorization",
+                peer,
+            ) {
                 AuthOutcome::Seat(i) => {
                     let prompt = action.prompt();
                     let ok = self.agent_action(now, i, action, "feature code").is_ok();
@@ -1046,14 +1312,19 @@ impl<M: MediaIo> Core<M> {
                 }
                 AuthOutcome::Challenge { stale } => {
                     let ch = self.registrar.challenges(now_s, stale);
-                    let hdrs: Vec<(&str, &str)> = ch.iter().map(|c| ("Proxy-Authenticate", c.as_str())).collect();
+                    let hdrs: Vec<(&str, &str)> = ch
+                        .iter()
+                        .map(|c| ("Proxy-Authenticate", c.as_str()))
+                        .collect();
                     return refuse(self, 407, "Proxy Authentication Required", &hdrs);
                 }
                 AuthOutcome::Throttled { retry_after_s } => {
                     let r = retry_after_s.to_string();
                     return refuse(self, 403, "Forbidden", &[("Retry-After", r.as_str())]);
                 }
-                AuthOutcome::NotFound | AuthOutcome::Forbidden(_) => return refuse(self, 403, "Forbidden", &[]),
+                AuthOutcome::NotFound | AuthOutcome::Forbidden(_) => {
+                    return refuse(self, 403, "Forbidden", &[]);
+                }
                 AuthOutcome::BadRequest(why) => {
                     let w = format!("399 hotline \"{}\"", why.replace('"', "'"));
                     return refuse(self, 400, "Bad Request", &[("Warning", w.as_str())]);
@@ -1071,8 +1342,17 @@ impl<M: MediaIo> Core<M> {
             None
         } else {
             let ctype = message::header(&req, "Content-Type").unwrap_or("");
-            if !ctype.trim().to_ascii_lowercase().starts_with("application/sdp") {
-                return refuse(self, 415, "Unsupported Media Type", &[("Accept", "application/sdp")]);
+            if !ctype
+                .trim()
+                .to_ascii_lowercase()
+                .starts_with("application/sdp")
+            {
+                return refuse(
+                    self,
+                    415,
+                    "Unsupported Media Type",
+                    &[("Accept", "application/sdp")],
+                );
             }
             match sdp::parse(&req.body) {
                 Ok(m) => Some(m),
@@ -1093,17 +1373,29 @@ impl<M: MediaIo> Core<M> {
         };
         self.next_key += 1;
         let mut rng = rand::rng();
-        let (codec, pt) = remote_media.as_ref().map(|m| m.primary()).unwrap_or((crate::media::Codec::Pcmu, 0));
-        let params = StreamParams { codec, payload_type: pt, ssrc: rng.random(), first_seq: rng.random(), first_ts: rng.random() };
+        let (codec, pt) = remote_media
+            .as_ref()
+            .map(|m| m.primary())
+            .unwrap_or((crate::media::Codec::Pcmu, 0));
+        let params = StreamParams {
+            codec,
+            payload_type: pt,
+            ssrc: rng.random(),
+            first_seq: rng.random(),
+            first_ts: rng.random(),
+        };
         let remote_addr = remote_media.as_ref().and_then(|m| m.addr);
-        self.media_io.set_event_pt(&tx, remote_media.as_ref().and_then(|m| m.telephone_event));
+        self.media_io
+            .set_event_pt(&tx, remote_media.as_ref().and_then(|m| m.telephone_event));
         self.media_io.media_changed(&tx, remote_addr);
         let stream = self.media.add(now, tx, remote_addr, params);
         // No early media: nothing is sent before the 200 OK.
         self.media.set_sending(stream, false);
         let local_ip = self.local_ip(peer.addr.ip());
         let media_ip = self.cfg.rtp.public_ip.unwrap_or(local_ip);
-        let remote_target = message::header(&req, "Contact").map(|c| message::addr_spec(c).to_string()).unwrap_or_else(|| req.uri.to_string());
+        let remote_target = message::header(&req, "Contact")
+            .map(|c| message::addr_spec(c).to_string())
+            .unwrap_or_else(|| req.uri.to_string());
         let route_set = req
             .headers
             .iter()
@@ -1124,7 +1416,12 @@ impl<M: MediaIo> Core<M> {
             local_ip,
             state: CallState::Ringing,
             stream,
-            local_media: LocalMedia { ip: media_ip, port, session_id: rng.random::<u32>() as u64, version: 1 },
+            local_media: LocalMedia {
+                ip: media_ip,
+                port,
+                session_id: rng.random::<u32>() as u64,
+                version: 1,
+            },
             remote_media,
             ok: None,
             remote_cseq: info.cseq,
@@ -1151,7 +1448,13 @@ impl<M: MediaIo> Core<M> {
         self.calls.insert(key, call);
         {
             use rsipstack::sip::prelude::HeadersExt as _;
-            let caller = self.calls[&key].invite.from_header().ok().and_then(|f| f.uri().ok()).and_then(|u| u.user().map(str::to_string)).unwrap_or_default();
+            let caller = self.calls[&key]
+                .invite
+                .from_header()
+                .ok()
+                .and_then(|f| f.uri().ok())
+                .and_then(|u| u.user().map(str::to_string))
+                .unwrap_or_default();
             let detail = serde_json::json!({ "dialled": info.ruri_user, "caller": caller, "source": peer.addr.to_string(), "transport": peer.transport.via_name() });
             self.record("call_start", Some(&info.call_id), None, None, detail);
         }
@@ -1161,19 +1464,40 @@ impl<M: MediaIo> Core<M> {
         Stats::inc(&self.stats.calls_active);
 
         let call = &self.calls[&key];
-        let trying = message::response(&call.invite, peer.addr, &self.cfg.sip.user_agent, &ResponseSpec::new(100, "Trying"));
-        let t = self.server_txs.respond(now, &info.branch, Method::Invite, 100, trying, peer);
+        let trying = message::response(
+            &call.invite,
+            peer.addr,
+            &self.cfg.sip.user_agent,
+            &ResponseSpec::new(100, "Trying"),
+        );
+        let t = self
+            .server_txs
+            .respond(now, &info.branch, Method::Invite, 100, trying, peer);
         self.out.push_back(t);
         let contact = self.contact(key);
         let hdrs = [("Contact", contact.as_str()), ("Allow", ALLOW)];
-        let spec = ResponseSpec { to_tag: Some(&local_tag), headers: &hdrs, ..ResponseSpec::new(180, "Ringing") };
-        let ringing = message::response(&self.calls[&key].invite, peer.addr, &self.cfg.sip.user_agent, &spec);
-        let t = self.server_txs.respond(now, &info.branch, Method::Invite, 180, ringing, peer);
+        let spec = ResponseSpec {
+            to_tag: Some(&local_tag),
+            headers: &hdrs,
+            ..ResponseSpec::new(180, "Ringing")
+        };
+        let ringing = message::response(
+            &self.calls[&key].invite,
+            peer.addr,
+            &self.cfg.sip.user_agent,
+            &spec,
+        );
+        let t = self
+            .server_txs
+            .respond(now, &info.branch, Method::Invite, 180, ringing, peer);
         self.out.push_back(t);
         if self.cfg.sip.ring_ms == 0 {
             self.answer(now, key);
         } else {
-            self.timers.push(now + Duration::from_millis(self.cfg.sip.ring_ms), (key, CallTimer::Answer));
+            self.timers.push(
+                now + Duration::from_millis(self.cfg.sip.ring_ms),
+                (key, CallTimer::Answer),
+            );
         }
     }
 
@@ -1181,13 +1505,19 @@ impl<M: MediaIo> Core<M> {
         let call = &self.calls[&key];
         let user = call.invite.uri.user().unwrap_or("hotline");
         let host = SocketAddr::new(call.local_ip, self.cfg.sip.listen.port());
-        let transport = if call.peer.transport.reliable() { ";transport=tcp" } else { "" };
+        let transport = if call.peer.transport.reliable() {
+            ";transport=tcp"
+        } else {
+            ""
+        };
         format!("<sip:{user}@{host}{transport}>")
     }
 
     fn answer(&mut self, now: Instant, key: u64) {
         let contact = self.contact(key);
-        let Some(call) = self.calls.get_mut(&key) else { return };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         let _g = call.span.clone().entered();
         let body = match &call.remote_media {
             Some(offer) => sdp::answer(&call.local_media, offer),
@@ -1200,22 +1530,39 @@ impl<M: MediaIo> Core<M> {
             body: Some(("application/sdp", body.as_bytes())),
             ..ResponseSpec::new(200, "OK")
         };
-        let bytes = Bytes::from(message::response(&call.invite, call.peer.addr, &self.cfg.sip.user_agent, &spec));
+        let bytes = Bytes::from(message::response(
+            &call.invite,
+            call.peer.addr,
+            &self.cfg.sip.user_agent,
+            &spec,
+        ));
         let (branch, peer, cseq) = (call.invite_branch.clone(), call.peer, call.remote_cseq);
         call.state = CallState::Answered;
         self.arm_ok(now, key, bytes.clone(), cseq);
-        let t = self.server_txs.respond(now, &branch, Method::Invite, 200, bytes.to_vec(), peer);
+        let t = self
+            .server_txs
+            .respond(now, &branch, Method::Invite, 200, bytes.to_vec(), peer);
         self.out.push_back(t);
         Stats::inc(&self.stats.calls_answered);
         info!("answered");
         let call_id = self.calls.get(&key).map(|c| c.call_id.clone());
-        self.record("call_answered", call_id.as_deref(), None, None, serde_json::json!({}));
+        self.record(
+            "call_answered",
+            call_id.as_deref(),
+            None,
+            None,
+            serde_json::json!({}),
+        );
         if let Some(call) = self.calls.get_mut(&key) {
             call.answered_at = Some(now);
         }
         // With an offer we know where to send: the IVR starts now. Without one (delayed
         // offer) it starts when the ACK brings the answer.
-        let may_send = self.calls.get(&key).and_then(|c| c.remote_media.as_ref().map(|m| (c.stream, m.direction.we_may_send())));
+        let may_send = self.calls.get(&key).and_then(|c| {
+            c.remote_media
+                .as_ref()
+                .map(|m| (c.stream, m.direction.we_may_send()))
+        });
         if let Some((stream, may_send)) = may_send {
             self.media.set_sending(stream, may_send);
             self.start_ivr(now, key);
@@ -1224,7 +1571,9 @@ impl<M: MediaIo> Core<M> {
 
     /// Retransmits a 2xx until the ACK (RFC 3261 §13.3.1.4): T1 doubling to T2, for 64*T1.
     fn arm_ok(&mut self, now: Instant, key: u64, bytes: Bytes, cseq: u32) {
-        let Some(call) = self.calls.get_mut(&key) else { return };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         let ok = PendingOk::new(now, bytes, cseq, call.peer.transport.reliable());
         self.timers.push(ok.deadline, (key, CallTimer::OkTimeout));
         if let Some(next) = ok.next_retransmit() {
@@ -1234,7 +1583,9 @@ impl<M: MediaIo> Core<M> {
     }
 
     fn start_ivr(&mut self, now: Instant, key: u64) {
-        let Some(call) = self.calls.get_mut(&key) else { return };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         let (first, next) = match call.pending.take() {
             Some(Decision::Run { first, next }) => (first, next),
             Some(Decision::Announce(p)) => (vec![p], Next::Hangup),
@@ -1245,7 +1596,9 @@ impl<M: MediaIo> Core<M> {
     }
 
     fn ivr_input(&mut self, now: Instant, key: u64, input: Input) {
-        let Some(call) = self.calls.get_mut(&key) else { return };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         if call.state == CallState::Ending {
             return;
         }
@@ -1260,7 +1613,8 @@ impl<M: MediaIo> Core<M> {
                     self.media.play(stream, &prompts, loop_last);
                 }
                 Action::Timer { after, kind, epoch } => {
-                    self.timers.push(now + after, (key, CallTimer::Ivr(kind.into(), epoch)));
+                    self.timers
+                        .push(now + after, (key, CallTimer::Ivr(kind.into(), epoch)));
                 }
                 Action::Enqueue { queue, priority } => self.enqueue(now, key, queue, priority),
                 Action::Announce(q) => self.announce(now, key, q),
@@ -1272,7 +1626,12 @@ impl<M: MediaIo> Core<M> {
                     };
                     self.dequeue(now, key, reason);
                     // Seats still ringing for this caller stop: its wait here is over.
-                    for leg in self.calls.get_mut(&key).map(|c| std::mem::take(&mut c.legs)).unwrap_or_default() {
+                    for leg in self
+                        .calls
+                        .get_mut(&key)
+                        .map(|c| std::mem::take(&mut c.legs))
+                        .unwrap_or_default()
+                    {
                         self.caller_gone(now, leg);
                     }
                 }
@@ -1289,8 +1648,12 @@ impl<M: MediaIo> Core<M> {
         if let Some(leg) = self.leg_dialog(info) {
             return self.seat_acked(leg, info.cseq);
         }
-        let Some(key) = self.dialog_key(info) else { return };
-        let Some(call) = self.calls.get_mut(&key) else { return };
+        let Some(key) = self.dialog_key(info) else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         if !call.ok.as_ref().is_some_and(|ok| ok.acked_by(info.cseq)) {
             return;
         }
@@ -1325,12 +1688,17 @@ impl<M: MediaIo> Core<M> {
     }
 
     fn apply_remote_media(&mut self, key: u64, m: RemoteMedia) {
-        let Some(call) = self.calls.get_mut(&key) else { return };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         let (codec, pt) = m.primary();
         self.media.set_codec(call.stream, codec, pt);
         self.media.set_remote(call.stream, m.addr);
         // While bridged, the caller hears the seat through the relay, never our stream.
-        self.media.set_sending(call.stream, m.direction.we_may_send() && m.addr.is_some() && !call.bridged);
+        self.media.set_sending(
+            call.stream,
+            m.direction.we_may_send() && m.addr.is_some() && !call.bridged,
+        );
         if let Some(tx) = self.media.tx(call.stream) {
             self.media_io.set_event_pt(tx, m.telephone_event);
             self.media_io.media_changed(tx, m.addr);
@@ -1339,7 +1707,9 @@ impl<M: MediaIo> Core<M> {
     }
 
     fn reinvite(&mut self, now: Instant, key: u64, req: &Request, info: &RequestInfo, peer: Peer) {
-        let Some(call) = self.calls.get(&key) else { return };
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
         let _g = call.span.clone().entered();
         if call.state == CallState::Ringing {
             // An offer while our answer to the INVITE is still pending (RFC 3261 §14.2).
@@ -1349,19 +1719,37 @@ impl<M: MediaIo> Core<M> {
         if call.ok.is_some() || call.state == CallState::Ending {
             // RFC 3261 §14.2: a re-INVITE while our 2xx is unacknowledged gets 500 + Retry-After.
             let hdrs = [("Retry-After", "1")];
-            let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(500, "Server Internal Error") };
+            let spec = ResponseSpec {
+                headers: &hdrs,
+                ..ResponseSpec::new(500, "Server Internal Error")
+            };
             return self.respond(now, req, info, peer, &spec);
         }
         if info.cseq <= call.remote_cseq {
-            return self.respond(now, req, info, peer, &ResponseSpec::new(500, "Server Internal Error"));
+            return self.respond(
+                now,
+                req,
+                info,
+                peer,
+                &ResponseSpec::new(500, "Server Internal Error"),
+            );
         }
-        let Ok(offer) = self.reoffer(now, req, info, peer, None) else { return };
-        info!(hold = offer.as_ref().map(|o| !o.direction.we_may_send() || o.addr.is_none()), "re-INVITE");
+        let Ok(offer) = self.reoffer(now, req, info, peer, None) else {
+            return;
+        };
+        info!(
+            hold = offer
+                .as_ref()
+                .map(|o| !o.direction.we_may_send() || o.addr.is_none()),
+            "re-INVITE"
+        );
         if let Some(m) = offer.clone() {
             self.apply_remote_media(key, m);
         }
         let contact = self.contact(key);
-        let Some(call) = self.calls.get_mut(&key) else { return };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         call.remote_cseq = info.cseq;
         // A target refresh (RFC 3261 §12.2.2): the new Contact is where in-dialog requests go.
         if let Some(c) = message::header(req, "Contact") {
@@ -1379,16 +1767,30 @@ impl<M: MediaIo> Core<M> {
             body: Some(("application/sdp", body.as_bytes())),
             ..ResponseSpec::new(200, "OK")
         };
-        let bytes = Bytes::from(message::response(req, peer.addr, &self.cfg.sip.user_agent, &spec));
+        let bytes = Bytes::from(message::response(
+            req,
+            peer.addr,
+            &self.cfg.sip.user_agent,
+            &spec,
+        ));
         self.arm_ok(now, key, bytes.clone(), info.cseq);
-        let t = self.server_txs.respond(now, &info.branch, Method::Invite, 200, bytes.to_vec(), peer);
+        let t =
+            self.server_txs
+                .respond(now, &info.branch, Method::Invite, 200, bytes.to_vec(), peer);
         self.out.push_back(t);
     }
 
     /// The SDP of a re-INVITE (`None` without a body), kept to `codec` when one is given (a
     /// bridge relays packets as they are, so a bridged leg keeps the call's codec). Anything
     /// unusable is answered 488 with a Warning saying why, and `Err` returned.
-    pub(super) fn reoffer(&mut self, now: Instant, req: &Request, info: &RequestInfo, peer: Peer, codec: Option<crate::media::Codec>) -> Result<Option<RemoteMedia>, ()> {
+    pub(super) fn reoffer(
+        &mut self,
+        now: Instant,
+        req: &Request,
+        info: &RequestInfo,
+        peer: Peer,
+        codec: Option<crate::media::Codec>,
+    ) -> Result<Option<RemoteMedia>, ()> {
         if req.body.is_empty() {
             return Ok(None);
         }
@@ -1405,20 +1807,34 @@ impl<M: MediaIo> Core<M> {
         };
         let w = format!("305 hotline \"{why}\"");
         let hdrs = [("Warning", w.as_str())];
-        let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(488, "Not Acceptable Here") };
+        let spec = ResponseSpec {
+            headers: &hdrs,
+            ..ResponseSpec::new(488, "Not Acceptable Here")
+        };
         self.respond(now, req, info, peer, &spec);
         Err(())
     }
 
-    fn info_or_update(&mut self, now: Instant, key: u64, req: &Request, info: &RequestInfo, peer: Peer) {
+    fn info_or_update(
+        &mut self,
+        now: Instant,
+        key: u64,
+        req: &Request,
+        info: &RequestInfo,
+        peer: Peer,
+    ) {
         if info.method == Method::Info {
             // SIP INFO DTMF (application/dtmf-relay), for phones that don't send RFC 4733.
-            let ctype = message::header(req, "Content-Type").unwrap_or("").to_ascii_lowercase();
+            let ctype = message::header(req, "Content-Type")
+                .unwrap_or("")
+                .to_ascii_lowercase();
             if ctype.contains("dtmf") {
                 let body = String::from_utf8_lossy(&req.body);
                 let digit = body.lines().find_map(|l| {
                     let (k, v) = l.split_once('=')?;
-                    k.trim().eq_ignore_ascii_case("signal").then(|| v.trim().chars().next())?
+                    k.trim()
+                        .eq_ignore_ascii_case("signal")
+                        .then(|| v.trim().chars().next())?
                 });
                 self.respond(now, req, info, peer, &ResponseSpec::new(200, "OK"));
                 if let Some(d) = digit.filter(|d| crate::media::dtmf::char_event(*d).is_some()) {
@@ -1435,16 +1851,24 @@ impl<M: MediaIo> Core<M> {
         match sdp::parse(&req.body) {
             Ok(m) => {
                 self.apply_remote_media(key, m.clone());
-                let Some(call) = self.calls.get_mut(&key) else { return };
+                let Some(call) = self.calls.get_mut(&key) else {
+                    return;
+                };
                 call.local_media.version += 1;
                 let body = sdp::answer(&call.local_media, &m);
-                let spec = ResponseSpec { body: Some(("application/sdp", body.as_bytes())), ..ResponseSpec::new(200, "OK") };
+                let spec = ResponseSpec {
+                    body: Some(("application/sdp", body.as_bytes())),
+                    ..ResponseSpec::new(200, "OK")
+                };
                 self.respond(now, req, info, peer, &spec);
             }
             Err(e) => {
                 let w = format!("305 hotline \"{e}\"");
                 let hdrs = [("Warning", w.as_str())];
-                let spec = ResponseSpec { headers: &hdrs, ..ResponseSpec::new(488, "Not Acceptable Here") };
+                let spec = ResponseSpec {
+                    headers: &hdrs,
+                    ..ResponseSpec::new(488, "Not Acceptable Here")
+                };
                 self.respond(now, req, info, peer, &spec);
             }
         }
@@ -1452,12 +1876,25 @@ impl<M: MediaIo> Core<M> {
 
     fn cancel(&mut self, now: Instant, req: &Request, info: &RequestInfo, peer: Peer) {
         let Some(&key) = self.by_branch.get(&info.branch) else {
-            return self.respond(now, req, info, peer, &ResponseSpec::new(481, "Call/Transaction Does Not Exist"));
+            return self.respond(
+                now,
+                req,
+                info,
+                peer,
+                &ResponseSpec::new(481, "Call/Transaction Does Not Exist"),
+            );
         };
         let tag = self.calls.get(&key).map(|c| c.local_tag.clone());
-        let spec = ResponseSpec { to_tag: tag.as_deref(), ..ResponseSpec::new(200, "OK") };
+        let spec = ResponseSpec {
+            to_tag: tag.as_deref(),
+            ..ResponseSpec::new(200, "OK")
+        };
         self.respond(now, req, info, peer, &spec);
-        if self.calls.get(&key).is_some_and(|c| c.state == CallState::Ringing) {
+        if self
+            .calls
+            .get(&key)
+            .is_some_and(|c| c.state == CallState::Ringing)
+        {
             Stats::inc(&self.stats.cancelled);
             if let Some(c) = self.calls.get(&key) {
                 let _g = c.span.clone().entered();
@@ -1469,10 +1906,27 @@ impl<M: MediaIo> Core<M> {
 
     /// Final error response to a call that has not been answered, and the call ends.
     fn reject_ringing(&mut self, now: Instant, key: u64, code: u16, reason: &str) {
-        let Some(call) = self.calls.get(&key) else { return };
-        let spec = ResponseSpec { to_tag: Some(&call.local_tag), ..ResponseSpec::new(code, reason) };
-        let bytes = message::response(&call.invite, call.peer.addr, &self.cfg.sip.user_agent, &spec);
-        let t = self.server_txs.respond(now, &call.invite_branch, Method::Invite, code, bytes, call.peer);
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        let spec = ResponseSpec {
+            to_tag: Some(&call.local_tag),
+            ..ResponseSpec::new(code, reason)
+        };
+        let bytes = message::response(
+            &call.invite,
+            call.peer.addr,
+            &self.cfg.sip.user_agent,
+            &spec,
+        );
+        let t = self.server_txs.respond(
+            now,
+            &call.invite_branch,
+            Method::Invite,
+            code,
+            bytes,
+            call.peer,
+        );
         self.out.push_back(t);
         self.finish(key);
     }
@@ -1481,12 +1935,19 @@ impl<M: MediaIo> Core<M> {
     fn hangup(&mut self, now: Instant, key: u64) {
         self.transfer_caller_gone(now, key);
         self.dequeue(now, key, "abandoned");
-        for leg in self.calls.get_mut(&key).map(|c| std::mem::take(&mut c.legs)).unwrap_or_default() {
+        for leg in self
+            .calls
+            .get_mut(&key)
+            .map(|c| std::mem::take(&mut c.legs))
+            .unwrap_or_default()
+        {
             self.caller_gone(now, leg);
         }
         let ua = self.cfg.sip.user_agent.clone();
         let listen_port = self.cfg.sip.listen.port();
-        let Some(call) = self.calls.get_mut(&key) else { return };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         if call.state == CallState::Ending {
             return;
         }
@@ -1505,12 +1966,20 @@ impl<M: MediaIo> Core<M> {
         call.local_cseq += 1;
         // Media stops now; the call record waits for the BYE's response.
         if let Some((tx, stats)) = self.media.remove(call.stream) {
-            self.stats.rtp_frames_skipped.fetch_add(stats.frames_skipped, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .rtp_frames_skipped
+                .fetch_add(stats.frames_skipped, std::sync::atomic::Ordering::Relaxed);
             self.media_io.close(tx);
         }
         self.stream_calls.remove(&call.stream);
-        let from = format!("{};tag={}", message::header(&call.invite, "To").unwrap_or(""), call.local_tag);
-        let to = message::header(&call.invite, "From").unwrap_or("").to_string();
+        let from = format!(
+            "{};tag={}",
+            message::header(&call.invite, "To").unwrap_or(""),
+            call.local_tag
+        );
+        let to = message::header(&call.invite, "From")
+            .unwrap_or("")
+            .to_string();
         let branch = format!("z9hG4bK{}", random_token());
         let via_host = SocketAddr::new(call.local_ip, listen_port).to_string();
         let bytes = message::in_dialog_request(&InDialogRequest {
@@ -1527,14 +1996,19 @@ impl<M: MediaIo> Core<M> {
             user_agent: &ua,
             extra: &[],
         });
-        let t = Transmit { peer: call.peer, bytes: bytes.into() };
+        let t = Transmit {
+            peer: call.peer,
+            bytes: bytes.into(),
+        };
         let t = self.client_txs.start(now, &branch, key, t);
         self.out.push_back(t);
     }
 
     /// Records the caller's rating of the call with the seat and queue it was about, once.
     fn survey_result(&mut self, key: u64, rating: Option<u8>, why: Option<&str>) {
-        let Some(call) = self.calls.get_mut(&key) else { return };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         if !call.survey_asked || call.survey_done {
             return;
         }
@@ -1547,7 +2021,13 @@ impl<M: MediaIo> Core<M> {
             _ => why.unwrap_or("no_answer"),
         };
         info!(call_id = %call_id, ?rating, label, "satisfaction survey");
-        self.record("survey", Some(&call_id), seat, queue, serde_json::json!({ "rating": rating, "label": label }));
+        self.record(
+            "survey",
+            Some(&call_id),
+            seat,
+            queue,
+            serde_json::json!({ "rating": rating, "label": label }),
+        );
     }
 
     /// Removes a call and everything it holds.
@@ -1555,20 +2035,36 @@ impl<M: MediaIo> Core<M> {
         self.transfer_caller_gone(self.now, key);
         self.survey_result(key, None, Some("caller_hung_up"));
         self.dequeue(self.now, key, "abandoned");
-        for leg in self.calls.get_mut(&key).map(|c| std::mem::take(&mut c.legs)).unwrap_or_default() {
+        for leg in self
+            .calls
+            .get_mut(&key)
+            .map(|c| std::mem::take(&mut c.legs))
+            .unwrap_or_default()
+        {
             self.caller_gone(self.now, leg);
         }
-        let Some(call) = self.calls.remove(&key) else { return };
+        let Some(call) = self.calls.remove(&key) else {
+            return;
+        };
         if let Some((tx, stats)) = self.media.remove(call.stream) {
-            self.stats.rtp_frames_skipped.fetch_add(stats.frames_skipped, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .rtp_frames_skipped
+                .fetch_add(stats.frames_skipped, std::sync::atomic::Ordering::Relaxed);
             self.media_io.close(tx);
         }
         self.stream_calls.remove(&call.stream);
-        self.dialogs.remove(&(call.call_id.clone(), call.remote_tag.clone()));
+        self.dialogs
+            .remove(&(call.call_id.clone(), call.remote_tag.clone()));
         self.by_branch.remove(&call.invite_branch);
-        self.stats.calls_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .calls_active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         Stats::inc(&self.stats.calls_ended);
-        let digits = call.ivr.as_ref().map(|i| i.digits.clone()).unwrap_or_default();
+        let digits = call
+            .ivr
+            .as_ref()
+            .map(|i| i.digits.clone())
+            .unwrap_or_default();
         {
             let _g = call.span.enter();
             info!(digits, "call ended");
@@ -1581,7 +2077,13 @@ impl<M: MediaIo> Core<M> {
             "bridged": call.bridged,
             "digits": digits,
         });
-        self.record("call_end", Some(&call.call_id), call.bridged_seat, call.queue, detail);
+        self.record(
+            "call_end",
+            Some(&call.call_id),
+            call.bridged_seat,
+            call.queue,
+            detail,
+        );
     }
 }
 
@@ -1591,7 +2093,9 @@ fn with_to_tag<'a>(spec: &ResponseSpec<'a>, tag: &'a str) -> ResponseSpec<'a> {
     ResponseSpec {
         code: spec.code,
         reason: spec.reason,
-        to_tag: spec.to_tag.or(if spec.code >= 200 { Some(tag) } else { None }),
+        to_tag: spec
+            .to_tag
+            .or(if spec.code >= 200 { Some(tag) } else { None }),
         headers: spec.headers,
         body: spec.body,
     }

@@ -62,10 +62,21 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Passwd { user, password, realm } = &cli.command {
-        use hotline::registrar::digest::{ha1, Algorithm};
-        println!("ha1_md5 = \"{}\"", ha1(Algorithm::Md5, user, realm, password));
-        println!("ha1_sha256 = \"{}\"", ha1(Algorithm::Sha256, user, realm, password));
+    if let Command::Passwd {
+        user,
+        password,
+        realm,
+    } = &cli.command
+    {
+        use hotline::registrar::digest::{Algorithm, ha1};
+        println!(
+            "ha1_md5 = \"{}\"",
+            ha1(Algorithm::Md5, user, realm, password)
+        );
+        println!(
+            "ha1_sha256 = \"{}\"",
+            ha1(Algorithm::Sha256, user, realm, password)
+        );
         return ExitCode::SUCCESS;
     }
     let cfg = match Config::load(&cli.config) {
@@ -79,7 +90,12 @@ fn main() -> ExitCode {
         Command::Check => check(&cfg),
         Command::Run => run(cfg),
         Command::Figures { day, json } => figures(&cfg, day, json),
-        Command::Report { day, month, csv, rules } => {
+        Command::Report {
+            day,
+            month,
+            csv,
+            rules,
+        } => {
             let rules = rules.unwrap_or_else(|| cfg.reports.rules.clone());
             report(&cfg, day, month, csv, &rules)
         }
@@ -87,7 +103,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn report(cfg: &Config, day: Option<String>, month: Option<String>, csv: Option<PathBuf>, rules: &std::path::Path) -> ExitCode {
+fn report(
+    cfg: &Config,
+    day: Option<String>,
+    month: Option<String>,
+    csv: Option<PathBuf>,
+    rules: &std::path::Path,
+) -> ExitCode {
     use hotline::metrics::report;
     let fail = |msg: String| {
         eprintln!("error: {msg}");
@@ -102,14 +124,22 @@ fn report(cfg: &Config, day: Option<String>, month: Option<String>, csv: Option<
             Ok(d) => vec![d],
             Err(_) => return fail(format!("--day {d:?} is not YYYY-MM-DD")),
         },
-        (None, Some(m)) => match chrono::NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d") {
-            Ok(first) => first.iter_days().take_while(|d| d.format("%Y-%m").to_string() == *m).collect(),
-            Err(_) => return fail(format!("--month {m:?} is not YYYY-MM")),
-        },
+        (None, Some(m)) => {
+            match chrono::NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d") {
+                Ok(first) => first
+                    .iter_days()
+                    .take_while(|d| d.format("%Y-%m").to_string() == *m)
+                    .collect(),
+                Err(_) => return fail(format!("--month {m:?} is not YYYY-MM")),
+            }
+        }
         _ => return fail("give --day YYYY-MM-DD or --month YYYY-MM".into()),
     };
     if !cfg.store.path.exists() {
-        return fail(format!("no store at {} (the daemon writes it)", cfg.store.path.display()));
+        return fail(format!(
+            "no store at {} (the daemon writes it)",
+            cfg.store.path.display()
+        ));
     }
     let period = day.or(month).unwrap_or_default();
     let r = match report::from_store(&cfg.store.path, &period, &days, &cfg.seat_units(), &rules) {
@@ -127,13 +157,21 @@ fn report(cfg: &Config, day: Option<String>, month: Option<String>, csv: Option<
 }
 
 fn figures(cfg: &Config, day: Option<String>, json: bool) -> ExitCode {
-    let day = day.unwrap_or_else(|| WallClock::from_env().unwrap_or_else(|_| WallClock::real()).today_shanghai().to_string());
+    let day = day.unwrap_or_else(|| {
+        WallClock::from_env()
+            .unwrap_or_else(|_| WallClock::real())
+            .today_shanghai()
+            .to_string()
+    });
     if chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d").is_err() {
         eprintln!("error: --day {day:?} is not YYYY-MM-DD");
         return ExitCode::from(2);
     }
     if !cfg.store.path.exists() {
-        eprintln!("error: no store at {} (the daemon writes it)", cfg.store.path.display());
+        eprintln!(
+            "error: no store at {} (the daemon writes it)",
+            cfg.store.path.display()
+        );
         return ExitCode::from(2);
     }
     let records = match hotline::metrics::store::read_day(&cfg.store.path, &day) {
@@ -143,7 +181,10 @@ fn figures(cfg: &Config, day: Option<String>, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut f = hotline::metrics::figures::Figures { day: day.clone(), ..Default::default() };
+    let mut f = hotline::metrics::figures::Figures {
+        day: day.clone(),
+        ..Default::default()
+    };
     for r in &records {
         f.apply(r);
     }
@@ -152,27 +193,58 @@ fn figures(cfg: &Config, day: Option<String>, json: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!("{day}: {} events", records.len());
-    println!("\nseat        offered answered missed rejected failed withdrawn answer_rate avg_answer_s talk_s wrap_s");
+    println!(
+        "\nseat        offered answered missed rejected failed withdrawn answer_rate avg_answer_s talk_s wrap_s"
+    );
     for (id, s) in &f.seats {
-        let avg = if s.answered == 0 { 0.0 } else { s.answer_time_s / s.answered as f64 };
+        let avg = if s.answered == 0 {
+            0.0
+        } else {
+            s.answer_time_s / s.answered as f64
+        };
         println!(
             "{id:<11} {:>7} {:>8} {:>6} {:>8} {:>6} {:>9} {:>10.1}% {:>12.1} {:>6.0} {:>6.0}",
-            s.offered, s.answered, s.missed, s.rejected, s.failed, s.withdrawn, s.answer_rate * 100.0, avg, s.talk_time_s, s.wrap_up_time_s
+            s.offered,
+            s.answered,
+            s.missed,
+            s.rejected,
+            s.failed,
+            s.withdrawn,
+            s.answer_rate * 100.0,
+            avg,
+            s.talk_time_s,
+            s.wrap_up_time_s
         );
     }
-    println!("\nqueue         offered answered abandoned short timeout no_agents sl15 sl30 asa_s aht_s longest_s");
+    println!(
+        "\nqueue         offered answered abandoned short timeout no_agents sl15 sl30 asa_s aht_s longest_s"
+    );
     for (name, q) in &f.queues {
         println!(
             "{name:<13} {:>7} {:>8} {:>9} {:>5} {:>7} {:>9} {:>3.0}% {:>3.0}% {:>5.1} {:>5.1} {:>9.1}",
-            q.offered, q.answered, q.abandoned, q.short_abandoned, q.timed_out, q.no_agents,
-            q.service_level_15s * 100.0, q.service_level_30s * 100.0, q.asa_s, q.aht_s, q.longest_wait_s
+            q.offered,
+            q.answered,
+            q.abandoned,
+            q.short_abandoned,
+            q.timed_out,
+            q.no_agents,
+            q.service_level_15s * 100.0,
+            q.service_level_30s * 100.0,
+            q.asa_s,
+            q.aht_s,
+            q.longest_wait_s
         );
     }
     ExitCode::SUCCESS
 }
 
 /// Loads prompts and dialplans; the problems found, each as one line.
-fn load(cfg: &Config) -> (Option<(Arc<PromptStore>, Arc<dialplan::Dialplan>)>, Vec<String>) {
+fn load(
+    cfg: &Config,
+) -> (
+    Option<(Arc<PromptStore>, Arc<dialplan::Dialplan>)>,
+    Vec<String>,
+) {
     let mut problems = Vec::new();
     let prompts = match PromptStore::load_dir(&cfg.paths.prompts) {
         Ok((store, bad)) => {
@@ -232,7 +304,7 @@ fn check(cfg: &Config) -> ExitCode {
 
 /// The shipped demo seats use the password `demo-<user>`; say so wherever it is still in use.
 fn demo_credentials(cfg: &Config) -> Vec<String> {
-    use hotline::registrar::digest::{ha1, Algorithm};
+    use hotline::registrar::digest::{Algorithm, ha1};
     cfg.seats
         .iter()
         .filter(|s| s.ha1_md5 == ha1(Algorithm::Md5, &s.user, &cfg.registrar.realm, &format!("demo-{}", s.user)))
@@ -277,7 +349,10 @@ fn run(cfg: Config) -> ExitCode {
     }
     // One thread: call control, media clock, sockets and reactor share it, so no wake-up crosses
     // threads (measured: with the multi-thread runtime, context switches cost more than RTP).
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");

@@ -74,17 +74,41 @@ impl RemoteMedia {
 pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
     let desc = sdp::SessionDescription::unmarshal(&mut Cursor::new(body))
         .map_err(|e| SdpError::Syntax(e.to_string()))?;
-    let is_avp = |m: &sdp::description::media::MediaDescription| m.media_name.protos.join("/").eq_ignore_ascii_case("RTP/AVP");
-    let candidates = |m: &&sdp::description::media::MediaDescription| m.media_name.media == "audio" && m.media_name.port.value != 0;
-    let (audio_line, audio) = match desc.media_descriptions.iter().enumerate().find(|(_, m)| candidates(m) && is_avp(m)) {
+    let is_avp = |m: &sdp::description::media::MediaDescription| {
+        m.media_name
+            .protos
+            .join("/")
+            .eq_ignore_ascii_case("RTP/AVP")
+    };
+    let candidates = |m: &&sdp::description::media::MediaDescription| {
+        m.media_name.media == "audio" && m.media_name.port.value != 0
+    };
+    let (audio_line, audio) = match desc
+        .media_descriptions
+        .iter()
+        .enumerate()
+        .find(|(_, m)| candidates(m) && is_avp(m))
+    {
         Some(x) => x,
-        None if desc.media_descriptions.iter().any(|m| candidates(&m)) => return Err(SdpError::SecureOnly),
+        None if desc.media_descriptions.iter().any(|m| candidates(&m)) => {
+            return Err(SdpError::SecureOnly);
+        }
         None => return Err(SdpError::NoAudio),
     };
     let lines = desc
         .media_descriptions
         .iter()
-        .map(|m| (m.media_name.media.clone(), m.media_name.protos.join("/"), m.media_name.formats.first().cloned().unwrap_or_else(|| "0".into())))
+        .map(|m| {
+            (
+                m.media_name.media.clone(),
+                m.media_name.protos.join("/"),
+                m.media_name
+                    .formats
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "0".into()),
+            )
+        })
         .collect();
     let conn = audio
         .connection_information
@@ -93,16 +117,30 @@ pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
         .and_then(|c| c.address.as_ref())
         .ok_or(SdpError::NoAddress)?;
     // Some UAs (SIPp among them) bracket IPv6 addresses in SDP; RFC 4566 doesn't, accept both.
-    let ip: IpAddr = conn.address.trim().trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| SdpError::NoAddress)?;
+    let ip: IpAddr = conn
+        .address
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| SdpError::NoAddress)?;
     let port = u16::try_from(audio.media_name.port.value).map_err(|_| SdpError::NoAddress)?;
-    let addr = if ip.is_unspecified() || port == 0 { None } else { Some(SocketAddr::new(ip, port)) };
+    let addr = if ip.is_unspecified() || port == 0 {
+        None
+    } else {
+        Some(SocketAddr::new(ip, port))
+    };
 
     let rtpmap = |pt: u8| -> Option<String> {
-        audio.attributes.iter().filter(|a| a.key == "rtpmap").find_map(|a| {
-            let v = a.value.as_deref()?;
-            let (p, name) = v.split_once(' ')?;
-            (p.trim().parse::<u8>().ok()? == pt).then(|| name.trim().to_ascii_lowercase())
-        })
+        audio
+            .attributes
+            .iter()
+            .filter(|a| a.key == "rtpmap")
+            .find_map(|a| {
+                let v = a.value.as_deref()?;
+                let (p, name) = v.split_once(' ')?;
+                (p.trim().parse::<u8>().ok()? == pt).then(|| name.trim().to_ascii_lowercase())
+            })
     };
     let mut codecs = Vec::new();
     let mut telephone_event = None;
@@ -134,7 +172,14 @@ pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
     let direction = dir_of(&audio.attributes)
         .or_else(|| dir_of(&desc.attributes))
         .unwrap_or(Direction::SendRecv);
-    Ok(RemoteMedia { addr, codecs, telephone_event, direction, lines, audio_line })
+    Ok(RemoteMedia {
+        addr,
+        codecs,
+        telephone_event,
+        direction,
+        lines,
+        audio_line,
+    })
 }
 
 /// Our side of a session: address, port, and the version counter RFC 3264 §8 asks for.
@@ -156,7 +201,9 @@ pub fn answer(local: &LocalMedia, offer: &RemoteMedia) -> String {
         maps.push_str(&format!("a=rtpmap:{pt} {}/8000\r\n", codec.name()));
     }
     if let Some(te) = offer.telephone_event {
-        maps.push_str(&format!("a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"));
+        maps.push_str(&format!(
+            "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
+        ));
     }
     let audio = render_audio(local, &fmts, &maps, offer.direction.answer());
     let mut media = String::new();
@@ -180,7 +227,10 @@ pub fn offer(local: &LocalMedia) -> String {
 /// Our offer to a seat: the caller's codec only (the bridge relays packets as they are, so
 /// both legs must speak the same codec), and telephone-event.
 pub fn offer_codec(local: &LocalMedia, codec: Codec, pt: u8) -> String {
-    let maps = format!("a=rtpmap:{pt} {}/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n", codec.name());
+    let maps = format!(
+        "a=rtpmap:{pt} {}/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n",
+        codec.name()
+    );
     session(local) + &render_audio(local, &[pt, 101], &maps, Direction::SendRecv)
 }
 
@@ -196,7 +246,12 @@ fn session(local: &LocalMedia) -> String {
 
 fn render_audio(local: &LocalMedia, fmts: &[u8], maps: &str, dir: Direction) -> String {
     let fmts: Vec<String> = fmts.iter().map(|f| f.to_string()).collect();
-    format!("m=audio {} RTP/AVP {}\r\n{maps}a=ptime:20\r\na={}\r\n", local.port, fmts.join(" "), dir.attr())
+    format!(
+        "m=audio {} RTP/AVP {}\r\n{maps}a=ptime:20\r\na={}\r\n",
+        local.port,
+        fmts.join(" "),
+        dir.attr()
+    )
 }
 
 #[cfg(test)]
@@ -213,7 +268,12 @@ mod tests {
         assert_eq!(o.codecs, vec![(Codec::Pcma, 8), (Codec::Pcmu, 0)]);
         assert_eq!(o.telephone_event, Some(101));
         assert_eq!(o.addr, Some("10.0.0.5:4000".parse().unwrap()));
-        let local = LocalMedia { ip: "127.0.0.1".parse().unwrap(), port: 20000, session_id: 9, version: 1 };
+        let local = LocalMedia {
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 20000,
+            session_id: 9,
+            version: 1,
+        };
         let a = answer(&local, &o);
         assert!(a.contains("m=audio 20000 RTP/AVP 8 0 101\r\n"), "{a}");
         let back = parse(a.as_bytes()).unwrap();
@@ -234,12 +294,23 @@ mod tests {
 
     #[test]
     fn video_line_is_rejected_in_place_and_srtp_only_refused() {
-        let with_video = OFFER.replace("m=audio", "m=video 5000 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\nm=audio");
+        let with_video = OFFER.replace(
+            "m=audio",
+            "m=video 5000 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\nm=audio",
+        );
         let o = parse(with_video.as_bytes()).unwrap();
-        let local = LocalMedia { ip: "127.0.0.1".parse().unwrap(), port: 20000, session_id: 9, version: 1 };
+        let local = LocalMedia {
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 20000,
+            session_id: 9,
+            version: 1,
+        };
         let a = answer(&local, &o);
         let v = a.find("m=video 0 RTP/AVP 96\r\n").expect(&a);
-        assert!(v < a.find("m=audio 20000").unwrap(), "m-lines keep the offer's order");
+        assert!(
+            v < a.find("m=audio 20000").unwrap(),
+            "m-lines keep the offer's order"
+        );
         let srtp = OFFER.replace("RTP/AVP", "RTP/SAVP");
         assert_eq!(parse(srtp.as_bytes()), Err(SdpError::SecureOnly));
     }

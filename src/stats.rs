@@ -40,32 +40,145 @@ impl Stats {
     /// Prometheus text exposition of every counter.
     pub fn prometheus(&self) -> String {
         let rows: [(&str, &str, &AtomicU64, &str); 22] = [
-            ("hotline_invites_total", "counter", &self.invites, "New INVITEs received"),
-            ("hotline_calls_answered_total", "counter", &self.calls_answered, "Calls answered with 200 OK"),
-            ("hotline_calls_active", "gauge", &self.calls_active, "Calls in progress"),
-            ("hotline_calls_ended_total", "counter", &self.calls_ended, "Calls ended"),
-            ("hotline_invites_refused_total", "counter", &self.invites_refused, "INVITEs answered with a final error"),
-            ("hotline_calls_cancelled_total", "counter", &self.cancelled, "Calls cancelled before answer"),
-            ("hotline_sip_malformed_answered_total", "counter", &self.malformed_answered, "Malformed SIP answered with 400/501"),
-            ("hotline_sip_malformed_dropped_total", "counter", &self.malformed_dropped, "Malformed SIP dropped (no response possible)"),
-            ("hotline_rtp_sent_total", "counter", &self.rtp_sent, "RTP packets sent"),
-            ("hotline_rtp_received_total", "counter", &self.rtp_received, "RTP packets received"),
-            ("hotline_rtp_malformed_total", "counter", &self.rtp_malformed, "Malformed RTP packets dropped"),
-            ("hotline_rtp_relayed_total", "counter", &self.rtp_relayed, "RTP packets relayed between a caller and a seat"),
-            ("hotline_rtp_foreign_total", "counter", &self.rtp_foreign, "RTP packets from a source the call does not accept"),
-            ("hotline_rtp_send_errors_total", "counter", &self.rtp_send_errors, "RTP packets the socket refused"),
-            ("hotline_rtp_frames_skipped_total", "counter", &self.rtp_frames_skipped, "20 ms frames skipped because the media clock ran late"),
-            ("hotline_dtmf_digits_total", "counter", &self.dtmf_digits, "DTMF digits received"),
-            ("hotline_bye_timeouts_total", "counter", &self.bye_timeouts, "BYEs that got no response"),
-            ("hotline_sip_send_errors_total", "counter", &self.sip_send_errors, "SIP messages the socket refused (recovered by retransmission)"),
-            ("hotline_rtp_mixed_total", "counter", &self.rtp_mixed, "RTP packets of mixed conference audio sent"),
-            ("hotline_conferences_active", "gauge", &self.conferences_active, "Three-way calls (caller, agent, target) in progress"),
-            ("hotline_transfers_active", "gauge", &self.transfers_active, "Transfers and hand-offs dialling or in a three-way call"),
-            ("hotline_probes_total", "counter", &self.probes, "Answer-rate probe calls placed"),
+            (
+                "hotline_invites_total",
+                "counter",
+                &self.invites,
+                "New INVITEs received",
+            ),
+            (
+                "hotline_calls_answered_total",
+                "counter",
+                &self.calls_answered,
+                "Calls answered with 200 OK",
+            ),
+            (
+                "hotline_calls_active",
+                "gauge",
+                &self.calls_active,
+                "Calls in progress",
+            ),
+            (
+                "hotline_calls_ended_total",
+                "counter",
+                &self.calls_ended,
+                "Calls ended",
+            ),
+            (
+                "hotline_invites_refused_total",
+                "counter",
+                &self.invites_refused,
+                "INVITEs answered with a final error",
+            ),
+            (
+                "hotline_calls_cancelled_total",
+                "counter",
+                &self.cancelled,
+                "Calls cancelled before answer",
+            ),
+            (
+                "hotline_sip_malformed_answered_total",
+                "counter",
+                &self.malformed_answered,
+                "Malformed SIP answered with 400/501",
+            ),
+            (
+                "hotline_sip_malformed_dropped_total",
+                "counter",
+                &self.malformed_dropped,
+                "Malformed SIP dropped (no response possible)",
+            ),
+            (
+                "hotline_rtp_sent_total",
+                "counter",
+                &self.rtp_sent,
+                "RTP packets sent",
+            ),
+            (
+                "hotline_rtp_received_total",
+                "counter",
+                &self.rtp_received,
+                "RTP packets received",
+            ),
+            (
+                "hotline_rtp_malformed_total",
+                "counter",
+                &self.rtp_malformed,
+                "Malformed RTP packets dropped",
+            ),
+            (
+                "hotline_rtp_relayed_total",
+                "counter",
+                &self.rtp_relayed,
+                "RTP packets relayed between a caller and a seat",
+            ),
+            (
+                "hotline_rtp_foreign_total",
+                "counter",
+                &self.rtp_foreign,
+                "RTP packets from a source the call does not accept",
+            ),
+            (
+                "hotline_rtp_send_errors_total",
+                "counter",
+                &self.rtp_send_errors,
+                "RTP packets the socket refused",
+            ),
+            (
+                "hotline_rtp_frames_skipped_total",
+                "counter",
+                &self.rtp_frames_skipped,
+                "20 ms frames skipped because the media clock ran late",
+            ),
+            (
+                "hotline_dtmf_digits_total",
+                "counter",
+                &self.dtmf_digits,
+                "DTMF digits received",
+            ),
+            (
+                "hotline_bye_timeouts_total",
+                "counter",
+                &self.bye_timeouts,
+                "BYEs that got no response",
+            ),
+            (
+                "hotline_sip_send_errors_total",
+                "counter",
+                &self.sip_send_errors,
+                "SIP messages the socket refused (recovered by retransmission)",
+            ),
+            (
+                "hotline_rtp_mixed_total",
+                "counter",
+                &self.rtp_mixed,
+                "RTP packets of mixed conference audio sent",
+            ),
+            (
+                "hotline_conferences_active",
+                "gauge",
+                &self.conferences_active,
+                "Three-way calls (caller, agent, target) in progress",
+            ),
+            (
+                "hotline_transfers_active",
+                "gauge",
+                &self.transfers_active,
+                "Transfers and hand-offs dialling or in a three-way call",
+            ),
+            (
+                "hotline_probes_total",
+                "counter",
+                &self.probes,
+                "Answer-rate probe calls placed",
+            ),
         ];
         let mut s = String::new();
         for (name, kind, v, help) in rows {
-            s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n", Self::get(v)));
+            s.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
+                Self::get(v)
+            ));
         }
         s
     }

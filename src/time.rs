@@ -21,7 +21,10 @@ pub struct WallClock {
 
 impl WallClock {
     pub fn real() -> Self {
-        WallClock { shift: ChronoDuration::zero(), fixed_anchor: None }
+        WallClock {
+            shift: ChronoDuration::zero(),
+            fixed_anchor: None,
+        }
     }
 
     /// A clock that reads `start` now and advances in real time from there.

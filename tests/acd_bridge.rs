@@ -9,16 +9,28 @@ use std::time::Duration;
 #[test]
 fn queued_caller_is_bridged_to_a_baresip_agent_with_audio_both_ways() {
     let recordings = temp_dir("recordings");
-    let mut d = Daemon::start(&[("HOTLINE__QUEUES__LINE-12348__RECORD", "true"), ("HOTLINE__ACD__RECORDINGS", recordings.to_str().unwrap())]);
+    let mut d = Daemon::start(&[
+        ("HOTLINE__QUEUES__LINE-12348__RECORD", "true"),
+        ("HOTLINE__ACD__RECORDINGS", recordings.to_str().unwrap()),
+    ]);
     let agent = Baresip::start(&d, "1003", "demo-1003"); // expert seat of line-12348
-    wait_seat(&d, "1003", Duration::from_secs(10), "registered", |s| s["registered"] == true);
+    wait_seat(&d, "1003", Duration::from_secs(10), "registered", |s| {
+        s["registered"] == true
+    });
     agent_api(&d, "1003", "login");
     let sink = RtpSink::new();
     let port = sink.port.to_string();
     let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
     let talk_ms = greeting_ms + 7000;
     let out = std::thread::scope(|s| {
-        let run = s.spawn(|| sipp(&d, "uac_call.xml", "12348", &["-key", "rtp_port", &port, "-d", &talk_ms.to_string()]));
+        let run = s.spawn(|| {
+            sipp(
+                &d,
+                "uac_call.xml",
+                "12348",
+                &["-key", "rtp_port", &port, "-d", &talk_ms.to_string()],
+            )
+        });
         let from = sink.wait_first(Duration::from_secs(10));
         // the caller speaks (a 1 kHz tone) from the start: heard by the agent once bridged
         sink.send_tone(from, 1000.0, talk_ms - 500);
@@ -26,7 +38,13 @@ fn queued_caller_is_bridged_to_a_baresip_agent_with_audio_both_ways() {
     });
     assert_sipp_ok(&out, &d);
     assert_eq!(seat(&d, "1003")["state"], "wrap_up");
-    let view = wait_seat(&d, "1003", Duration::from_secs(8), "agent free again after wrap-up", |s| s["state"] == "available");
+    let view = wait_seat(
+        &d,
+        "1003",
+        Duration::from_secs(8),
+        "agent free again after wrap-up",
+        |s| s["state"] == "available",
+    );
     assert_eq!(view["counters"]["offered"], 1);
     assert_eq!(view["counters"]["answered"], 1);
     d.wait_idle(Duration::from_secs(5));
@@ -36,15 +54,27 @@ fn queued_caller_is_bridged_to_a_baresip_agent_with_audio_both_ways() {
     assert_heard_at(&heard, "greetings/12348", 0);
     let tail = &heard[heard.len().saturating_sub(16000)..];
     let share = tone_share(tail, 440.0);
-    assert!(share > 0.5, "caller hears the agent's 440 Hz tone (share {share:.2})");
+    assert!(
+        share > 0.5,
+        "caller hears the agent's 440 Hz tone (share {share:.2})"
+    );
     assert!(d.metric("hotline_rtp_relayed_total") > 100);
     let metrics = d.http_get("/metrics").unwrap();
-    assert!(metrics.contains("hotline_seat_offered_total{seat=\"1003\",unit=\"省司法厅\"} 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("hotline_seat_offered_total{seat=\"1003\",unit=\"省司法厅\"} 1\n"),
+        "{metrics}"
+    );
     assert!(metrics.contains("hotline_seat_answered_total{seat=\"1003\",unit=\"省司法厅\"} 1\n"));
     assert!(metrics.contains("hotline_seat_missed_total{seat=\"1003\",unit=\"省司法厅\"} 0\n"));
     assert!(metrics.contains("hotline_queue_waiting{queue=\"line-12348\"} 0\n"));
-    let queues: serde_json::Value = serde_json::from_str(&d.http_get("/api/queues").unwrap()).unwrap();
-    let q = queues.as_array().unwrap().iter().find(|q| q["name"] == "line-12348").unwrap();
+    let queues: serde_json::Value =
+        serde_json::from_str(&d.http_get("/api/queues").unwrap()).unwrap();
+    let q = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "line-12348")
+        .unwrap();
     assert_eq!(q["agents_logged_in"], 1);
     assert_eq!(q["waiting"], 0);
 
@@ -52,13 +82,21 @@ fn queued_caller_is_bridged_to_a_baresip_agent_with_audio_both_ways() {
     let dir = agent.dir.clone();
     drop(agent);
     let recs: Vec<_> = std::fs::read_dir(&dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with("-dec.wav")).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
+                .collect()
+        })
         .unwrap_or_default();
     assert!(!recs.is_empty(), "baresip recorded the call");
     let pcm = wav_pcm(&recs[0]);
     let mid = &pcm[pcm.len() / 3..pcm.len() * 2 / 3];
     let share = tone_share(mid, 1000.0);
-    assert!(share > 0.5, "agent hears the caller's 1 kHz tone (share {share:.2})");
+    assert!(
+        share > 0.5,
+        "agent hears the caller's 1 kHz tone (share {share:.2})"
+    );
 
     // The recording: caller's tone on the left, the agent's on the right.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -67,13 +105,23 @@ fn queued_caller_is_bridged_to_a_baresip_agent_with_audio_both_ways() {
             .into_iter()
             .flatten()
             .flatten()
-            .flat_map(|day| std::fs::read_dir(day.path()).into_iter().flatten().flatten().map(|e| e.path()))
+            .flat_map(|day| {
+                std::fs::read_dir(day.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+            })
             .filter(|p| p.extension().is_some_and(|e| e == "wav"))
             .collect();
         if let Some(p) = found.first().filter(|p| hound::WavReader::open(p).is_ok()) {
             break p.clone();
         }
-        assert!(std::time::Instant::now() < deadline, "no recording in {}", recordings.display());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recording in {}",
+            recordings.display()
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let mut rd = hound::WavReader::open(&wav).unwrap();
@@ -89,7 +137,16 @@ fn queued_caller_is_bridged_to_a_baresip_agent_with_audio_both_ways() {
     d.kill9();
     let events = d.stored_events();
     let kinds: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
-    for k in ["agent_state", "call_start", "call_answered", "queue_enter", "offer", "talk_end", "call_end", "recording"] {
+    for k in [
+        "agent_state",
+        "call_start",
+        "call_answered",
+        "queue_enter",
+        "offer",
+        "talk_end",
+        "call_end",
+        "recording",
+    ] {
         assert!(kinds.contains(&k), "{k} stored: {kinds:?}");
     }
     let offer = events.iter().find(|e| e.0 == "offer").unwrap();
@@ -97,8 +154,11 @@ fn queued_caller_is_bridged_to_a_baresip_agent_with_audio_both_ways() {
     assert_eq!(offer.3.as_deref(), Some("line-12348"));
     assert_eq!(offer.4["outcome"], "answered");
     let end = events.iter().find(|e| e.0 == "call_end").unwrap();
-    assert_eq!(end.2.as_deref(), Some("1003"), "the call record names the seat");
+    assert_eq!(
+        end.2.as_deref(),
+        Some("1003"),
+        "the call record names the seat"
+    );
     assert_eq!(end.4["bridged"], true);
     assert_eq!(events.iter().filter(|e| e.0 == "call_start").count(), 1);
 }
-

@@ -15,7 +15,18 @@ fn seat_rejects_the_offer_and_the_caller_keeps_waiting() {
     agent_api(&d, "1004", "login");
     let sink = RtpSink::new();
     let greeting = prompt_frames("greetings/12333") as u64 * 20;
-    let out = sipp(&d, "uac_call.xml", "12333", &["-key", "rtp_port", &sink.port.to_string(), "-d", &(greeting + 3000).to_string()]);
+    let out = sipp(
+        &d,
+        "uac_call.xml",
+        "12333",
+        &[
+            "-key",
+            "rtp_port",
+            &sink.port.to_string(),
+            "-d",
+            &(greeting + 3000).to_string(),
+        ],
+    );
     assert_sipp_ok(&out, &d);
     child_ok(seat_phone, "seat phone");
     let view = seat(&d, "1004");
@@ -25,7 +36,11 @@ fn seat_rejects_the_offer_and_the_caller_keeps_waiting() {
     assert_eq!(view["state"], "available");
     // the caller heard hold music after the greeting, never silence
     let heard = decode_pcmu(&sink.packets());
-    assert_heard_at(&heard, "please-hold", prompt_frames("greetings/12333") * 160);
+    assert_heard_at(
+        &heard,
+        "please-hold",
+        prompt_frames("greetings/12333") * 160,
+    );
     d.wait_idle(Duration::from_secs(5));
 }
 
@@ -40,11 +55,31 @@ fn caller_hangs_up_while_the_seat_rings_and_the_offer_is_cancelled() {
     let sink = RtpSink::new();
     let greeting = prompt_frames("greetings/12333") as u64 * 20;
     // hang up 1.5 s into the ringing
-    let out = sipp(&d, "uac_call.xml", "12333", &["-key", "rtp_port", &sink.port.to_string(), "-d", &(greeting + 1500).to_string()]);
+    let out = sipp(
+        &d,
+        "uac_call.xml",
+        "12333",
+        &[
+            "-key",
+            "rtp_port",
+            &sink.port.to_string(),
+            "-d",
+            &(greeting + 1500).to_string(),
+        ],
+    );
     assert_sipp_ok(&out, &d);
     child_ok(seat_phone, "seat phone");
-    let view = wait_seat(&d, "1004", Duration::from_secs(2), "seat free again at once", |s| s["state"] == "available");
+    let view = wait_seat(
+        &d,
+        "1004",
+        Duration::from_secs(2),
+        "seat free again at once",
+        |s| s["state"] == "available",
+    );
     assert_eq!(view["counters"]["offered"], 1);
-    assert_eq!(view["counters"]["missed"], 0, "a caller hanging up is not the agent's miss");
+    assert_eq!(
+        view["counters"]["missed"], 0,
+        "a caller hanging up is not the agent's miss"
+    );
     d.wait_idle(Duration::from_secs(5));
 }

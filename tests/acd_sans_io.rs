@@ -55,13 +55,23 @@ fn core(f: impl FnOnce(&mut Config)) -> C {
     f(&mut cfg);
     let (prompts, _) = PromptStore::load_dir(&cfg.paths.prompts).unwrap();
     let plan = dialplan::load(&cfg.paths.dialplans, &prompts, &cfg.queues).unwrap();
-    let mut c = Core::new(Arc::new(cfg), Arc::new(plan), Arc::new(prompts), WallClock::real(), Arc::new(Stats::default()), NoMedia::default());
+    let mut c = Core::new(
+        Arc::new(cfg),
+        Arc::new(plan),
+        Arc::new(prompts),
+        WallClock::real(),
+        Arc::new(Stats::default()),
+        NoMedia::default(),
+    );
     c.start(Instant::now());
     c
 }
 
 fn udp(addr: &str) -> Peer {
-    Peer { transport: Transport::Udp, addr: addr.parse().unwrap() }
+    Peer {
+        transport: Transport::Udp,
+        addr: addr.parse().unwrap(),
+    }
 }
 
 fn sent(c: &mut C) -> Vec<String> {
@@ -73,12 +83,14 @@ fn sent(c: &mut C) -> Vec<String> {
 }
 
 fn header<'a>(msg: &'a str, name: &str) -> &'a str {
-    msg.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {msg}"))
+    msg.lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} in {msg}"))
 }
 
 /// Seat `user` registers from `addr` (digest) and logs in.
 fn seat_up(c: &mut C, t: Instant, user: &str, addr: &str) {
-    use hotline::registrar::digest::{ha1, Algorithm};
+    use hotline::registrar::digest::{Algorithm, ha1};
     let reg = |cseq: u32, auth: &str| {
         format!(
             "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bKr{user}{cseq}\r\nFrom: <sip:{user}@127.0.0.1>;tag=r\r\n\
@@ -87,14 +99,24 @@ fn seat_up(c: &mut C, t: Instant, user: &str, addr: &str) {
     };
     c.handle_datagram(t, reg(1, "").as_bytes(), udp(addr));
     let challenge = sent(c).pop().unwrap();
-    let nonce = challenge.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
     let h1 = ha1(Algorithm::Md5, user, "hotline", &format!("demo-{user}"));
     let h2 = Algorithm::Md5.hash_hex("REGISTER:sip:127.0.0.1");
     let resp = Algorithm::Md5.hash_hex(&format!("{h1}:{nonce}:00000001:c:auth:{h2}"));
-    let auth = format!("Authorization: Digest username=\"{user}\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1\", response=\"{resp}\", qop=auth, nc=00000001, cnonce=\"c\"\r\n");
+    let auth = format!(
+        "Authorization: Digest username=\"{user}\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1\", response=\"{resp}\", qop=auth, nc=00000001, cnonce=\"c\"\r\n"
+    );
     c.handle_datagram(t, reg(2, &auth).as_bytes(), udp(addr));
     assert!(sent(c)[0].starts_with("SIP/2.0 200"));
-    c.agent_action_by_id(t, user, AgentAction::Login, "test").unwrap();
+    c.agent_action_by_id(t, user, AgentAction::Login, "test")
+        .unwrap();
 }
 
 /// A caller `from` dials `number` (call id `id`).
@@ -108,7 +130,10 @@ fn call(c: &mut C, t: Instant, id: &str, from: &str, number: &str) {
     );
     c.handle_datagram(t, inv.as_bytes(), udp("127.0.0.1:5070"));
     let out = sent(c);
-    let ok = out.iter().find(|m| m.starts_with("SIP/2.0 200")).expect("answered");
+    let ok = out
+        .iter()
+        .find(|m| m.starts_with("SIP/2.0 200"))
+        .expect("answered");
     let ack = format!(
         "ACK sip:hotline@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-ack-{id}\r\n{}\r\n{}\r\nCall-ID: {id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
         header(ok, "From:"),
@@ -196,14 +221,21 @@ fn ring_all_rings_every_free_seat_and_the_first_answer_wins() {
     ringing(&mut c, t1, &o[1].2, S2);
     answer(&mut c, t1, &o[1].2, S2);
     let out = sent(&mut c);
-    let cancel = out.iter().find(|m| m.starts_with("CANCEL sip:1001@")).expect("1001's ringing is cancelled");
+    let cancel = out
+        .iter()
+        .find(|m| m.starts_with("CANCEL sip:1001@"))
+        .expect("1001's ringing is cancelled");
     assert_eq!(header(cancel, "Call-ID:"), header(&o[0].2, "Call-ID:"));
     let caller_tx = 2; // the first RTP endpoint opened
     assert!(c.media_io().bridged.contains(&caller_tx));
     let s1 = seat_today(&c, "1001");
     let s2 = seat_today(&c, "1002");
     assert_eq!((s2.offered, s2.answered), (1, 1));
-    assert_eq!((s1.offered, s1.answered, s1.missed), (0, 0, 0), "beaten to the answer is not an offer");
+    assert_eq!(
+        (s1.offered, s1.answered, s1.missed),
+        (0, 0, 0),
+        "beaten to the answer is not an offer"
+    );
     sent(&mut c);
     run(&mut c, t1, t1 + Duration::from_millis(1100)); // the queue view is refreshed each second
     let q = c.queue_directory().get("line-12348").unwrap().today.clone();
@@ -213,11 +245,24 @@ fn ring_all_rings_every_free_seat_and_the_first_answer_wins() {
     let t1 = t1 + Duration::from_millis(1100);
     answer(&mut c, t1, &o[0].2, S1);
     let out = sent(&mut c);
-    assert!(out.iter().any(|m| m.starts_with("BYE sip:seat@127.0.0.1:6001")), "{out:?}");
+    assert!(
+        out.iter()
+            .any(|m| m.starts_with("BYE sip:seat@127.0.0.1:6001")),
+        "{out:?}"
+    );
     assert_eq!(seat_today(&c, "1001").offered, 0);
-    assert_eq!(c.seat_directory().get("1001").unwrap().state, hotline::acd::agent::State::Available);
-    assert!(c.media_io().bridged.contains(&caller_tx), "the loser's hang-up leaves the winner's bridge alone");
-    assert_eq!(c.seat_directory().get("1002").unwrap().state, hotline::acd::agent::State::OnCall);
+    assert_eq!(
+        c.seat_directory().get("1001").unwrap().state,
+        hotline::acd::agent::State::Available
+    );
+    assert!(
+        c.media_io().bridged.contains(&caller_tx),
+        "the loser's hang-up leaves the winner's bridge alone"
+    );
+    assert_eq!(
+        c.seat_directory().get("1002").unwrap().state,
+        hotline::acd::agent::State::OnCall
+    );
 }
 
 #[test]
@@ -240,15 +285,27 @@ fn a_priority_caller_goes_first_but_not_past_the_overtaking_bound() {
     msgs.extend(run(&mut c, t2, t2 + Duration::from_millis(20)));
     let o = offers(&msgs);
     assert_eq!(o.len(), 1);
-    assert!(o[0].2.contains("From: \"110\""), "the 110 hand-over first: {}", header(&o[0].2, "From:"));
+    assert!(
+        o[0].2.contains("From: \"110\""),
+        "the 110 hand-over first: {}",
+        header(&o[0].2, "From:")
+    );
     // The seat lets it ring out (15 s) and rests 5 s. By then the early caller has waited
     // past the 20 s bound: it is not overtaken again and goes before "late" and 110.
     let t3 = t2 + Duration::from_secs(40);
     msgs.extend(run(&mut c, t2 + Duration::from_millis(20), t3));
     let o = offers(&msgs);
     assert!(o.len() >= 2, "{}", o.len());
-    assert!(o[1].2.contains("From: \"13800000001\""), "{}", header(&o[1].2, "From:"));
-    assert_eq!(o[1].0.duration_since(t2), Duration::from_secs(20), "after the 15 s ring and the 5 s retry delay");
+    assert!(
+        o[1].2.contains("From: \"13800000001\""),
+        "{}",
+        header(&o[1].2, "From:")
+    );
+    assert_eq!(
+        o[1].0.duration_since(t2),
+        Duration::from_secs(20),
+        "after the 15 s ring and the 5 s retry delay"
+    );
 }
 
 #[test]
@@ -272,7 +329,10 @@ fn a_high_penalty_seat_is_offered_the_caller_only_once_the_wait_has_widened() {
     let o = offers(&msgs);
     assert_eq!(o.len(), 1, "one offer");
     let waited = o[0].0.duration_since(queued);
-    assert!(waited >= Duration::from_secs(30) && waited < Duration::from_millis(30_100), "offered after {waited:?}");
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_millis(30_100),
+        "offered after {waited:?}"
+    );
 }
 
 #[test]
@@ -290,7 +350,10 @@ fn with_nobody_logged_in_the_enterprise_queue_sends_callers_to_general() {
     assert_eq!(o.len(), 1);
     assert_eq!(o[0].1, "1001");
     assert!(o[0].2.contains("X-Hotline-Queue: general"));
-    assert!(o[0].0.duration_since(now) < Duration::from_millis(50), "at once, not after the maximum wait");
+    assert!(
+        o[0].0.duration_since(now) < Duration::from_millis(50),
+        "at once, not after the maximum wait"
+    );
     let q = c.queue_directory().get("enterprise").unwrap().today.clone();
     assert_eq!((q.offered, q.no_agents), (1, 1));
 }
@@ -313,12 +376,22 @@ fn when_the_maximum_wait_ends_a_seat_still_ringing_is_cancelled() {
     ringing(&mut c, t1, &o[0].2, S1);
     let queued = o[0].0;
     let more = run(&mut c, t1, t1 + Duration::from_secs(20));
-    let (at, cancel) = more.iter().find(|(_, m)| m.starts_with("CANCEL sip:1003@")).expect("the ringing seat is cancelled");
+    let (at, cancel) = more
+        .iter()
+        .find(|(_, m)| m.starts_with("CANCEL sip:1003@"))
+        .expect("the ringing seat is cancelled");
     assert_eq!(header(cancel, "Call-ID:"), header(&o[0].2, "Call-ID:"));
     let waited = at.duration_since(queued);
-    assert!(waited >= Duration::from_secs(20) && waited < Duration::from_millis(20_100), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(20) && waited < Duration::from_millis(20_100),
+        "{waited:?}"
+    );
     let s = seat_today(&c, "1003");
-    assert_eq!((s.offered, s.withdrawn, s.missed), (1, 1, 0), "the caller's wait ended, not the seat's fault");
+    assert_eq!(
+        (s.offered, s.withdrawn, s.missed),
+        (1, 1, 0),
+        "the caller's wait ended, not the seat's fault"
+    );
 }
 
 #[test]
@@ -346,17 +419,33 @@ fn the_answer_to_a_seats_re_invite_is_retransmitted_until_its_ack() {
     };
     c.handle_datagram(t1, req("INVITE", 2, sdp).as_bytes(), udp(S1));
     let out = sent(&mut c);
-    let ok = out.iter().find(|m| m.starts_with("SIP/2.0 200")).expect("200 to the hold re-INVITE");
+    let ok = out
+        .iter()
+        .find(|m| m.starts_with("SIP/2.0 200"))
+        .expect("200 to the hold re-INVITE");
     assert!(ok.contains("a=recvonly"), "{ok}");
-    assert!(ok.contains("m=audio") && ok.contains("RTP/AVP 0"), "answered with the call's codec (PCMU) though PCMA came first: {ok}");
+    assert!(
+        ok.contains("m=audio") && ok.contains("RTP/AVP 0"),
+        "answered with the call's codec (PCMU) though PCMA came first: {ok}"
+    );
     let again = run(&mut c, t1, t1 + Duration::from_millis(2000));
-    let times: Vec<u128> = again.iter().filter(|(_, m)| m.starts_with("SIP/2.0 200")).map(|(t, _)| t.duration_since(t1).as_millis()).collect();
+    let times: Vec<u128> = again
+        .iter()
+        .filter(|(_, m)| m.starts_with("SIP/2.0 200"))
+        .map(|(t, _)| t.duration_since(t1).as_millis())
+        .collect();
     assert_eq!(times, [500, 1500], "T1 doubling until the ACK");
     let t2 = t1 + Duration::from_millis(2000);
     c.handle_datagram(t2, req("ACK", 2, "").as_bytes(), udp(S1));
     let after = run(&mut c, t2, t2 + Duration::from_secs(5));
-    assert!(!after.iter().any(|(_, m)| m.starts_with("SIP/2.0 200")), "no retransmission after the ACK");
-    assert!(!after.iter().any(|(_, m)| m.starts_with("BYE")), "the call goes on");
+    assert!(
+        !after.iter().any(|(_, m)| m.starts_with("SIP/2.0 200")),
+        "no retransmission after the ACK"
+    );
+    assert!(
+        !after.iter().any(|(_, m)| m.starts_with("BYE")),
+        "the call goes on"
+    );
 }
 
 /// A small driver for scripted ACD scenarios: two seats (1001, 1002) serve line-12348.
@@ -381,7 +470,11 @@ impl Sim {
             cfg.seats[0].queues.push("line-12348".into());
             cfg.seats[1].queues.push("line-12348".into());
         });
-        let mut sim = Sim { c, now: Instant::now(), seen: Default::default() };
+        let mut sim = Sim {
+            c,
+            now: Instant::now(),
+            seen: Default::default(),
+        };
         seat_up(&mut sim.c, sim.now, "1001", S1);
         sim.advance(1);
         seat_up(&mut sim.c, sim.now, "1002", S2); // 1001 has been idle longer
@@ -392,7 +485,14 @@ impl Sim {
     fn advance(&mut self, secs: u64) -> Vec<Offer> {
         let msgs = run(&mut self.c, self.now, self.now + Duration::from_secs(secs));
         self.now += Duration::from_secs(secs);
-        offers(&msgs).into_iter().filter(|o| self.seen.insert(header(&o.2, "Call-ID:").to_string())).map(|o| Offer { seat: o.1, invite: o.2 }).collect()
+        offers(&msgs)
+            .into_iter()
+            .filter(|o| self.seen.insert(header(&o.2, "Call-ID:").to_string()))
+            .map(|o| Offer {
+                seat: o.1,
+                invite: o.2,
+            })
+            .collect()
     }
 
     /// A caller dials 12348 and waits through the greeting: the offer it gets.
@@ -407,7 +507,11 @@ impl Sim {
     }
 
     fn seat_hangs_up(&mut self, o: &Offer) {
-        let our_tag = header(&o.invite, "From:").split(";tag=").nth(1).unwrap().to_string();
+        let our_tag = header(&o.invite, "From:")
+            .split(";tag=")
+            .nth(1)
+            .unwrap()
+            .to_string();
         let bye = format!(
             "BYE sip:hotline@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKbye{}\r\nFrom: <sip:{}@127.0.0.1>;tag=seat\r\n\
              To: <sip:x@127.0.0.1>;tag={our_tag}\r\n{}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
@@ -416,7 +520,8 @@ impl Sim {
             o.seat,
             header(&o.invite, "Call-ID:")
         );
-        self.c.handle_datagram(self.now, bye.as_bytes(), udp(addr_of(&o.seat)));
+        self.c
+            .handle_datagram(self.now, bye.as_bytes(), udp(addr_of(&o.seat)));
         self.advance(1);
     }
 }
@@ -474,14 +579,23 @@ fn a_seat_coming_free_after_wrap_up_is_offered_the_next_caller_at_once() {
     call(&mut c, t0, "b", "139", "12348");
     // Greeting plays (~6.5 s), then both wait in line-12348; the seat gets caller a.
     let msgs = run(&mut c, t0, t0 + Duration::from_secs(10));
-    let all_invites = msgs.iter().filter(|(_, m)| m.starts_with("INVITE sip:1003@")).count();
+    let all_invites = msgs
+        .iter()
+        .filter(|(_, m)| m.starts_with("INVITE sip:1003@"))
+        .count();
     let o = offers(&msgs);
     assert_eq!(o.len(), 1, "one seat, one offer at a time");
-    assert!(all_invites > 1, "unanswered INVITE retransmitted on UDP (timer A)");
+    assert!(
+        all_invites > 1,
+        "unanswered INVITE retransmitted on UDP (timer A)"
+    );
     let invite = &o[0].2;
     assert!(invite.contains("X-Hotline-Queue: line-12348"));
     assert!(invite.contains("X-Hotline-Dialled: 12348"));
-    assert!(invite.contains("From: \"138\" <sip:138@"), "the caller's number");
+    assert!(
+        invite.contains("From: \"138\" <sip:138@"),
+        "the caller's number"
+    );
     // The seat answers, then hangs up: caller a gets BYE; the agent wraps up for 5 s.
     let t1 = t0 + Duration::from_secs(10);
     answer(&mut c, t1, invite, S1);
@@ -494,11 +608,21 @@ fn a_seat_coming_free_after_wrap_up_is_offered_the_next_caller_at_once() {
     );
     c.handle_datagram(t1, bye.as_bytes(), udp(S1));
     let out = sent(&mut c);
-    assert!(out.iter().any(|m| m.starts_with("SIP/2.0 200")), "200 to the seat's BYE");
+    assert!(
+        out.iter().any(|m| m.starts_with("SIP/2.0 200")),
+        "200 to the seat's BYE"
+    );
     assert!(out.iter().any(|m| m.starts_with("BYE ")), "BYE to caller a");
     // Exactly when wrap-up ends, caller b is offered: no polling delay.
     let next = offers(&run(&mut c, t1, t1 + Duration::from_secs(7)));
-    let next: Vec<&(Instant, String, String)> = next.iter().filter(|x| header(&x.2, "Call-ID:") != header(invite, "Call-ID:")).collect();
-    assert_eq!(next.first().map(|x| x.0.duration_since(t1)), Some(Duration::from_secs(5)), "offered the moment wrap-up (5 s) ended");
+    let next: Vec<&(Instant, String, String)> = next
+        .iter()
+        .filter(|x| header(&x.2, "Call-ID:") != header(invite, "Call-ID:"))
+        .collect();
+    assert_eq!(
+        next.first().map(|x| x.0.duration_since(t1)),
+        Some(Duration::from_secs(5)),
+        "offered the moment wrap-up (5 s) ended"
+    );
     assert!(next[0].2.contains("From: \"139\""), "caller b");
 }

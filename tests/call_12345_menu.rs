@@ -13,10 +13,20 @@ fn welcome_menu_and_dtmf_barge_in_reach_the_queue() {
     let hold_ms = press_after_ms + 4000;
     let (port, hold) = (sink.port.to_string(), hold_ms.to_string());
     let sip = std::thread::scope(|s| {
-        let run = s.spawn(|| sipp(&d, "uac_call.xml", "12345", &["-key", "rtp_port", &port, "-d", &hold]));
+        let run = s.spawn(|| {
+            sipp(
+                &d,
+                "uac_call.xml",
+                "12345",
+                &["-key", "rtp_port", &port, "-d", &hold],
+            )
+        });
         let from = sink.wait_first(Duration::from_secs(10));
         let t0 = sink.packets()[0].at;
-        std::thread::sleep((t0 + Duration::from_millis(press_after_ms)).saturating_duration_since(std::time::Instant::now()));
+        std::thread::sleep(
+            (t0 + Duration::from_millis(press_after_ms))
+                .saturating_duration_since(std::time::Instant::now()),
+        );
         sink.send_dtmf(from, '1', 1000, 80_000);
         run.join().unwrap()
     });
@@ -31,8 +41,20 @@ fn welcome_menu_and_dtmf_barge_in_reach_the_queue() {
     let press_at = press_after_ms as usize * 8;
     let (at, c) = find_prompt(&heard, &prompt_pcm("please-hold"), welcome * 160).unwrap();
     assert!(c > 0.95, "please-hold not heard (best {c:.3})");
-    assert!(at >= press_at && at <= press_at + 8 * 600, "please-hold at {} ms, key pressed at {} ms", at / 8, press_at / 8);
-    assert_eq!(d.metric("hotline_dtmf_digits_total"), 1, "one press, redundant end packets ignored");
+    assert!(
+        at >= press_at && at <= press_at + 8 * 600,
+        "please-hold at {} ms, key pressed at {} ms",
+        at / 8,
+        press_at / 8
+    );
+    assert_eq!(
+        d.metric("hotline_dtmf_digits_total"),
+        1,
+        "one press, redundant end packets ignored"
+    );
     d.wait_idle(Duration::from_secs(5));
-    assert!(d.log_text().contains("digits=\"1\"") || d.log_text().contains("digits=1"), "call record shows the digit");
+    assert!(
+        d.log_text().contains("digits=\"1\"") || d.log_text().contains("digits=1"),
+        "call record shows the digit"
+    );
 }

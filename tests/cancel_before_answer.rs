@@ -7,7 +7,12 @@ use std::time::Duration;
 fn cancel_while_ringing_gets_200_and_487() {
     let d = Daemon::start(&[("HOTLINE__SIP__RING_MS", "5000")]);
     let sink = RtpSink::new();
-    let out = sipp(&d, "uac_cancel.xml", "12345", &["-key", "rtp_port", &sink.port.to_string()]);
+    let out = sipp(
+        &d,
+        "uac_cancel.xml",
+        "12345",
+        &["-key", "rtp_port", &sink.port.to_string()],
+    );
     assert_sipp_ok(&out, &d);
     d.wait_idle(Duration::from_secs(2));
     assert_eq!(d.metric("hotline_calls_cancelled_total"), 1);

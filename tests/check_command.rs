@@ -6,7 +6,11 @@ use std::process::Command;
 
 #[test]
 fn shipped_config_passes_check() {
-    let out = Command::new(env!("CARGO_BIN_EXE_hotline")).args(["check", "--config"]).arg(repo().join("config/hotline.toml")).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["check", "--config"])
+        .arg(repo().join("config/hotline.toml"))
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("43 retired whole-merge"), "{text}");
@@ -30,16 +34,27 @@ fn broken_dialplans_are_reported_with_file_line_and_reason() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("zz-bad.toml:2: number 12345 is routed twice"), "{text}");
-    assert!(text.contains("zz-bad.toml:7: number 96000: no flow named \"nowhere\""), "{text}");
-    assert!(text.contains("zz-bad.toml:10: flow \"x\": prompt \"no-such-prompt\" has no file"), "{text}");
+    assert!(
+        text.contains("zz-bad.toml:2: number 12345 is routed twice"),
+        "{text}"
+    );
+    assert!(
+        text.contains("zz-bad.toml:7: number 96000: no flow named \"nowhere\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("zz-bad.toml:10: flow \"x\": prompt \"no-such-prompt\" has no file"),
+        "{text}"
+    );
     assert!(text.contains("zz-syntax.toml:1:"), "{text}");
 }
 
 #[test]
 fn a_broken_scoring_rules_file_is_reported() {
     let dir = temp_dir("bad-rules");
-    let rules = std::fs::read_to_string(repo().join("config/scoring.toml")).unwrap().replace("\"abandon_rate\"", "\"abandonment\"");
+    let rules = std::fs::read_to_string(repo().join("config/scoring.toml"))
+        .unwrap()
+        .replace("\"abandon_rate\"", "\"abandonment\"");
     std::fs::write(dir.join("scoring.toml"), rules).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_hotline"))
         .args(["check", "--config"])
@@ -49,5 +64,8 @@ fn a_broken_scoring_rules_file_is_reported() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("indicator \"呼损率\": unknown measure \"abandonment\""), "{text}");
+    assert!(
+        text.contains("indicator \"呼损率\": unknown measure \"abandonment\""),
+        "{text}"
+    );
 }

@@ -49,13 +49,23 @@ fn core(ring_ms: u64) -> Core<FakeMedia> {
     let (prompts, bad) = PromptStore::load_dir(&cfg.paths.prompts).unwrap();
     assert!(bad.is_empty());
     let plan = dialplan::load(&cfg.paths.dialplans, &prompts, &cfg.queues).unwrap();
-    Core::new(Arc::new(cfg), Arc::new(plan), Arc::new(prompts), WallClock::real(), Arc::new(Stats::default()), FakeMedia::default())
+    Core::new(
+        Arc::new(cfg),
+        Arc::new(plan),
+        Arc::new(prompts),
+        WallClock::real(),
+        Arc::new(Stats::default()),
+        FakeMedia::default(),
+    )
 }
 
 const PEER: &str = "127.0.0.1:5070";
 
 fn peer() -> Peer {
-    Peer { transport: Transport::Udp, addr: PEER.parse().unwrap() }
+    Peer {
+        transport: Transport::Udp,
+        addr: PEER.parse().unwrap(),
+    }
 }
 
 fn invite(branch: &str) -> String {
@@ -82,7 +92,12 @@ fn drain(c: &mut Core<FakeMedia>) -> Vec<String> {
     while let Some(t) = c.poll_transmit() {
         let text = String::from_utf8_lossy(&t.bytes).to_string();
         let first = text.lines().next().unwrap_or("").to_string();
-        out.push(first.strip_prefix("SIP/2.0 ").map(|s| s[..3].to_string()).unwrap_or_else(|| first.split(' ').next().unwrap().to_string()));
+        out.push(
+            first
+                .strip_prefix("SIP/2.0 ")
+                .map(|s| s[..3].to_string())
+                .unwrap_or_else(|| first.split(' ').next().unwrap().to_string()),
+        );
     }
     out
 }
@@ -102,7 +117,12 @@ fn to_tag_of_last_200(c: &mut Core<FakeMedia>, t0: Instant) -> (String, Vec<Stri
     (format!(";tag={tag}"), codes)
 }
 
-fn run_until(c: &mut Core<FakeMedia>, from: Instant, until: Instant, step_ms: u64) -> Vec<(u128, String)> {
+fn run_until(
+    c: &mut Core<FakeMedia>,
+    from: Instant,
+    until: Instant,
+    step_ms: u64,
+) -> Vec<(u128, String)> {
     let mut now = from;
     let mut out = vec![];
     while now < until {
@@ -127,9 +147,22 @@ fn invite_is_answered_and_2xx_retransmitted_until_ack() {
     assert_eq!(c.active_calls(), 1);
     assert_eq!(c.media_io().open, 1);
     let sent = run_until(&mut c, t0, t0 + Duration::from_millis(2000), 10);
-    assert_eq!(sent, vec![(500, "200".to_string()), (1500, "200".to_string())], "T1 doubling");
+    assert_eq!(
+        sent,
+        vec![(500, "200".to_string()), (1500, "200".to_string())],
+        "T1 doubling"
+    );
     c.handle_datagram(t0, request("ACK", "z9hG4bK2", &tag, 1).as_bytes(), peer());
-    assert!(run_until(&mut c, t0 + Duration::from_secs(2), t0 + Duration::from_secs(10), 10).is_empty(), "ACK stops retransmission");
+    assert!(
+        run_until(
+            &mut c,
+            t0 + Duration::from_secs(2),
+            t0 + Duration::from_secs(10),
+            10
+        )
+        .is_empty(),
+        "ACK stops retransmission"
+    );
     c.handle_datagram(t0, request("BYE", "z9hG4bK3", &tag, 2).as_bytes(), peer());
     assert_eq!(drain(&mut c), ["200"]);
     assert_eq!(c.active_calls(), 0);
@@ -142,12 +175,30 @@ fn lost_ack_ends_the_call_with_bye_after_64_t1() {
     let t0 = Instant::now();
     to_tag_of_last_200(&mut c, t0);
     let sent = run_until(&mut c, t0, t0 + Duration::from_secs(33), 10);
-    let oks: Vec<u128> = sent.iter().filter(|(_, s)| s == "200").map(|(t, _)| *t).collect();
-    assert_eq!(oks, vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]);
-    let byes: Vec<u128> = sent.iter().filter(|(_, s)| s == "BYE").map(|(t, _)| *t).collect();
+    let oks: Vec<u128> = sent
+        .iter()
+        .filter(|(_, s)| s == "200")
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(
+        oks,
+        vec![
+            500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+        ]
+    );
+    let byes: Vec<u128> = sent
+        .iter()
+        .filter(|(_, s)| s == "BYE")
+        .map(|(t, _)| *t)
+        .collect();
     assert_eq!(byes[..2], [32000, 32500], "BYE at 64*T1, then timer E");
     // BYE unanswered: retransmitted, then the call goes at 64*T1 after it.
-    let later = run_until(&mut c, t0 + Duration::from_secs(33), t0 + Duration::from_secs(70), 10);
+    let later = run_until(
+        &mut c,
+        t0 + Duration::from_secs(33),
+        t0 + Duration::from_secs(70),
+        10,
+    );
     assert!(later.iter().all(|(_, s)| s == "BYE") && !later.is_empty());
     assert_eq!(c.active_calls(), 0);
 }
@@ -163,11 +214,34 @@ fn cancel_races() {
     assert_eq!(drain(&mut c), ["200", "487"]);
     assert_eq!(c.active_calls(), 0);
     let re = run_until(&mut c, t0, t0 + Duration::from_millis(1600), 10);
-    assert_eq!(re, vec![(500, "487".to_string()), (1500, "487".to_string())]);
-    c.handle_datagram(t0, request("ACK", "z9hG4bK1", ";tag=x", 1).as_bytes(), peer());
-    assert!(run_until(&mut c, t0 + Duration::from_millis(1600), t0 + Duration::from_secs(5), 10).is_empty());
+    assert_eq!(
+        re,
+        vec![(500, "487".to_string()), (1500, "487".to_string())]
+    );
+    c.handle_datagram(
+        t0,
+        request("ACK", "z9hG4bK1", ";tag=x", 1).as_bytes(),
+        peer(),
+    );
+    assert!(
+        run_until(
+            &mut c,
+            t0 + Duration::from_millis(1600),
+            t0 + Duration::from_secs(5),
+            10
+        )
+        .is_empty()
+    );
     // no ring timer fires for the cancelled call
-    assert!(run_until(&mut c, t0 + Duration::from_secs(5), t0 + Duration::from_secs(6), 10).is_empty());
+    assert!(
+        run_until(
+            &mut c,
+            t0 + Duration::from_secs(5),
+            t0 + Duration::from_secs(6),
+            10
+        )
+        .is_empty()
+    );
 
     // CANCEL after the 200: 200 to the CANCEL, the call goes on.
     let mut c = core(0);
@@ -178,7 +252,11 @@ fn cancel_races() {
 
     // CANCEL for nothing: 481.
     let mut c = core(0);
-    c.handle_datagram(t0, request("CANCEL", "z9hG4bKnone", "", 1).as_bytes(), peer());
+    c.handle_datagram(
+        t0,
+        request("CANCEL", "z9hG4bKnone", "", 1).as_bytes(),
+        peer(),
+    );
     assert_eq!(drain(&mut c), ["481"]);
 }
 
@@ -186,16 +264,28 @@ fn cancel_races() {
 fn in_dialog_requests_for_unknown_dialogs_get_481_and_media_is_paced() {
     let mut c = core(0);
     let t0 = Instant::now();
-    c.handle_datagram(t0, request("BYE", "z9hG4bK9", ";tag=nope", 2).as_bytes(), peer());
+    c.handle_datagram(
+        t0,
+        request("BYE", "z9hG4bK9", ";tag=nope", 2).as_bytes(),
+        peer(),
+    );
     assert_eq!(drain(&mut c), ["481"]);
     let (tag, _) = to_tag_of_last_200(&mut c, t0);
     c.handle_datagram(t0, request("ACK", "z9hG4bK2", &tag, 1).as_bytes(), peer());
     for ms in (0..=1000).step_by(5) {
         c.tick_media(t0 + Duration::from_millis(ms));
     }
-    assert_eq!(c.media_io().sent, 51, "one packet per 20 ms, from the first tick");
+    assert_eq!(
+        c.media_io().sent,
+        51,
+        "one packet per 20 ms, from the first tick"
+    );
     // BYE with a wrong to-tag is not our dialog
-    c.handle_datagram(t0, request("BYE", "z9hG4bK8", ";tag=other", 2).as_bytes(), peer());
+    c.handle_datagram(
+        t0,
+        request("BYE", "z9hG4bK8", ";tag=other", 2).as_bytes(),
+        peer(),
+    );
     assert_eq!(drain(&mut c), ["481"]);
     assert_eq!(c.active_calls(), 1);
 }
@@ -209,14 +299,26 @@ fn bye_while_ringing_gets_200_and_the_invite_487_and_merged_invites_482() {
     while let Some(t) = c.poll_transmit() {
         let text = String::from_utf8_lossy(&t.bytes).to_string();
         if text.starts_with("SIP/2.0 180") {
-            tag = text.lines().find(|l| l.starts_with("To:")).unwrap().split(";tag=").nth(1).unwrap().trim().to_string();
+            tag = text
+                .lines()
+                .find(|l| l.starts_with("To:"))
+                .unwrap()
+                .split(";tag=")
+                .nth(1)
+                .unwrap()
+                .trim()
+                .to_string();
         }
     }
     // the same request arriving by another path (new branch, no To tag): 482
     c.handle_datagram(t0, invite("z9hG4bK-other").as_bytes(), peer());
     assert_eq!(drain(&mut c), ["482"]);
     assert_eq!(c.active_calls(), 1);
-    c.handle_datagram(t0, request("BYE", "z9hG4bK5", &format!(";tag={tag}"), 2).as_bytes(), peer());
+    c.handle_datagram(
+        t0,
+        request("BYE", "z9hG4bK5", &format!(";tag={tag}"), 2).as_bytes(),
+        peer(),
+    );
     assert_eq!(drain(&mut c), ["200", "487"]);
     assert_eq!(c.active_calls(), 0);
     assert_eq!(c.media_io().open, 0);
@@ -230,5 +332,9 @@ fn final_responses_outside_dialogs_carry_a_to_tag() {
     let t = c.poll_transmit().unwrap();
     let text = String::from_utf8_lossy(&t.bytes);
     assert!(text.starts_with("SIP/2.0 200"));
-    assert!(text.lines().any(|l| l.starts_with("To:") && l.contains(";tag=")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("To:") && l.contains(";tag=")),
+        "{text}"
+    );
 }

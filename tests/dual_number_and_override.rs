@@ -9,11 +9,26 @@ fn dual_number_line_greets_with_its_own_greeting_then_queues() {
     let d = Daemon::start(&[]);
     let sink = RtpSink::new();
     let ms = prompt_frames("greetings/12348") as u64 * 20 + 1500;
-    let out = sipp(&d, "uac_call.xml", "12348", &["-key", "rtp_port", &sink.port.to_string(), "-d", &ms.to_string()]);
+    let out = sipp(
+        &d,
+        "uac_call.xml",
+        "12348",
+        &[
+            "-key",
+            "rtp_port",
+            &sink.port.to_string(),
+            "-d",
+            &ms.to_string(),
+        ],
+    );
     assert_sipp_ok(&out, &d);
     let heard = decode_pcmu(&sink.packets());
     assert_heard_at(&heard, "greetings/12348", 0);
-    assert_heard_at(&heard, "please-hold", prompt_frames("greetings/12348") * 160);
+    assert_heard_at(
+        &heard,
+        "please-hold",
+        prompt_frames("greetings/12348") * 160,
+    );
 }
 
 #[test]
@@ -23,11 +38,29 @@ fn a_recorded_transition_prompt_overrides_the_composed_one() {
         copy_dir(&repo().join("prompts").join(sub), &dir.join(sub));
     }
     // "recorded" stand-in: any other speech file will do for telling the two apart
-    std::fs::copy(repo().join("prompts/goodbye.wav"), dir.join("transition/12396.wav")).unwrap();
-    let d = Daemon::start(&[("HOTLINE_NOW", "2026-12-02T08:00:00+08:00"), ("HOTLINE__PATHS__PROMPTS", dir.to_str().unwrap())]);
+    std::fs::copy(
+        repo().join("prompts/goodbye.wav"),
+        dir.join("transition/12396.wav"),
+    )
+    .unwrap();
+    let d = Daemon::start(&[
+        ("HOTLINE_NOW", "2026-12-02T08:00:00+08:00"),
+        ("HOTLINE__PATHS__PROMPTS", dir.to_str().unwrap()),
+    ]);
     let sink = RtpSink::new();
     let ms = prompt_frames("goodbye") as u64 * 20 + 1500;
-    let out = sipp(&d, "uac_call.xml", "12396", &["-key", "rtp_port", &sink.port.to_string(), "-d", &ms.to_string()]);
+    let out = sipp(
+        &d,
+        "uac_call.xml",
+        "12396",
+        &[
+            "-key",
+            "rtp_port",
+            &sink.port.to_string(),
+            "-d",
+            &ms.to_string(),
+        ],
+    );
     assert_sipp_ok(&out, &d);
     let heard = decode_pcmu(&sink.packets());
     assert_heard_at(&heard, "goodbye", 0);

@@ -7,10 +7,26 @@ use std::time::Duration;
 fn call_over_ipv6_udp_and_tcp() {
     let port = free_port();
     let listen = format!("[::1]:{port}");
-    let d = Daemon::start(&[("HOTLINE__SIP__LISTEN", listen.as_str()), ("HOTLINE__RTP__BIND_IP", "::1")]);
+    let d = Daemon::start(&[
+        ("HOTLINE__SIP__LISTEN", listen.as_str()),
+        ("HOTLINE__RTP__BIND_IP", "::1"),
+    ]);
     for transport in ["u1", "t1"] {
         let sink = RtpSink::bind("[::1]:0");
-        let out = sipp(&d, "uac_call.xml", "12345", &["-t", transport, "-key", "rtp_port", &sink.port.to_string(), "-d", "1200"]);
+        let out = sipp(
+            &d,
+            "uac_call.xml",
+            "12345",
+            &[
+                "-t",
+                transport,
+                "-key",
+                "rtp_port",
+                &sink.port.to_string(),
+                "-d",
+                "1200",
+            ],
+        );
         assert_sipp_ok(&out, &d);
         let packets = sink.packets();
         check_stream(&packets, Duration::from_millis(100));

@@ -63,14 +63,22 @@ fn sip_sdp_framing_rtp_and_dtmf_parsers_survive_mutations() {
         if let Ok(rsipstack::sip::SipMessage::Request(req)) = message::parse(&m) {
             parsed += 1;
             let _ = message::request_info(&req);
-            let _ = message::response(&req, src, "t", &message::ResponseSpec::new(400, "Bad Request"));
+            let _ = message::response(
+                &req,
+                src,
+                "t",
+                &message::ResponseSpec::new(400, "Bad Request"),
+            );
         }
         let _ = message::fallback_response(&m, src, "t", "x");
         let _ = framing::next_message(&m);
         let _ = hotline::sdp::parse(&m[sdp_start.min(m.len())..]);
         let _ = rtp_rs::RtpReader::new(&m[..m.len().min(40)]);
     }
-    assert!(parsed > 1000, "mutations still reach the request checks ({parsed})");
+    assert!(
+        parsed > 1000,
+        "mutations still reach the request checks ({parsed})"
+    );
     let mut dtmf = DtmfReceiver::default();
     for _ in 0..100_000 {
         let len = rng.below(8);

@@ -12,7 +12,14 @@ fn wait_in_general(d: &Daemon) -> (Vec<i16>, usize) {
     let sink = RtpSink::new();
     let port = sink.port.to_string();
     let out = std::thread::scope(|s| {
-        let run = s.spawn(|| sipp(d, "uac_call_remote_bye.xml", "12345", &["-key", "rtp_port", &port]));
+        let run = s.spawn(|| {
+            sipp(
+                d,
+                "uac_call_remote_bye.xml",
+                "12345",
+                &["-key", "rtp_port", &port],
+            )
+        });
         let from = sink.wait_first(Duration::from_secs(10));
         let t0 = sink.packets()[0].at;
         let press = t0 + Duration::from_millis(prompt_frames("welcome") as u64 * 20 + 1000);
@@ -29,20 +36,33 @@ fn wait_in_general(d: &Daemon) -> (Vec<i16>, usize) {
 
 #[test]
 fn at_max_wait_the_general_queue_overflows_to_the_callback_flow() {
-    let d = Daemon::start(&[("HOTLINE__QUEUES__GENERAL__MAX_WAIT_S", "12"), ("HOTLINE__QUEUES__GENERAL__HOLD_PROMPT_EVERY_S", "60")]);
+    let d = Daemon::start(&[
+        ("HOTLINE__QUEUES__GENERAL__MAX_WAIT_S", "12"),
+        ("HOTLINE__QUEUES__GENERAL__HOLD_PROMPT_EVERY_S", "60"),
+    ]);
     let (heard, hold_at) = wait_in_general(&d);
     // Alone in the line: "您是下一位" right after the hold prompt, then hold music.
     let next_at = hold_at + prompt_frames("please-hold") * 160;
     assert_heard_at(&heard, "queue/next", next_at);
     let music = prompt_pcm("hold-music");
     let music_at = next_at + prompt_frames("queue/next") * 160;
-    assert!(correlation(&heard[music_at..], &music[..8000]) > 0.95, "hold music follows the announcement");
+    assert!(
+        correlation(&heard[music_at..], &music[..8000]) > 0.95,
+        "hold music follows the announcement"
+    );
     let (cb_at, c) = find_prompt(&heard, &prompt_pcm("callback"), hold_at).unwrap();
     assert!(c > 0.95, "call-back prompt heard ({c:.3})");
     let waited = (cb_at - hold_at) as f64 / 8000.0;
-    assert!((11.8..=12.5).contains(&waited), "sent on after {waited:.2} s in the queue, max_wait 12 s");
+    assert!(
+        (11.8..=12.5).contains(&waited),
+        "sent on after {waited:.2} s in the queue, max_wait 12 s"
+    );
     d.wait_idle(Duration::from_secs(3));
-    let exits: Vec<_> = d.stored_events().into_iter().filter(|e| e.0 == "queue_exit").collect();
+    let exits: Vec<_> = d
+        .stored_events()
+        .into_iter()
+        .filter(|e| e.0 == "queue_exit")
+        .collect();
     assert_eq!(exits.len(), 1, "{exits:?}");
     assert_eq!(exits[0].3.as_deref(), Some("general"));
     assert_eq!(exits[0].4["reason"], "timeout");
@@ -59,6 +79,9 @@ fn a_queue_configured_sorry_plays_it_and_hangs_up() {
     let (sorry_at, c) = find_prompt(&heard, &prompt_pcm("sorry-busy"), hold_at).unwrap();
     assert!(c > 0.95, "sorry heard ({c:.3})");
     let waited = (sorry_at - hold_at) as f64 / 8000.0;
-    assert!((5.8..=6.5).contains(&waited), "sorry after {waited:.2} s in the queue, max_wait 6 s");
+    assert!(
+        (5.8..=6.5).contains(&waited),
+        "sorry after {waited:.2} s in the queue, max_wait 6 s"
+    );
     d.wait_idle(Duration::from_secs(3));
 }

@@ -23,4 +23,3 @@ fn each_refusal_has_its_status() {
     d.wait_idle(Duration::from_secs(2));
     assert_eq!(d.metric("hotline_invites_refused_total"), 3);
 }
-

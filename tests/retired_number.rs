@@ -9,7 +9,18 @@ use std::time::Duration;
 fn heard(now: &str, number: &str, listen_ms: u64) -> Vec<i16> {
     let d = Daemon::start(&[("HOTLINE_NOW", now)]);
     let sink = RtpSink::new();
-    let out = sipp(&d, "uac_call.xml", number, &["-key", "rtp_port", &sink.port.to_string(), "-d", &listen_ms.to_string()]);
+    let out = sipp(
+        &d,
+        "uac_call.xml",
+        number,
+        &[
+            "-key",
+            "rtp_port",
+            &sink.port.to_string(),
+            "-d",
+            &listen_ms.to_string(),
+        ],
+    );
     assert_sipp_ok(&out, &d);
     let packets = sink.packets();
     check_stream(&packets, Duration::from_millis(100));
@@ -34,7 +45,10 @@ fn assert_transition_then_welcome(heard: &[i16], number: &str) {
 }
 
 fn transition_ms(number: &str) -> u64 {
-    transition_parts(number).iter().map(|p| prompt_frames(p) as u64 * 20).sum()
+    transition_parts(number)
+        .iter()
+        .map(|p| prompt_frames(p) as u64 * 20)
+        .sum()
 }
 
 #[test]
@@ -57,7 +71,10 @@ fn after_the_window_the_call_goes_straight_to_12345() {
     let h = heard("2027-03-01T00:00:30+08:00", "12396", 2500);
     assert_heard_at(&h, "welcome", 0);
     let (_, c) = find_prompt(&h, &prompt_pcm("transition/you-dialled"), 0).unwrap();
-    assert!(c < 0.5, "no transition prompt after the window (correlation {c:.3})");
+    assert!(
+        c < 0.5,
+        "no transition prompt after the window (correlation {c:.3})"
+    );
 }
 
 #[test]
@@ -71,15 +88,32 @@ fn after_the_window_a_number_configured_to_reject_gets_410() {
     let dir = temp_dir("reject");
     copy_dir(&repo().join("dialplans"), &dir);
     let merged = std::fs::read_to_string(dir.join("merged.toml")).unwrap();
-    let patched = merged.replacen("number = \"12396\"", "number = \"12396\"\nafter_window = \"reject\"", 1);
+    let patched = merged.replacen(
+        "number = \"12396\"",
+        "number = \"12396\"\nafter_window = \"reject\"",
+        1,
+    );
     assert_ne!(merged, patched);
     std::fs::write(dir.join("merged.toml"), patched).unwrap();
-    let d = Daemon::start(&[("HOTLINE_NOW", "2027-06-01T09:00:00+08:00"), ("HOTLINE__PATHS__DIALPLANS", dir.to_str().unwrap())]);
+    let d = Daemon::start(&[
+        ("HOTLINE_NOW", "2027-06-01T09:00:00+08:00"),
+        ("HOTLINE__PATHS__DIALPLANS", dir.to_str().unwrap()),
+    ]);
     let sink = RtpSink::new();
-    let out = sipp(&d, "uac_410.xml", "12396", &["-key", "rtp_port", &sink.port.to_string()]);
+    let out = sipp(
+        &d,
+        "uac_410.xml",
+        "12396",
+        &["-key", "rtp_port", &sink.port.to_string()],
+    );
     assert_sipp_ok(&out, &d);
     // other retired numbers keep the default: straight to 12345
-    let out = sipp(&d, "uac_call.xml", "12300", &["-key", "rtp_port", &sink.port.to_string(), "-d", "500"]);
+    let out = sipp(
+        &d,
+        "uac_call.xml",
+        "12300",
+        &["-key", "rtp_port", &sink.port.to_string(), "-d", "500"],
+    );
     assert_sipp_ok(&out, &d);
     d.wait_idle(Duration::from_secs(5));
 }

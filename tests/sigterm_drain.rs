@@ -9,7 +9,14 @@ fn sigterm_refuses_new_calls_and_lets_calls_finish() {
     let sink = RtpSink::new();
     let port = sink.port.to_string();
     let (first, second) = std::thread::scope(|s| {
-        let call = s.spawn(|| sipp(&d, "uac_call.xml", "12345", &["-key", "rtp_port", &port, "-d", "3000"]));
+        let call = s.spawn(|| {
+            sipp(
+                &d,
+                "uac_call.xml",
+                "12345",
+                &["-key", "rtp_port", &port, "-d", "3000"],
+            )
+        });
         sink.wait_first(Duration::from_secs(5));
         d.sigterm();
         std::thread::sleep(Duration::from_millis(300));
@@ -24,7 +31,10 @@ fn sigterm_refuses_new_calls_and_lets_calls_finish() {
             assert!(status.success(), "exit status {status:?}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "daemon did not exit after its calls ended");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "daemon did not exit after its calls ended"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(d.log_text().contains("all calls ended"));

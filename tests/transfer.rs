@@ -25,7 +25,11 @@ fn targets(trunk: u16, timeout_s: u64) -> String {
 
 /// PCM of the packets a sink received between two instants.
 fn heard(sink: &RtpSink, from: Instant, to: Instant) -> Vec<i16> {
-    let p: Vec<Packet> = sink.packets().into_iter().filter(|p| p.at >= from && p.at < to && p.pt == 0).collect();
+    let p: Vec<Packet> = sink
+        .packets()
+        .into_iter()
+        .filter(|p| p.at >= from && p.at < to && p.pt == 0)
+        .collect();
     decode_pcmu(&p)
 }
 
@@ -43,18 +47,46 @@ fn port_s(p: u16) -> String {
 #[test]
 fn three_way_by_dtmf_each_hears_both_others_then_caller_and_target_stay() {
     let trunk = free_port();
-    let d = Daemon::start_with_targets(&targets(trunk, 20), &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")]);
+    let d = Daemon::start_with_targets(
+        &targets(trunk, 20),
+        &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
+    );
     let agent_port = free_port();
     register_contact(&d, "1003", "demo-1003", agent_port, agent_port, 300);
     agent_api(&d, "1003", "login");
     let (caller, agent_sink, target) = (RtpSink::new(), RtpSink::new(), RtpSink::new());
     let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
     // Agent: talks 12 s then hangs up (leaves the three-way call); target rings 1 s.
-    let agent = sipp_uas_with(&d, "agent_talk.xml", agent_port, 1, &["-key", "rtp_port", &port_s(agent_sink.port), "-d", "12000"]);
-    let centre = sipp_uas_with(&d, "trunk_answer.xml", trunk, 1, &["-key", "rtp_port", &port_s(target.port), "-d", "1000"]);
+    let agent = sipp_uas_with(
+        &d,
+        "agent_talk.xml",
+        agent_port,
+        1,
+        &["-key", "rtp_port", &port_s(agent_sink.port), "-d", "12000"],
+    );
+    let centre = sipp_uas_with(
+        &d,
+        "trunk_answer.xml",
+        trunk,
+        1,
+        &["-key", "rtp_port", &port_s(target.port), "-d", "1000"],
+    );
     let caller_ms = greeting_ms + 21000;
     let (conf_from, conf_to, after_from, after_to) = std::thread::scope(|s| {
-        let run = s.spawn(|| sipp(&d, "uac_call.xml", "12348", &["-key", "rtp_port", &port_s(caller.port), "-d", &caller_ms.to_string()]));
+        let run = s.spawn(|| {
+            sipp(
+                &d,
+                "uac_call.xml",
+                "12348",
+                &[
+                    "-key",
+                    "rtp_port",
+                    &port_s(caller.port),
+                    "-d",
+                    &caller_ms.to_string(),
+                ],
+            )
+        });
         let daemon_to_caller = caller.wait_first(Duration::from_secs(10));
         let c = &caller;
         s.spawn(move || c.send_tone(daemon_to_caller, CALLER_HZ, caller_ms - 500));
@@ -72,42 +104,111 @@ fn three_way_by_dtmf_each_hears_both_others_then_caller_and_target_stay() {
         // The agent leaves 12 s after answering.
         let agent_leaves = answered_at + Duration::from_millis(12000);
         let after_from = agent_leaves + Duration::from_millis(1500);
-        let windows = (up + Duration::from_millis(1500), agent_leaves - Duration::from_millis(500), after_from, after_from + Duration::from_millis(3000));
+        let windows = (
+            up + Duration::from_millis(1500),
+            agent_leaves - Duration::from_millis(500),
+            after_from,
+            after_from + Duration::from_millis(3000),
+        );
         assert_sipp_ok(&run.join().unwrap(), &d);
         windows
     });
     child_ok(agent, "agent");
     child_ok(centre, "sub-centre (must see the caller's number)");
-    assert!(conf_to > conf_from + Duration::from_secs(3), "the three-way call lasted long enough to check");
+    assert!(
+        conf_to > conf_from + Duration::from_secs(3),
+        "the three-way call lasted long enough to check"
+    );
 
     let share = |pcm: &[i16], hz: f64| tone_share(pcm, hz);
     let c = heard(&caller, conf_from, conf_to);
     let a = heard(&agent_sink, conf_from, conf_to);
     let t = heard(&target, conf_from, conf_to);
     let log = d.log_text();
-    eprintln!("conference: caller hears agent {:.2} target {:.2} self {:.2}; agent hears caller {:.2} target {:.2}; target hears caller {:.2} agent {:.2}; samples {} {} {}",
-        share(&c, AGENT_HZ), share(&c, TARGET_HZ), share(&c, CALLER_HZ), share(&a, CALLER_HZ), share(&a, TARGET_HZ), share(&t, CALLER_HZ), share(&t, AGENT_HZ), c.len(), a.len(), t.len());
-    assert!(share(&c, AGENT_HZ) > 0.2 && share(&c, TARGET_HZ) > 0.2, "caller hears agent {:.2} and target {:.2}\n{}", share(&c, AGENT_HZ), share(&c, TARGET_HZ), tail(&log, 40));
-    assert!(share(&c, CALLER_HZ) < 0.05, "caller does not hear itself ({:.2})", share(&c, CALLER_HZ));
-    assert!(share(&a, CALLER_HZ) > 0.2 && share(&a, TARGET_HZ) > 0.2, "agent hears caller {:.2} and target {:.2}", share(&a, CALLER_HZ), share(&a, TARGET_HZ));
-    assert!(share(&t, CALLER_HZ) > 0.2 && share(&t, AGENT_HZ) > 0.2, "target hears caller {:.2} and agent {:.2}", share(&t, CALLER_HZ), share(&t, AGENT_HZ));
+    eprintln!(
+        "conference: caller hears agent {:.2} target {:.2} self {:.2}; agent hears caller {:.2} target {:.2}; target hears caller {:.2} agent {:.2}; samples {} {} {}",
+        share(&c, AGENT_HZ),
+        share(&c, TARGET_HZ),
+        share(&c, CALLER_HZ),
+        share(&a, CALLER_HZ),
+        share(&a, TARGET_HZ),
+        share(&t, CALLER_HZ),
+        share(&t, AGENT_HZ),
+        c.len(),
+        a.len(),
+        t.len()
+    );
+    assert!(
+        share(&c, AGENT_HZ) > 0.2 && share(&c, TARGET_HZ) > 0.2,
+        "caller hears agent {:.2} and target {:.2}\n{}",
+        share(&c, AGENT_HZ),
+        share(&c, TARGET_HZ),
+        tail(&log, 40)
+    );
+    assert!(
+        share(&c, CALLER_HZ) < 0.05,
+        "caller does not hear itself ({:.2})",
+        share(&c, CALLER_HZ)
+    );
+    assert!(
+        share(&a, CALLER_HZ) > 0.2 && share(&a, TARGET_HZ) > 0.2,
+        "agent hears caller {:.2} and target {:.2}",
+        share(&a, CALLER_HZ),
+        share(&a, TARGET_HZ)
+    );
+    assert!(
+        share(&t, CALLER_HZ) > 0.2 && share(&t, AGENT_HZ) > 0.2,
+        "target hears caller {:.2} and agent {:.2}",
+        share(&t, CALLER_HZ),
+        share(&t, AGENT_HZ)
+    );
     // After the agent left: caller and target, each hearing the other.
     let c = heard(&caller, after_from, after_to);
     let t = heard(&target, after_from, after_to);
-    assert!(c.len() > 8000 * 2 && t.len() > 8000 * 2, "audio after the agent left: {} / {} samples", c.len(), t.len());
-    assert!(share(&c, TARGET_HZ) > 0.5, "caller hears the target after the agent left ({:.2})", share(&c, TARGET_HZ));
-    assert!(share(&t, CALLER_HZ) > 0.5, "target hears the caller after the agent left ({:.2})", share(&t, CALLER_HZ));
+    assert!(
+        c.len() > 8000 * 2 && t.len() > 8000 * 2,
+        "audio after the agent left: {} / {} samples",
+        c.len(),
+        t.len()
+    );
+    assert!(
+        share(&c, TARGET_HZ) > 0.5,
+        "caller hears the target after the agent left ({:.2})",
+        share(&c, TARGET_HZ)
+    );
+    assert!(
+        share(&t, CALLER_HZ) > 0.5,
+        "target hears the caller after the agent left ({:.2})",
+        share(&t, CALLER_HZ)
+    );
     assert!(d.metric("hotline_rtp_mixed_total") > 3 * 100);
 
     // Figures: the agent transferred one answered call; the sub-centre answered one transfer.
-    let view = wait_seat(&d, "1003", Duration::from_secs(10), "agent free after wrap-up", |s| s["state"] == "available");
+    let view = wait_seat(
+        &d,
+        "1003",
+        Duration::from_secs(10),
+        "agent free after wrap-up",
+        |s| s["state"] == "available",
+    );
     assert_eq!(view["today"]["transferred"], 1);
     assert_eq!(view["today"]["answered"], 1);
     d.wait_idle(Duration::from_secs(5));
     let events = d.stored_events();
-    let tr: Vec<&serde_json::Value> = events.iter().filter(|e| e.0 == "transfer").map(|e| &e.4).collect();
+    let tr: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e.0 == "transfer")
+        .map(|e| &e.4)
+        .collect();
     assert_eq!(tr.len(), 2, "{tr:?}");
-    assert_eq!((tr[0]["outcome"].as_str(), tr[0]["number"].as_str(), tr[0]["caller"].as_str()), (Some("started"), Some("12366"), Some("13800138000")));
+    assert_eq!(
+        (
+            tr[0]["outcome"].as_str(),
+            tr[0]["number"].as_str(),
+            tr[0]["caller"].as_str()
+        ),
+        (Some("started"), Some("12366"), Some("13800138000"))
+    );
     assert_eq!(tr[0]["by"], "seat 1003 (DTMF)");
     assert_eq!(tr[1]["outcome"], "answered");
     assert!(tr[1]["answer_s"].as_f64().unwrap() >= 1.0);
@@ -116,42 +217,85 @@ fn three_way_by_dtmf_each_hears_both_others_then_caller_and_target_stay() {
 #[test]
 fn busy_target_brings_the_agent_back_to_the_caller_with_a_failure_prompt() {
     let trunk = free_port();
-    let d = Daemon::start_with_targets(&targets(trunk, 20), &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")]);
+    let d = Daemon::start_with_targets(
+        &targets(trunk, 20),
+        &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
+    );
     let agent_port = free_port();
     register_contact(&d, "1003", "demo-1003", agent_port, agent_port, 300);
     agent_api(&d, "1003", "login");
     let (caller, agent) = (RtpSink::new(), RtpSink::new());
     let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
     // The caller hangs up first (the daemon then hangs up the agent's phone).
-    let mut agent_sipp = sipp_uas_with(&d, "agent_talk.xml", agent_port, 1, &["-key", "rtp_port", &port_s(agent.port), "-d", "60000"]);
+    let mut agent_sipp = sipp_uas_with(
+        &d,
+        "agent_talk.xml",
+        agent_port,
+        1,
+        &["-key", "rtp_port", &port_s(agent.port), "-d", "60000"],
+    );
     let centre = sipp_uas_with(&d, "trunk_busy.xml", trunk, 1, &[]);
     let caller_ms = greeting_ms + 9000;
     let (keyed, back_from) = std::thread::scope(|s| {
-        let run = s.spawn(|| sipp(&d, "uac_call.xml", "12348", &["-key", "rtp_port", &port_s(caller.port), "-d", &caller_ms.to_string()]));
+        let run = s.spawn(|| {
+            sipp(
+                &d,
+                "uac_call.xml",
+                "12348",
+                &[
+                    "-key",
+                    "rtp_port",
+                    &port_s(caller.port),
+                    "-d",
+                    &caller_ms.to_string(),
+                ],
+            )
+        });
         let to = caller.wait_first(Duration::from_secs(10));
         let c = &caller;
         s.spawn(move || c.send_tone(to, CALLER_HZ, caller_ms - 500));
         let from = agent.wait_first(Duration::from_secs(greeting_ms / 1000 + 10));
         let keyed = Instant::now();
         keys(&agent, from, "*12366#");
-        let back_from = keyed + Duration::from_millis(prompt_frames("transfer/failed") as u64 * 20 + 1500);
+        let back_from =
+            keyed + Duration::from_millis(prompt_frames("transfer/failed") as u64 * 20 + 1500);
         assert_sipp_ok(&run.join().unwrap(), &d);
         (keyed, back_from)
     });
     let _ = agent_sipp.kill();
     child_ok(centre, "busy sub-centre");
     // The agent heard "transfer failed", then the caller again.
-    let after: Vec<Packet> = agent.packets().into_iter().filter(|p| p.at >= keyed).collect();
+    let after: Vec<Packet> = agent
+        .packets()
+        .into_iter()
+        .filter(|p| p.at >= keyed)
+        .collect();
     let pcm = decode_pcmu(&after);
     let failed = prompt_pcm("transfer/failed");
     let found = find_prompt(&pcm, &failed, 0);
-    assert!(found.is_some_and(|(_, c)| c > 0.8), "agent hears transfer/failed: {found:?}");
+    assert!(
+        found.is_some_and(|(_, c)| c > 0.8),
+        "agent hears transfer/failed: {found:?}"
+    );
     let back = heard(&agent, back_from, back_from + Duration::from_secs(2));
-    assert!(tone_share(&back, CALLER_HZ) > 0.5, "agent hears the caller again ({:.2})", tone_share(&back, CALLER_HZ));
+    assert!(
+        tone_share(&back, CALLER_HZ) > 0.5,
+        "agent hears the caller again ({:.2})",
+        tone_share(&back, CALLER_HZ)
+    );
     d.wait_idle(Duration::from_secs(5));
     let events = d.stored_events();
-    let tr: Vec<&serde_json::Value> = events.iter().filter(|e| e.0 == "transfer").map(|e| &e.4).collect();
-    assert_eq!(tr.iter().map(|t| t["outcome"].as_str().unwrap()).collect::<Vec<_>>(), ["started", "busy"]);
+    let tr: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e.0 == "transfer")
+        .map(|e| &e.4)
+        .collect();
+    assert_eq!(
+        tr.iter()
+            .map(|t| t["outcome"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["started", "busy"]
+    );
     assert_eq!(tr[1]["code"], 486);
     let report = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
         .args(["report", "--day", &today()])
@@ -159,28 +303,56 @@ fn busy_target_brings_the_agent_back_to_the_caller_with_a_failure_prompt() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&report.stdout);
-    assert!(text.contains("12366 税务 12366: transfers 1, answered 0 (0.0%), failed 1"), "{text}");
+    assert!(
+        text.contains("12366 税务 12366: transfers 1, answered 0 (0.0%), failed 1"),
+        "{text}"
+    );
 }
 
 fn today() -> String {
-    chrono::Utc::now().with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap()).format("%Y-%m-%d").to_string()
+    chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+        .format("%Y-%m-%d")
+        .to_string()
 }
 
 #[test]
 fn caller_hanging_up_during_the_transfer_cancels_the_target_and_frees_the_agent() {
     let trunk = free_port();
-    let d = Daemon::start_with_targets(&targets(trunk, 20), &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")]);
+    let d = Daemon::start_with_targets(
+        &targets(trunk, 20),
+        &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
+    );
     let agent_port = free_port();
     register_contact(&d, "1003", "demo-1003", agent_port, agent_port, 300);
     agent_api(&d, "1003", "login");
     let (caller, agent) = (RtpSink::new(), RtpSink::new());
     let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
     // The agent would talk long; the caller hangs up 3 s after the transfer starts.
-    let mut agent_sipp = sipp_uas_with(&d, "agent_talk.xml", agent_port, 1, &["-key", "rtp_port", &port_s(agent.port), "-d", "60000"]);
+    let mut agent_sipp = sipp_uas_with(
+        &d,
+        "agent_talk.xml",
+        agent_port,
+        1,
+        &["-key", "rtp_port", &port_s(agent.port), "-d", "60000"],
+    );
     let centre = sipp_uas_with(&d, "trunk_no_answer.xml", trunk, 1, &[]);
     let caller_ms = greeting_ms + 6000;
     std::thread::scope(|s| {
-        let run = s.spawn(|| sipp(&d, "uac_call.xml", "12348", &["-key", "rtp_port", &port_s(caller.port), "-d", &caller_ms.to_string()]));
+        let run = s.spawn(|| {
+            sipp(
+                &d,
+                "uac_call.xml",
+                "12348",
+                &[
+                    "-key",
+                    "rtp_port",
+                    &port_s(caller.port),
+                    "-d",
+                    &caller_ms.to_string(),
+                ],
+            )
+        });
         let to = caller.wait_first(Duration::from_secs(10));
         let c = &caller;
         s.spawn(move || c.send_tone(to, CALLER_HZ, caller_ms - 500));
@@ -191,11 +363,17 @@ fn caller_hanging_up_during_the_transfer_cancels_the_target_and_frees_the_agent(
     // The target got its CANCEL (the scenario ends with it) and the agent its BYE.
     child_ok(centre, "sub-centre cancelled");
     d.wait_idle(Duration::from_secs(5));
-    let view = wait_seat(&d, "1003", Duration::from_secs(10), "agent free", |s| s["state"] == "available");
+    let view = wait_seat(&d, "1003", Duration::from_secs(10), "agent free", |s| {
+        s["state"] == "available"
+    });
     assert_eq!(view["today"]["answered"], 1);
     let _ = agent_sipp.kill();
     let events = d.stored_events();
-    let tr: Vec<&str> = events.iter().filter(|e| e.0 == "transfer").map(|e| e.4["outcome"].as_str().unwrap_or("")).collect();
+    let tr: Vec<&str> = events
+        .iter()
+        .filter(|e| e.0 == "transfer")
+        .map(|e| e.4["outcome"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(tr, ["started", "abandoned"]);
     assert_eq!(d.health("calls_active"), 0);
 }
@@ -203,17 +381,45 @@ fn caller_hanging_up_during_the_transfer_cancels_the_target_and_frees_the_agent(
 #[test]
 fn emergency_hand_off_by_api_presents_the_caller_and_is_audited() {
     let trunk = free_port();
-    let d = Daemon::start_with_targets(&targets(trunk, 20), &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")]);
+    let d = Daemon::start_with_targets(
+        &targets(trunk, 20),
+        &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
+    );
     let agent_port = free_port();
     register_contact(&d, "1003", "demo-1003", agent_port, agent_port, 300);
     agent_api(&d, "1003", "login");
     let (caller, agent, operator) = (RtpSink::new(), RtpSink::new(), RtpSink::new());
     let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
-    let agent_sipp = sipp_uas_with(&d, "agent_talk.xml", agent_port, 1, &["-key", "rtp_port", &port_s(agent.port), "-d", "6000"]);
-    let centre = sipp_uas_with(&d, "trunk_answer.xml", trunk, 1, &["-key", "rtp_port", &port_s(operator.port), "-d", "200"]);
+    let agent_sipp = sipp_uas_with(
+        &d,
+        "agent_talk.xml",
+        agent_port,
+        1,
+        &["-key", "rtp_port", &port_s(agent.port), "-d", "6000"],
+    );
+    let centre = sipp_uas_with(
+        &d,
+        "trunk_answer.xml",
+        trunk,
+        1,
+        &["-key", "rtp_port", &port_s(operator.port), "-d", "200"],
+    );
     let caller_ms = greeting_ms + 10000;
     std::thread::scope(|s| {
-        let run = s.spawn(|| sipp(&d, "uac_call.xml", "12348", &["-key", "rtp_port", &port_s(caller.port), "-d", &caller_ms.to_string()]));
+        let run = s.spawn(|| {
+            sipp(
+                &d,
+                "uac_call.xml",
+                "12348",
+                &[
+                    "-key",
+                    "rtp_port",
+                    &port_s(caller.port),
+                    "-d",
+                    &caller_ms.to_string(),
+                ],
+            )
+        });
         let to = caller.wait_first(Duration::from_secs(10));
         let c = &caller;
         s.spawn(move || c.send_tone(to, CALLER_HZ, caller_ms - 500));
@@ -233,15 +439,39 @@ fn emergency_hand_off_by_api_presents_the_caller_and_is_audited() {
     child_ok(agent_sipp, "agent");
     child_ok(centre, "110 (must see the caller's number)");
     let pcm = decode_pcmu(&caller.packets());
-    assert!(tone_share(&pcm[pcm.len().saturating_sub(16000)..], TARGET_HZ) > 0.5, "the caller ends up talking with 110");
+    assert!(
+        tone_share(&pcm[pcm.len().saturating_sub(16000)..], TARGET_HZ) > 0.5,
+        "the caller ends up talking with 110"
+    );
     d.wait_idle(Duration::from_secs(5));
     let events = d.stored_events();
-    let tr: Vec<&serde_json::Value> = events.iter().filter(|e| e.0 == "transfer").map(|e| &e.4).collect();
-    assert_eq!((tr[0]["kind"].as_str(), tr[0]["by"].as_str(), tr[0]["caller"].as_str()), (Some("emergency"), Some("http api (tests)"), Some("13800138000")));
+    let tr: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e.0 == "transfer")
+        .map(|e| &e.4)
+        .collect();
+    assert_eq!(
+        (
+            tr[0]["kind"].as_str(),
+            tr[0]["by"].as_str(),
+            tr[0]["caller"].as_str()
+        ),
+        (
+            Some("emergency"),
+            Some("http api (tests)"),
+            Some("13800138000")
+        )
+    );
     assert_eq!(tr[1]["outcome"], "answered");
     let log = d.log_text();
-    let audit = log.lines().find(|l| l.contains("EMERGENCY HAND-OFF started")).expect("audit line in the log");
-    assert!(audit.contains("138****8000") && !audit.contains("13800138000"), "the audit line masks the caller: {audit}");
+    let audit = log
+        .lines()
+        .find(|l| l.contains("EMERGENCY HAND-OFF started"))
+        .expect("audit line in the log");
+    assert!(
+        audit.contains("138****8000") && !audit.contains("13800138000"),
+        "the audit line masks the caller: {audit}"
+    );
 }
 
 fn api_post(d: &Daemon, path: &str, body: &str) -> (u16, String) {
@@ -257,9 +487,13 @@ fn api_post(d: &Daemon, path: &str, body: &str) -> (u16, String) {
 #[test]
 fn callers_can_neither_transfer_nor_use_the_daemon_as_a_relay() {
     let trunk = free_port();
-    let d = Daemon::start_with_targets(&targets(trunk, 20), &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")]);
+    let d = Daemon::start_with_targets(
+        &targets(trunk, 20),
+        &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
+    );
     let sock = std::net::UdpSocket::bind(("127.0.0.1", trunk)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     // An unknown source dialling a target number (or any number outside the dialplan) gets
     // 404: the daemon never places a call for it (toll fraud).
     for number in ["110", "12366", "0086138000", "900012366"] {
@@ -268,9 +502,18 @@ fn callers_can_neither_transfer_nor_use_the_daemon_as_a_relay() {
     }
     // No INVITE reached the trunk.
     let mut buf = [0u8; 2048];
-    assert!(sock.recv_from(&mut buf).is_err(), "nothing sent to the trunk");
+    assert!(
+        sock.recv_from(&mut buf).is_err(),
+        "nothing sent to the trunk"
+    );
     // A REFER outside a seat's dialog is refused.
     let out = sipp(&d, "refer_forbidden.xml", "12345", &[]);
     assert_sipp_ok(&out, &d);
-    assert_eq!(d.stored_events().iter().filter(|e| e.0 == "transfer").count(), 0);
+    assert_eq!(
+        d.stored_events()
+            .iter()
+            .filter(|e| e.0 == "transfer")
+            .count(),
+        0
+    );
 }

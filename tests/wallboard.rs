@@ -26,8 +26,18 @@ fn chromium(args: &[&str], url: &str) -> Output {
     let profile = temp_dir(&format!("chromium-profile-{}", free_port()));
     let out = Command::new("timeout")
         .args(["-k", "5", "60", CHROMIUM])
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
-        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+        ])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
         // Colours exactly as the CSS says them, for the pixel checks below.
         .args(["--force-color-profile=srgb", "--hide-scrollbars"])
         .arg(format!("--user-data-dir={}", profile.display()))
@@ -52,13 +62,19 @@ fn chromium(args: &[&str], url: &str) -> Output {
 fn rendered(url: &str) -> String {
     let out = chromium(&["--dump-dom"], url);
     let dom = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(dom.contains("id=\"queues\""), "not the wallboard:\n{dom}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        dom.contains("id=\"queues\""),
+        "not the wallboard:\n{dom}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     dom
 }
 
 /// The markup from the start tag whose attributes contain `marker` up to `end` (after it).
 fn element<'a>(dom: &'a str, marker: &str, end: &str) -> &'a str {
-    let at = dom.find(marker).unwrap_or_else(|| panic!("{marker} not on the page:\n{dom}"));
+    let at = dom
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} not on the page:\n{dom}"));
     let from = dom[..at].rfind('<').unwrap_or(at);
     let rest = &dom[at..];
     &dom[from..at + rest.find(end).unwrap_or(rest.len())]
@@ -86,17 +102,28 @@ fn banner(dom: &str) -> (bool, String) {
 
 fn queues(d: &Daemon) -> Vec<serde_json::Value> {
     let body = d.http_get("/api/queues").expect("api/queues");
-    serde_json::from_str::<serde_json::Value>(&body).expect("json").as_array().cloned().unwrap_or_default()
+    serde_json::from_str::<serde_json::Value>(&body)
+        .expect("json")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn wait_queue(d: &Daemon, name: &str, what: &str, cond: impl Fn(&serde_json::Value) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let q = queues(d).into_iter().find(|q| q["name"] == name).unwrap_or_else(|| panic!("no queue {name}"));
+        let q = queues(d)
+            .into_iter()
+            .find(|q| q["name"] == name)
+            .unwrap_or_else(|| panic!("no queue {name}"));
         if cond(&q) {
             return;
         }
-        assert!(Instant::now() < deadline, "{what}: queue {name} is {q}\n{}", tail(&d.log_text(), 40));
+        assert!(
+            Instant::now() < deadline,
+            "{what}: queue {name} is {q}\n{}",
+            tail(&d.log_text(), 40)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -116,7 +143,17 @@ fn waiting_caller(d: &Daemon, number: &str, rtp_port: u16) -> Caller {
         .arg(d.sip.to_string())
         .arg("-sf")
         .arg(repo().join("sipp-scenarios/uac_call.xml"))
-        .args(["-s", number, "-i", "127.0.0.1", "-p", &free_port().to_string(), "-m", "1", "-nostdin"])
+        .args([
+            "-s",
+            number,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_port().to_string(),
+            "-m",
+            "1",
+            "-nostdin",
+        ])
         // Holds for 90 s at most, and is killed when the test is done with it.
         .args(["-d", "90000", "-timeout", "100", "-timeout_error"])
         .args(["-key", "rtp_port", &rtp_port.to_string()])
@@ -131,9 +168,15 @@ fn waiting_caller(d: &Daemon, number: &str, rtp_port: u16) -> Caller {
 /// Status line and headers of a GET without a token, and the body.
 fn raw_get(d: &Daemon, path: &str) -> (String, String) {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&d.http, Duration::from_secs(2)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+    let mut s =
+        std::net::TcpStream::connect_timeout(&d.http, Duration::from_secs(2)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
@@ -147,12 +190,17 @@ struct Screenshot {
 }
 
 fn decode_png(path: &Path) -> Screenshot {
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", path.display()));
+    let file = std::fs::File::open(path)
+        .unwrap_or_else(|e| panic!("no screenshot at {}: {e}", path.display()));
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     decoder.set_transformations(png::Transformations::normalize_to_color8());
-    let mut reader = decoder.read_info().unwrap_or_else(|e| panic!("{} is not a PNG: {e}", path.display()));
+    let mut reader = decoder
+        .read_info()
+        .unwrap_or_else(|e| panic!("{} is not a PNG: {e}", path.display()));
     let mut buf = vec![0u8; reader.output_buffer_size().expect("image size")];
-    let info = reader.next_frame(&mut buf).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let info = reader
+        .next_frame(&mut buf)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let samples = info.color_type.samples();
     let rgb = buf[..info.buffer_size()]
         .chunks_exact(samples)
@@ -161,7 +209,11 @@ fn decode_png(path: &Path) -> Screenshot {
             _ => [p[0], p[1], p[2]],
         })
         .collect();
-    Screenshot { width: info.width, height: info.height, rgb }
+    Screenshot {
+        width: info.width,
+        height: info.height,
+        rgb,
+    }
 }
 
 fn near(a: [u8; 3], b: [u8; 3], tolerance: u8) -> bool {
@@ -170,20 +222,35 @@ fn near(a: [u8; 3], b: [u8; 3], tolerance: u8) -> bool {
 
 fn screenshot(url: &str, path: &PathBuf) -> Screenshot {
     let _ = std::fs::remove_file(path);
-    chromium(&[&format!("--screenshot={}", path.display()), "--window-size=1280,800"], url);
+    chromium(
+        &[
+            &format!("--screenshot={}", path.display()),
+            "--window-size=1280,800",
+        ],
+        url,
+    );
     decode_png(path)
 }
 
 #[test]
 fn the_wallboard_shows_queues_and_seats_in_headless_chromium() {
-    let d = Daemon::start(&[("HOTLINE__REGISTRAR__QUALIFY_S", "0"), ("HOTLINE__QUEUES__LINE-12333__WRAP_UP_S", "1")]);
+    let d = Daemon::start(&[
+        ("HOTLINE__REGISTRAR__QUALIFY_S", "0"),
+        ("HOTLINE__QUEUES__LINE-12333__WRAP_UP_S", "1"),
+    ]);
 
     // The page itself is open and holds nothing; the data behind it is not.
     let (head, page) = raw_get(&d, "/wallboard");
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("content-type: text/html"), "{head}");
-    assert!(head.contains("connect-src 'self'"), "the token may only go back to the daemon: {head}");
-    assert!(!page.contains("line-12348") && !page.contains("1004"), "the page carries no data");
+    assert!(
+        head.contains("connect-src 'self'"),
+        "the token may only go back to the daemon: {head}"
+    );
+    assert!(
+        !page.contains("line-12348") && !page.contains("1004"),
+        "the page carries no data"
+    );
     assert!(raw_get(&d, "/api/queues").0.starts_with("http/1.1 401"));
 
     // One call answered by seat 1004, and a caller who waits on line-12348 meanwhile.
@@ -193,14 +260,27 @@ fn the_wallboard_shows_queues_and_seats_in_headless_chromium() {
     agent_api(&d, "1004", "login");
     let (sink_a, sink_b) = (RtpSink::new(), RtpSink::new());
     let _waiting = waiting_caller(&d, "12348", sink_b.port);
-    let out = sipp(&d, "uac_call_remote_bye.xml", "12333", &["-key", "rtp_port", &sink_a.port.to_string()]);
+    let out = sipp(
+        &d,
+        "uac_call_remote_bye.xml",
+        "12333",
+        &["-key", "rtp_port", &sink_a.port.to_string()],
+    );
     assert_sipp_ok(&out, &d);
     child_ok(phone, "seat 1004's phone");
-    wait_seat(&d, "1004", Duration::from_secs(10), "free after the call and its wrap-up", |s| {
-        s["state"] == "available" && s["today"]["answered"] == 1 && s["registered"] == true
+    wait_seat(
+        &d,
+        "1004",
+        Duration::from_secs(10),
+        "free after the call and its wrap-up",
+        |s| s["state"] == "available" && s["today"]["answered"] == 1 && s["registered"] == true,
+    );
+    wait_queue(&d, "line-12333", "the call counted", |q| {
+        q["today"]["answered"] == 1
     });
-    wait_queue(&d, "line-12333", "the call counted", |q| q["today"]["answered"] == 1);
-    wait_queue(&d, "line-12348", "a caller waiting", |q| q["waiting"] == 1 && q["longest_wait_s"].as_u64() >= Some(1));
+    wait_queue(&d, "line-12348", "a caller waiting", |q| {
+        q["waiting"] == 1 && q["longest_wait_s"].as_u64() >= Some(1)
+    });
 
     let base = format!("http://{}/wallboard", d.http);
     let url = format!("{base}#token={API_TOKEN}");
@@ -209,26 +289,56 @@ fn the_wallboard_shows_queues_and_seats_in_headless_chromium() {
     assert!(!shown, "no error with the right token, yet: {text}");
     for q in queues(&d) {
         let name = q["name"].as_str().expect("queue name");
-        assert!(dom.contains(&format!("data-queue=\"{name}\"")), "queue {name} missing from the board");
+        assert!(
+            dom.contains(&format!("data-queue=\"{name}\"")),
+            "queue {name} missing from the board"
+        );
     }
     let waiting = element(&dom, "data-queue=\"line-12348\"", "</tr>");
     assert_eq!(cell(waiting, "waiting"), "1", "{waiting}");
     assert_eq!(cell(waiting, "agents"), "0/0", "{waiting}");
     let longest = cell(waiting, "longest");
-    assert!(longest.len() >= 4 && longest.contains(':') && longest.chars().all(|c| c.is_ascii_digit() || c == ':'), "longest wait {longest:?}");
+    assert!(
+        longest.len() >= 4
+            && longest.contains(':')
+            && longest.chars().all(|c| c.is_ascii_digit() || c == ':'),
+        "longest wait {longest:?}"
+    );
     let served = element(&dom, "data-queue=\"line-12333\"", "</tr>");
-    for (class, want) in [("waiting", "0"), ("agents", "1/1"), ("answered", "1"), ("abandoned", "0"), ("sl15", "100%"), ("satisfaction", "—")] {
+    for (class, want) in [
+        ("waiting", "0"),
+        ("agents", "1/1"),
+        ("answered", "1"),
+        ("abandoned", "0"),
+        ("sl15", "100%"),
+        ("satisfaction", "—"),
+    ] {
         assert_eq!(cell(served, class), want, "line-12333 {class}: {served}");
     }
     let tile = element(&dom, "data-seat=\"1004\"", "class=\"tile");
-    assert!(tile.contains("data-state=\"available\"") && tile.contains("state-available"), "{tile}");
+    assert!(
+        tile.contains("data-state=\"available\"") && tile.contains("state-available"),
+        "{tile}"
+    );
     assert_eq!(cell(tile, "state"), "空闲 available", "{tile}");
-    assert!(cell(tile, "unit").contains("省人力资源社会保障厅"), "{tile}");
-    for (class, want) in [("id", "1004"), ("offered", "1"), ("answered", "1"), ("rate", "100%")] {
+    assert!(
+        cell(tile, "unit").contains("省人力资源社会保障厅"),
+        "{tile}"
+    );
+    for (class, want) in [
+        ("id", "1004"),
+        ("offered", "1"),
+        ("answered", "1"),
+        ("rate", "100%"),
+    ] {
         assert_eq!(cell(tile, class), want, "seat 1004 {class}: {tile}");
     }
     let logged_out = element(&dom, "data-seat=\"1003\"", "class=\"tile");
-    assert!(logged_out.contains("data-state=\"logged_out\"") && logged_out.contains("未签入 logged out"), "{logged_out}");
+    assert!(
+        logged_out.contains("data-state=\"logged_out\"")
+            && logged_out.contains("未签入 logged out"),
+        "{logged_out}"
+    );
     assert!(!dom.contains(API_TOKEN), "the token stays out of the page");
 
     // The screenshot: a real 1280×800 picture of the board, not a blank page.
@@ -237,28 +347,64 @@ fn the_wallboard_shows_queues_and_seats_in_headless_chromium() {
     let shot = screenshot(&url, &path);
     assert_eq!((shot.width, shot.height), (1280, 800), "{}", path.display());
     let total = shot.rgb.len();
-    let drawn = shot.rgb.iter().filter(|&&p| !near(p, BACKGROUND_RGB, 6)).count();
-    assert!(drawn * 100 >= total * 30, "only {drawn} of {total} pixels differ from the background: {}", path.display());
+    let drawn = shot
+        .rgb
+        .iter()
+        .filter(|&&p| !near(p, BACKGROUND_RGB, 6))
+        .count();
+    assert!(
+        drawn * 100 >= total * 30,
+        "only {drawn} of {total} pixels differ from the background: {}",
+        path.display()
+    );
     // An available seat's tile is some 280×160 pixels of its state colour, less its text.
-    let green = shot.rgb.iter().filter(|&&p| near(p, AVAILABLE_RGB, 4)).count();
-    assert!(green >= 15_000, "{green} pixels of the available colour: {}", path.display());
+    let green = shot
+        .rgb
+        .iter()
+        .filter(|&&p| near(p, AVAILABLE_RGB, 4))
+        .count();
+    assert!(
+        green >= 15_000,
+        "{green} pixels of the available colour: {}",
+        path.display()
+    );
     let red = shot.rgb.iter().filter(|&&p| near(p, BANNER_RGB, 4)).count();
-    assert!(red < 500, "an error banner is on the screenshot: {}", path.display());
+    assert!(
+        red < 500,
+        "an error banner is on the screenshot: {}",
+        path.display()
+    );
 
     // Without a token, or with a wrong one: a clear banner and no data.
     let dom = rendered(&base);
     let (shown, text) = banner(&dom);
-    assert!(shown && text.contains("缺少令牌") && text.contains("#token="), "banner without a token: {text:?}");
+    assert!(
+        shown && text.contains("缺少令牌") && text.contains("#token="),
+        "banner without a token: {text:?}"
+    );
     assert!(!dom.contains("data-queue="), "no data without a token");
     let dom = rendered(&format!("{base}#token=not-the-token-000"));
     let (shown, text) = banner(&dom);
-    assert!(shown && text.contains("401") && text.contains("wrong bearer token"), "banner with a wrong token: {text:?}");
+    assert!(
+        shown && text.contains("401") && text.contains("wrong bearer token"),
+        "banner with a wrong token: {text:?}"
+    );
     assert!(!dom.contains("data-queue="), "no data with a wrong token");
-    let shot = screenshot(&format!("{base}#token=not-the-token-000"), &shots.join("wallboard-401.png"));
+    let shot = screenshot(
+        &format!("{base}#token=not-the-token-000"),
+        &shots.join("wallboard-401.png"),
+    );
     let red = shot.rgb.iter().filter(|&&p| near(p, BANNER_RGB, 4)).count();
-    assert!(red >= 5_000, "{red} pixels of the error banner: {}", shots.join("wallboard-401.png").display());
+    assert!(
+        red >= 5_000,
+        "{red} pixels of the error banner: {}",
+        shots.join("wallboard-401.png").display()
+    );
 
-    assert!(!d.log_text().contains(API_TOKEN), "the token (in the fragment) never reaches the daemon's log");
+    assert!(
+        !d.log_text().contains(API_TOKEN),
+        "the token (in the fragment) never reaches the daemon's log"
+    );
     // Kept only when an assertion above failed, to be looked at.
     let _ = std::fs::remove_dir_all(&shots);
 }

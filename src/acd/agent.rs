@@ -37,7 +37,9 @@ pub enum Event {
     /// Ring-all: another seat answered first. Not counted as an offer to this seat: with n
     /// seats ringing, counting it would put every ring-all seat's answer rate near 1/n.
     AnsweredElsewhere,
-    CallEnded { wrap_up: Duration },
+    CallEnded {
+        wrap_up: Duration,
+    },
 }
 
 impl Event {
@@ -172,7 +174,8 @@ impl Agent {
                 self.rest_until = Some(now + self.retry_after);
                 self.missed_in_row += 1;
                 if self.auto_pause_after > 0 && self.missed_in_row >= self.auto_pause_after {
-                    let reason = format!("auto: {} calls not answered in a row", self.missed_in_row);
+                    let reason =
+                        format!("auto: {} calls not answered in a row", self.missed_in_row);
                     self.set(now, Paused);
                     self.pause_reason = Some(reason);
                 } else {
@@ -225,12 +228,18 @@ mod tests {
     fn login_pause_unpause_logout() {
         let t = Instant::now();
         let mut a = Agent::new(t, 3);
-        assert_eq!(a.handle(t, Event::Pause("x".into())), Err(AgentError::NotLoggedIn));
+        assert_eq!(
+            a.handle(t, Event::Pause("x".into())),
+            Err(AgentError::NotLoggedIn)
+        );
         assert_eq!(a.handle(t, Event::Login), Ok(State::Available));
         assert_eq!(a.handle(t, Event::Login), Err(AgentError::AlreadyLoggedIn));
         assert_eq!(a.handle(t, Event::Pause("用餐".into())), Ok(State::Paused));
         assert_eq!(a.pause_reason(), Some("用餐"));
-        assert_eq!(a.handle(t, Event::Offered), Err(AgentError::Unexpected(State::Paused)));
+        assert_eq!(
+            a.handle(t, Event::Offered),
+            Err(AgentError::Unexpected(State::Paused))
+        );
         assert_eq!(a.handle(t, Event::Unpause), Ok(State::Available));
         assert_eq!(a.pause_reason(), None);
         assert_eq!(a.handle(t, Event::Unpause), Err(AgentError::NotPaused));
@@ -245,11 +254,28 @@ mod tests {
         a.handle(t, Event::Offered).unwrap();
         assert_eq!(a.handle(t, Event::Logout), Err(AgentError::Busy));
         a.handle(t, Event::Answered).unwrap();
-        assert_eq!(a.handle(t, Event::CallEnded { wrap_up: Duration::from_secs(10) }), Ok(State::WrapUp));
+        assert_eq!(
+            a.handle(
+                t,
+                Event::CallEnded {
+                    wrap_up: Duration::from_secs(10)
+                }
+            ),
+            Ok(State::WrapUp)
+        );
         assert!(!a.tick(t + Duration::from_secs(9)));
         assert!(a.tick(t + Duration::from_secs(10)));
         assert_eq!(a.state(), State::Available);
-        assert_eq!(a.counters, Counters { offered: 1, answered: 1, missed: 0, rejected: 0, failed: 0 });
+        assert_eq!(
+            a.counters,
+            Counters {
+                offered: 1,
+                answered: 1,
+                missed: 0,
+                rejected: 0,
+                failed: 0
+            }
+        );
     }
 
     #[test]
@@ -261,7 +287,13 @@ mod tests {
             a.handle(t, Event::Offered).unwrap();
             a.handle(t, ev).unwrap();
         }
-        a.handle(t, Event::CallEnded { wrap_up: Duration::ZERO }).unwrap();
+        a.handle(
+            t,
+            Event::CallEnded {
+                wrap_up: Duration::ZERO,
+            },
+        )
+        .unwrap();
         a.handle(t, Event::Offered).unwrap();
         a.handle(t, Event::Rejected).unwrap(); // a rejection is not a ring-no-answer
         a.handle(t, Event::Offered).unwrap();
@@ -271,6 +303,15 @@ mod tests {
         a.handle(t, Event::Offered).unwrap();
         assert_eq!(a.handle(t, Event::Missed), Ok(State::Paused));
         assert!(a.pause_reason().unwrap().contains("2 calls not answered"));
-        assert_eq!(a.counters, Counters { offered: 6, answered: 1, missed: 3, rejected: 1, failed: 0 });
+        assert_eq!(
+            a.counters,
+            Counters {
+                offered: 6,
+                answered: 1,
+                missed: 3,
+                rejected: 1,
+                failed: 0
+            }
+        );
     }
 }

@@ -84,13 +84,23 @@ mod tests {
 
     fn words(p: &QueuePrompts, store: &PromptStore, ids: Vec<PromptId>) -> Vec<String> {
         let _ = p;
-        ids.into_iter().map(|id| store.get(id).name.clone()).collect()
+        ids.into_iter()
+            .map(|id| store.get(id).name.clone())
+            .collect()
     }
 
     #[test]
     fn numbers_are_read_as_counting_words() {
         let mut store = PromptStore::default();
-        for n in ["queue/ahead", "queue/callers", "queue/next", "queue/wait", "queue/minutes", "queue/more-than", "count/liang"] {
+        for n in [
+            "queue/ahead",
+            "queue/callers",
+            "queue/next",
+            "queue/wait",
+            "queue/minutes",
+            "queue/more-than",
+            "count/liang",
+        ] {
             store.insert(n, &[0; 160]);
         }
         for i in 0..=10 {
@@ -98,12 +108,36 @@ mod tests {
         }
         let p = QueuePrompts::new(&store);
         assert_eq!(words(&p, &store, p.position(1)), ["queue/next"]);
-        assert_eq!(words(&p, &store, p.position(3)), ["queue/ahead", "count/liang", "queue/callers"]);
-        assert_eq!(words(&p, &store, p.position(24)), ["queue/ahead", "count/2", "count/10", "count/3", "queue/callers"]);
-        assert_eq!(words(&p, &store, p.wait(15)), ["queue/wait", "count/10", "count/5", "queue/minutes"]);
-        assert_eq!(words(&p, &store, p.wait(40)), ["queue/wait", "count/4", "count/10", "queue/minutes"]);
-        assert_eq!(words(&p, &store, p.wait(0)), ["queue/wait", "count/1", "queue/minutes"]);
-        assert_eq!(words(&p, &store, p.position(500))[..3], ["queue/ahead", "queue/more-than", "count/9"]);
+        assert_eq!(
+            words(&p, &store, p.position(3)),
+            ["queue/ahead", "count/liang", "queue/callers"]
+        );
+        assert_eq!(
+            words(&p, &store, p.position(24)),
+            [
+                "queue/ahead",
+                "count/2",
+                "count/10",
+                "count/3",
+                "queue/callers"
+            ]
+        );
+        assert_eq!(
+            words(&p, &store, p.wait(15)),
+            ["queue/wait", "count/10", "count/5", "queue/minutes"]
+        );
+        assert_eq!(
+            words(&p, &store, p.wait(40)),
+            ["queue/wait", "count/4", "count/10", "queue/minutes"]
+        );
+        assert_eq!(
+            words(&p, &store, p.wait(0)),
+            ["queue/wait", "count/1", "queue/minutes"]
+        );
+        assert_eq!(
+            words(&p, &store, p.position(500))[..3],
+            ["queue/ahead", "queue/more-than", "count/9"]
+        );
         // Without the prompts the announcement is empty, not an error.
         let none = QueuePrompts::new(&PromptStore::default());
         assert!(none.position(5).is_empty() && none.wait(3).is_empty());

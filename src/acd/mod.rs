@@ -3,5 +3,5 @@
 //! Offering calls to seats and the bridge are call control's (`core::seat_leg`).
 
 pub mod agent;
-pub mod queue;
 pub mod announce;
+pub mod queue;

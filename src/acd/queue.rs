@@ -80,13 +80,24 @@ impl Line {
     pub fn position(&self, key: u64, now: Instant, overtake_bound: Duration) -> Option<usize> {
         let me = self.entries.iter().find(|e| e.key == key)?;
         let mine = serving_key(me, now, overtake_bound);
-        Some(1 + self.entries.iter().filter(|e| e.key != key && serving_key(e, now, overtake_bound) < mine).count())
+        Some(
+            1 + self
+                .entries
+                .iter()
+                .filter(|e| e.key != key && serving_key(e, now, overtake_bound) < mine)
+                .count(),
+        )
     }
 }
 
 /// Sort key: smaller is served first.
-pub fn serving_key(e: &Entry, now: Instant, overtake_bound: Duration) -> (bool, std::cmp::Reverse<u8>, Instant, u64) {
-    let promoted = !overtake_bound.is_zero() && now.saturating_duration_since(e.since) >= overtake_bound;
+pub fn serving_key(
+    e: &Entry,
+    now: Instant,
+    overtake_bound: Duration,
+) -> (bool, std::cmp::Reverse<u8>, Instant, u64) {
+    let promoted =
+        !overtake_bound.is_zero() && now.saturating_duration_since(e.since) >= overtake_bound;
     // `promoted` callers rank above all priorities and among themselves by wait only.
     let priority = if promoted { u8::MAX } else { e.priority };
     (!promoted, std::cmp::Reverse(priority), e.since, e.key)
@@ -117,15 +128,25 @@ pub fn max_penalty(waited: Duration, widen_every: Duration) -> u32 {
 /// the lowest penalty present is used: a penalty-2 seat rings only when no seat with a lower
 /// penalty is free. `last_rr` is the seat offered last by round-robin.
 pub fn choose(strategy: Strategy, candidates: &[Candidate], last_rr: Option<usize>) -> Vec<usize> {
-    let Some(best) = candidates.iter().map(|c| c.penalty).min() else { return vec![] };
+    let Some(best) = candidates.iter().map(|c| c.penalty).min() else {
+        return vec![];
+    };
     let mut tier: Vec<&Candidate> = candidates.iter().filter(|c| c.penalty == best).collect();
     match strategy {
         Strategy::RingAll => {
             tier.sort_by_key(|c| c.seat);
             tier.iter().map(|c| c.seat).collect()
         }
-        Strategy::LongestIdle => tier.iter().min_by_key(|c| (c.idle_since, c.seat)).map(|c| vec![c.seat]).unwrap_or_default(),
-        Strategy::FewestCalls => tier.iter().min_by_key(|c| (c.calls_taken, c.idle_since, c.seat)).map(|c| vec![c.seat]).unwrap_or_default(),
+        Strategy::LongestIdle => tier
+            .iter()
+            .min_by_key(|c| (c.idle_since, c.seat))
+            .map(|c| vec![c.seat])
+            .unwrap_or_default(),
+        Strategy::FewestCalls => tier
+            .iter()
+            .min_by_key(|c| (c.calls_taken, c.idle_since, c.seat))
+            .map(|c| vec![c.seat])
+            .unwrap_or_default(),
         Strategy::RoundRobin => {
             // The first seat after the last one offered, wrapping around.
             let after = |c: &&&Candidate| match last_rr {
@@ -133,7 +154,10 @@ pub fn choose(strategy: Strategy, candidates: &[Candidate], last_rr: Option<usiz
                 Some(_) => (1, c.seat),
                 None => (0, c.seat),
             };
-            tier.iter().min_by_key(after).map(|c| vec![c.seat]).unwrap_or_default()
+            tier.iter()
+                .min_by_key(after)
+                .map(|c| vec![c.seat])
+                .unwrap_or_default()
         }
     }
 }
@@ -143,22 +167,44 @@ mod tests {
     use super::*;
 
     fn cand(seat: usize, penalty: u32, idle_s: u64, taken: u64, t0: Instant) -> Candidate {
-        Candidate { seat, penalty, idle_since: t0 + Duration::from_secs(idle_s), calls_taken: taken }
+        Candidate {
+            seat,
+            penalty,
+            idle_since: t0 + Duration::from_secs(idle_s),
+            calls_taken: taken,
+        }
     }
 
     #[test]
     fn strategies_pick_as_named() {
         let t0 = Instant::now();
-        let c = [cand(0, 0, 30, 5, t0), cand(1, 0, 10, 9, t0), cand(2, 0, 20, 1, t0), cand(3, 1, 0, 0, t0)];
+        let c = [
+            cand(0, 0, 30, 5, t0),
+            cand(1, 0, 10, 9, t0),
+            cand(2, 0, 20, 1, t0),
+            cand(3, 1, 0, 0, t0),
+        ];
         assert_eq!(choose(Strategy::LongestIdle, &c, None), [1]);
         assert_eq!(choose(Strategy::FewestCalls, &c, None), [2]);
-        assert_eq!(choose(Strategy::RingAll, &c, None), [0, 1, 2], "penalty 1 waits while penalty 0 is free");
+        assert_eq!(
+            choose(Strategy::RingAll, &c, None),
+            [0, 1, 2],
+            "penalty 1 waits while penalty 0 is free"
+        );
         assert_eq!(choose(Strategy::RoundRobin, &c, None), [0]);
         assert_eq!(choose(Strategy::RoundRobin, &c, Some(0)), [1]);
-        assert_eq!(choose(Strategy::RoundRobin, &c, Some(2)), [0], "wraps around");
+        assert_eq!(
+            choose(Strategy::RoundRobin, &c, Some(2)),
+            [0],
+            "wraps around"
+        );
         assert_eq!(choose(Strategy::RoundRobin, &c[1..], Some(1)), [2]);
         assert!(choose(Strategy::RingAll, &[], None).is_empty());
-        assert_eq!(choose(Strategy::LongestIdle, &c[3..], None), [3], "a higher penalty rings when it is all there is");
+        assert_eq!(
+            choose(Strategy::LongestIdle, &c[3..], None),
+            [3],
+            "a higher penalty rings when it is all there is"
+        );
     }
 
     #[test]
@@ -168,27 +214,65 @@ mod tests {
         assert_eq!(max_penalty(Duration::from_secs(29), every), 0);
         assert_eq!(max_penalty(Duration::from_secs(30), every), 1);
         assert_eq!(max_penalty(Duration::from_secs(95), every), 3);
-        assert_eq!(max_penalty(Duration::from_secs(5), Duration::ZERO), u32::MAX);
+        assert_eq!(
+            max_penalty(Duration::from_secs(5), Duration::ZERO),
+            u32::MAX
+        );
     }
 
     #[test]
     fn priority_overtakes_but_only_up_to_the_bound() {
         let t0 = Instant::now();
         let mut line = Line::default();
-        line.push(Entry { key: 1, priority: 0, since: t0 });
-        line.push(Entry { key: 2, priority: 0, since: t0 + Duration::from_secs(10) });
-        line.push(Entry { key: 3, priority: 5, since: t0 + Duration::from_secs(20) });
-        line.push(Entry { key: 3, priority: 5, since: t0 }); // a duplicate push changes nothing
+        line.push(Entry {
+            key: 1,
+            priority: 0,
+            since: t0,
+        });
+        line.push(Entry {
+            key: 2,
+            priority: 0,
+            since: t0 + Duration::from_secs(10),
+        });
+        line.push(Entry {
+            key: 3,
+            priority: 5,
+            since: t0 + Duration::from_secs(20),
+        });
+        line.push(Entry {
+            key: 3,
+            priority: 5,
+            since: t0,
+        }); // a duplicate push changes nothing
         let bound = Duration::from_secs(60);
-        let keys = |now| line.ordered(now, bound).iter().map(|e| e.key).collect::<Vec<_>>();
-        assert_eq!(keys(t0 + Duration::from_secs(25)), [3, 1, 2], "the priority caller goes first");
-        assert_eq!(line.position(1, t0 + Duration::from_secs(25), bound), Some(2));
+        let keys = |now| {
+            line.ordered(now, bound)
+                .iter()
+                .map(|e| e.key)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(t0 + Duration::from_secs(25)),
+            [3, 1, 2],
+            "the priority caller goes first"
+        );
+        assert_eq!(
+            line.position(1, t0 + Duration::from_secs(25), bound),
+            Some(2)
+        );
         // Caller 1 has waited 60 s: nobody overtakes it any more; caller 2 not yet.
         assert_eq!(keys(t0 + Duration::from_secs(60)), [1, 3, 2]);
         assert_eq!(keys(t0 + Duration::from_secs(70)), [1, 2, 3]);
-        assert_eq!(line.ordered(t0, Duration::ZERO)[0].key, 3, "bound 0: priority always first");
+        assert_eq!(
+            line.ordered(t0, Duration::ZERO)[0].key,
+            3,
+            "bound 0: priority always first"
+        );
         assert_eq!(line.remove(1).map(|e| e.key), Some(1));
-        assert_eq!(line.position(2, t0 + Duration::from_secs(25), bound), Some(2));
+        assert_eq!(
+            line.position(2, t0 + Duration::from_secs(25), bound),
+            Some(2)
+        );
         assert!(line.remove(1).is_none());
         assert_eq!(line.len(), 2);
     }

@@ -24,7 +24,8 @@ impl<M: MediaIo> Core<M> {
         let first = Duration::from_secs(self.cfg.probes.first_after_s);
         for (i, t) in self.cfg.targets.iter().enumerate() {
             if t.probe {
-                self.timers.push(now + first, (HOUSEKEEPING, CallTimer::ProbeRound(i)));
+                self.timers
+                    .push(now + first, (HOUSEKEEPING, CallTimer::ProbeRound(i)));
             }
         }
     }
@@ -34,15 +35,27 @@ impl<M: MediaIo> Core<M> {
         if self.shutting_down {
             return;
         }
-        self.timers.push(now + Duration::from_secs(self.cfg.probes.every_s), (HOUSEKEEPING, CallTimer::ProbeRound(target)));
+        self.timers.push(
+            now + Duration::from_secs(self.cfg.probes.every_s),
+            (HOUSEKEEPING, CallTimer::ProbeRound(target)),
+        );
         self.probe_rounds_started += 1;
         let round = self.probe_rounds_started;
-        self.probes.insert(round, ProbeRound { target, attempt: 0, placed: false });
+        self.probes.insert(
+            round,
+            ProbeRound {
+                target,
+                attempt: 0,
+                placed: false,
+            },
+        );
         self.probe_attempt(now, round);
     }
 
     pub(super) fn probe_attempt(&mut self, now: Instant, round: u64) {
-        let Some(p) = self.probes.get_mut(&round) else { return };
+        let Some(p) = self.probes.get_mut(&round) else {
+            return;
+        };
         p.attempt += 1;
         let (target, attempt) = (p.target, p.attempt);
         let caller = self.cfg.probes.caller.clone();
@@ -51,7 +64,15 @@ impl<M: MediaIo> Core<M> {
         info!(number = %number, name = %name, round, attempt, "answer-rate probe");
         Stats::inc(&self.stats.probes);
         let purpose = Purpose::Probe { round, attempt };
-        match self.dial_target(now, target, &caller, purpose, ring, (crate::media::Codec::Pcmu, 0), &[("X-Hotline-Probe", "answer-rate")]) {
+        match self.dial_target(
+            now,
+            target,
+            &caller,
+            purpose,
+            ring,
+            (crate::media::Codec::Pcmu, 0),
+            &[("X-Hotline-Probe", "answer-rate")],
+        ) {
             Ok(_) => {
                 if let Some(p) = self.probes.get_mut(&round) {
                     p.placed = true;
@@ -65,8 +86,19 @@ impl<M: MediaIo> Core<M> {
     }
 
     /// What became of a probe call.
-    pub(super) fn probe_event(&mut self, now: Instant, key: u64, round: u64, _attempt: u32, event: uac::Event) {
-        let ring_s = self.trunk_calls.get(&key).map(|c| now.saturating_duration_since(c.started).as_secs_f64()).unwrap_or(0.0);
+    pub(super) fn probe_event(
+        &mut self,
+        now: Instant,
+        key: u64,
+        round: u64,
+        _attempt: u32,
+        event: uac::Event,
+    ) {
+        let ring_s = self
+            .trunk_calls
+            .get(&key)
+            .map(|c| now.saturating_duration_since(c.started).as_secs_f64())
+            .unwrap_or(0.0);
         match event {
             uac::Event::Ringing => {}
             uac::Event::Answered { .. } => {
@@ -85,17 +117,36 @@ impl<M: MediaIo> Core<M> {
         }
     }
 
-    fn probe_outcome(&mut self, now: Instant, round: u64, outcome: &str, code: Option<u16>, ring_s: f64) {
-        let Some(p) = self.probes.get(&round) else { return };
+    fn probe_outcome(
+        &mut self,
+        now: Instant,
+        round: u64,
+        outcome: &str,
+        code: Option<u16>,
+        ring_s: f64,
+    ) {
+        let Some(p) = self.probes.get(&round) else {
+            return;
+        };
         let (target, attempt, placed) = (p.target, p.attempt, p.placed);
-        let Some(t) = self.cfg.targets.get(target) else { return };
-        let (number, name, kind, unit) = (t.number.clone(), t.name.clone(), t.kind, t.unit_name().to_string());
+        let Some(t) = self.cfg.targets.get(target) else {
+            return;
+        };
+        let (number, name, kind, unit) = (
+            t.number.clone(),
+            t.name.clone(),
+            t.kind,
+            t.unit_name().to_string(),
+        );
         let kind = serde_json::to_value(kind).unwrap_or_default();
         info!(number = %number, round, attempt, outcome, "probe attempt over");
         self.record("probe", None, None, None, serde_json::json!({ "number": number, "name": name, "kind": kind, "unit": unit, "round": round, "attempt": attempt, "outcome": outcome, "code": code, "ring_s": ring_s }));
         let answered = outcome == "answered";
         if !answered && attempt < self.cfg.probes.attempts {
-            self.timers.push(now + Duration::from_secs(self.cfg.probes.spacing_s), (HOUSEKEEPING, CallTimer::ProbeAttempt(round)));
+            self.timers.push(
+                now + Duration::from_secs(self.cfg.probes.spacing_s),
+                (HOUSEKEEPING, CallTimer::ProbeAttempt(round)),
+            );
             return;
         }
         self.probes.remove(&round);

@@ -5,8 +5,8 @@
 //! Offers follow longest-idle among available, registered, reachable agents of the queue.
 
 use super::*;
-use crate::ivr::dialplan::QueueId;
 use crate::acd::queue::{Candidate, Entry};
+use crate::ivr::dialplan::QueueId;
 use rsipstack::sip::prelude::HeadersExt as _;
 
 /// Average handle time assumed for the expected-wait announcement until the queue has one.
@@ -73,7 +73,9 @@ impl<M: MediaIo> Core<M> {
     /// The caller `key` waits in queue `q` from now on.
     pub(super) fn enqueue(&mut self, now: Instant, key: u64, q: QueueId, priority: u8) {
         let bonus = self.caller_priority(key);
-        let Some(call) = self.calls.get_mut(&key) else { return };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         if call.queue == Some(q) {
             return;
         }
@@ -84,49 +86,106 @@ impl<M: MediaIo> Core<M> {
         let priority = priority.max(bonus);
         let call_id = call.call_id.clone();
         if let Some(line) = self.lines.get_mut(q.0) {
-            line.push(Entry { key, priority, since });
+            line.push(Entry {
+                key,
+                priority,
+                since,
+            });
         }
-        let bound = self.plan.queues.get(q.0).map(|x| x.max_overtaken).unwrap_or_default();
-        let position = self.lines.get(q.0).and_then(|l| l.position(key, now, bound));
-        self.record("queue_enter", Some(&call_id), None, Some(q), serde_json::json!({ "priority": priority, "position": position }));
+        let bound = self
+            .plan
+            .queues
+            .get(q.0)
+            .map(|x| x.max_overtaken)
+            .unwrap_or_default();
+        let position = self
+            .lines
+            .get(q.0)
+            .and_then(|l| l.position(key, now, bound));
+        self.record(
+            "queue_enter",
+            Some(&call_id),
+            None,
+            Some(q),
+            serde_json::json!({ "priority": priority, "position": position }),
+        );
         self.dispatch(now);
         // Checked from the timer queue, not here: this runs inside the IVR's own actions, and
         // sending the caller on now would let the rest of those actions (the hold announcement)
         // play over wherever it was sent.
-        self.timers.push(now, (HOUSEKEEPING, CallTimer::NoAgents(q.0)));
+        self.timers
+            .push(now, (HOUSEKEEPING, CallTimer::NoAgents(q.0)));
     }
 
     /// Queue priority from the caller's number (`acd.priority_callers`).
     fn caller_priority(&self, key: u64) -> u8 {
-        let Some(call) = self.calls.get(&key) else { return 0 };
-        let from = call.invite.from_header().ok().and_then(|f| f.uri().ok()).and_then(|u| u.user().map(str::to_string));
-        from.and_then(|u| self.cfg.acd.priority_callers.get(&u).copied()).unwrap_or(0)
+        let Some(call) = self.calls.get(&key) else {
+            return 0;
+        };
+        let from = call
+            .invite
+            .from_header()
+            .ok()
+            .and_then(|f| f.uri().ok())
+            .and_then(|u| u.user().map(str::to_string));
+        from.and_then(|u| self.cfg.acd.priority_callers.get(&u).copied())
+            .unwrap_or(0)
     }
 
     /// The caller leaves its queue (`reason`: answered, abandoned, timeout, no_agents; a
     /// caller hung up because the daemon stops is `shutdown`, not an abandon).
     pub(super) fn dequeue(&mut self, now: Instant, key: u64, reason: &str) {
-        let reason = if reason == "abandoned" && self.shutting_down { "shutdown" } else { reason };
-        let Some(call) = self.calls.get_mut(&key) else { return };
+        let reason = if reason == "abandoned" && self.shutting_down {
+            "shutdown"
+        } else {
+            reason
+        };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         let Some(q) = call.queue.take() else { return };
-        let waited = call.queue_entered_at.take().map(|t| now.saturating_duration_since(t)).unwrap_or_default();
+        let waited = call
+            .queue_entered_at
+            .take()
+            .map(|t| now.saturating_duration_since(t))
+            .unwrap_or_default();
         let call_id = call.call_id.clone();
-        let bound = self.plan.queues.get(q.0).map(|x| x.max_overtaken).unwrap_or_default();
-        let position = self.lines.get(q.0).and_then(|l| l.position(key, now, bound));
+        let bound = self
+            .plan
+            .queues
+            .get(q.0)
+            .map(|x| x.max_overtaken)
+            .unwrap_or_default();
+        let position = self
+            .lines
+            .get(q.0)
+            .and_then(|l| l.position(key, now, bound));
         if let Some(line) = self.lines.get_mut(q.0) {
             line.remove(key);
         }
-        let short = reason == "abandoned" && self.plan.queues.get(q.0).is_some_and(|queue| waited < queue.short_abandon);
+        let short = reason == "abandoned"
+            && self
+                .plan
+                .queues
+                .get(q.0)
+                .is_some_and(|queue| waited < queue.short_abandon);
         let detail = serde_json::json!({ "reason": reason, "waited_s": waited.as_secs_f64(), "short": short, "position": position });
         self.record("queue_exit", Some(&call_id), None, Some(q), detail);
     }
 
     /// Callers of queue `q` are sent on when no member is logged in and the queue says so.
     pub(super) fn check_no_agents(&mut self, now: Instant, q: QueueId) {
-        if self.plan.queues.get(q.0).is_none_or(|queue| queue.when_no_agents.is_none()) {
+        if self
+            .plan
+            .queues
+            .get(q.0)
+            .is_none_or(|queue| queue.when_no_agents.is_none())
+        {
             return;
         }
-        let staffed = self.members[q.0].iter().any(|&(i, _)| self.agents[i].state() != AgentState::LoggedOut);
+        let staffed = self.members[q.0]
+            .iter()
+            .any(|&(i, _)| self.agents[i].state() != AgentState::LoggedOut);
         if staffed {
             return;
         }
@@ -144,17 +203,41 @@ impl<M: MediaIo> Core<M> {
     /// music. Neither figure ever goes up between announcements (a priority caller may
     /// overtake, but the caller is not told it moved back).
     pub(super) fn announce(&mut self, now: Instant, key: u64, q: QueueId) {
-        let Some(queue) = self.plan.queues.get(q.0) else { return };
+        let Some(queue) = self.plan.queues.get(q.0) else {
+            return;
+        };
         let mut prompts = vec![queue.hold_prompt];
         let position = self.lines[q.0].position(key, now, queue.max_overtaken);
-        let staffed = self.members[q.0].iter().filter(|&&(i, _)| !matches!(self.agents[i].state(), AgentState::LoggedOut | AgentState::Paused)).count();
-        let aht = self.figures.queues.get(&queue.name).map(|f| f.aht_s).filter(|&a| a > 0.0).unwrap_or(DEFAULT_AHT_S);
-        let (announce_position, announce_wait, hold_music) = (queue.announce_position, queue.announce_wait, queue.hold_music);
-        let Some(call) = self.calls.get_mut(&key) else { return };
+        let staffed = self.members[q.0]
+            .iter()
+            .filter(|&&(i, _)| {
+                !matches!(
+                    self.agents[i].state(),
+                    AgentState::LoggedOut | AgentState::Paused
+                )
+            })
+            .count();
+        let aht = self
+            .figures
+            .queues
+            .get(&queue.name)
+            .map(|f| f.aht_s)
+            .filter(|&a| a > 0.0)
+            .unwrap_or(DEFAULT_AHT_S);
+        let (announce_position, announce_wait, hold_music) = (
+            queue.announce_position,
+            queue.announce_wait,
+            queue.hold_music,
+        );
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         if let Some(position) = position {
             // Expected wait: the callers ahead (and this one) served by the seats at work,
             // each taking the queue's average handle time.
-            let minutes = ((position as f64 * aht) / (staffed.max(1) as f64) / 60.0).ceil().max(1.0) as u64;
+            let minutes = ((position as f64 * aht) / (staffed.max(1) as f64) / 60.0)
+                .ceil()
+                .max(1.0) as u64;
             let (position, minutes) = match call.announced {
                 Some((p, m)) => (position.min(p), minutes.min(m)),
                 None => (position, minutes),
@@ -189,14 +272,25 @@ impl<M: MediaIo> Core<M> {
                 }
             }
         }
-        line.sort_by_key(|(q, e)| crate::acd::queue::serving_key(e, now, self.plan.queues[*q].max_overtaken));
+        line.sort_by_key(|(q, e)| {
+            crate::acd::queue::serving_key(e, now, self.plan.queues[*q].max_overtaken)
+        });
         for (q, e) in line {
             let queue = &self.plan.queues[q];
-            let waited = now.saturating_duration_since(self.calls.get(&e.key).and_then(|c| c.queue_entered_at).unwrap_or(now));
+            let waited = now.saturating_duration_since(
+                self.calls
+                    .get(&e.key)
+                    .and_then(|c| c.queue_entered_at)
+                    .unwrap_or(now),
+            );
             let max_penalty = crate::acd::queue::max_penalty(waited, queue.widen_every);
             let candidates: Vec<Candidate> = self.members[q]
                 .iter()
-                .filter(|&&(i, p)| p <= max_penalty && self.agents[i].ready(now) && self.registrar.contacts(i, now).any(|b| b.reachable))
+                .filter(|&&(i, p)| {
+                    p <= max_penalty
+                        && self.agents[i].ready(now)
+                        && self.registrar.contacts(i, now).any(|b| b.reachable)
+                })
                 .map(|&(i, penalty)| Candidate {
                     seat: i,
                     penalty,
@@ -221,13 +315,24 @@ impl<M: MediaIo> Core<M> {
 
     /// Offers call `key` to `seat`; false (caller back at the head of the queue) if it can't.
     fn offer(&mut self, now: Instant, key: u64, seat: usize, queue: QueueId) -> bool {
-        let Some(binding) = self.registrar.contacts(seat, now).find(|b| b.reachable).cloned() else {
+        let Some(binding) = self
+            .registrar
+            .contacts(seat, now)
+            .find(|b| b.reachable)
+            .cloned()
+        else {
             return false;
         };
         let local_ip = self.local_ip(binding.peer.addr.ip());
-        let Some(call) = self.calls.get(&key) else { return true };
+        let Some(call) = self.calls.get(&key) else {
+            return true;
+        };
         let _g = call.span.clone().entered();
-        let (codec, caller_pt) = call.remote_media.as_ref().map(|m| m.primary()).unwrap_or((crate::media::Codec::Pcmu, 0));
+        let (codec, caller_pt) = call
+            .remote_media
+            .as_ref()
+            .map(|m| m.primary())
+            .unwrap_or((crate::media::Codec::Pcmu, 0));
         let leg_key = self.next_key;
         let Some((tx, port)) = self.media_io.open(leg_key) else {
             warn!("no RTP port free for the seat leg; the caller keeps waiting");
@@ -235,7 +340,13 @@ impl<M: MediaIo> Core<M> {
         };
         self.next_key += 1;
         let mut rng = rand::rng();
-        let params = StreamParams { codec, payload_type: caller_pt, ssrc: rng.random(), first_seq: rng.random(), first_ts: rng.random() };
+        let params = StreamParams {
+            codec,
+            payload_type: caller_pt,
+            ssrc: rng.random(),
+            first_seq: rng.random(),
+            first_ts: rng.random(),
+        };
         let stream = self.media.add(now, tx, None, params);
         self.media.set_sending(stream, false);
         let host = SocketAddr::new(local_ip, self.cfg.sip.listen.port()).to_string();
@@ -248,7 +359,12 @@ impl<M: MediaIo> Core<M> {
             .ok()
             .and_then(|f| f.uri().ok())
             .and_then(|u| u.user().map(str::to_string))
-            .filter(|u| !u.is_empty() && u.len() <= 32 && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"+*#.-_".contains(&b)))
+            .filter(|u| {
+                !u.is_empty()
+                    && u.len() <= 32
+                    && u.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+*#.-_".contains(&b))
+            })
             .unwrap_or_else(|| "anonymous".into());
         let dialled = call.invite.uri.user().unwrap_or("").to_string();
         let local_tag = random_token();
@@ -256,11 +372,20 @@ impl<M: MediaIo> Core<M> {
         let to = format!("<sip:{}@{host}>", seat_cfg.user);
         let call_id = format!("{}@hotline", random_token());
         let branch = format!("z9hG4bK{}", random_token());
-        let local = LocalMedia { ip: self.cfg.rtp.public_ip.unwrap_or(local_ip), port, session_id: rng.random::<u32>() as u64, version: 1 };
+        let local = LocalMedia {
+            ip: self.cfg.rtp.public_ip.unwrap_or(local_ip),
+            port,
+            session_id: rng.random::<u32>() as u64,
+            version: 1,
+        };
         let sdp = sdp::offer_codec(&local, codec, caller_pt);
         let local = local.clone();
         let queue_name = self.plan.queues[queue.0].name.clone();
-        let transport = if binding.peer.transport.reliable() { ";transport=tcp" } else { "" };
+        let transport = if binding.peer.transport.reliable() {
+            ";transport=tcp"
+        } else {
+            ""
+        };
         let contact = format!("<sip:hotline@{host}{transport}>");
         let extra = [
             ("Contact", contact.as_str()),
@@ -328,37 +453,56 @@ impl<M: MediaIo> Core<M> {
         );
         self.leg_by_branch.insert(branch, leg_key);
         if !reliable {
-            self.timers.push(now + T1, (leg_key, CallTimer::LegRetransmit));
+            self.timers
+                .push(now + T1, (leg_key, CallTimer::LegRetransmit));
         }
-        self.timers.push(now + ring_timeout, (leg_key, CallTimer::LegRingTimeout));
+        self.timers
+            .push(now + ring_timeout, (leg_key, CallTimer::LegRingTimeout));
         if let Some(call) = self.calls.get_mut(&key) {
             call.legs.push(leg_key);
         }
-        self.out.push_back(Transmit { peer: binding.peer, bytes: invite });
+        self.out.push_back(Transmit {
+            peer: binding.peer,
+            bytes: invite,
+        });
         self.publish_seat(seat, now);
         true
     }
 
     pub(super) fn leg_timer(&mut self, now: Instant, key: u64, at: Instant, timer: CallTimer) {
-        let Some(leg) = self.legs.get_mut(&key) else { return };
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
         match timer {
             // Timer A: retransmit the INVITE until anything is heard; timer B is the ring
             // timeout here, which is far shorter than 64*T1.
-            CallTimer::LegRetransmit if leg.retransmit_at == Some(at) && (leg.state == LegState::Calling || leg.cancel_pending) => {
-                self.out.push_back(Transmit { peer: leg.peer, bytes: leg.invite.clone() });
+            CallTimer::LegRetransmit
+                if leg.retransmit_at == Some(at)
+                    && (leg.state == LegState::Calling || leg.cancel_pending) =>
+            {
+                self.out.push_back(Transmit {
+                    peer: leg.peer,
+                    bytes: leg.invite.clone(),
+                });
                 leg.retransmit_interval *= 2;
                 let next = now + leg.retransmit_interval;
                 leg.retransmit_at = Some(next);
                 self.timers.push(next, (key, CallTimer::LegRetransmit));
             }
-            CallTimer::LegRingTimeout if leg.ring_deadline == at && matches!(leg.state, LegState::Calling | LegState::Proceeding) => {
+            CallTimer::LegRingTimeout
+                if leg.ring_deadline == at
+                    && matches!(leg.state, LegState::Calling | LegState::Proceeding) =>
+            {
                 info!(seat = %self.registrar.seats()[leg.seat].id, "seat did not answer in time");
                 leg.outcome_if_unanswered = AgentEvent::Missed;
                 self.cancel_leg(now, key);
             }
             CallTimer::OkRetransmit => {
                 if let Some((bytes, next)) = leg.ok.as_mut().and_then(|ok| ok.retransmit(now, at)) {
-                    self.out.push_back(Transmit { peer: leg.peer, bytes });
+                    self.out.push_back(Transmit {
+                        peer: leg.peer,
+                        bytes,
+                    });
                     self.timers.push(next, (key, CallTimer::OkRetransmit));
                 }
             }
@@ -370,7 +514,9 @@ impl<M: MediaIo> Core<M> {
                 self.hangup(now, call);
             }
             // No 487 after our CANCEL within 64*T1: the phone is gone; so is the offer.
-            CallTimer::LegRingTimeout if leg.ring_deadline == at && leg.state == LegState::Cancelling => {
+            CallTimer::LegRingTimeout
+                if leg.ring_deadline == at && leg.state == LegState::Cancelling =>
+            {
                 self.end_leg(now, key, true);
             }
             _ => {}
@@ -383,7 +529,9 @@ impl<M: MediaIo> Core<M> {
         // The offer is over now for the agent and the caller, whatever the phone does next
         // (a phone that never answered at all would otherwise hold both for 64*T1).
         self.settle_unanswered(now, key);
-        let Some(leg) = self.legs.get_mut(&key) else { return };
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
         let deadline = now + 64 * T1;
         leg.ring_deadline = deadline;
         self.timers.push(deadline, (key, CallTimer::LegRingTimeout));
@@ -397,10 +545,18 @@ impl<M: MediaIo> Core<M> {
     }
 
     fn send_cancel(&mut self, now: Instant, key: u64) {
-        let Some(leg) = self.legs.get_mut(&key) else { return };
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
         leg.cancel_pending = false;
         leg.retransmit_at = None;
-        let host = leg.from.split('@').nth(1).and_then(|h| h.split('>').next()).unwrap_or("").to_string();
+        let host = leg
+            .from
+            .split('@')
+            .nth(1)
+            .and_then(|h| h.split('>').next())
+            .unwrap_or("")
+            .to_string();
         let cancel = message::in_dialog_request(&InDialogRequest {
             method: "CANCEL",
             target: &leg.target,
@@ -415,7 +571,10 @@ impl<M: MediaIo> Core<M> {
             user_agent: &self.cfg.sip.user_agent,
             extra: &[],
         });
-        let t = Transmit { peer: leg.peer, bytes: cancel.into() };
+        let t = Transmit {
+            peer: leg.peer,
+            bytes: cancel.into(),
+        };
         let branch = leg.branch.clone();
         // The CANCEL's own transaction; its outcome needs no handling (the INVITE's 487 does).
         let t = self.client_txs.start(now, &branch, CANCEL_OWNER, t);
@@ -426,10 +585,18 @@ impl<M: MediaIo> Core<M> {
     pub(super) fn leg_response(&mut self, now: Instant, key: u64, resp: &rsipstack::sip::Response) {
         use rsipstack::sip::prelude::*;
         let code = resp.status_code.code();
-        let to_hdr = resp.to_header().map(|t| t.value().to_string()).unwrap_or_default();
-        let Some(leg) = self.legs.get_mut(&key) else { return };
+        let to_hdr = resp
+            .to_header()
+            .map(|t| t.value().to_string())
+            .unwrap_or_default();
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
         if leg.remote_tag.is_none() {
-            leg.remote_tag = to_hdr.split(";tag=").nth(1).map(|t| t.split(';').next().unwrap_or(t).trim().to_string());
+            leg.remote_tag = to_hdr
+                .split(";tag=")
+                .nth(1)
+                .map(|t| t.split(';').next().unwrap_or(t).trim().to_string());
         }
         if code < 200 {
             if leg.state == LegState::Calling {
@@ -442,15 +609,24 @@ impl<M: MediaIo> Core<M> {
         }
         if (200..300).contains(&code) {
             // The dialog's tag is the 2xx's (a 1xx may come from another fork).
-            if let Some(tag) = to_hdr.split(";tag=").nth(1).map(|t| t.split(';').next().unwrap_or(t).trim().to_string()) {
+            if let Some(tag) = to_hdr
+                .split(";tag=")
+                .nth(1)
+                .map(|t| t.split(';').next().unwrap_or(t).trim().to_string())
+            {
                 leg.remote_tag = Some(tag);
             }
         }
         if code >= 300 {
             // ACK the failure on the INVITE's branch (RFC 3261 §17.1.1.3).
             let ack = self.leg_ack(key, &to_hdr, true);
-            let Some(leg) = self.legs.get_mut(&key) else { return };
-            self.out.push_back(Transmit { peer: leg.peer, bytes: ack.into() });
+            let Some(leg) = self.legs.get_mut(&key) else {
+                return;
+            };
+            self.out.push_back(Transmit {
+                peer: leg.peer,
+                bytes: ack.into(),
+            });
             if leg.state != LegState::Cancelling {
                 leg.outcome_if_unanswered = match code {
                     486 | 600 | 603 => AgentEvent::Rejected,
@@ -470,8 +646,13 @@ impl<M: MediaIo> Core<M> {
         }
         let was = leg.state;
         let ack = self.leg_ack(key, &to_hdr, false);
-        let Some(leg) = self.legs.get_mut(&key) else { return };
-        self.out.push_back(Transmit { peer: leg.peer, bytes: ack.into() });
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
+        self.out.push_back(Transmit {
+            peer: leg.peer,
+            bytes: ack.into(),
+        });
         match was {
             LegState::Calling | LegState::Proceeding => {}
             LegState::Cancelling => {
@@ -511,16 +692,29 @@ impl<M: MediaIo> Core<M> {
                 }
                 self.start_recording(call_key, key);
                 let _ = self.agents[seat].handle(now, AgentEvent::Answered);
-                let ring_s = self.legs.get(&key).map(|l| now.saturating_duration_since(l.offered_at).as_secs_f64());
+                let ring_s = self
+                    .legs
+                    .get(&key)
+                    .map(|l| now.saturating_duration_since(l.offered_at).as_secs_f64());
                 let queue = self.legs.get(&key).map(|l| l.queue);
                 let call_id = self.calls.get(&call_key).map(|c| c.call_id.clone());
-                self.record("offer", call_id.as_deref(), Some(seat), queue, serde_json::json!({ "outcome": "answered", "ring_s": ring_s }));
+                self.record(
+                    "offer",
+                    call_id.as_deref(),
+                    Some(seat),
+                    queue,
+                    serde_json::json!({ "outcome": "answered", "ring_s": ring_s }),
+                );
                 if let Some(q) = queue {
                     *self.taken.entry((q.0, seat)).or_default() += 1;
                 }
                 self.dequeue(now, call_key, "answered");
                 // Ring-all: the other seats stop ringing.
-                let others: Vec<u64> = self.calls.get(&call_key).map(|c| c.legs.iter().copied().filter(|&l| l != key).collect()).unwrap_or_default();
+                let others: Vec<u64> = self
+                    .calls
+                    .get(&call_key)
+                    .map(|c| c.legs.iter().copied().filter(|&l| l != key).collect())
+                    .unwrap_or_default();
                 for other in others {
                     if let Some(l) = self.legs.get_mut(&other) {
                         l.outcome_if_unanswered = AgentEvent::AnsweredElsewhere;
@@ -561,31 +755,76 @@ impl<M: MediaIo> Core<M> {
     /// Queues with `record = true`: the bridge is recorded to
     /// `<acd.recordings>/<day>/<time>-<seat>-<call id>.wav`, and the path goes in the store.
     fn start_recording(&mut self, call_key: u64, leg_key: u64) {
-        let Some(leg) = self.legs.get(&leg_key) else { return };
+        let Some(leg) = self.legs.get(&leg_key) else {
+            return;
+        };
         if !self.plan.queues.get(leg.queue.0).is_some_and(|q| q.record) {
             return;
         }
         let (seat, queue, stream) = (leg.seat, leg.queue, leg.stream);
-        let Some(call) = self.calls.get(&call_key) else { return };
+        let Some(call) = self.calls.get(&call_key) else {
+            return;
+        };
         let local = self.clock.now_utc().with_timezone(&crate::time::shanghai());
         // Call-IDs come from the network: only safe characters reach the file name.
-        let cid: String = call.call_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).take(64).collect();
+        let cid: String = call
+            .call_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(64)
+            .collect();
         let seat_id = self.registrar.seats()[seat].id.clone();
-        let path = self.cfg.acd.recordings.join(local.format("%Y-%m-%d").to_string()).join(format!("{}-{seat_id}-{cid}.wav", local.format("%H%M%S")));
-        let codec = self.media.codec(stream).unwrap_or(crate::media::Codec::Pcmu);
+        let path = self
+            .cfg
+            .acd
+            .recordings
+            .join(local.format("%Y-%m-%d").to_string())
+            .join(format!("{}-{seat_id}-{cid}.wav", local.format("%H%M%S")));
+        let codec = self
+            .media
+            .codec(stream)
+            .unwrap_or(crate::media::Codec::Pcmu);
         if let (Some(a), Some(b)) = (self.media.tx(call.stream), self.media.tx(stream)) {
             self.media_io.record(a, b, codec, path.clone());
         }
         let call_id = call.call_id.clone();
-        self.record("recording", Some(&call_id), Some(seat), Some(queue), serde_json::json!({ "path": path.display().to_string() }));
+        self.record(
+            "recording",
+            Some(&call_id),
+            Some(seat),
+            Some(queue),
+            serde_json::json!({ "path": path.display().to_string() }),
+        );
     }
 
     /// ACK for a final response: on the INVITE's branch for a failure, a new one for 2xx.
     fn leg_ack(&mut self, key: u64, to_hdr: &str, failure: bool) -> Vec<u8> {
-        let Some(leg) = self.legs.get(&key) else { return Vec::new() };
-        let host = leg.from.split('@').nth(1).and_then(|h| h.split('>').next()).unwrap_or("").to_string();
-        let branch = if failure { leg.branch.clone() } else { format!("z9hG4bK{}", random_token()) };
-        let target = if failure { leg.target.clone() } else { leg.remote_target.clone() };
+        let Some(leg) = self.legs.get(&key) else {
+            return Vec::new();
+        };
+        let host = leg
+            .from
+            .split('@')
+            .nth(1)
+            .and_then(|h| h.split('>').next())
+            .unwrap_or("")
+            .to_string();
+        let branch = if failure {
+            leg.branch.clone()
+        } else {
+            format!("z9hG4bK{}", random_token())
+        };
+        let target = if failure {
+            leg.target.clone()
+        } else {
+            leg.remote_target.clone()
+        };
         message::in_dialog_request(&InDialogRequest {
             method: "ACK",
             target: &target,
@@ -604,7 +843,14 @@ impl<M: MediaIo> Core<M> {
 
     /// A request of ours in the seat's dialog (NOTIFY, while the call is up); its outcome
     /// needs no handling.
-    pub(super) fn leg_request(&mut self, now: Instant, key: u64, method: &str, hdrs: &[(&str, &str)], body: &[u8]) {
+    pub(super) fn leg_request(
+        &mut self,
+        now: Instant,
+        key: u64,
+        method: &str,
+        hdrs: &[(&str, &str)],
+        body: &[u8],
+    ) {
         if self.legs.get(&key).is_some_and(|l| l.state == LegState::Up) {
             self.send_in_leg(now, key, method, hdrs, body, CANCEL_OWNER);
         }
@@ -612,17 +858,37 @@ impl<M: MediaIo> Core<M> {
 
     /// Sends `method` in the leg's dialog (next CSeq, the seat's tag and target) through a
     /// client transaction owned by `owner`.
-    fn send_in_leg(&mut self, now: Instant, key: u64, method: &str, hdrs: &[(&str, &str)], body: &[u8], owner: u64) {
-        let Some(leg) = self.legs.get_mut(&key) else { return };
+    fn send_in_leg(
+        &mut self,
+        now: Instant,
+        key: u64,
+        method: &str,
+        hdrs: &[(&str, &str)],
+        body: &[u8],
+        owner: u64,
+    ) {
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
         leg.local_cseq += 1;
-        let host = leg.from.split('@').nth(1).and_then(|h| h.split('>').next()).unwrap_or("").to_string();
+        let host = leg
+            .from
+            .split('@')
+            .nth(1)
+            .and_then(|h| h.split('>').next())
+            .unwrap_or("")
+            .to_string();
         let to = match &leg.remote_tag {
             Some(t) => format!("{};tag={t}", leg.to),
             None => leg.to.clone(),
         };
         let branch = format!("z9hG4bK{}", random_token());
         // Contact is not used in a BYE (RFC 3261 table 3); a NOTIFY carries it.
-        let mut extra = if method == "BYE" { vec![] } else { vec![("Contact", leg.contact.as_str())] };
+        let mut extra = if method == "BYE" {
+            vec![]
+        } else {
+            vec![("Contact", leg.contact.as_str())]
+        };
         extra.extend_from_slice(hdrs);
         let bytes = message::request_with_body(
             &InDialogRequest {
@@ -641,14 +907,19 @@ impl<M: MediaIo> Core<M> {
             },
             body,
         );
-        let t = Transmit { peer: leg.peer, bytes: bytes.into() };
+        let t = Transmit {
+            peer: leg.peer,
+            bytes: bytes.into(),
+        };
         let t = self.client_txs.start(now, &branch, owner, t);
         self.out.push_back(t);
     }
 
     /// BYE to the seat; the leg goes when it is answered or times out.
     pub(super) fn bye_leg(&mut self, now: Instant, key: u64) {
-        let Some(leg) = self.legs.get_mut(&key) else { return };
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
         if leg.state == LegState::Ending {
             return;
         }
@@ -661,7 +932,10 @@ impl<M: MediaIo> Core<M> {
     /// Whether leg `key` is the one its caller is bridged to (ring-all: not a losing seat,
     /// whose late answer or CANCEL must leave the winner's bridge alone).
     fn is_bridged_leg(&self, key: u64) -> bool {
-        self.legs.get(&key).and_then(|l| self.calls.get(&l.call)).is_some_and(|c| c.bridged_leg == Some(key))
+        self.legs
+            .get(&key)
+            .and_then(|l| self.calls.get(&l.call))
+            .is_some_and(|c| c.bridged_leg == Some(key))
     }
 
     /// The agent's side of a call that was up: wrap-up, then available again. `ended_by`:
@@ -670,22 +944,34 @@ impl<M: MediaIo> Core<M> {
         if !self.is_bridged_leg(key) {
             return;
         }
-        let Some(leg) = self.legs.get(&key) else { return };
+        let Some(leg) = self.legs.get(&key) else {
+            return;
+        };
         let (seat, queue) = (leg.seat, leg.queue);
         if self.agents[seat].state() == AgentState::OnCall {
-            let talk_s = now.saturating_duration_since(self.agents[seat].since()).as_secs_f64();
+            let talk_s = now
+                .saturating_duration_since(self.agents[seat].since())
+                .as_secs_f64();
             let call_id = self.calls.get(&leg.call).map(|c| c.call_id.clone());
-            let wrap_up = self.plan.queues.get(queue.0).map(|q| q.wrap_up).unwrap_or_default();
+            let wrap_up = self
+                .plan
+                .queues
+                .get(queue.0)
+                .map(|q| q.wrap_up)
+                .unwrap_or_default();
             self.record("talk_end", call_id.as_deref(), Some(seat), Some(queue), serde_json::json!({ "talk_s": talk_s, "wrap_s": wrap_up.as_secs_f64(), "ended_by": ended_by }));
             let _ = self.agents[seat].handle(now, AgentEvent::CallEnded { wrap_up });
-            self.timers.push(now + wrap_up, (HOUSEKEEPING, CallTimer::AgentReady(seat)));
+            self.timers
+                .push(now + wrap_up, (HOUSEKEEPING, CallTimer::AgentReady(seat)));
             self.publish_seat(seat, now);
             self.dispatch(now);
         }
     }
 
     fn release_leg_media(&mut self, key: u64) {
-        let Some(leg) = self.legs.get(&key) else { return };
+        let Some(leg) = self.legs.get(&key) else {
+            return;
+        };
         let stream = leg.stream;
         if let Some(tx) = self.media.tx(stream) {
             self.media_io.unbridge(tx);
@@ -705,20 +991,34 @@ impl<M: MediaIo> Core<M> {
     /// The offer is over without a conversation: the agent is told its outcome, and the
     /// caller, if still waiting, is first in line again (having waited longest). Once only.
     fn settle_unanswered(&mut self, now: Instant, key: u64) {
-        let Some(leg) = self.legs.get_mut(&key) else { return };
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
         if leg.settled {
             return;
         }
         leg.settled = true;
-        let (seat, call, queue, outcome) = (leg.seat, leg.call, leg.queue, leg.outcome_if_unanswered.clone());
+        let (seat, call, queue, outcome) = (
+            leg.seat,
+            leg.call,
+            leg.queue,
+            leg.outcome_if_unanswered.clone(),
+        );
         let ring_s = now.saturating_duration_since(leg.offered_at).as_secs_f64();
         let call_id = self.calls.get(&call).map(|c| c.call_id.clone());
         let label = outcome.label();
         let _ = self.agents[seat].handle(now, outcome);
         let retry = self.agents[seat].retry_after;
-        self.timers.push(now + retry, (HOUSEKEEPING, CallTimer::AgentReady(seat)));
+        self.timers
+            .push(now + retry, (HOUSEKEEPING, CallTimer::AgentReady(seat)));
         let after = self.agents[seat].state();
-        self.record("offer", call_id.as_deref(), Some(seat), Some(queue), serde_json::json!({ "outcome": label, "ring_s": ring_s, "agent_state_after": after }));
+        self.record(
+            "offer",
+            call_id.as_deref(),
+            Some(seat),
+            Some(queue),
+            serde_json::json!({ "outcome": label, "ring_s": ring_s, "agent_state_after": after }),
+        );
         self.publish_seat(seat, now);
         // The caller never left its line while offered: with its last offer gone it is
         // first in line again (having waited longest) at the next dispatch.
@@ -733,7 +1033,9 @@ impl<M: MediaIo> Core<M> {
             self.settle_unanswered(now, key);
         }
         self.release_leg_media(key);
-        let Some(leg) = self.legs.remove(&key) else { return };
+        let Some(leg) = self.legs.remove(&key) else {
+            return;
+        };
         self.leg_by_branch.remove(&leg.branch);
         if let Some(tag) = &leg.remote_tag {
             self.leg_dialogs.remove(&(leg.call_id.clone(), tag.clone()));
@@ -754,7 +1056,9 @@ impl<M: MediaIo> Core<M> {
 
     /// Ends the leg without changing the outcome the agent will be told.
     fn caller_gone_quietly(&mut self, now: Instant, leg_key: u64) {
-        let Some(leg) = self.legs.get_mut(&leg_key) else { return };
+        let Some(leg) = self.legs.get_mut(&leg_key) else {
+            return;
+        };
         match leg.state {
             LegState::Calling | LegState::Proceeding => self.cancel_leg(now, leg_key),
             LegState::Up => self.bye_leg(now, leg_key),
@@ -764,7 +1068,9 @@ impl<M: MediaIo> Core<M> {
 
     /// The seat hung up (BYE on its leg): the caller is hung up too.
     pub(super) fn seat_bye(&mut self, now: Instant, key: u64) {
-        let Some(leg) = self.legs.get(&key) else { return };
+        let Some(leg) = self.legs.get(&key) else {
+            return;
+        };
         let call = leg.call;
         info!(seat = %self.registrar.seats()[leg.seat].id, "seat hung up");
         self.release_leg_media(key);
@@ -782,8 +1088,17 @@ impl<M: MediaIo> Core<M> {
             return;
         }
         // Queues with a survey ask the caller to rate the call instead of hanging up.
-        let survey = self.calls.get(&call).and_then(|c| c.bridged_queue).and_then(|q| self.plan.queues.get(q.0)).is_some_and(|q| q.survey);
-        let stream = self.calls.get(&call).filter(|c| c.state == CallState::Confirmed).map(|c| c.stream);
+        let survey = self
+            .calls
+            .get(&call)
+            .and_then(|c| c.bridged_queue)
+            .and_then(|q| self.plan.queues.get(q.0))
+            .is_some_and(|q| q.survey);
+        let stream = self
+            .calls
+            .get(&call)
+            .filter(|c| c.state == CallState::Confirmed)
+            .map(|c| c.stream);
         if let (true, Some(stream), Some(_)) = (survey, stream, self.plan.survey) {
             if let Some(c) = self.calls.get_mut(&call) {
                 c.survey_asked = true;
@@ -798,11 +1113,20 @@ impl<M: MediaIo> Core<M> {
     /// contact it no longer has is withdrawn and counted as failed; the caller is first in
     /// line again at once.
     pub(super) fn seat_contacts_changed(&mut self, now: Instant, seat: usize) {
-        let live: Vec<String> = self.registrar.contacts(seat, now).filter(|b| b.reachable).map(|b| b.uri.clone()).collect();
+        let live: Vec<String> = self
+            .registrar
+            .contacts(seat, now)
+            .filter(|b| b.reachable)
+            .map(|b| b.uri.clone())
+            .collect();
         let gone: Vec<u64> = self
             .legs
             .iter()
-            .filter(|(_, l)| l.seat == seat && matches!(l.state, LegState::Calling | LegState::Proceeding) && !live.contains(&l.target))
+            .filter(|(_, l)| {
+                l.seat == seat
+                    && matches!(l.state, LegState::Calling | LegState::Proceeding)
+                    && !live.contains(&l.target)
+            })
             .map(|(k, _)| *k)
             .collect();
         for key in gone {
@@ -817,36 +1141,69 @@ impl<M: MediaIo> Core<M> {
 
     /// A re-INVITE from the seat: hold (sendonly/inactive or no address) plays hold music to
     /// the caller; resume bridges them again; a new address is followed.
-    pub(super) fn leg_reinvite(&mut self, now: Instant, key: u64, req: &Request, info: &RequestInfo, peer: Peer) {
-        let Some(leg) = self.legs.get(&key) else { return };
+    pub(super) fn leg_reinvite(
+        &mut self,
+        now: Instant,
+        key: u64,
+        req: &Request,
+        info: &RequestInfo,
+        peer: Peer,
+    ) {
+        let Some(leg) = self.legs.get(&key) else {
+            return;
+        };
         if leg.state != LegState::Up {
             let spec = ResponseSpec::new(491, "Request Pending");
             return self.respond(now, req, info, peer, &spec);
         }
         if info.cseq <= leg.remote_cseq {
-            return self.respond(now, req, info, peer, &ResponseSpec::new(500, "Server Internal Error"));
+            return self.respond(
+                now,
+                req,
+                info,
+                peer,
+                &ResponseSpec::new(500, "Server Internal Error"),
+            );
         }
         let codec = self.media.codec(leg.stream);
-        let Ok(offer) = self.reoffer(now, req, info, peer, codec) else { return };
-        let Some(leg) = self.legs.get_mut(&key) else { return };
+        let Ok(offer) = self.reoffer(now, req, info, peer, codec) else {
+            return;
+        };
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
         leg.remote_cseq = info.cseq;
         if let Some(c) = message::header(req, "Contact") {
             leg.remote_target = message::addr_spec(c).to_string();
         }
         leg.local_media.version += 1;
         let (stream, call_key, seat) = (leg.stream, leg.call, leg.seat);
-        let hold = offer.as_ref().is_some_and(|o| !o.direction.we_may_send() || o.addr.is_none());
+        let hold = offer
+            .as_ref()
+            .is_some_and(|o| !o.direction.we_may_send() || o.addr.is_none());
         let was_on_hold = std::mem::replace(&mut leg.on_hold, hold);
         let body = match &offer {
             Some(o) => sdp::answer(&leg.local_media, o),
-            None => sdp::offer_codec(&leg.local_media, self.media.codec(stream).unwrap_or(crate::media::Codec::Pcmu), self.media.payload_type(stream).unwrap_or(0)),
+            None => sdp::offer_codec(
+                &leg.local_media,
+                self.media
+                    .codec(stream)
+                    .unwrap_or(crate::media::Codec::Pcmu),
+                self.media.payload_type(stream).unwrap_or(0),
+            ),
         };
-        if let (Some(tx), Some(addr)) = (self.media.tx(stream), offer.as_ref().and_then(|m| m.addr)) {
+        if let (Some(tx), Some(addr)) = (self.media.tx(stream), offer.as_ref().and_then(|m| m.addr))
+        {
             self.media_io.media_changed(tx, Some(addr));
             self.media.set_remote(stream, Some(addr));
         }
         let caller = self.calls.get(&call_key).map(|c| c.stream);
-        let hold_music = self.calls.get(&call_key).and_then(|c| c.bridged_queue).and_then(|q| self.plan.queues.get(q.0)).map(|q| q.hold_music);
+        let hold_music = self
+            .calls
+            .get(&call_key)
+            .and_then(|c| c.bridged_queue)
+            .and_then(|q| self.plan.queues.get(q.0))
+            .map(|q| q.hold_music);
         info!(seat = %self.registrar.seats()[seat].id, hold, "re-INVITE from the seat");
         if let Some(caller) = caller {
             match (hold, was_on_hold) {
@@ -856,7 +1213,8 @@ impl<M: MediaIo> Core<M> {
                         self.media_io.unbridge(b);
                     }
                     self.media.set_sending(caller, true);
-                    self.media.play(caller, &hold_music.into_iter().collect::<Vec<_>>(), true);
+                    self.media
+                        .play(caller, &hold_music.into_iter().collect::<Vec<_>>(), true);
                 }
                 (false, true) => {
                     self.media.set_sending(caller, false);
@@ -867,15 +1225,37 @@ impl<M: MediaIo> Core<M> {
                 _ => {}
             }
         }
-        let contact = self.legs.get(&key).map(|l| l.contact.clone()).unwrap_or_default();
-        let local_tag = self.legs.get(&key).map(|l| l.local_tag.clone()).unwrap_or_default();
+        let contact = self
+            .legs
+            .get(&key)
+            .map(|l| l.contact.clone())
+            .unwrap_or_default();
+        let local_tag = self
+            .legs
+            .get(&key)
+            .map(|l| l.local_tag.clone())
+            .unwrap_or_default();
         let hdrs = [("Contact", contact.as_str()), ("Allow", ALLOW)];
-        let spec = ResponseSpec { to_tag: Some(&local_tag), headers: &hdrs, body: Some(("application/sdp", body.as_bytes())), ..ResponseSpec::new(200, "OK") };
+        let spec = ResponseSpec {
+            to_tag: Some(&local_tag),
+            headers: &hdrs,
+            body: Some(("application/sdp", body.as_bytes())),
+            ..ResponseSpec::new(200, "OK")
+        };
         let bytes = message::response(req, peer.addr, &self.cfg.sip.user_agent, &spec);
-        let t = self.server_txs.respond(now, &info.branch, Method::Invite, 200, bytes.clone(), peer);
+        let t =
+            self.server_txs
+                .respond(now, &info.branch, Method::Invite, 200, bytes.clone(), peer);
         self.out.push_back(t);
-        let Some(leg) = self.legs.get_mut(&key) else { return };
-        let ok = crate::sip::pending_ok::PendingOk::new(now, Bytes::from(bytes), info.cseq, leg.peer.transport.reliable());
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
+        let ok = crate::sip::pending_ok::PendingOk::new(
+            now,
+            Bytes::from(bytes),
+            info.cseq,
+            leg.peer.transport.reliable(),
+        );
         self.timers.push(ok.deadline, (key, CallTimer::OkTimeout));
         if let Some(next) = ok.next_retransmit() {
             self.timers.push(next, (key, CallTimer::OkRetransmit));
@@ -885,7 +1265,9 @@ impl<M: MediaIo> Core<M> {
 
     /// The ACK for our 2xx to the seat's re-INVITE.
     pub(super) fn seat_acked(&mut self, key: u64, cseq: u32) {
-        let Some(leg) = self.legs.get_mut(&key) else { return };
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
         if leg.ok.as_ref().is_some_and(|ok| ok.acked_by(cseq)) {
             leg.ok = None;
         }
@@ -893,14 +1275,19 @@ impl<M: MediaIo> Core<M> {
 
     /// In-dialog request from a seat leg.
     pub(super) fn leg_dialog(&self, info: &RequestInfo) -> Option<u64> {
-        let key = *self.leg_dialogs.get(&(info.call_id.clone(), info.from_tag.clone().unwrap_or_default()))?;
+        let key = *self.leg_dialogs.get(&(
+            info.call_id.clone(),
+            info.from_tag.clone().unwrap_or_default(),
+        ))?;
         let leg = self.legs.get(&key)?;
         (info.to_tag.as_deref() == Some(leg.local_tag.as_str())).then_some(key)
     }
 
     /// The BYE of a leg was answered or timed out: the leg is gone.
     pub(super) fn leg_done(&mut self, key: u64) -> bool {
-        let Some(leg) = self.legs.remove(&key) else { return false };
+        let Some(leg) = self.legs.remove(&key) else {
+            return false;
+        };
         self.leg_by_branch.remove(&leg.branch);
         if let Some(tag) = &leg.remote_tag {
             self.leg_dialogs.remove(&(leg.call_id.clone(), tag.clone()));

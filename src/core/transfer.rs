@@ -74,7 +74,9 @@ impl TransferError {
             TransferError::NotOnCall => (481, "Call/Transaction Does Not Exist"),
             TransferError::UnknownTarget(_) => (404, "Not Found"),
             TransferError::InProgress => (491, "Request Pending"),
-            TransferError::ExpertQueue(_) | TransferError::NotEmergency(_) => (488, "Not Acceptable Here"),
+            TransferError::ExpertQueue(_) | TransferError::NotEmergency(_) => {
+                (488, "Not Acceptable Here")
+            }
             TransferError::NoCapacity | TransferError::Dial(_) => (503, "Service Unavailable"),
         }
     }
@@ -83,53 +85,128 @@ impl TransferError {
 impl<M: MediaIo> Core<M> {
     /// Seat `seat`'s bridged leg, for transfers asked through the API.
     fn bridged_leg_of(&self, seat: usize) -> Option<u64> {
-        self.legs.iter().find(|(k, l)| l.seat == seat && l.state == seat_leg::LegState::Up && self.calls.get(&l.call).is_some_and(|c| c.bridged_leg == Some(**k))).map(|(k, _)| *k)
+        self.legs
+            .iter()
+            .find(|(k, l)| {
+                l.seat == seat
+                    && l.state == seat_leg::LegState::Up
+                    && self
+                        .calls
+                        .get(&l.call)
+                        .is_some_and(|c| c.bridged_leg == Some(**k))
+            })
+            .map(|(k, _)| *k)
     }
 
     /// A transfer or hand-off asked through the HTTP API for seat `seat_id`.
-    pub fn transfer_by_id(&mut self, now: Instant, seat_id: &str, number: &str, emergency_only: bool, by: &str) -> Result<serde_json::Value, String> {
-        let seat = self.registrar.seats().iter().position(|s| s.id == seat_id).ok_or_else(|| format!("no seat {seat_id}"))?;
-        let leg = self.bridged_leg_of(seat).ok_or_else(|| TransferError::NotOnCall.to_string())?;
-        if emergency_only && self.cfg.target(number).is_some_and(|t| self.cfg.targets[t].kind != TargetKind::Emergency) {
+    pub fn transfer_by_id(
+        &mut self,
+        now: Instant,
+        seat_id: &str,
+        number: &str,
+        emergency_only: bool,
+        by: &str,
+    ) -> Result<serde_json::Value, String> {
+        let seat = self
+            .registrar
+            .seats()
+            .iter()
+            .position(|s| s.id == seat_id)
+            .ok_or_else(|| format!("no seat {seat_id}"))?;
+        let leg = self
+            .bridged_leg_of(seat)
+            .ok_or_else(|| TransferError::NotOnCall.to_string())?;
+        if emergency_only
+            && self
+                .cfg
+                .target(number)
+                .is_some_and(|t| self.cfg.targets[t].kind != TargetKind::Emergency)
+        {
             return Err(TransferError::NotEmergency(number.to_string()).to_string());
         }
-        let name = self.start_transfer(now, leg, number, Mode::ThreeWay, by).map_err(|e| e.to_string())?;
+        let name = self
+            .start_transfer(now, leg, number, Mode::ThreeWay, by)
+            .map_err(|e| e.to_string())?;
         Ok(serde_json::json!({ "transfer": "dialling", "target": number, "name": name }))
     }
 
     /// Starts a transfer of the caller bridged to seat leg `leg_key`; the target's name.
-    pub(super) fn start_transfer(&mut self, now: Instant, leg_key: u64, number: &str, mode: Mode, by: &str) -> Result<String, TransferError> {
-        let leg = self.legs.get(&leg_key).filter(|l| l.state == seat_leg::LegState::Up).ok_or(TransferError::NotOnCall)?;
+    pub(super) fn start_transfer(
+        &mut self,
+        now: Instant,
+        leg_key: u64,
+        number: &str,
+        mode: Mode,
+        by: &str,
+    ) -> Result<String, TransferError> {
+        let leg = self
+            .legs
+            .get(&leg_key)
+            .filter(|l| l.state == seat_leg::LegState::Up)
+            .ok_or(TransferError::NotOnCall)?;
         let (call_key, seat, leg_stream) = (leg.call, leg.seat, leg.stream);
-        let call = self.calls.get(&call_key).filter(|c| c.bridged_leg == Some(leg_key) && c.state == CallState::Confirmed).ok_or(TransferError::NotOnCall)?;
+        let call = self
+            .calls
+            .get(&call_key)
+            .filter(|c| c.bridged_leg == Some(leg_key) && c.state == CallState::Confirmed)
+            .ok_or(TransferError::NotOnCall)?;
         if self.transfers.contains_key(&call_key) {
             return Err(TransferError::InProgress);
         }
-        let target = self.cfg.target(number).ok_or_else(|| TransferError::UnknownTarget(number.to_string()))?;
+        let target = self
+            .cfg
+            .target(number)
+            .ok_or_else(|| TransferError::UnknownTarget(number.to_string()))?;
         let t = &self.cfg.targets[target];
         if t.kind == TargetKind::Expert {
             return Err(TransferError::ExpertQueue(number.to_string()));
         }
         // Ordinary transfers leave the reserved ports to emergency hand-offs, which are never
         // refused for capacity.
-        if t.kind != TargetKind::Emergency && self.media_io.free_ports() <= self.cfg.transfer.reserved_for_emergency {
+        if t.kind != TargetKind::Emergency
+            && self.media_io.free_ports() <= self.cfg.transfer.reserved_for_emergency
+        {
             return Err(TransferError::NoCapacity);
         }
         use rsipstack::sip::prelude::HeadersExt as _;
-        let caller = call.invite.from_header().ok().and_then(|f| f.uri().ok()).and_then(|u| u.user().map(str::to_string)).unwrap_or_default();
+        let caller = call
+            .invite
+            .from_header()
+            .ok()
+            .and_then(|f| f.uri().ok())
+            .and_then(|u| u.user().map(str::to_string))
+            .unwrap_or_default();
         let caller_stream = call.stream;
         let call_id = call.call_id.clone();
         let span = call.span.clone();
         let _g = span.enter();
-        let codec = (self.media.codec(caller_stream).unwrap_or(crate::media::Codec::Pcmu), self.media.payload_type(caller_stream).unwrap_or(0));
+        let codec = (
+            self.media
+                .codec(caller_stream)
+                .unwrap_or(crate::media::Codec::Pcmu),
+            self.media.payload_type(caller_stream).unwrap_or(0),
+        );
         let seat_id = self.registrar.seats()[seat].id.clone();
-        let extra = [("X-Hotline-Transfer-By", seat_id.as_str()), ("X-Hotline-Call", call_id.as_str())];
+        let extra = [
+            ("X-Hotline-Transfer-By", seat_id.as_str()),
+            ("X-Hotline-Call", call_id.as_str()),
+        ];
         let timeout = Duration::from_secs(t.timeout_s);
         let (name, kind, unit) = (t.name.clone(), t.kind, t.unit_name().to_string());
-        let trunk = self.dial_target(now, target, &caller, Purpose::Transfer { call: call_key }, timeout, codec, &extra).map_err(|e| match e {
-            DialError::NoPort => TransferError::NoCapacity,
-            e => TransferError::Dial(e.to_string()),
-        })?;
+        let trunk = self
+            .dial_target(
+                now,
+                target,
+                &caller,
+                Purpose::Transfer { call: call_key },
+                timeout,
+                codec,
+                &extra,
+            )
+            .map_err(|e| match e {
+                DialError::NoPort => TransferError::NoCapacity,
+                e => TransferError::Dial(e.to_string()),
+            })?;
         let masked = crate::metrics::queue_log::mask_number(&caller);
         if kind == TargetKind::Emergency {
             // The audit trail of a hand-off: who, which caller, where, when (store + log).
@@ -138,28 +215,57 @@ impl<M: MediaIo> Core<M> {
             info!(seat = %seat_id, caller = %masked, number, name = %name, by, ?mode, "transfer started");
         }
         let kind_v = serde_json::to_value(kind).unwrap_or_default();
-        let mode_s = if mode == Mode::Blind { "blind" } else { "three_way" };
+        let mode_s = if mode == Mode::Blind {
+            "blind"
+        } else {
+            "three_way"
+        };
         self.record("transfer", Some(&call_id), Some(seat), None, serde_json::json!({ "outcome": "started", "number": number, "name": name, "kind": kind_v, "unit": unit, "mode": mode_s, "by": by, "caller": caller }));
         // The caller waits with hold music; the agent hears that the target is being called.
         if let (Some(a), Some(b)) = (self.media.tx(caller_stream), self.media.tx(leg_stream)) {
             self.media_io.unbridge(a);
             self.media_io.unbridge(b);
         }
-        let hold = self.calls.get(&call_key).and_then(|c| c.bridged_queue).and_then(|q| self.plan.queues.get(q.0)).map(|q| q.hold_music);
+        let hold = self
+            .calls
+            .get(&call_key)
+            .and_then(|c| c.bridged_queue)
+            .and_then(|q| self.plan.queues.get(q.0))
+            .map(|q| q.hold_music);
         let connecting = self.media.prompts().id("transfer/connecting");
         let dialling = self.media.prompts().id("transfer/dialling");
         self.media.set_sending(caller_stream, true);
-        self.media.play(caller_stream, &connecting.into_iter().chain(hold).collect::<Vec<_>>(), true);
+        self.media.play(
+            caller_stream,
+            &connecting.into_iter().chain(hold).collect::<Vec<_>>(),
+            true,
+        );
         self.media.set_sending(leg_stream, true);
-        self.media.play(leg_stream, &dialling.into_iter().collect::<Vec<_>>(), false);
-        self.transfers.insert(call_key, Transfer { seat_leg: Some(leg_key), seat, target, trunk: Some(trunk), phase: Phase::Dialling, mode, started: now });
+        self.media
+            .play(leg_stream, &dialling.into_iter().collect::<Vec<_>>(), false);
+        self.transfers.insert(
+            call_key,
+            Transfer {
+                seat_leg: Some(leg_key),
+                seat,
+                target,
+                trunk: Some(trunk),
+                phase: Phase::Dialling,
+                mode,
+                started: now,
+            },
+        );
         Stats::inc(&self.stats.transfers_active);
         Ok(name)
     }
 
     fn transfer_record(&mut self, call: u64, outcome: &str, extra: serde_json::Value) {
-        let Some(t) = self.transfers.get(&call) else { return };
-        let Some(cfg) = self.cfg.targets.get(t.target) else { return };
+        let Some(t) = self.transfers.get(&call) else {
+            return;
+        };
+        let Some(cfg) = self.cfg.targets.get(t.target) else {
+            return;
+        };
         let mut detail = serde_json::json!({ "outcome": outcome, "number": cfg.number, "name": cfg.name, "kind": cfg.kind, "unit": cfg.unit_name() });
         if let (Some(d), Some(e)) = (detail.as_object_mut(), extra.as_object()) {
             d.extend(e.clone());
@@ -170,7 +276,13 @@ impl<M: MediaIo> Core<M> {
     }
 
     /// The target's call progressed.
-    pub(super) fn transfer_event(&mut self, now: Instant, call: u64, trunk: u64, event: uac::Event) {
+    pub(super) fn transfer_event(
+        &mut self,
+        now: Instant,
+        call: u64,
+        trunk: u64,
+        event: uac::Event,
+    ) {
         let Some(t) = self.transfers.get(&call) else {
             // The transfer is gone (caller hung up): nobody wants this call any more.
             return self.end_trunk(now, trunk);
@@ -184,11 +296,17 @@ impl<M: MediaIo> Core<M> {
             }
             uac::Event::Answered { .. } => {
                 let answer_s = now.saturating_duration_since(started).as_secs_f64();
-                self.transfer_record(call, "answered", serde_json::json!({ "answer_s": answer_s }));
+                self.transfer_record(
+                    call,
+                    "answered",
+                    serde_json::json!({ "answer_s": answer_s }),
+                );
                 let caller_stream = self.calls.get(&call).map(|c| c.stream);
                 let trunk_stream = self.trunk_calls.get(&trunk).map(|c| c.stream);
                 let leg_stream = seat_leg.and_then(|l| self.legs.get(&l)).map(|l| l.stream);
-                let (Some(cs), Some(ts)) = (caller_stream, trunk_stream) else { return };
+                let (Some(cs), Some(ts)) = (caller_stream, trunk_stream) else {
+                    return;
+                };
                 for s in [Some(cs), Some(ts), leg_stream].into_iter().flatten() {
                     self.media.stop(s);
                     self.media.set_sending(s, false);
@@ -198,7 +316,13 @@ impl<M: MediaIo> Core<M> {
                         info!("target answered: caller, agent and target in a three-way call");
                         let members: Vec<(&M::Tx, crate::media::Codec, u8)> = [cs, ls, ts]
                             .iter()
-                            .filter_map(|&s| Some((self.media.tx(s)?, self.media.codec(s)?, self.media.payload_type(s)?)))
+                            .filter_map(|&s| {
+                                Some((
+                                    self.media.tx(s)?,
+                                    self.media.codec(s)?,
+                                    self.media.payload_type(s)?,
+                                ))
+                            })
                             .collect();
                         self.media_io.conference(call, &members);
                         Stats::inc(&self.stats.conferences_active);
@@ -242,12 +366,18 @@ impl<M: MediaIo> Core<M> {
                     Some(ls) => {
                         // The agent hears that it failed, then has the caller back.
                         let failed = self.media.prompts().id("transfer/failed");
-                        let ms = failed.map(|p| self.media.prompts().get(p).duration_ms()).unwrap_or(0);
-                        self.media.play(ls, &failed.into_iter().collect::<Vec<_>>(), false);
+                        let ms = failed
+                            .map(|p| self.media.prompts().get(p).duration_ms())
+                            .unwrap_or(0);
+                        self.media
+                            .play(ls, &failed.into_iter().collect::<Vec<_>>(), false);
                         if let Some(t) = self.transfers.get_mut(&call) {
                             t.phase = Phase::Restoring;
                         }
-                        self.timers.push(now + Duration::from_millis(ms), (call, CallTimer::TransferDone));
+                        self.timers.push(
+                            now + Duration::from_millis(ms),
+                            (call, CallTimer::TransferDone),
+                        );
                     }
                     None => self.transfer_give_up(now, call),
                 }
@@ -257,20 +387,30 @@ impl<M: MediaIo> Core<M> {
 
     /// The agent left while nobody reached the target: the caller is told, then hung up.
     fn transfer_give_up(&mut self, now: Instant, call: u64) {
-        let Some(cs) = self.calls.get(&call).map(|c| c.stream) else { return };
+        let Some(cs) = self.calls.get(&call).map(|c| c.stream) else {
+            return;
+        };
         let sorry = self.media.prompts().id("transfer/sorry");
-        let ms = sorry.map(|p| self.media.prompts().get(p).duration_ms()).unwrap_or(0);
+        let ms = sorry
+            .map(|p| self.media.prompts().get(p).duration_ms())
+            .unwrap_or(0);
         self.media.set_sending(cs, true);
-        self.media.play(cs, &sorry.into_iter().collect::<Vec<_>>(), false);
+        self.media
+            .play(cs, &sorry.into_iter().collect::<Vec<_>>(), false);
         if let Some(t) = self.transfers.get_mut(&call) {
             t.phase = Phase::GivingUp;
         }
-        self.timers.push(now + Duration::from_millis(ms), (call, CallTimer::TransferDone));
+        self.timers.push(
+            now + Duration::from_millis(ms),
+            (call, CallTimer::TransferDone),
+        );
     }
 
     /// The failure prompt has played (agent: caller back) or the apology (caller: hung up).
     pub(super) fn transfer_timer(&mut self, now: Instant, call: u64) {
-        let Some(t) = self.transfers.get(&call) else { return };
+        let Some(t) = self.transfers.get(&call) else {
+            return;
+        };
         match t.phase {
             Phase::Restoring => {
                 let leg = t.seat_leg;
@@ -291,7 +431,9 @@ impl<M: MediaIo> Core<M> {
     fn rebridge(&mut self, call: u64, leg: u64) {
         let cs = self.calls.get(&call).map(|c| c.stream);
         let ls = self.legs.get(&leg).map(|l| l.stream);
-        let (Some(cs), Some(ls)) = (cs, ls) else { return };
+        let (Some(cs), Some(ls)) = (cs, ls) else {
+            return;
+        };
         for s in [cs, ls] {
             self.media.stop(s);
             self.media.set_sending(s, false);
@@ -305,9 +447,13 @@ impl<M: MediaIo> Core<M> {
         if let Some(t) = self.transfers.remove(&call) {
             if t.phase == Phase::Conference {
                 self.media_io.end_conference(call);
-                self.stats.conferences_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats
+                    .conferences_active
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             }
-            self.stats.transfers_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .transfers_active
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -327,7 +473,9 @@ impl<M: MediaIo> Core<M> {
     /// The agent hung up during a transfer (its leg's media is already released). True when
     /// the caller stays: with the target, or waiting for it.
     pub(super) fn transfer_agent_left(&mut self, now: Instant, call: u64, leg: u64) -> bool {
-        let Some(t) = self.transfers.get(&call) else { return false };
+        let Some(t) = self.transfers.get(&call) else {
+            return false;
+        };
         if t.seat_leg != Some(leg) {
             return false;
         }
@@ -341,14 +489,21 @@ impl<M: MediaIo> Core<M> {
             Phase::Conference => {
                 info!("the agent left the three-way call; caller and target stay connected");
                 self.media_io.end_conference(call);
-                self.stats.conferences_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats
+                    .conferences_active
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 self.detach_agent(now, call, leg, "seat");
                 if let Some(t) = self.transfers.get_mut(&call) {
                     t.phase = Phase::Connected;
                 }
                 let cs = self.calls.get(&call).map(|c| c.stream);
-                let ts = trunk.and_then(|k| self.trunk_calls.get(&k)).map(|c| c.stream);
-                if let (Some(a), Some(b)) = (cs.and_then(|s| self.media.tx(s)), ts.and_then(|s| self.media.tx(s))) {
+                let ts = trunk
+                    .and_then(|k| self.trunk_calls.get(&k))
+                    .map(|c| c.stream);
+                if let (Some(a), Some(b)) = (
+                    cs.and_then(|s| self.media.tx(s)),
+                    ts.and_then(|s| self.media.tx(s)),
+                ) {
                     self.media_io.bridge(a, b);
                 }
                 true
@@ -364,7 +519,9 @@ impl<M: MediaIo> Core<M> {
 
     /// The target hung up.
     pub(super) fn transfer_target_left(&mut self, now: Instant, call: u64, _trunk: u64) {
-        let Some(t) = self.transfers.get(&call) else { return };
+        let Some(t) = self.transfers.get(&call) else {
+            return;
+        };
         let (phase, leg) = (t.phase, t.seat_leg);
         info!("the transfer target hung up");
         self.transfer_over(call);
@@ -376,7 +533,9 @@ impl<M: MediaIo> Core<M> {
 
     /// The caller is gone: the target's call is cancelled or hung up.
     pub(super) fn transfer_caller_gone(&mut self, now: Instant, call: u64) {
-        let Some(t) = self.transfers.get(&call) else { return };
+        let Some(t) = self.transfers.get(&call) else {
+            return;
+        };
         let (trunk, phase) = (t.trunk, t.phase);
         if phase == Phase::Dialling {
             self.transfer_record(call, "abandoned", serde_json::json!({}));
@@ -391,8 +550,13 @@ impl<M: MediaIo> Core<M> {
     pub(super) fn leg_digit(&mut self, now: Instant, key: u64, d: char) {
         let timeout = Duration::from_secs(self.cfg.transfer.digit_timeout_s);
         let prefix = self.cfg.transfer.prefix.clone();
-        let Some(leg) = self.legs.get_mut(&key) else { return };
-        if leg.digits_at.is_some_and(|t| now.saturating_duration_since(t) > timeout) {
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
+        if leg
+            .digits_at
+            .is_some_and(|t| now.saturating_duration_since(t) > timeout)
+        {
             leg.digits.clear();
         }
         leg.digits_at = Some(now);
@@ -408,17 +572,34 @@ impl<M: MediaIo> Core<M> {
             return;
         }
         let code = std::mem::take(&mut leg.digits);
-        let Some(number) = code.strip_prefix(prefix.as_str()).filter(|n| !n.is_empty()) else { return };
+        let Some(number) = code.strip_prefix(prefix.as_str()).filter(|n| !n.is_empty()) else {
+            return;
+        };
         let seat = self.registrar.seats()[leg.seat].id.clone();
         let number = number.to_string();
-        if let Err(e) = self.start_transfer(now, key, &number, Mode::ThreeWay, &format!("seat {seat} (DTMF)")) {
+        if let Err(e) = self.start_transfer(
+            now,
+            key,
+            &number,
+            Mode::ThreeWay,
+            &format!("seat {seat} (DTMF)"),
+        ) {
             warn!(seat = %seat, number = %number, error = %e, "transfer by DTMF refused");
         }
     }
 
     /// REFER from the seat's softphone: a blind transfer to the Refer-To number.
-    pub(super) fn leg_refer(&mut self, now: Instant, key: u64, req: &Request, info: &RequestInfo, peer: Peer) {
-        let Some(leg) = self.legs.get(&key) else { return };
+    pub(super) fn leg_refer(
+        &mut self,
+        now: Instant,
+        key: u64,
+        req: &Request,
+        info: &RequestInfo,
+        peer: Peer,
+    ) {
+        let Some(leg) = self.legs.get(&key) else {
+            return;
+        };
         // The dialog is the one we opened to this registered seat; the REFER must also come
         // from where the seat is, not from someone who learned the Call-ID and tags.
         if peer.addr != leg.peer.addr {
@@ -429,15 +610,49 @@ impl<M: MediaIo> Core<M> {
         let refer_to = message::header(req, "Refer-To").unwrap_or("").to_string();
         if refer_to.is_empty() {
             let hdrs = [("Warning", "399 hotline \"REFER needs a Refer-To\"")];
-            return self.respond(now, req, info, peer, &ResponseSpec { headers: &hdrs, ..ResponseSpec::new(400, "Bad Request") });
+            return self.respond(
+                now,
+                req,
+                info,
+                peer,
+                &ResponseSpec {
+                    headers: &hdrs,
+                    ..ResponseSpec::new(400, "Bad Request")
+                },
+            );
         }
         if refer_to.to_ascii_lowercase().contains("replaces") {
-            let hdrs = [("Warning", "399 hotline \"attended transfer (Replaces) is not supported; use blind transfer or the *<number># code\"")];
-            return self.respond(now, req, info, peer, &ResponseSpec { headers: &hdrs, ..ResponseSpec::new(501, "Not Implemented") });
+            let hdrs = [(
+                "Warning",
+                "399 hotline \"attended transfer (Replaces) is not supported; use blind transfer or the *<number># code\"",
+            )];
+            return self.respond(
+                now,
+                req,
+                info,
+                peer,
+                &ResponseSpec {
+                    headers: &hdrs,
+                    ..ResponseSpec::new(501, "Not Implemented")
+                },
+            );
         }
         let uri = message::addr_spec(&refer_to);
-        let number = uri.split_once(':').map(|(_, r)| r).unwrap_or(uri).split(['@', ';', '?']).next().unwrap_or("").to_string();
-        match self.start_transfer(now, key, &number, Mode::Blind, &format!("seat {seat} (REFER)")) {
+        let number = uri
+            .split_once(':')
+            .map(|(_, r)| r)
+            .unwrap_or(uri)
+            .split(['@', ';', '?'])
+            .next()
+            .unwrap_or("")
+            .to_string();
+        match self.start_transfer(
+            now,
+            key,
+            &number,
+            Mode::Blind,
+            &format!("seat {seat} (REFER)"),
+        ) {
             Ok(_) => {
                 self.respond(now, req, info, peer, &ResponseSpec::new(202, "Accepted"));
                 self.refer_notify(now, Some(key), "SIP/2.0 100 Trying", false);
@@ -447,7 +662,16 @@ impl<M: MediaIo> Core<M> {
                 let w = format!("399 hotline \"{}\"", e.to_string().replace('"', "'"));
                 let (code, reason) = e.sip_status();
                 let hdrs = [("Warning", w.as_str())];
-                self.respond(now, req, info, peer, &ResponseSpec { headers: &hdrs, ..ResponseSpec::new(code, reason) });
+                self.respond(
+                    now,
+                    req,
+                    info,
+                    peer,
+                    &ResponseSpec {
+                        headers: &hdrs,
+                        ..ResponseSpec::new(code, reason)
+                    },
+                );
             }
         }
     }
@@ -455,9 +679,17 @@ impl<M: MediaIo> Core<M> {
     /// NOTIFY of the REFER's implicit subscription (RFC 3515), with the target's status.
     fn refer_notify(&mut self, now: Instant, leg: Option<u64>, sipfrag: &str, last: bool) {
         let Some(key) = leg else { return };
-        let state = if last { "terminated;reason=noresource" } else { "active;expires=60" };
+        let state = if last {
+            "terminated;reason=noresource"
+        } else {
+            "active;expires=60"
+        };
         let body = format!("{sipfrag}\r\n");
-        let hdrs = [("Event", "refer"), ("Subscription-State", state), ("Content-Type", "message/sipfrag;version=2.0")];
+        let hdrs = [
+            ("Event", "refer"),
+            ("Subscription-State", state),
+            ("Content-Type", "message/sipfrag;version=2.0"),
+        ];
         self.leg_request(now, key, "NOTIFY", &hdrs, body.as_bytes());
     }
 }

@@ -53,14 +53,27 @@ impl<M: MediaIo> Core<M> {
         let (gateway, number) = (trunk.address, t.number.clone());
         let credentials = trunk.username.clone().zip(trunk.password.clone());
         let key = self.next_key;
-        let Some((tx, port)) = self.media_io.open(key) else { return Err(DialError::NoPort) };
+        let Some((tx, port)) = self.media_io.open(key) else {
+            return Err(DialError::NoPort);
+        };
         self.next_key += 1;
         let local_ip = self.local_ip(gateway.ip());
         let mut rng = rand::rng();
-        let params = StreamParams { codec, payload_type: pt, ssrc: rng.random(), first_seq: rng.random(), first_ts: rng.random() };
+        let params = StreamParams {
+            codec,
+            payload_type: pt,
+            ssrc: rng.random(),
+            first_seq: rng.random(),
+            first_ts: rng.random(),
+        };
         let stream = self.media.add(now, tx, None, params);
         self.media.set_sending(stream, false);
-        let local = LocalMedia { ip: self.cfg.rtp.public_ip.unwrap_or(local_ip), port, session_id: rng.random::<u32>() as u64, version: 1 };
+        let local = LocalMedia {
+            ip: self.cfg.rtp.public_ip.unwrap_or(local_ip),
+            port,
+            session_id: rng.random::<u32>() as u64,
+            version: 1,
+        };
         let sdp = sdp::offer_codec(&local, codec, pt);
         let host = SocketAddr::new(local_ip, self.cfg.sip.listen.port()).to_string();
         let contact = format!("<sip:hotline@{host}>");
@@ -69,8 +82,20 @@ impl<M: MediaIo> Core<M> {
             SocketAddr::V4(a) => a.to_string(),
         };
         // Only plain numbers go into our From; anything else is presented as anonymous.
-        let caller = if !caller.is_empty() && caller.len() <= 32 && caller.bytes().all(|b| b.is_ascii_alphanumeric() || b"+*#".contains(&b)) { caller } else { "anonymous" };
-        let peer = Peer { transport: crate::sip::Transport::Udp, addr: gateway };
+        let caller = if !caller.is_empty()
+            && caller.len() <= 32
+            && caller
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+*#".contains(&b))
+        {
+            caller
+        } else {
+            "anonymous"
+        };
+        let peer = Peer {
+            transport: crate::sip::Transport::Udp,
+            addr: gateway,
+        };
         let params = uac::Params {
             peer,
             target: format!("sip:{number}@{host_for_uri}"),
@@ -83,16 +108,37 @@ impl<M: MediaIo> Core<M> {
             ring_timeout,
             credentials,
         };
-        let (uac, invite) = Uac::new(now, params, random_token(), format!("{}@hotline", random_token()), format!("z9hG4bK{}", random_token()));
+        let (uac, invite) = Uac::new(
+            now,
+            params,
+            random_token(),
+            format!("{}@hotline", random_token()),
+            format!("z9hG4bK{}", random_token()),
+        );
         self.trunk_by_branch.insert(uac.branch().to_string(), key);
-        self.trunk_calls.insert(key, TrunkCall { uac, purpose, stream, started: now, answered_at: None, armed: None });
-        self.out.push_back(Transmit { peer, bytes: invite });
+        self.trunk_calls.insert(
+            key,
+            TrunkCall {
+                uac,
+                purpose,
+                stream,
+                started: now,
+                answered_at: None,
+                armed: None,
+            },
+        );
+        self.out.push_back(Transmit {
+            peer,
+            bytes: invite,
+        });
         self.arm_trunk(key);
         Ok(key)
     }
 
     fn arm_trunk(&mut self, key: u64) {
-        let Some(c) = self.trunk_calls.get_mut(&key) else { return };
+        let Some(c) = self.trunk_calls.get_mut(&key) else {
+            return;
+        };
         if let Some(at) = c.uac.next_timer() {
             if c.armed != Some(at) {
                 c.armed = Some(at);
@@ -102,7 +148,9 @@ impl<M: MediaIo> Core<M> {
     }
 
     fn trunk_send(&mut self, now: Instant, key: u64, outs: Vec<uac::Out>) {
-        let Some(c) = self.trunk_calls.get(&key) else { return };
+        let Some(c) = self.trunk_calls.get(&key) else {
+            return;
+        };
         let peer = c.uac.peer;
         for o in outs {
             match o {
@@ -110,8 +158,14 @@ impl<M: MediaIo> Core<M> {
                 uac::Out::Request { branch, bytes } => {
                     // CANCEL's outcome needs no handling (the INVITE's 487 does); a BYE's ends
                     // the call's bookkeeping.
-                    let owner = if bytes.starts_with(b"CANCEL") { CANCEL_OWNER } else { key };
-                    let t = self.client_txs.start(now, &branch, owner, Transmit { peer, bytes });
+                    let owner = if bytes.starts_with(b"CANCEL") {
+                        CANCEL_OWNER
+                    } else {
+                        key
+                    };
+                    let t = self
+                        .client_txs
+                        .start(now, &branch, owner, Transmit { peer, bytes });
                     self.out.push_back(t);
                 }
             }
@@ -119,22 +173,40 @@ impl<M: MediaIo> Core<M> {
     }
 
     /// A response to one of our trunk INVITEs.
-    pub(super) fn trunk_response(&mut self, now: Instant, key: u64, resp: &rsipstack::sip::Response) {
+    pub(super) fn trunk_response(
+        &mut self,
+        now: Instant,
+        key: u64,
+        resp: &rsipstack::sip::Response,
+    ) {
         use rsipstack::sip::prelude::*;
-        let Some(c) = self.trunk_calls.get_mut(&key) else { return };
+        let Some(c) = self.trunk_calls.get_mut(&key) else {
+            return;
+        };
         let code = resp.status_code.code();
-        let to = resp.to_header().map(|t| t.value().to_string()).unwrap_or_default();
+        let to = resp
+            .to_header()
+            .map(|t| t.value().to_string())
+            .unwrap_or_default();
         let contact = resp.contact_header().ok().map(|c| c.value().to_string());
-        let challenge = resp
-            .headers
-            .iter()
-            .find_map(|h| match h {
-                rsipstack::sip::Header::WwwAuthenticate(v) => Some(("WWW-Authenticate", v.value().to_string())),
-                rsipstack::sip::Header::ProxyAuthenticate(v) => Some(("Proxy-Authenticate", v.value().to_string())),
-                _ => None,
-            });
+        let challenge = resp.headers.iter().find_map(|h| match h {
+            rsipstack::sip::Header::WwwAuthenticate(v) => {
+                Some(("WWW-Authenticate", v.value().to_string()))
+            }
+            rsipstack::sip::Header::ProxyAuthenticate(v) => {
+                Some(("Proxy-Authenticate", v.value().to_string()))
+            }
+            _ => None,
+        });
         let old_branch = c.uac.branch().to_string();
-        let (outs, event) = c.uac.on_response(now, code, &to, contact.as_deref(), challenge.as_ref().map(|(n, v)| (*n, v.as_str())), &resp.body.clone().into());
+        let (outs, event) = c.uac.on_response(
+            now,
+            code,
+            &to,
+            contact.as_deref(),
+            challenge.as_ref().map(|(n, v)| (*n, v.as_str())),
+            &resp.body.clone().into(),
+        );
         if c.uac.branch() != old_branch {
             // A challenge answered: the new INVITE has its own branch.
             self.trunk_by_branch.insert(c.uac.branch().to_string(), key);
@@ -150,7 +222,9 @@ impl<M: MediaIo> Core<M> {
     }
 
     pub(super) fn trunk_timer(&mut self, now: Instant, key: u64) {
-        let Some(c) = self.trunk_calls.get_mut(&key) else { return };
+        let Some(c) = self.trunk_calls.get_mut(&key) else {
+            return;
+        };
         c.armed = None;
         let (outs, event) = c.uac.on_timer(now);
         self.trunk_send(now, key, outs);
@@ -161,7 +235,9 @@ impl<M: MediaIo> Core<M> {
     }
 
     fn trunk_event(&mut self, now: Instant, key: u64, event: uac::Event) {
-        let Some(c) = self.trunk_calls.get_mut(&key) else { return };
+        let Some(c) = self.trunk_calls.get_mut(&key) else {
+            return;
+        };
         match &event {
             uac::Event::Answered { body } => {
                 c.answered_at = Some(now);
@@ -187,7 +263,9 @@ impl<M: MediaIo> Core<M> {
             }
             uac::Event::Ringing => {}
         }
-        let Some(c) = self.trunk_calls.get(&key) else { return };
+        let Some(c) = self.trunk_calls.get(&key) else {
+            return;
+        };
         let failed = matches!(event, uac::Event::Failed { .. });
         match c.purpose {
             Purpose::Transfer { call } => self.transfer_event(now, call, key, event),
@@ -199,7 +277,9 @@ impl<M: MediaIo> Core<M> {
     }
 
     fn release_trunk_media(&mut self, key: u64) {
-        let Some(c) = self.trunk_calls.get(&key) else { return };
+        let Some(c) = self.trunk_calls.get(&key) else {
+            return;
+        };
         if let Some((tx, _)) = self.media.remove(c.stream) {
             self.media_io.close(tx);
         }
@@ -218,7 +298,9 @@ impl<M: MediaIo> Core<M> {
     /// We end the trunk call: CANCEL while it rings, BYE once answered. It goes when its
     /// INVITE or BYE transaction ends.
     pub(super) fn end_trunk(&mut self, now: Instant, key: u64) {
-        let Some(c) = self.trunk_calls.get_mut(&key) else { return };
+        let Some(c) = self.trunk_calls.get_mut(&key) else {
+            return;
+        };
         let outs = match c.uac.state() {
             uac::State::Calling | uac::State::Proceeding => c.uac.cancel(now),
             uac::State::Up => c.uac.bye(),
@@ -234,7 +316,9 @@ impl<M: MediaIo> Core<M> {
 
     /// The far end hung up (BYE in the trunk call's dialog, already answered).
     pub(super) fn trunk_bye(&mut self, now: Instant, key: u64) {
-        let Some(c) = self.trunk_calls.get_mut(&key) else { return };
+        let Some(c) = self.trunk_calls.get_mut(&key) else {
+            return;
+        };
         c.uac.remote_bye();
         let purpose = c.purpose;
         self.release_trunk_media(key);
@@ -246,7 +330,11 @@ impl<M: MediaIo> Core<M> {
 
     /// A trunk call's BYE transaction ended.
     pub(super) fn trunk_done(&mut self, key: u64) -> bool {
-        if self.trunk_calls.get(&key).is_some_and(|c| c.uac.state() == uac::State::Ended) {
+        if self
+            .trunk_calls
+            .get(&key)
+            .is_some_and(|c| c.uac.state() == uac::State::Ended)
+        {
             self.drop_trunk(key);
             return true;
         }
@@ -255,13 +343,23 @@ impl<M: MediaIo> Core<M> {
 
     /// In-dialog request from a trunk call's far end.
     pub(super) fn trunk_dialog(&self, info: &RequestInfo) -> Option<u64> {
-        let key = *self.trunk_dialogs.get(&(info.call_id.clone(), info.from_tag.clone().unwrap_or_default()))?;
+        let key = *self.trunk_dialogs.get(&(
+            info.call_id.clone(),
+            info.from_tag.clone().unwrap_or_default(),
+        ))?;
         let c = self.trunk_calls.get(&key)?;
-        info.to_tag.as_deref().is_some_and(|t| c.uac.is_local_tag(t)).then_some(key)
+        info.to_tag
+            .as_deref()
+            .is_some_and(|t| c.uac.is_local_tag(t))
+            .then_some(key)
     }
 
     /// The target's number and name, for logs and records.
     pub(super) fn target_label(&self, target: usize) -> (String, String) {
-        self.cfg.targets.get(target).map(|t| (t.number.clone(), t.name.clone())).unwrap_or_default()
+        self.cfg
+            .targets
+            .get(target)
+            .map(|t| (t.number.clone(), t.name.clone()))
+            .unwrap_or_default()
     }
 }

@@ -38,7 +38,10 @@ pub enum Step {
     Play(Vec<PromptId>),
     Menu(Menu),
     /// Wait in a queue; a higher priority is served first (within the queue's bound).
-    Queue { queue: QueueId, priority: u8 },
+    Queue {
+        queue: QueueId,
+        priority: u8,
+    },
     /// A transfer target by name; reached through the transfer layer (later issue). Until it
     /// exists the call hears the sorry prompt and is hung up, so the step is never silent.
     Transfer(String),
@@ -183,18 +186,30 @@ impl Dialplan {
     /// The decision for a call to `number` on `today` (Asia/Shanghai).
     pub fn decide(&self, number: &str, today: NaiveDate) -> Option<Decision> {
         Some(match self.routes.get(number)? {
-            Route::Flow(f) => Decision::Run { first: vec![], next: Next::Flow(*f) },
+            Route::Flow(f) => Decision::Run {
+                first: vec![],
+                next: Next::Flow(*f),
+            },
             Route::Merged(i) => {
                 let m = &self.merged[*i];
                 if today >= m.merged_on && today < m.window_end {
-                    Decision::Run { first: m.transition.clone(), next: Next::Flow(m.flow) }
+                    Decision::Run {
+                        first: m.transition.clone(),
+                        next: Next::Flow(m.flow),
+                    }
                 } else if today < m.merged_on {
                     // Not merged yet: the line's calls reach 12345 only if the carrier already
                     // routes them here; serve them without the transition prompt.
-                    Decision::Run { first: vec![], next: Next::Flow(m.flow) }
+                    Decision::Run {
+                        first: vec![],
+                        next: Next::Flow(m.flow),
+                    }
                 } else {
                     match m.after_window {
-                        AfterWindow::Continue => Decision::Run { first: vec![], next: Next::Flow(m.flow) },
+                        AfterWindow::Continue => Decision::Run {
+                            first: vec![],
+                            next: Next::Flow(m.flow),
+                        },
                         AfterWindow::Announce => match self.number_retired {
                             Some(p) => Decision::Announce(p),
                             None => Decision::Refuse(410, "Gone"),
@@ -205,7 +220,10 @@ impl Dialplan {
             }
             Route::Dual(i) => {
                 let d = &self.dual[*i];
-                Decision::Run { first: vec![d.greeting], next: Next::Queue(d.queue) }
+                Decision::Run {
+                    first: vec![d.greeting],
+                    next: Next::Queue(d.queue),
+                }
             }
         })
     }
@@ -242,7 +260,9 @@ struct RawFlow {
 #[derive(Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 enum RawStep {
-    Play { prompts: Vec<String> },
+    Play {
+        prompts: Vec<String>,
+    },
     Menu {
         prompts: Vec<String>,
         #[serde(default = "default_menu_timeout")]
@@ -259,8 +279,12 @@ enum RawStep {
         #[serde(default)]
         priority: u8,
     },
-    Transfer { target: String },
-    Goto { flow: String },
+    Transfer {
+        target: String,
+    },
+    Goto {
+        flow: String,
+    },
     Hangup,
 }
 
@@ -318,13 +342,22 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     fn problem(&mut self, file: &Path, text: &str, needle: &str, reason: String) {
-        self.problems.push(Problem { file: file.to_path_buf(), line: line_of(text, needle), reason });
+        self.problems.push(Problem {
+            file: file.to_path_buf(),
+            line: line_of(text, needle),
+            reason,
+        });
     }
 
     fn prompt(&mut self, file: &Path, text: &str, name: &str, what: &str) -> Option<PromptId> {
         let id = self.prompts.id(name);
         if id.is_none() {
-            self.problem(file, text, name, format!("{what}: prompt \"{name}\" has no file prompts/{name}.wav"));
+            self.problem(
+                file,
+                text,
+                name,
+                format!("{what}: prompt \"{name}\" has no file prompts/{name}.wav"),
+            );
         }
         id
     }
@@ -332,7 +365,8 @@ impl Loader<'_> {
 
 /// The 1-based line of the first occurrence of `needle` in `text`.
 fn line_of(text: &str, needle: &str) -> Option<usize> {
-    text.find(needle).map(|i| text[..i].matches('\n').count() + 1)
+    text.find(needle)
+        .map(|i| text[..i].matches('\n').count() + 1)
 }
 
 /// Whether a dialled number looks like one: digits only (with an optional leading +).
@@ -343,32 +377,53 @@ fn valid_number(n: &str) -> bool {
 
 /// Loads and validates every dialplan file in `dir` against the prompts and queues. Returns
 /// the dialplan when there are no problems, else every problem found.
-pub fn load(dir: &Path, prompts: &PromptStore, queues: &BTreeMap<String, QueueConfig>) -> Result<Dialplan, Vec<Problem>> {
+pub fn load(
+    dir: &Path,
+    prompts: &PromptStore,
+    queues: &BTreeMap<String, QueueConfig>,
+) -> Result<Dialplan, Vec<Problem>> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "toml"))
             .collect(),
         Err(e) => {
-            return Err(vec![Problem { file: dir.to_path_buf(), line: None, reason: format!("cannot read dialplan folder: {e}") }]);
+            return Err(vec![Problem {
+                file: dir.to_path_buf(),
+                line: None,
+                reason: format!("cannot read dialplan folder: {e}"),
+            }]);
         }
     };
     files.sort();
-    let mut loader = Loader { prompts, problems: Vec::new() };
+    let mut loader = Loader {
+        prompts,
+        problems: Vec::new(),
+    };
     let mut parsed = Vec::new();
     for file in files {
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
             Err(e) => {
-                loader.problems.push(Problem { file, line: None, reason: format!("cannot read: {e}") });
+                loader.problems.push(Problem {
+                    file,
+                    line: None,
+                    reason: format!("cannot read: {e}"),
+                });
                 continue;
             }
         };
         match toml::from_str::<RawFile>(&text) {
             Ok(raw) => parsed.push((file, text, raw)),
             Err(e) => {
-                let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-                loader.problems.push(Problem { file, line, reason: e.message().to_string() });
+                let line = e
+                    .span()
+                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+                loader.problems.push(Problem {
+                    file,
+                    line,
+                    reason: e.message().to_string(),
+                });
             }
         }
     }
@@ -397,7 +452,11 @@ pub fn load(dir: &Path, prompts: &PromptStore, queues: &BTreeMap<String, QueueCo
             }
             id
         };
-        let (m, h, s) = (get(&q.hold_music, "hold_music"), get(&q.hold_prompt, "hold_prompt"), get(&q.sorry_prompt, "sorry_prompt"));
+        let (m, h, s) = (
+            get(&q.hold_music, "hold_music"),
+            get(&q.hold_prompt, "hold_prompt"),
+            get(&q.sorry_prompt, "sorry_prompt"),
+        );
         if let (Some(hold_music), Some(hold_prompt), Some(sorry)) = (m, h, s) {
             queue_ids.insert(name.clone(), QueueId(plan.queues.len()));
             plan.queues.push(Queue {
@@ -429,24 +488,40 @@ pub fn load(dir: &Path, prompts: &PromptStore, queues: &BTreeMap<String, QueueCo
     for (file, text, raw) in &parsed {
         for name in raw.flows.keys() {
             if flow_ids.contains_key(name) {
-                loader.problem(file, text, &format!("[flows.{name}]"), format!("flow \"{name}\" is defined twice"));
+                loader.problem(
+                    file,
+                    text,
+                    &format!("[flows.{name}]"),
+                    format!("flow \"{name}\" is defined twice"),
+                );
             } else {
                 flow_ids.insert(name.clone(), FlowId(flow_ids.len()));
-                plan.flows.push(Flow { name: name.clone(), steps: vec![] });
+                plan.flows.push(Flow {
+                    name: name.clone(),
+                    steps: vec![],
+                });
             }
         }
     }
-    let flow_ref = |loader: &mut Loader, file: &Path, text: &str, name: &str, what: &str| -> Option<FlowId> {
-        let id = flow_ids.get(name).copied();
-        if id.is_none() {
-            loader.problem(file, text, name, format!("{what}: no flow named \"{name}\""));
-        }
-        id
-    };
+    let flow_ref =
+        |loader: &mut Loader, file: &Path, text: &str, name: &str, what: &str| -> Option<FlowId> {
+            let id = flow_ids.get(name).copied();
+            if id.is_none() {
+                loader.problem(
+                    file,
+                    text,
+                    name,
+                    format!("{what}: no flow named \"{name}\""),
+                );
+            }
+            id
+        };
 
     for (file, text, raw) in &parsed {
         for (name, flow) in &raw.flows {
-            let Some(&fid) = flow_ids.get(name) else { continue };
+            let Some(&fid) = flow_ids.get(name) else {
+                continue;
+            };
             if flow.steps.is_empty() {
                 loader.problem(file, text, name, format!("flow \"{name}\" has no steps"));
             }
@@ -455,14 +530,33 @@ pub fn load(dir: &Path, prompts: &PromptStore, queues: &BTreeMap<String, QueueCo
                 let what = format!("flow \"{name}\"");
                 let step = match raw_step {
                     RawStep::Play { prompts: ps } => {
-                        let ids: Vec<_> = ps.iter().filter_map(|p| loader.prompt(file, text, p, &what)).collect();
+                        let ids: Vec<_> = ps
+                            .iter()
+                            .filter_map(|p| loader.prompt(file, text, p, &what))
+                            .collect();
                         if ps.is_empty() {
-                            loader.problem(file, text, name, format!("{what}: play step with no prompts"));
+                            loader.problem(
+                                file,
+                                text,
+                                name,
+                                format!("{what}: play step with no prompts"),
+                            );
                         }
                         Step::Play(ids)
                     }
-                    RawStep::Menu { prompts: ps, timeout_ms, retries, options, invalid_prompt, timeout_prompt, on_fail } => {
-                        let prompt: Vec<_> = ps.iter().filter_map(|p| loader.prompt(file, text, p, &what)).collect();
+                    RawStep::Menu {
+                        prompts: ps,
+                        timeout_ms,
+                        retries,
+                        options,
+                        invalid_prompt,
+                        timeout_prompt,
+                        on_fail,
+                    } => {
+                        let prompt: Vec<_> = ps
+                            .iter()
+                            .filter_map(|p| loader.prompt(file, text, p, &what))
+                            .collect();
                         let mut opts = HashMap::new();
                         for (key, target) in options {
                             let mut chars = key.chars();
@@ -476,30 +570,46 @@ pub fn load(dir: &Path, prompts: &PromptStore, queues: &BTreeMap<String, QueueCo
                             }
                         }
                         if *timeout_ms < 500 || *timeout_ms > 60_000 {
-                            loader.problem(file, text, "timeout_ms", format!("{what}: menu timeout_ms {timeout_ms} outside 500..=60000"));
+                            loader.problem(
+                                file,
+                                text,
+                                "timeout_ms",
+                                format!("{what}: menu timeout_ms {timeout_ms} outside 500..=60000"),
+                            );
                         }
                         Step::Menu(Menu {
                             prompt,
                             timeout: Duration::from_millis(*timeout_ms),
                             retries: *retries,
                             options: opts,
-                            invalid_prompt: invalid_prompt.as_deref().and_then(|p| loader.prompt(file, text, p, &what)),
-                            timeout_prompt: timeout_prompt.as_deref().and_then(|p| loader.prompt(file, text, p, &what)),
-                            on_fail: on_fail.as_deref().and_then(|f| flow_ref(&mut loader, file, text, f, &what)),
+                            invalid_prompt: invalid_prompt
+                                .as_deref()
+                                .and_then(|p| loader.prompt(file, text, p, &what)),
+                            timeout_prompt: timeout_prompt
+                                .as_deref()
+                                .and_then(|p| loader.prompt(file, text, p, &what)),
+                            on_fail: on_fail
+                                .as_deref()
+                                .and_then(|f| flow_ref(&mut loader, file, text, f, &what)),
                         })
                     }
                     RawStep::Queue { queue, priority } => match queue_ids.get(queue) {
-                        Some(q) => Step::Queue { queue: *q, priority: *priority },
+                        Some(q) => Step::Queue {
+                            queue: *q,
+                            priority: *priority,
+                        },
                         None => {
                             loader.problem(file, text, queue, format!("{what}: queue \"{queue}\" is not in the configuration's [queues]"));
                             continue;
                         }
                     },
                     RawStep::Transfer { target } => Step::Transfer(target.clone()),
-                    RawStep::Goto { flow: f } => match flow_ref(&mut loader, file, text, f, &what) {
-                        Some(f) => Step::Goto(f),
-                        None => continue,
-                    },
+                    RawStep::Goto { flow: f } => {
+                        match flow_ref(&mut loader, file, text, f, &what) {
+                            Some(f) => Step::Goto(f),
+                            None => continue,
+                        }
+                    }
                     RawStep::Hangup => Step::Hangup,
                 };
                 steps.push(step);
@@ -510,7 +620,9 @@ pub fn load(dir: &Path, prompts: &PromptStore, queues: &BTreeMap<String, QueueCo
 
     // Queue overflow targets, now that flows and queues are known.
     for (name, q) in queues {
-        let Some(&id) = queue_ids.get(name) else { continue };
+        let Some(&id) = queue_ids.get(name) else {
+            continue;
+        };
         let mut target = |v: &str, key: &str| -> Option<Overflow> {
             let t = match v.split_once(':') {
                 Some(("queue", other)) => queue_ids.get(other).map(|&o| Overflow::Queue(o)),
@@ -519,21 +631,44 @@ pub fn load(dir: &Path, prompts: &PromptStore, queues: &BTreeMap<String, QueueCo
                 _ => None,
             };
             if t.is_none() {
-                loader.problems.push(Problem { file: cfg_file.clone(), line: None, reason: format!("queues.{name}.{key}: no such target {v:?}") });
+                loader.problems.push(Problem {
+                    file: cfg_file.clone(),
+                    line: None,
+                    reason: format!("queues.{name}.{key}: no such target {v:?}"),
+                });
             }
             t
         };
         let on_timeout = target(&q.on_timeout, "on_timeout").unwrap_or(Overflow::Sorry);
-        let when_no_agents = if q.when_no_agents == "wait" { None } else { target(&q.when_no_agents, "when_no_agents") };
+        let when_no_agents = if q.when_no_agents == "wait" {
+            None
+        } else {
+            target(&q.when_no_agents, "when_no_agents")
+        };
         plan.queues[id.0].on_timeout = on_timeout;
         plan.queues[id.0].when_no_agents = when_no_agents;
     }
 
-    let add_route = |loader: &mut Loader, plan: &mut Dialplan, file: &Path, text: &str, number: &str, route: Route| {
+    let add_route = |loader: &mut Loader,
+                     plan: &mut Dialplan,
+                     file: &Path,
+                     text: &str,
+                     number: &str,
+                     route: Route| {
         if !valid_number(number) {
-            loader.problem(file, text, number, format!("\"{number}\" is not a dialable number (digits only)"));
+            loader.problem(
+                file,
+                text,
+                number,
+                format!("\"{number}\" is not a dialable number (digits only)"),
+            );
         } else if plan.routes.contains_key(number) {
-            loader.problem(file, text, number, format!("number {number} is routed twice"));
+            loader.problem(
+                file,
+                text,
+                number,
+                format!("number {number} is routed twice"),
+            );
         } else {
             plan.routes.insert(number.to_string(), route);
         }
@@ -541,31 +676,57 @@ pub fn load(dir: &Path, prompts: &PromptStore, queues: &BTreeMap<String, QueueCo
 
     for (file, text, raw) in &parsed {
         for n in &raw.numbers {
-            if let Some(f) = flow_ref(&mut loader, file, text, &n.flow, &format!("number {}", n.number)) {
-                add_route(&mut loader, &mut plan, file, text, &n.number, Route::Flow(f));
+            if let Some(f) = flow_ref(
+                &mut loader,
+                file,
+                text,
+                &n.flow,
+                &format!("number {}", n.number),
+            ) {
+                add_route(
+                    &mut loader,
+                    &mut plan,
+                    file,
+                    text,
+                    &n.number,
+                    Route::Flow(f),
+                );
             }
         }
         for m in &raw.merged {
             let what = format!("merged number {}", m.number);
             let flow_name = m.flow.as_deref().unwrap_or("main");
-            let Some(flow) = flow_ref(&mut loader, file, text, flow_name, &what) else { continue };
+            let Some(flow) = flow_ref(&mut loader, file, text, flow_name, &what) else {
+                continue;
+            };
             let transition = match &m.prompt {
                 Some(p) => loader.prompt(file, text, p, &what).into_iter().collect(),
                 None => match prompts.id(&format!("transition/{}", m.number)) {
                     Some(recorded) => vec![recorded],
                     None => {
-                        let mut parts = vec![loader.prompt(file, text, "transition/you-dialled", &what)];
+                        let mut parts =
+                            vec![loader.prompt(file, text, "transition/you-dialled", &what)];
                         for d in m.number.chars() {
                             parts.push(loader.prompt(file, text, &format!("digits/{d}"), &what));
                         }
-                        parts.push(loader.prompt(file, text, &format!("names/{}", m.number), &what));
+                        parts.push(loader.prompt(
+                            file,
+                            text,
+                            &format!("names/{}", m.number),
+                            &what,
+                        ));
                         parts.push(loader.prompt(file, text, "transition/merged", &what));
                         parts.into_iter().flatten().collect()
                     }
                 },
             };
             let Some(window_end) = m.merged_on.checked_add_months(Months::new(3)) else {
-                loader.problem(file, text, &m.number, format!("{what}: merged_on out of range"));
+                loader.problem(
+                    file,
+                    text,
+                    &m.number,
+                    format!("{what}: merged_on out of range"),
+                );
                 continue;
             };
             let idx = plan.merged.len();
@@ -578,27 +739,66 @@ pub fn load(dir: &Path, prompts: &PromptStore, queues: &BTreeMap<String, QueueCo
                 transition,
                 flow,
             });
-            add_route(&mut loader, &mut plan, file, text, &m.number, Route::Merged(idx));
+            add_route(
+                &mut loader,
+                &mut plan,
+                file,
+                text,
+                &m.number,
+                Route::Merged(idx),
+            );
         }
         for d in &raw.dual {
             let what = format!("dual number {}", d.number);
             let greeting = loader.prompt(file, text, &d.greeting, &what);
             let queue = queue_ids.get(&d.queue).copied();
             if queue.is_none() {
-                loader.problem(file, text, &d.queue, format!("{what}: queue \"{}\" is not in the configuration's [queues]", d.queue));
+                loader.problem(
+                    file,
+                    text,
+                    &d.queue,
+                    format!(
+                        "{what}: queue \"{}\" is not in the configuration's [queues]",
+                        d.queue
+                    ),
+                );
             }
             if let (Some(greeting), Some(queue)) = (greeting, queue) {
                 let idx = plan.dual.len();
-                plan.dual.push(DualLine { number: d.number.clone(), name: d.name.clone(), greeting, queue });
-                add_route(&mut loader, &mut plan, file, text, &d.number, Route::Dual(idx));
+                plan.dual.push(DualLine {
+                    number: d.number.clone(),
+                    name: d.name.clone(),
+                    greeting,
+                    queue,
+                });
+                add_route(
+                    &mut loader,
+                    &mut plan,
+                    file,
+                    text,
+                    &d.number,
+                    Route::Dual(idx),
+                );
             }
         }
     }
     if plan.routes.is_empty() && loader.problems.is_empty() {
-        loader.problems.push(Problem { file: dir.to_path_buf(), line: None, reason: "no numbers are routed".into() });
+        loader.problems.push(Problem {
+            file: dir.to_path_buf(),
+            line: None,
+            reason: "no numbers are routed".into(),
+        });
     }
     if plan.sorry.is_none() {
-        loader.problems.push(Problem { file: dir.to_path_buf(), line: None, reason: "prompt \"sorry-busy\" is missing".into() });
+        loader.problems.push(Problem {
+            file: dir.to_path_buf(),
+            line: None,
+            reason: "prompt \"sorry-busy\" is missing".into(),
+        });
     }
-    if loader.problems.is_empty() { Ok(plan) } else { Err(loader.problems) }
+    if loader.problems.is_empty() {
+        Ok(plan)
+    } else {
+        Err(loader.problems)
+    }
 }

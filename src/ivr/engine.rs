@@ -49,10 +49,20 @@ pub enum ExitReason {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Play { prompts: Vec<PromptId>, loop_last: bool },
-    Timer { after: Duration, kind: TimerKind, epoch: u32 },
+    Play {
+        prompts: Vec<PromptId>,
+        loop_last: bool,
+    },
+    Timer {
+        after: Duration,
+        kind: TimerKind,
+        epoch: u32,
+    },
     /// The caller waits in this queue for a seat (the ACD offers the call).
-    Enqueue { queue: QueueId, priority: u8 },
+    Enqueue {
+        queue: QueueId,
+        priority: u8,
+    },
     /// Play the queue's hold prompt with the caller's position and expected wait, then hold
     /// music (call control knows the position).
     Announce(QueueId),
@@ -68,15 +78,21 @@ enum State {
     Intro,
     Playing,
     /// The menu prompt (or an error prompt before it) plays; a digit barges in.
-    MenuPrompt { attempt: u32 },
-    MenuWait { attempt: u32 },
+    MenuPrompt {
+        attempt: u32,
+    },
+    MenuWait {
+        attempt: u32,
+    },
     Queued(QueueId),
     /// A final prompt plays, then the call is hung up.
     Closing,
     /// With a seat.
     Bridged,
     /// Rating the call: the question plays or a key is awaited.
-    Survey { attempt: u32 },
+    Survey {
+        attempt: u32,
+    },
     Ended,
 }
 
@@ -97,7 +113,18 @@ pub struct Ivr {
 
 impl Ivr {
     pub fn new(plan: Arc<Dialplan>, first: Vec<PromptId>, next: Next) -> Self {
-        Ivr { plan, first, next, flow: None, step: 0, state: State::Intro, epoch: 0, priority: 0, overflows: 0, digits: String::new() }
+        Ivr {
+            plan,
+            first,
+            next,
+            flow: None,
+            step: 0,
+            state: State::Intro,
+            epoch: 0,
+            priority: 0,
+            overflows: 0,
+            digits: String::new(),
+        }
     }
 
     /// Name of what the call is doing, for logs and status.
@@ -126,13 +153,20 @@ impl Ivr {
                 Some(q) => {
                     self.epoch += 1;
                     self.state = State::Survey { attempt: 0 };
-                    out.push(Action::Play { prompts: vec![q], loop_last: false });
+                    out.push(Action::Play {
+                        prompts: vec![q],
+                        loop_last: false,
+                    });
                 }
                 None => self.hangup(&mut out),
             },
             (Input::PlaybackDone, State::Survey { .. }) => {
                 self.epoch += 1;
-                out.push(Action::Timer { after: SURVEY_WAIT, kind: TimerKind::MenuTimeout, epoch: self.epoch });
+                out.push(Action::Timer {
+                    after: SURVEY_WAIT,
+                    kind: TimerKind::MenuTimeout,
+                    epoch: self.epoch,
+                });
             }
             (Input::Digit(d), State::Survey { attempt }) => {
                 self.digits.push(d);
@@ -144,7 +178,11 @@ impl Ivr {
                     _ => self.survey_retry(attempt, &mut out),
                 }
             }
-            (Input::Timer(TimerKind::MenuTimeout, epoch), State::Survey { attempt }) if epoch == self.epoch => self.survey_retry(attempt, &mut out),
+            (Input::Timer(TimerKind::MenuTimeout, epoch), State::Survey { attempt })
+                if epoch == self.epoch =>
+            {
+                self.survey_retry(attempt, &mut out)
+            }
             (_, State::Ended | State::Bridged | State::Survey { .. }) => {}
             (Input::Bridged, _) => {
                 self.epoch += 1;
@@ -154,7 +192,10 @@ impl Ivr {
                 if self.first.is_empty() {
                     self.go_next(&mut out);
                 } else {
-                    out.push(Action::Play { prompts: self.first.clone(), loop_last: false });
+                    out.push(Action::Play {
+                        prompts: self.first.clone(),
+                        loop_last: false,
+                    });
                 }
             }
             (Input::PlaybackDone, State::Intro) => self.go_next(&mut out),
@@ -167,7 +208,11 @@ impl Ivr {
                     let after = menu.timeout;
                     self.state = State::MenuWait { attempt };
                     self.epoch += 1;
-                    out.push(Action::Timer { after, kind: TimerKind::MenuTimeout, epoch: self.epoch });
+                    out.push(Action::Timer {
+                        after,
+                        kind: TimerKind::MenuTimeout,
+                        epoch: self.epoch,
+                    });
                 }
             }
             (Input::Digit(d), State::MenuPrompt { attempt } | State::MenuWait { attempt }) => {
@@ -182,14 +227,22 @@ impl Ivr {
                 }
             }
             (Input::Digit(d), _) => self.digits.push(d),
-            (Input::Timer(TimerKind::MenuTimeout, epoch), State::MenuWait { attempt }) if epoch == self.epoch => {
+            (Input::Timer(TimerKind::MenuTimeout, epoch), State::MenuWait { attempt })
+                if epoch == self.epoch =>
+            {
                 let p = self.menu().and_then(|m| m.timeout_prompt);
                 self.menu_retry(attempt, p, &mut out);
             }
-            (Input::Timer(TimerKind::HoldPrompt, epoch), State::Queued(q)) if epoch == self.epoch => {
+            (Input::Timer(TimerKind::HoldPrompt, epoch), State::Queued(q))
+                if epoch == self.epoch =>
+            {
                 let queue = &self.plan.queues[q.0];
                 out.push(Action::Announce(q));
-                out.push(Action::Timer { after: queue.hold_prompt_every, kind: TimerKind::HoldPrompt, epoch: self.epoch });
+                out.push(Action::Timer {
+                    after: queue.hold_prompt_every,
+                    kind: TimerKind::HoldPrompt,
+                    epoch: self.epoch,
+                });
             }
             (Input::Timer(TimerKind::MaxWait, epoch), State::Queued(q)) if epoch == self.epoch => {
                 out.push(Action::Dequeue(ExitReason::Timeout));
@@ -230,8 +283,13 @@ impl Ivr {
         let mut prompts: Vec<PromptId> = error_prompt.into_iter().collect();
         prompts.extend_from_slice(&menu.prompt);
         self.epoch += 1;
-        self.state = State::MenuPrompt { attempt: attempt + 1 };
-        out.push(Action::Play { prompts, loop_last: false });
+        self.state = State::MenuPrompt {
+            attempt: attempt + 1,
+        };
+        out.push(Action::Play {
+            prompts,
+            loop_last: false,
+        });
     }
 
     fn go_next(&mut self, out: &mut Vec<Action>) {
@@ -253,10 +311,21 @@ impl Ivr {
         self.epoch += 1;
         self.state = State::Queued(q);
         // Enqueued first: the announcement tells the caller's position in the line.
-        out.push(Action::Enqueue { queue: q, priority: self.priority });
+        out.push(Action::Enqueue {
+            queue: q,
+            priority: self.priority,
+        });
         out.push(Action::Announce(q));
-        out.push(Action::Timer { after: queue.hold_prompt_every, kind: TimerKind::HoldPrompt, epoch: self.epoch });
-        out.push(Action::Timer { after: queue.max_wait, kind: TimerKind::MaxWait, epoch: self.epoch });
+        out.push(Action::Timer {
+            after: queue.hold_prompt_every,
+            kind: TimerKind::HoldPrompt,
+            epoch: self.epoch,
+        });
+        out.push(Action::Timer {
+            after: queue.max_wait,
+            kind: TimerKind::MaxWait,
+            epoch: self.epoch,
+        });
     }
 
     /// The wait in queue `from` is over: on to `target`, never silence.
@@ -274,18 +343,28 @@ impl Ivr {
     fn run(&mut self, out: &mut Vec<Action>) {
         let plan = self.plan.clone();
         for _ in 0..MAX_JUMPS {
-            let Some(flow) = self.flow.and_then(|f| plan.flows.get(f.0)) else { return self.hangup(out) };
-            let Some(step) = flow.steps.get(self.step) else { return self.hangup(out) };
+            let Some(flow) = self.flow.and_then(|f| plan.flows.get(f.0)) else {
+                return self.hangup(out);
+            };
+            let Some(step) = flow.steps.get(self.step) else {
+                return self.hangup(out);
+            };
             self.epoch += 1;
             match step {
                 Step::Play(ps) => {
                     self.state = State::Playing;
-                    out.push(Action::Play { prompts: ps.clone(), loop_last: false });
+                    out.push(Action::Play {
+                        prompts: ps.clone(),
+                        loop_last: false,
+                    });
                     return;
                 }
                 Step::Menu(m) => {
                     self.state = State::MenuPrompt { attempt: 0 };
-                    out.push(Action::Play { prompts: m.prompt.clone(), loop_last: false });
+                    out.push(Action::Play {
+                        prompts: m.prompt.clone(),
+                        loop_last: false,
+                    });
                     return;
                 }
                 Step::Queue { queue, priority } => {
@@ -315,8 +394,13 @@ impl Ivr {
         match self.plan.survey {
             Some(q) if attempt < SURVEY_RETRIES => {
                 self.epoch += 1;
-                self.state = State::Survey { attempt: attempt + 1 };
-                out.push(Action::Play { prompts: vec![q], loop_last: false });
+                self.state = State::Survey {
+                    attempt: attempt + 1,
+                };
+                out.push(Action::Play {
+                    prompts: vec![q],
+                    loop_last: false,
+                });
             }
             _ => {
                 out.push(Action::SurveyResult(None));
@@ -335,7 +419,10 @@ impl Ivr {
     fn close_with(&mut self, prompt: PromptId, out: &mut Vec<Action>) {
         self.epoch += 1;
         self.state = State::Closing;
-        out.push(Action::Play { prompts: vec![prompt], loop_last: false });
+        out.push(Action::Play {
+            prompts: vec![prompt],
+            loop_last: false,
+        });
     }
 
     fn hangup(&mut self, out: &mut Vec<Action>) {
@@ -352,7 +439,8 @@ mod tests {
     /// An IVR already with a seat, in a plan that has the survey prompts.
     fn bridged() -> Ivr {
         let mut plan = Dialplan::default();
-        (plan.survey, plan.survey_thanks, plan.goodbye) = (Some(PromptId(1)), Some(PromptId(2)), Some(PromptId(3)));
+        (plan.survey, plan.survey_thanks, plan.goodbye) =
+            (Some(PromptId(1)), Some(PromptId(2)), Some(PromptId(3)));
         let mut ivr = Ivr::new(Arc::new(plan), vec![], Next::Hangup);
         ivr.handle(Input::Bridged);
         ivr
@@ -365,18 +453,54 @@ mod tests {
     #[test]
     fn survey_takes_a_rating_or_ends_without_one() {
         let mut ivr = bridged();
-        assert_eq!(ivr.handle(Input::Survey), [Action::Play { prompts: vec![PromptId(1)], loop_last: false }]);
+        assert_eq!(
+            ivr.handle(Input::Survey),
+            [Action::Play {
+                prompts: vec![PromptId(1)],
+                loop_last: false
+            }]
+        );
         // A key during the question: rated, thanks, then hang up.
-        assert_eq!(ivr.handle(Input::Digit('2')), [Action::SurveyResult(Some(2)), Action::Play { prompts: vec![PromptId(2)], loop_last: false }]);
+        assert_eq!(
+            ivr.handle(Input::Digit('2')),
+            [
+                Action::SurveyResult(Some(2)),
+                Action::Play {
+                    prompts: vec![PromptId(2)],
+                    loop_last: false
+                }
+            ]
+        );
         assert_eq!(ivr.handle(Input::PlaybackDone), [Action::Hangup]);
 
         // No key: asked once more, then goodbye without a rating; a wrong key counts as none.
         let mut ivr = bridged();
         ivr.handle(Input::Survey);
         let wait = ivr.handle(Input::PlaybackDone);
-        assert!(matches!(wait[..], [Action::Timer { kind: TimerKind::MenuTimeout, .. }]));
-        assert_eq!(ivr.handle(timer(&ivr)), [Action::Play { prompts: vec![PromptId(1)], loop_last: false }]);
-        assert_eq!(ivr.handle(Input::Digit('7')), [Action::SurveyResult(None), Action::Play { prompts: vec![PromptId(3)], loop_last: false }]);
+        assert!(matches!(
+            wait[..],
+            [Action::Timer {
+                kind: TimerKind::MenuTimeout,
+                ..
+            }]
+        ));
+        assert_eq!(
+            ivr.handle(timer(&ivr)),
+            [Action::Play {
+                prompts: vec![PromptId(1)],
+                loop_last: false
+            }]
+        );
+        assert_eq!(
+            ivr.handle(Input::Digit('7')),
+            [
+                Action::SurveyResult(None),
+                Action::Play {
+                    prompts: vec![PromptId(3)],
+                    loop_last: false
+                }
+            ]
+        );
         assert_eq!(ivr.handle(Input::PlaybackDone), [Action::Hangup]);
         assert_eq!(ivr.digits, "7");
     }

@@ -58,7 +58,10 @@ mod tests {
     fn one_press_with_redundant_end_packets_is_one_digit() {
         let mut r = DtmfReceiver::default();
         let mut got = vec![];
-        for (i, end) in [false, false, false, true, true, true].into_iter().enumerate() {
+        for (i, end) in [false, false, false, true, true, true]
+            .into_iter()
+            .enumerate()
+        {
             if let Some(d) = r.on_packet(1000, &pkt(5, end, 160 * (i as u16 + 1))) {
                 got.push(d);
             }

@@ -76,7 +76,12 @@ pub struct MediaEngine<T> {
 
 impl<T> MediaEngine<T> {
     pub fn new(prompts: Arc<PromptStore>) -> Self {
-        MediaEngine { prompts, streams: Slab::new(), events: std::collections::VecDeque::new(), next_gen: 0 }
+        MediaEngine {
+            prompts,
+            streams: Slab::new(),
+            events: std::collections::VecDeque::new(),
+            next_gen: 0,
+        }
     }
 
     pub fn prompts(&self) -> &Arc<PromptStore> {
@@ -84,7 +89,13 @@ impl<T> MediaEngine<T> {
     }
 
     /// Starts a stream that sends silence until something is played.
-    pub fn add(&mut self, now: Instant, tx: T, remote: Option<SocketAddr>, params: StreamParams) -> StreamId {
+    pub fn add(
+        &mut self,
+        now: Instant,
+        tx: T,
+        remote: Option<SocketAddr>,
+        params: StreamParams,
+    ) -> StreamId {
         self.next_gen += 1;
         let generation = self.next_gen;
         let slot = self.streams.insert(Stream {
@@ -114,11 +125,15 @@ impl<T> MediaEngine<T> {
     }
 
     fn stream(&self, id: StreamId) -> Option<&Stream<T>> {
-        self.streams.get(id.slot).filter(|s| s.generation == id.generation)
+        self.streams
+            .get(id.slot)
+            .filter(|s| s.generation == id.generation)
     }
 
     fn stream_mut(&mut self, id: StreamId) -> Option<&mut Stream<T>> {
-        self.streams.get_mut(id.slot).filter(|s| s.generation == id.generation)
+        self.streams
+            .get_mut(id.slot)
+            .filter(|s| s.generation == id.generation)
     }
 
     pub fn len(&self) -> usize {
@@ -220,7 +235,10 @@ impl<T> MediaEngine<T> {
                 let skip = lag - MAX_CATCH_UP;
                 for _ in 0..skip {
                     if advance(s, prompts) {
-                        self.events.push_back(MediaEvent::PlaybackDone(StreamId { slot: key, generation: s.generation }));
+                        self.events.push_back(MediaEvent::PlaybackDone(StreamId {
+                            slot: key,
+                            generation: s.generation,
+                        }));
                     }
                 }
                 s.ts = s.ts.wrapping_add((skip as u32) * FRAME_SAMPLES as u32);
@@ -255,7 +273,10 @@ impl<T> MediaEngine<T> {
                     }
                 }
                 if advance(s, prompts) {
-                    self.events.push_back(MediaEvent::PlaybackDone(StreamId { slot: key, generation: s.generation }));
+                    self.events.push_back(MediaEvent::PlaybackDone(StreamId {
+                        slot: key,
+                        generation: s.generation,
+                    }));
                 }
                 s.ts = s.ts.wrapping_add(FRAME_SAMPLES as u32);
                 s.frames_done += 1;
@@ -301,7 +322,13 @@ mod tests {
     }
 
     fn params() -> StreamParams {
-        StreamParams { codec: Codec::Pcmu, payload_type: 0, ssrc: 7, first_seq: 65534, first_ts: 10 }
+        StreamParams {
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            ssrc: 7,
+            first_seq: 65534,
+            first_ts: 10,
+        }
     }
 
     #[test]
@@ -330,15 +357,26 @@ mod tests {
         e.play(id, &[a, b], false);
         let mut sent: Vec<Vec<u8>> = vec![];
         for ms in (0..=200).step_by(20) {
-            e.tick(t0 + Duration::from_millis(ms), |_, p, _| sent.push(p.to_vec()));
+            e.tick(t0 + Duration::from_millis(ms), |_, p, _| {
+                sent.push(p.to_vec())
+            });
         }
         assert_eq!(sent.len(), 11);
         for (i, p) in sent.iter().enumerate() {
             let r = rtp_rs::RtpReader::new(p).unwrap();
-            assert_eq!(u16::from(r.sequence_number()), 65534u16.wrapping_add(i as u16));
+            assert_eq!(
+                u16::from(r.sequence_number()),
+                65534u16.wrapping_add(i as u16)
+            );
             assert_eq!(r.timestamp(), 10 + 160 * i as u32);
             assert_eq!(r.mark(), i == 0);
-            let expect = if i < 3 { crate::media::g711::ulaw_encode(1000) } else if i < 5 { crate::media::g711::ulaw_encode(-1000) } else { 0xFF };
+            let expect = if i < 3 {
+                crate::media::g711::ulaw_encode(1000)
+            } else if i < 5 {
+                crate::media::g711::ulaw_encode(-1000)
+            } else {
+                0xFF
+            };
             assert!(r.payload().iter().all(|&x| x == expect), "frame {i}");
         }
         assert_eq!(e.poll_event(), Some(MediaEvent::PlaybackDone(id)));
@@ -353,10 +391,16 @@ mod tests {
         e.play(id, &[a], true);
         let mut sent = vec![];
         e.tick(t0, |_, p, _| sent.push(p.to_vec()));
-        e.tick(t0 + Duration::from_millis(200), |_, p, _| sent.push(p.to_vec()));
+        e.tick(t0 + Duration::from_millis(200), |_, p, _| {
+            sent.push(p.to_vec())
+        });
         assert_eq!(sent.len(), 1 + 3);
         let last = rtp_rs::RtpReader::new(sent.last().unwrap()).unwrap();
-        assert_eq!(last.timestamp(), 10 + 160 * 10, "timestamp follows the clock, not the packet count");
+        assert_eq!(
+            last.timestamp(),
+            10 + 160 * 10,
+            "timestamp follows the clock, not the packet count"
+        );
         assert_eq!(e.stats(id).unwrap().frames_skipped, 7);
         assert_eq!(e.poll_event(), None, "a looping playlist never ends");
     }
@@ -374,7 +418,9 @@ mod tests {
         assert_eq!(n, 1);
         e.set_sending(id, true);
         let mut marks = vec![];
-        e.tick(t0 + Duration::from_millis(40), |_, p, _| marks.push(rtp_rs::RtpReader::new(p).unwrap().mark()));
+        e.tick(t0 + Duration::from_millis(40), |_, p, _| {
+            marks.push(rtp_rs::RtpReader::new(p).unwrap().mark())
+        });
         assert_eq!(marks, vec![true]);
     }
 }

@@ -48,7 +48,16 @@ pub struct Join {
 impl Conference {
     pub fn join(&mut self, j: Join) {
         self.leave(j.key);
-        self.members.push(Member { key: j.key, codec: j.codec, payload_type: j.payload_type, ssrc: j.ssrc, seq: j.seq, ts: j.ts, queued: VecDeque::with_capacity(MAX_QUEUED), marker: true });
+        self.members.push(Member {
+            key: j.key,
+            codec: j.codec,
+            payload_type: j.payload_type,
+            ssrc: j.ssrc,
+            seq: j.seq,
+            ts: j.ts,
+            queued: VecDeque::with_capacity(MAX_QUEUED),
+            marker: true,
+        });
     }
 
     pub fn leave(&mut self, key: u64) {
@@ -66,7 +75,9 @@ impl Conference {
     /// Audio received from member `key` (an RTP payload of its codec). Frames of another size
     /// are cut or padded to 20 ms: phones on G.711 send 20 ms unless told otherwise.
     pub fn push(&mut self, key: u64, payload_type: u8, payload: &[u8]) {
-        let Some(m) = self.members.iter_mut().find(|m| m.key == key) else { return };
+        let Some(m) = self.members.iter_mut().find(|m| m.key == key) else {
+            return;
+        };
         if payload_type != m.codec.static_pt() {
             return; // telephone-event, comfort noise: not audio to mix
         }
@@ -83,7 +94,11 @@ impl Conference {
 
     /// One 20 ms step: `send(member key, packet)` for every member.
     pub fn mix(&mut self, mut send: impl FnMut(u64, &[u8])) {
-        let frames: Vec<Option<Frame>> = self.members.iter_mut().map(|m| m.queued.pop_front()).collect();
+        let frames: Vec<Option<Frame>> = self
+            .members
+            .iter_mut()
+            .map(|m| m.queued.pop_front())
+            .collect();
         let mut total = [0i32; FRAME_SAMPLES];
         for f in frames.iter().flatten() {
             for (t, &s) in total.iter_mut().zip(f.iter()) {
@@ -96,7 +111,9 @@ impl Conference {
             let mut payload = [0u8; FRAME_SAMPLES];
             for (i, p) in payload.iter_mut().enumerate() {
                 let mine = own.as_ref().map_or(0, |f| i32::from(f[i]));
-                *p = m.codec.encode((total[i] - mine).clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16);
+                *p = m.codec.encode(
+                    (total[i] - mine).clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16,
+                );
             }
             let built = rtp_rs::RtpPacketBuilder::new()
                 .payload_type(m.payload_type)
@@ -121,12 +138,23 @@ mod tests {
     use super::*;
 
     fn join(c: &mut Conference, key: u64, codec: Codec) {
-        c.join(Join { key, codec, payload_type: codec.static_pt(), ssrc: key as u32, seq: 100, ts: 1000 });
+        c.join(Join {
+            key,
+            codec,
+            payload_type: codec.static_pt(),
+            ssrc: key as u32,
+            seq: 100,
+            ts: 1000,
+        });
     }
 
     fn level(codec: Codec, packet: &[u8]) -> i32 {
         let r = rtp_rs::RtpReader::new(packet).unwrap();
-        let s: Vec<i32> = r.payload().iter().map(|&b| i32::from(codec.decode(b))).collect();
+        let s: Vec<i32> = r
+            .payload()
+            .iter()
+            .map(|&b| i32::from(codec.decode(b)))
+            .collect();
         s.iter().sum::<i32>() / s.len() as i32
     }
 
@@ -144,8 +172,15 @@ mod tests {
             got.insert(k, p.to_vec());
         });
         let near = |a: i32, b: i32| (a - b).abs() < b / 20;
-        assert!(near(level(Codec::Pcmu, &got[&1]), 6000), "1 hears 2 + 3: {}", level(Codec::Pcmu, &got[&1]));
-        assert!(near(level(Codec::Pcma, &got[&2]), 5000), "2 hears 1 + 3 in its own codec");
+        assert!(
+            near(level(Codec::Pcmu, &got[&1]), 6000),
+            "1 hears 2 + 3: {}",
+            level(Codec::Pcmu, &got[&1])
+        );
+        assert!(
+            near(level(Codec::Pcma, &got[&2]), 5000),
+            "2 hears 1 + 3 in its own codec"
+        );
         assert!(near(level(Codec::Pcmu, &got[&3]), 3000), "3 hears 1 + 2");
         assert_eq!(rtp_rs::RtpReader::new(&got[&2]).unwrap().payload_type(), 8);
     }
@@ -161,11 +196,18 @@ mod tests {
             c.mix(|k, p| {
                 if k == 2 {
                     let r = rtp_rs::RtpReader::new(p).unwrap();
-                    seqs.push((u16::from(r.sequence_number()), r.timestamp(), level(Codec::Pcmu, p)));
+                    seqs.push((
+                        u16::from(r.sequence_number()),
+                        r.timestamp(),
+                        level(Codec::Pcmu, p),
+                    ));
                 }
             });
         }
-        assert_eq!(seqs.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(), vec![(100, 1000), (101, 1160), (102, 1320)]);
+        assert_eq!(
+            seqs.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(),
+            vec![(100, 1000), (101, 1160), (102, 1320)]
+        );
         assert!(seqs.iter().all(|s| (s.2 - 3000).abs() < 150));
     }
 
@@ -189,7 +231,16 @@ mod tone_tests {
     use super::*;
 
     fn tone(hz: f64, frame: usize) -> Vec<u8> {
-        (0..FRAME_SAMPLES).map(|k| Codec::Pcmu.encode((8000.0 * (2.0 * std::f64::consts::PI * hz * ((frame * FRAME_SAMPLES + k) as f64) / 8000.0).sin()) as i16)).collect()
+        (0..FRAME_SAMPLES)
+            .map(|k| {
+                Codec::Pcmu.encode(
+                    (8000.0
+                        * (2.0 * std::f64::consts::PI * hz * ((frame * FRAME_SAMPLES + k) as f64)
+                            / 8000.0)
+                            .sin()) as i16,
+                )
+            })
+            .collect()
     }
 
     fn share(pcm: &[i16], freq: f64) -> f64 {
@@ -210,7 +261,14 @@ mod tone_tests {
     fn three_tones_each_member_hears_the_other_two() {
         let mut c = Conference::default();
         for k in 1..=3 {
-            c.join(Join { key: k, codec: Codec::Pcmu, payload_type: 0, ssrc: 1, seq: 0, ts: 0 });
+            c.join(Join {
+                key: k,
+                codec: Codec::Pcmu,
+                payload_type: 0,
+                ssrc: 1,
+                seq: 0,
+                ts: 0,
+            });
         }
         let hz = [0.0, 1000.0, 440.0, 1500.0];
         let mut heard: Vec<Vec<i16>> = vec![vec![]; 4];
@@ -218,7 +276,15 @@ mod tone_tests {
             for k in 1..=3u64 {
                 c.push(k, 0, &tone(hz[k as usize], f));
             }
-            c.mix(|k, p| heard[k as usize].extend(rtp_rs::RtpReader::new(p).unwrap().payload().iter().map(|&b| Codec::Pcmu.decode(b))));
+            c.mix(|k, p| {
+                heard[k as usize].extend(
+                    rtp_rs::RtpReader::new(p)
+                        .unwrap()
+                        .payload()
+                        .iter()
+                        .map(|&b| Codec::Pcmu.decode(b)),
+                )
+            });
         }
         for k in 1..=3usize {
             for o in 1..=3usize {

@@ -1,7 +1,7 @@
 //! Prompts: 8 kHz 16-bit mono WAV files, read once at start-up and kept as G.711 frames in both
 //! laws, so playing a prompt is a slice copy per packet.
 
-use super::{g711, Codec, FRAME_SAMPLES};
+use super::{Codec, FRAME_SAMPLES, g711};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -10,7 +10,10 @@ pub enum PromptError {
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
     #[error("prompt folder {path}: {source}")]
-    Dir { path: PathBuf, source: std::io::Error },
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Index of a prompt in the [`PromptStore`].
@@ -51,8 +54,10 @@ impl PromptStore {
     /// (e.g. `digits/1`). Returns the store and every file that could not be used.
     pub fn load_dir(dir: &Path) -> Result<(PromptStore, Vec<PromptError>), PromptError> {
         let mut files = Vec::new();
-        collect_wavs(dir, &mut files)
-            .map_err(|source| PromptError::Dir { path: dir.to_path_buf(), source })?;
+        collect_wavs(dir, &mut files).map_err(|source| PromptError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         files.sort();
         let mut store = PromptStore::default();
         let mut problems = Vec::new();
@@ -83,7 +88,11 @@ impl PromptStore {
             alaw[i] = g711::alaw_encode(s);
         }
         let id = PromptId(self.prompts.len() as u32);
-        self.prompts.push(Prompt { name: name.to_string(), ulaw, alaw });
+        self.prompts.push(Prompt {
+            name: name.to_string(),
+            ulaw,
+            alaw,
+        });
         self.by_name.insert(name.to_string(), id);
         id
     }
@@ -101,7 +110,10 @@ impl PromptStore {
         self.prompts.is_empty()
     }
     pub fn total_bytes(&self) -> usize {
-        self.prompts.iter().map(|p| p.ulaw.len() + p.alaw.len()).sum()
+        self.prompts
+            .iter()
+            .map(|p| p.ulaw.len() + p.alaw.len())
+            .sum()
     }
 }
 
@@ -110,7 +122,10 @@ fn collect_wavs(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let path = entry?.path();
         if path.is_dir() {
             collect_wavs(&path, out)?;
-        } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")) {
+        } else if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
+        {
             out.push(path);
         }
     }
@@ -120,7 +135,8 @@ fn collect_wavs(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 /// Reads an 8 kHz 16-bit mono PCM WAV; anything else is refused with the reason, because
 /// resampling at start-up would hide a wrongly converted recording.
 pub fn read_wav(path: &Path) -> Result<Vec<i16>, String> {
-    let mut reader = hound::WavReader::open(path).map_err(|e| format!("not a readable WAV: {e}"))?;
+    let mut reader =
+        hound::WavReader::open(path).map_err(|e| format!("not a readable WAV: {e}"))?;
     let spec = reader.spec();
     if spec.sample_rate != 8000
         || spec.channels != 1

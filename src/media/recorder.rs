@@ -18,10 +18,21 @@ const MAX_SKEW: usize = 1600;
 // Audio is the common message; keeping its payload inline spares an allocation per packet.
 #[allow(clippy::large_enum_variant)]
 pub enum Message {
-    Start { id: u64, path: PathBuf },
+    Start {
+        id: u64,
+        path: PathBuf,
+    },
     /// One packet's payload from `side` (0 = caller, 1 = seat).
-    Audio { id: u64, side: u8, codec: Codec, len: u8, payload: [u8; 240] },
-    Stop { id: u64 },
+    Audio {
+        id: u64,
+        side: u8,
+        codec: Codec,
+        len: u8,
+        payload: [u8; 240],
+    },
+    Stop {
+        id: u64,
+    },
     /// Close every open recording and end the thread.
     Shutdown,
 }
@@ -46,7 +57,13 @@ impl Tap {
         let len = payload.len().min(240);
         let mut buf = [0u8; 240];
         buf[..len].copy_from_slice(&payload[..len]);
-        let _ = self.recorder.tx.send(Message::Audio { id: self.id, side: self.side, codec, len: len as u8, payload: buf });
+        let _ = self.recorder.tx.send(Message::Audio {
+            id: self.id,
+            side: self.side,
+            codec,
+            len: len as u8,
+            payload: buf,
+        });
     }
 }
 
@@ -67,7 +84,10 @@ impl Recording {
         }
         let n = self.sides[0].len().min(self.sides[1].len());
         for _ in 0..n {
-            let (a, b) = (self.sides[0].pop_front().unwrap_or(0), self.sides[1].pop_front().unwrap_or(0));
+            let (a, b) = (
+                self.sides[0].pop_front().unwrap_or(0),
+                self.sides[1].pop_front().unwrap_or(0),
+            );
             self.writer.write_sample(a)?;
             self.writer.write_sample(b)?;
         }
@@ -87,7 +107,9 @@ impl Recorder {
     /// Starts the writer thread; join the handle after sending `Shutdown`.
     pub fn start() -> std::io::Result<(Recorder, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel::<Message>();
-        let handle = std::thread::Builder::new().name("recorder".into()).spawn(move || run(rx))?;
+        let handle = std::thread::Builder::new()
+            .name("recorder".into())
+            .spawn(move || run(rx))?;
         Ok((Recorder { tx }, handle))
     }
 
@@ -97,23 +119,51 @@ impl Recorder {
 }
 
 fn run(rx: mpsc::Receiver<Message>) {
-    let spec = hound::WavSpec { channels: 2, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut open: HashMap<u64, Recording> = HashMap::new();
     while let Ok(m) = rx.recv() {
         match m {
             Message::Start { id, path } => {
-                let made = path.parent().map(std::fs::create_dir_all).transpose().map_err(hound::Error::IoError).and_then(|_| hound::WavWriter::create(&path, spec));
+                let made = path
+                    .parent()
+                    .map(std::fs::create_dir_all)
+                    .transpose()
+                    .map_err(hound::Error::IoError)
+                    .and_then(|_| hound::WavWriter::create(&path, spec));
                 match made {
                     Ok(writer) => {
-                        open.insert(id, Recording { writer, sides: Default::default(), path });
+                        open.insert(
+                            id,
+                            Recording {
+                                writer,
+                                sides: Default::default(),
+                                path,
+                            },
+                        );
                     }
-                    Err(e) => tracing::error!(path = %path.display(), error = %e, "cannot record the call"),
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), error = %e, "cannot record the call")
+                    }
                 }
             }
-            Message::Audio { id, side, codec, len, payload } => {
-                let Some(rec) = open.get_mut(&id) else { continue };
+            Message::Audio {
+                id,
+                side,
+                codec,
+                len,
+                payload,
+            } => {
+                let Some(rec) = open.get_mut(&id) else {
+                    continue;
+                };
                 let side = usize::from(side.min(1));
-                rec.sides[side].extend(payload[..usize::from(len)].iter().map(|&b| codec.decode(b)));
+                rec.sides[side]
+                    .extend(payload[..usize::from(len)].iter().map(|&b| codec.decode(b)));
                 if let Err(e) = rec.write_ready() {
                     tracing::error!(path = %rec.path.display(), error = %e, "recording write failed; recording stopped");
                     open.remove(&id);
@@ -124,7 +174,9 @@ fn run(rx: mpsc::Receiver<Message>) {
                     let path = rec.path.clone();
                     match rec.finish() {
                         Ok(()) => tracing::info!(path = %path.display(), "call recorded"),
-                        Err(e) => tracing::error!(path = %path.display(), error = %e, "recording could not be finished"),
+                        Err(e) => {
+                            tracing::error!(path = %path.display(), error = %e, "recording could not be finished")
+                        }
                     }
                 }
             }
@@ -146,9 +198,20 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hotline-rec-{}", std::process::id()));
         let path = dir.join("x.wav");
         let (r, handle) = Recorder::start().unwrap();
-        r.send(Message::Start { id: 1, path: path.clone() });
-        let caller = Tap { recorder: r.clone(), id: 1, side: 0 };
-        let seat = Tap { recorder: r.clone(), id: 1, side: 1 };
+        r.send(Message::Start {
+            id: 1,
+            path: path.clone(),
+        });
+        let caller = Tap {
+            recorder: r.clone(),
+            id: 1,
+            side: 0,
+        };
+        let seat = Tap {
+            recorder: r.clone(),
+            id: 1,
+            side: 1,
+        };
         let loud = [super::super::g711::ulaw_encode(8000); 160];
         for _ in 0..5 {
             caller.audio(Codec::Pcmu, &loud);
@@ -170,7 +233,10 @@ mod tests {
                     break s;
                 }
             }
-            assert!(std::time::Instant::now() < deadline, "recording not written");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "recording not written"
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         };
         assert!(samples.chunks(2).all(|f| f[0] > 7000 && f[1].abs() < 10));

@@ -53,7 +53,11 @@ impl SurveyFigures {
             _ => self.no_answer += 1,
         }
         let rated = self.satisfied + self.basically_satisfied + self.dissatisfied;
-        self.satisfaction_rate = if rated == 0 { 1.0 } else { (self.satisfied + self.basically_satisfied) as f64 / rated as f64 };
+        self.satisfaction_rate = if rated == 0 {
+            1.0
+        } else {
+            (self.satisfied + self.basically_satisfied) as f64 / rated as f64
+        };
     }
 }
 
@@ -138,7 +142,11 @@ fn num(r: &Record, key: &str) -> f64 {
 impl Figures {
     fn target(&mut self, number: &str, r: &Record) -> &mut TargetFigures {
         let t = self.targets.entry(number.to_string()).or_default();
-        for (field, key) in [(&mut t.name, "name"), (&mut t.kind, "kind"), (&mut t.unit, "unit")] {
+        for (field, key) in [
+            (&mut t.name, "name"),
+            (&mut t.kind, "kind"),
+            (&mut t.unit, "unit"),
+        ] {
             if let Some(v) = r.detail.get(key).and_then(|v| v.as_str()) {
                 v.clone_into(field);
             }
@@ -152,13 +160,20 @@ impl Figures {
             if day < self.day.as_str() {
                 return; // a late record of a closed day (clock step): not today's
             }
-            *self = Figures { day: day.to_string(), ..Figures::default() };
+            *self = Figures {
+                day: day.to_string(),
+                ..Figures::default()
+            };
         }
         match r.kind {
             "offer" => {
                 let Some(seat) = &r.seat else { return };
                 let s = self.seats.entry(seat.clone()).or_default();
-                let outcome = r.detail.get("outcome").and_then(|v| v.as_str()).unwrap_or("");
+                let outcome = r
+                    .detail
+                    .get("outcome")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("");
                 let counter = match outcome {
                     "answered" => &mut s.answered,
                     "missed" => &mut s.missed,
@@ -172,7 +187,11 @@ impl Figures {
                 if outcome == "answered" {
                     s.answer_time_s += num(r, "ring_s");
                 }
-                s.answer_rate = if s.offered == 0 { 1.0 } else { s.answered as f64 / s.offered as f64 };
+                s.answer_rate = if s.offered == 0 {
+                    1.0
+                } else {
+                    s.answered as f64 / s.offered as f64
+                };
             }
             "talk_end" => {
                 if let Some(seat) = &r.seat {
@@ -190,16 +209,27 @@ impl Figures {
             "survey" => {
                 let rating = r.detail.get("rating").and_then(|v| v.as_u64());
                 if let Some(seat) = &r.seat {
-                    self.seats.entry(seat.clone()).or_default().survey.add(rating);
+                    self.seats
+                        .entry(seat.clone())
+                        .or_default()
+                        .survey
+                        .add(rating);
                 }
                 if let Some(q) = &r.queue {
                     self.queues.entry(q.clone()).or_default().survey.add(rating);
                 }
             }
             "transfer" => {
-                let Some(number) = r.detail.get("number").and_then(|v| v.as_str()) else { return };
+                let Some(number) = r.detail.get("number").and_then(|v| v.as_str()) else {
+                    return;
+                };
                 let t = self.target(number, r);
-                match r.detail.get("outcome").and_then(|v| v.as_str()).unwrap_or("") {
+                match r
+                    .detail
+                    .get("outcome")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                {
                     "started" => t.transfers += 1,
                     "answered" => {
                         t.transfers_answered += 1;
@@ -210,7 +240,11 @@ impl Figures {
                     _ => t.transfers_failed += 1,
                 }
                 let tried = t.transfers_answered + t.transfers_failed;
-                t.transfer_answer_rate = if tried == 0 { 1.0 } else { t.transfers_answered as f64 / tried as f64 };
+                t.transfer_answer_rate = if tried == 0 {
+                    1.0
+                } else {
+                    t.transfers_answered as f64 / tried as f64
+                };
                 if r.detail.get("outcome").and_then(|v| v.as_str()) == Some("started") {
                     if let Some(seat) = &r.seat {
                         self.seats.entry(seat.clone()).or_default().transferred += 1;
@@ -218,12 +252,16 @@ impl Figures {
                 }
             }
             "probe" => {
-                let Some(number) = r.detail.get("number").and_then(|v| v.as_str()) else { return };
+                let Some(number) = r.detail.get("number").and_then(|v| v.as_str()) else {
+                    return;
+                };
                 let t = self.target(number, r);
                 t.probe_attempts += 1;
             }
             "probe_round" => {
-                let Some(number) = r.detail.get("number").and_then(|v| v.as_str()) else { return };
+                let Some(number) = r.detail.get("number").and_then(|v| v.as_str()) else {
+                    return;
+                };
                 let t = self.target(number, r);
                 t.probe_rounds += 1;
                 if r.detail.get("answered").and_then(|v| v.as_bool()) == Some(false) {
@@ -240,7 +278,12 @@ impl Figures {
                 let q = self.queues.entry(q.clone()).or_default();
                 let waited = num(r, "waited_s");
                 q.longest_wait_s = q.longest_wait_s.max(waited);
-                match r.detail.get("reason").and_then(|v| v.as_str()).unwrap_or("") {
+                match r
+                    .detail
+                    .get("reason")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                {
                     "answered" => {
                         q.answered += 1;
                         q.wait_answered_s += waited;
@@ -250,7 +293,11 @@ impl Figures {
                     }
                     "abandoned" => {
                         q.abandoned += 1;
-                        if r.detail.get("short").and_then(|v| v.as_bool()).unwrap_or(false) {
+                        if r.detail
+                            .get("short")
+                            .and_then(|v| v.as_bool())
+                            .unwrap_or(false)
+                        {
                             q.short_abandoned += 1;
                         }
                     }
@@ -259,7 +306,13 @@ impl Figures {
                     _ => {}
                 }
                 let base = (q.answered + q.abandoned).saturating_sub(q.short_abandoned);
-                let rate = |n: u64| if base == 0 { 1.0 } else { n as f64 / base as f64 };
+                let rate = |n: u64| {
+                    if base == 0 {
+                        1.0
+                    } else {
+                        n as f64 / base as f64
+                    }
+                };
                 q.service_level_15s = rate(q.answered_within_15s);
                 q.service_level_30s = rate(q.answered_within_30s);
             }
@@ -272,8 +325,21 @@ impl Figures {
 mod tests {
     use super::*;
 
-    fn rec(at: &str, kind: &'static str, seat: Option<&str>, queue: Option<&str>, detail: serde_json::Value) -> Record {
-        Record { at: at.into(), kind, call_id: None, seat: seat.map(Into::into), queue: queue.map(Into::into), detail }
+    fn rec(
+        at: &str,
+        kind: &'static str,
+        seat: Option<&str>,
+        queue: Option<&str>,
+        detail: serde_json::Value,
+    ) -> Record {
+        Record {
+            at: at.into(),
+            kind,
+            call_id: None,
+            seat: seat.map(Into::into),
+            queue: queue.map(Into::into),
+            detail,
+        }
     }
 
     #[test]
@@ -281,30 +347,126 @@ mod tests {
         let d = "2026-11-23T10:00:00.000+08:00";
         let mut f = Figures::default();
         for r in [
-            rec(d, "queue_enter", None, Some("general"), serde_json::json!({})),
-            rec(d, "offer", Some("1001"), Some("general"), serde_json::json!({ "outcome": "missed", "ring_s": 15.0 })),
-            rec(d, "offer", Some("1002"), Some("general"), serde_json::json!({ "outcome": "answered", "ring_s": 2.0 })),
-            rec(d, "offer", Some("1001"), Some("general"), serde_json::json!({ "outcome": "answered_elsewhere", "ring_s": 2.0 })),
-            rec(d, "queue_exit", None, Some("general"), serde_json::json!({ "reason": "answered", "waited_s": 20.0 })),
-            rec(d, "talk_end", Some("1002"), Some("general"), serde_json::json!({ "talk_s": 100.0, "wrap_s": 5.0 })),
-            rec(d, "queue_enter", None, Some("general"), serde_json::json!({})),
-            rec(d, "queue_exit", None, Some("general"), serde_json::json!({ "reason": "abandoned", "waited_s": 3.0, "short": true })),
-            rec(d, "queue_enter", None, Some("general"), serde_json::json!({})),
-            rec(d, "queue_exit", None, Some("general"), serde_json::json!({ "reason": "abandoned", "waited_s": 40.0, "short": false })),
+            rec(
+                d,
+                "queue_enter",
+                None,
+                Some("general"),
+                serde_json::json!({}),
+            ),
+            rec(
+                d,
+                "offer",
+                Some("1001"),
+                Some("general"),
+                serde_json::json!({ "outcome": "missed", "ring_s": 15.0 }),
+            ),
+            rec(
+                d,
+                "offer",
+                Some("1002"),
+                Some("general"),
+                serde_json::json!({ "outcome": "answered", "ring_s": 2.0 }),
+            ),
+            rec(
+                d,
+                "offer",
+                Some("1001"),
+                Some("general"),
+                serde_json::json!({ "outcome": "answered_elsewhere", "ring_s": 2.0 }),
+            ),
+            rec(
+                d,
+                "queue_exit",
+                None,
+                Some("general"),
+                serde_json::json!({ "reason": "answered", "waited_s": 20.0 }),
+            ),
+            rec(
+                d,
+                "talk_end",
+                Some("1002"),
+                Some("general"),
+                serde_json::json!({ "talk_s": 100.0, "wrap_s": 5.0 }),
+            ),
+            rec(
+                d,
+                "queue_enter",
+                None,
+                Some("general"),
+                serde_json::json!({}),
+            ),
+            rec(
+                d,
+                "queue_exit",
+                None,
+                Some("general"),
+                serde_json::json!({ "reason": "abandoned", "waited_s": 3.0, "short": true }),
+            ),
+            rec(
+                d,
+                "queue_enter",
+                None,
+                Some("general"),
+                serde_json::json!({}),
+            ),
+            rec(
+                d,
+                "queue_exit",
+                None,
+                Some("general"),
+                serde_json::json!({ "reason": "abandoned", "waited_s": 40.0, "short": false }),
+            ),
         ] {
             f.apply(&r);
         }
         let s1 = &f.seats["1001"];
-        assert_eq!((s1.offered, s1.answered, s1.missed, s1.answer_rate), (1, 0, 1, 0.0));
+        assert_eq!(
+            (s1.offered, s1.answered, s1.missed, s1.answer_rate),
+            (1, 0, 1, 0.0)
+        );
         let s2 = &f.seats["1002"];
-        assert_eq!((s2.offered, s2.answered, s2.answer_time_s, s2.talk_time_s, s2.wrap_up_time_s), (1, 1, 2.0, 100.0, 5.0));
+        assert_eq!(
+            (
+                s2.offered,
+                s2.answered,
+                s2.answer_time_s,
+                s2.talk_time_s,
+                s2.wrap_up_time_s
+            ),
+            (1, 1, 2.0, 100.0, 5.0)
+        );
         let q = &f.queues["general"];
-        assert_eq!((q.offered, q.answered, q.abandoned, q.short_abandoned), (3, 1, 2, 1));
-        assert_eq!((q.answered_within_15s, q.answered_within_30s, q.asa_s, q.aht_s, q.longest_wait_s), (0, 1, 20.0, 105.0, 40.0));
+        assert_eq!(
+            (q.offered, q.answered, q.abandoned, q.short_abandoned),
+            (3, 1, 2, 1)
+        );
+        assert_eq!(
+            (
+                q.answered_within_15s,
+                q.answered_within_30s,
+                q.asa_s,
+                q.aht_s,
+                q.longest_wait_s
+            ),
+            (0, 1, 20.0, 105.0, 40.0)
+        );
         assert_eq!((q.service_level_15s, q.service_level_30s), (0.0, 0.5));
         // The next day starts from zero; a late record of the old day is not counted in it.
-        f.apply(&rec("2026-11-24T00:00:01.000+08:00", "queue_enter", None, Some("general"), serde_json::json!({})));
-        f.apply(&rec(d, "queue_enter", None, Some("general"), serde_json::json!({})));
+        f.apply(&rec(
+            "2026-11-24T00:00:01.000+08:00",
+            "queue_enter",
+            None,
+            Some("general"),
+            serde_json::json!({}),
+        ));
+        f.apply(&rec(
+            d,
+            "queue_enter",
+            None,
+            Some("general"),
+            serde_json::json!({}),
+        ));
         assert_eq!(f.day, "2026-11-24");
         assert_eq!(f.queues["general"].offered, 1);
         assert!(f.seats.is_empty());

@@ -22,5 +22,19 @@ pub struct Record {
 }
 
 /// Every record kind call control writes.
-pub const KINDS: &[&str] =
-    &["call_start", "call_refused", "call_answered", "call_end", "agent_state", "queue_enter", "queue_exit", "offer", "talk_end", "recording", "survey", "transfer", "probe", "probe_round"];
+pub const KINDS: &[&str] = &[
+    "call_start",
+    "call_refused",
+    "call_answered",
+    "call_end",
+    "agent_state",
+    "queue_enter",
+    "queue_exit",
+    "offer",
+    "talk_end",
+    "recording",
+    "survey",
+    "transfer",
+    "probe",
+    "probe_round",
+];

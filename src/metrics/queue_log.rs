@@ -32,7 +32,9 @@ pub fn mask_number(n: &str) -> String {
         return n.to_string();
     }
     let stars = chars.len() - 7;
-    chars[..3].iter().collect::<String>() + &"*".repeat(stars.max(1)) + &chars[chars.len() - 4..].iter().collect::<String>()
+    chars[..3].iter().collect::<String>()
+        + &"*".repeat(stars.max(1))
+        + &chars[chars.len() - 4..].iter().collect::<String>()
 }
 
 fn num(r: &Record, key: &str) -> f64 {
@@ -45,16 +47,27 @@ fn text<'a>(r: &'a Record, key: &str) -> &'a str {
 
 /// A field for the `|`-separated line: no separators or line breaks from the data.
 fn field(s: &str) -> String {
-    s.chars().map(|c| if c == '|' || c.is_control() { '_' } else { c }).collect()
+    s.chars()
+        .map(|c| if c == '|' || c.is_control() { '_' } else { c })
+        .collect()
 }
 
 impl Translator {
     /// The queue_log lines for one record (often none).
     pub fn lines(&mut self, r: &Record) -> Vec<String> {
-        let Some(epoch) = chrono::DateTime::parse_from_rfc3339(&r.at).ok().map(|t| t.timestamp()) else { return vec![] };
+        let Some(epoch) = chrono::DateTime::parse_from_rfc3339(&r.at)
+            .ok()
+            .map(|t| t.timestamp())
+        else {
+            return vec![];
+        };
         let callid = field(r.call_id.as_deref().unwrap_or("NONE"));
         let queue = field(r.queue.as_deref().unwrap_or("NONE"));
-        let agent = r.seat.as_deref().map(|s| format!("SIP/{}", field(s))).unwrap_or_else(|| "NONE".into());
+        let agent = r
+            .seat
+            .as_deref()
+            .map(|s| format!("SIP/{}", field(s)))
+            .unwrap_or_else(|| "NONE".into());
         let line = |queue: &str, agent: &str, event: &str, data: &[String]| {
             let mut l = format!("{epoch}|{callid}|{queue}|{agent}|{event}");
             for d in data {
@@ -67,7 +80,13 @@ impl Translator {
         match r.kind {
             "call_start" => {
                 if let Some(id) = &r.call_id {
-                    self.calls.insert(id.clone(), CallInfo { caller: mask_number(text(r, "caller")), ..Default::default() });
+                    self.calls.insert(
+                        id.clone(),
+                        CallInfo {
+                            caller: mask_number(text(r, "caller")),
+                            ..Default::default()
+                        },
+                    );
                 }
                 vec![]
             }
@@ -88,11 +107,24 @@ impl Translator {
                 let position = num(r, "position") as u64;
                 let info = self.info(r);
                 info.hold_s = waited;
-                let (orig, ring, answered_by) = (info.orig_position, info.ring_s, info.agent.clone());
-                let exit = |event: &str| vec![line(&queue, "NONE", event, &[position.to_string(), orig.to_string(), secs(waited)])];
+                let (orig, ring, answered_by) =
+                    (info.orig_position, info.ring_s, info.agent.clone());
+                let exit = |event: &str| {
+                    vec![line(
+                        &queue,
+                        "NONE",
+                        event,
+                        &[position.to_string(), orig.to_string(), secs(waited)],
+                    )]
+                };
                 match text(r, "reason") {
                     // The seat of CONNECT comes from the offer record just before.
-                    "answered" => vec![line(&queue, &answered_by, "CONNECT", &[secs(waited), callid.clone(), secs(ring)])],
+                    "answered" => vec![line(
+                        &queue,
+                        &answered_by,
+                        "CONNECT",
+                        &[secs(waited), callid.clone(), secs(ring)],
+                    )],
                     "abandoned" => exit("ABANDON"),
                     "timeout" => exit("EXITWITHTIMEOUT"),
                     "no_agents" => exit("EXITEMPTY"),
@@ -108,24 +140,45 @@ impl Translator {
                         info.agent = agent.clone();
                         vec![]
                     }
-                    "missed" | "rejected" | "failed" => vec![line(&queue, &agent, "RINGNOANSWER", &[ring_ms])],
+                    "missed" | "rejected" | "failed" => {
+                        vec![line(&queue, &agent, "RINGNOANSWER", &[ring_ms])]
+                    }
                     "withdrawn" => vec![line(&queue, &agent, "RINGCANCELED", &[ring_ms])],
                     _ => vec![],
                 };
                 if text(r, "agent_state_after") == "paused" {
-                    out.push(line("NONE", &agent, "PAUSEALL", &["auto-pause: calls not answered".into()]));
+                    out.push(line(
+                        "NONE",
+                        &agent,
+                        "PAUSEALL",
+                        &["auto-pause: calls not answered".into()],
+                    ));
                 }
                 out
             }
             "talk_end" => {
                 let info = self.info(r);
                 let (hold, orig) = (info.hold_s, info.orig_position);
-                let event = if text(r, "ended_by") == "seat" { "COMPLETEAGENT" } else { "COMPLETECALLER" };
-                vec![line(&queue, &agent, event, &[secs(hold), secs(num(r, "talk_s")), orig.to_string()])]
+                let event = if text(r, "ended_by") == "seat" {
+                    "COMPLETEAGENT"
+                } else {
+                    "COMPLETECALLER"
+                };
+                vec![line(
+                    &queue,
+                    &agent,
+                    event,
+                    &[secs(hold), secs(num(r, "talk_s")), orig.to_string()],
+                )]
             }
             "agent_state" => {
                 let action = text(r, "action");
-                let reason = field(r.detail.get("reason").and_then(|v| v.as_str()).unwrap_or(""));
+                let reason = field(
+                    r.detail
+                        .get("reason")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or(""),
+                );
                 let by = field(text(r, "by"));
                 if action == "Login" {
                     vec![line("NONE", &agent, "AGENTLOGIN", &[by])]
@@ -144,7 +197,9 @@ impl Translator {
     }
 
     fn info(&mut self, r: &Record) -> &mut CallInfo {
-        self.calls.entry(r.call_id.clone().unwrap_or_default()).or_default()
+        self.calls
+            .entry(r.call_id.clone().unwrap_or_default())
+            .or_default()
     }
 }
 
@@ -159,8 +214,14 @@ impl QueueLog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(QueueLog { file: std::io::BufWriter::new(file), translator: Translator::default() })
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(QueueLog {
+            file: std::io::BufWriter::new(file),
+            translator: Translator::default(),
+        })
     }
 
     pub fn write(&mut self, r: &Record) -> std::io::Result<()> {
@@ -179,8 +240,21 @@ impl QueueLog {
 mod tests {
     use super::*;
 
-    fn rec(at_s: u32, kind: &'static str, seat: Option<&str>, queue: Option<&str>, detail: serde_json::Value) -> Record {
-        Record { at: format!("2026-11-23T10:00:{at_s:02}.000+08:00"), kind, call_id: Some("c1".into()), seat: seat.map(Into::into), queue: queue.map(Into::into), detail }
+    fn rec(
+        at_s: u32,
+        kind: &'static str,
+        seat: Option<&str>,
+        queue: Option<&str>,
+        detail: serde_json::Value,
+    ) -> Record {
+        Record {
+            at: format!("2026-11-23T10:00:{at_s:02}.000+08:00"),
+            kind,
+            call_id: Some("c1".into()),
+            seat: seat.map(Into::into),
+            queue: queue.map(Into::into),
+            detail,
+        }
     }
 
     #[test]
@@ -189,12 +263,48 @@ mod tests {
         let q = Some("general");
         let mut out = vec![];
         for r in [
-            rec(0, "call_start", None, None, serde_json::json!({ "caller": "13812345678" })),
-            rec(8, "queue_enter", None, q, serde_json::json!({ "position": 2 })),
-            rec(20, "offer", Some("1001"), q, serde_json::json!({ "outcome": "missed", "ring_s": 12.0, "agent_state_after": "available" })),
-            rec(24, "offer", Some("1002"), q, serde_json::json!({ "outcome": "answered", "ring_s": 3.6 })),
-            rec(24, "queue_exit", None, q, serde_json::json!({ "reason": "answered", "waited_s": 16.2, "position": 1 })),
-            rec(54, "talk_end", Some("1002"), q, serde_json::json!({ "talk_s": 30.0, "wrap_s": 5.0, "ended_by": "seat" })),
+            rec(
+                0,
+                "call_start",
+                None,
+                None,
+                serde_json::json!({ "caller": "13812345678" }),
+            ),
+            rec(
+                8,
+                "queue_enter",
+                None,
+                q,
+                serde_json::json!({ "position": 2 }),
+            ),
+            rec(
+                20,
+                "offer",
+                Some("1001"),
+                q,
+                serde_json::json!({ "outcome": "missed", "ring_s": 12.0, "agent_state_after": "available" }),
+            ),
+            rec(
+                24,
+                "offer",
+                Some("1002"),
+                q,
+                serde_json::json!({ "outcome": "answered", "ring_s": 3.6 }),
+            ),
+            rec(
+                24,
+                "queue_exit",
+                None,
+                q,
+                serde_json::json!({ "reason": "answered", "waited_s": 16.2, "position": 1 }),
+            ),
+            rec(
+                54,
+                "talk_end",
+                Some("1002"),
+                q,
+                serde_json::json!({ "talk_s": 30.0, "wrap_s": 5.0, "ended_by": "seat" }),
+            ),
             rec(54, "call_end", Some("1002"), None, serde_json::json!({})),
         ] {
             out.extend(t.lines(&r));

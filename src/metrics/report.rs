@@ -3,8 +3,8 @@
 //! (`config/scoring.toml`, seed 004's items that calls measure). Weights and thresholds are
 //! data in that file, not code.
 
-use super::figures::{Figures, SurveyFigures};
 use super::Record;
+use super::figures::{Figures, SurveyFigures};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -77,8 +77,17 @@ pub struct Report {
 }
 
 /// Builds the report of `period` from its records; `unit_of` maps a seat id to its unit.
-pub fn build(period: &str, records: &[Record], unit_of: &BTreeMap<String, String>, rules: &Rules) -> Report {
-    let mut figures = Figures { day: period.to_string(), whole_period: true, ..Default::default() };
+pub fn build(
+    period: &str,
+    records: &[Record],
+    unit_of: &BTreeMap<String, String>,
+    rules: &Rules,
+) -> Report {
+    let mut figures = Figures {
+        day: period.to_string(),
+        whole_period: true,
+        ..Default::default()
+    };
     for r in records {
         figures.apply(r);
     }
@@ -100,15 +109,29 @@ pub fn build(period: &str, records: &[Record], unit_of: &BTreeMap<String, String
     }
     for t in figures.targets.values() {
         if t.probe_rounds > 0 {
-            let u = units.entry(if t.unit.is_empty() { t.name.clone() } else { t.unit.clone() }).or_default();
+            let u = units
+                .entry(if t.unit.is_empty() {
+                    t.name.clone()
+                } else {
+                    t.unit.clone()
+                })
+                .or_default();
             u.probe_rounds += t.probe_rounds;
             u.probe_failures += t.probe_failures;
         }
     }
     for u in units.values_mut() {
-        u.answer_rate = if u.offered == 0 { 1.0 } else { u.answered as f64 / u.offered as f64 };
+        u.answer_rate = if u.offered == 0 {
+            1.0
+        } else {
+            u.answered as f64 / u.offered as f64
+        };
         let rated = u.survey.satisfied + u.survey.basically_satisfied + u.survey.dissatisfied;
-        u.survey.satisfaction_rate = if rated == 0 { 1.0 } else { (u.survey.satisfied + u.survey.basically_satisfied) as f64 / rated as f64 };
+        u.survey.satisfaction_rate = if rated == 0 {
+            1.0
+        } else {
+            (u.survey.satisfied + u.survey.basically_satisfied) as f64 / rated as f64
+        };
         for item in &rules.unit_items {
             let count = match item.measure.as_str() {
                 "dissatisfied" => Some(u.survey.dissatisfied),
@@ -126,9 +149,13 @@ pub fn build(period: &str, records: &[Record], unit_of: &BTreeMap<String, String
         }
     }
     // National indicators over every queue.
-    let (mut offered, mut answered, mut abandoned, mut short, mut within15) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut offered, mut answered, mut abandoned, mut short, mut within15) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut survey = SurveyFigures::default();
-    let (seat_answered, seat_transferred) = figures.seats.values().fold((0, 0), |(a, t), s| (a + s.answered, t + s.transferred));
+    let (seat_answered, seat_transferred) = figures
+        .seats
+        .values()
+        .fold((0, 0), |(a, t), s| (a + s.answered, t + s.transferred));
     for q in figures.queues.values() {
         offered += q.offered;
         answered += q.answered;
@@ -139,7 +166,13 @@ pub fn build(period: &str, records: &[Record], unit_of: &BTreeMap<String, String
         survey.basically_satisfied += q.survey.basically_satisfied;
         survey.dissatisfied += q.survey.dissatisfied;
     }
-    let ratio = |a: u64, b: u64| if b == 0 { None } else { Some(a as f64 / b as f64) };
+    let ratio = |a: u64, b: u64| {
+        if b == 0 {
+            None
+        } else {
+            Some(a as f64 / b as f64)
+        }
+    };
     let rated = survey.satisfied + survey.basically_satisfied + survey.dissatisfied;
     let indicators = rules
         .indicators
@@ -147,48 +180,106 @@ pub fn build(period: &str, records: &[Record], unit_of: &BTreeMap<String, String
         .map(|i| {
             let value = match i.measure.as_str() {
                 "answer_rate" => ratio(answered, offered),
-                "answered_within_15s_rate" => ratio(within15, answered + abandoned - short.min(abandoned)),
+                "answered_within_15s_rate" => {
+                    ratio(within15, answered + abandoned - short.min(abandoned))
+                }
                 "abandon_rate" => ratio(abandoned, offered),
                 "satisfaction_rate" => ratio(survey.satisfied + survey.basically_satisfied, rated),
-                "resolved_at_once_rate" => ratio(seat_answered.saturating_sub(seat_transferred), seat_answered),
+                "resolved_at_once_rate" => ratio(
+                    seat_answered.saturating_sub(seat_transferred),
+                    seat_answered,
+                ),
                 _ => None,
             };
-            let met = value.map(|v| if i.lower_is_better { v <= i.target } else { v >= i.target });
-            IndicatorValue { name: i.name.clone(), value, target: i.target, met }
+            let met = value.map(|v| {
+                if i.lower_is_better {
+                    v <= i.target
+                } else {
+                    v >= i.target
+                }
+            });
+            IndicatorValue {
+                name: i.name.clone(),
+                value,
+                target: i.target,
+                met,
+            }
         })
         .collect();
-    Report { period: period.to_string(), figures, units, indicators }
+    Report {
+        period: period.to_string(),
+        figures,
+        units,
+        indicators,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("rules {path}: {why}")]
-    Rules { path: std::path::PathBuf, why: String },
+    Rules {
+        path: std::path::PathBuf,
+        why: String,
+    },
     #[error(transparent)]
     Store(#[from] super::store::StoreError),
     #[error("{path}: {source}")]
-    Write { path: std::path::PathBuf, source: std::io::Error },
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub fn load_rules(path: &std::path::Path) -> Result<Rules, ReportError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ReportError::Rules { path: path.to_path_buf(), why: e.to_string() })?;
-    let rules: Rules = toml::from_str(&text).map_err(|e| ReportError::Rules { path: path.to_path_buf(), why: e.to_string() })?;
-    let bad = |why: String| Err(ReportError::Rules { path: path.to_path_buf(), why });
+    let text = std::fs::read_to_string(path).map_err(|e| ReportError::Rules {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    let rules: Rules = toml::from_str(&text).map_err(|e| ReportError::Rules {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    let bad = |why: String| {
+        Err(ReportError::Rules {
+            path: path.to_path_buf(),
+            why,
+        })
+    };
     for i in &rules.unit_items {
         if !["dissatisfied", "probe_failures"].contains(&i.measure.as_str()) {
-            return bad(format!("unit item {:?}: unknown measure {:?} (dissatisfied, probe_failures)", i.name, i.measure));
+            return bad(format!(
+                "unit item {:?}: unknown measure {:?} (dissatisfied, probe_failures)",
+                i.name, i.measure
+            ));
         }
     }
     for i in &rules.indicators {
-        if !["answer_rate", "answered_within_15s_rate", "abandon_rate", "satisfaction_rate", "resolved_at_once_rate"].contains(&i.measure.as_str()) {
-            return bad(format!("indicator {:?}: unknown measure {:?} (answer_rate, answered_within_15s_rate, abandon_rate, satisfaction_rate, resolved_at_once_rate)", i.name, i.measure));
+        if ![
+            "answer_rate",
+            "answered_within_15s_rate",
+            "abandon_rate",
+            "satisfaction_rate",
+            "resolved_at_once_rate",
+        ]
+        .contains(&i.measure.as_str())
+        {
+            return bad(format!(
+                "indicator {:?}: unknown measure {:?} (answer_rate, answered_within_15s_rate, abandon_rate, satisfaction_rate, resolved_at_once_rate)",
+                i.name, i.measure
+            ));
         }
     }
     Ok(rules)
 }
 
 /// The report of `period` over the stored records of `days`.
-pub fn from_store(store: &std::path::Path, period: &str, days: &[chrono::NaiveDate], unit_of: &BTreeMap<String, String>, rules: &Rules) -> Result<Report, ReportError> {
+pub fn from_store(
+    store: &std::path::Path,
+    period: &str,
+    days: &[chrono::NaiveDate],
+    unit_of: &BTreeMap<String, String>,
+    rules: &Rules,
+) -> Result<Report, ReportError> {
     let mut records = Vec::new();
     for d in days {
         records.extend(super::store::read_day(store, &d.to_string())?);
@@ -199,8 +290,13 @@ pub fn from_store(store: &std::path::Path, period: &str, days: &[chrono::NaiveDa
 impl Report {
     /// Writes `report.txt` and the CSV files into `dir`.
     pub fn write(&self, dir: &std::path::Path) -> Result<(), ReportError> {
-        let w = |path: std::path::PathBuf, text: &str| std::fs::write(&path, text).map_err(|source| ReportError::Write { path, source });
-        std::fs::create_dir_all(dir).map_err(|source| ReportError::Write { path: dir.to_path_buf(), source })?;
+        let w = |path: std::path::PathBuf, text: &str| {
+            std::fs::write(&path, text).map_err(|source| ReportError::Write { path, source })
+        };
+        std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         w(dir.join("report.txt"), &self.text())?;
         for (name, text) in self.csv() {
             w(dir.join(name), &text)?;
@@ -226,54 +322,190 @@ impl Report {
                 Some(false) => "NOT met",
                 None => "",
             };
-            let _ = writeln!(o, "  {:<16} {:>8}  target {:>6}  {met}", i.name, v, pct(i.target));
+            let _ = writeln!(
+                o,
+                "  {:<16} {:>8}  target {:>6}  {met}",
+                i.name,
+                v,
+                pct(i.target)
+            );
         }
         let _ = writeln!(o, "\nUnits (单位)");
         for (name, u) in &self.units {
-            let scores: Vec<String> = u.scores.iter().map(|(k, v)| format!("{k} {}", v.map(|p| format!("{p:.0}")).unwrap_or_else(|| "no data".into()))).collect();
-            let _ = writeln!(o, "  {name}: seats {}, offered {}, answered {} ({}), 满意率 {}, probes {} (unanswered {}); {}", u.seats, u.offered, u.answered, pct(u.answer_rate), pct(u.survey.satisfaction_rate), u.probe_rounds, u.probe_failures, scores.join(", "));
+            let scores: Vec<String> = u
+                .scores
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{k} {}",
+                        v.map(|p| format!("{p:.0}"))
+                            .unwrap_or_else(|| "no data".into())
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                o,
+                "  {name}: seats {}, offered {}, answered {} ({}), 满意率 {}, probes {} (unanswered {}); {}",
+                u.seats,
+                u.offered,
+                u.answered,
+                pct(u.answer_rate),
+                pct(u.survey.satisfaction_rate),
+                u.probe_rounds,
+                u.probe_failures,
+                scores.join(", ")
+            );
         }
         let _ = writeln!(o, "\nSeats");
         for (id, s) in &self.figures.seats {
-            let _ = writeln!(o, "  {id}: offered {}, answered {} ({}), missed {}, rejected {}, transferred {}, talk {:.0} s, 满意率 {}", s.offered, s.answered, pct(s.answer_rate), s.missed, s.rejected, s.transferred, s.talk_time_s, pct(s.survey.satisfaction_rate));
+            let _ = writeln!(
+                o,
+                "  {id}: offered {}, answered {} ({}), missed {}, rejected {}, transferred {}, talk {:.0} s, 满意率 {}",
+                s.offered,
+                s.answered,
+                pct(s.answer_rate),
+                s.missed,
+                s.rejected,
+                s.transferred,
+                s.talk_time_s,
+                pct(s.survey.satisfaction_rate)
+            );
         }
         let _ = writeln!(o, "\nTargets (sub-centres, lines, emergency centres)");
         for (number, t) in &self.figures.targets {
-            let rate = if t.transfers_answered + t.transfers_failed == 0 { "—".to_string() } else { pct(t.transfer_answer_rate) };
-            let _ = writeln!(o, "  {number} {}: transfers {}, answered {} ({rate}), failed {}, abandoned {}, ASA {:.1} s; probe rounds {}, unanswered {}", t.name, t.transfers, t.transfers_answered, t.transfers_failed, t.transfers_abandoned, t.transfer_asa_s, t.probe_rounds, t.probe_failures);
+            let rate = if t.transfers_answered + t.transfers_failed == 0 {
+                "—".to_string()
+            } else {
+                pct(t.transfer_answer_rate)
+            };
+            let _ = writeln!(
+                o,
+                "  {number} {}: transfers {}, answered {} ({rate}), failed {}, abandoned {}, ASA {:.1} s; probe rounds {}, unanswered {}",
+                t.name,
+                t.transfers,
+                t.transfers_answered,
+                t.transfers_failed,
+                t.transfers_abandoned,
+                t.transfer_asa_s,
+                t.probe_rounds,
+                t.probe_failures
+            );
         }
         let _ = writeln!(o, "\nQueues");
         for (name, q) in &self.figures.queues {
-            let _ = writeln!(o, "  {name}: offered {}, answered {}, abandoned {} (short {}), SL15 {}, ASA {:.1} s, AHT {:.1} s", q.offered, q.answered, q.abandoned, q.short_abandoned, pct(q.service_level_15s), q.asa_s, q.aht_s);
+            let _ = writeln!(
+                o,
+                "  {name}: offered {}, answered {}, abandoned {} (short {}), SL15 {}, ASA {:.1} s, AHT {:.1} s",
+                q.offered,
+                q.answered,
+                q.abandoned,
+                q.short_abandoned,
+                pct(q.service_level_15s),
+                q.asa_s,
+                q.aht_s
+            );
         }
         o
     }
 
     /// CSV files: name → contents.
     pub fn csv(&self) -> Vec<(&'static str, String)> {
-        let mut seats = String::from("period,seat,offered,answered,missed,rejected,failed,answer_rate,answer_time_s,talk_time_s,wrap_up_time_s,satisfied,basically_satisfied,dissatisfied,transferred\n");
+        let mut seats = String::from(
+            "period,seat,offered,answered,missed,rejected,failed,answer_rate,answer_time_s,talk_time_s,wrap_up_time_s,satisfied,basically_satisfied,dissatisfied,transferred\n",
+        );
         for (id, s) in &self.figures.seats {
-            let _ = writeln!(seats, "{},{id},{},{},{},{},{},{:.4},{:.1},{:.1},{:.1},{},{},{},{}", self.period, s.offered, s.answered, s.missed, s.rejected, s.failed, s.answer_rate, s.answer_time_s, s.talk_time_s, s.wrap_up_time_s, s.survey.satisfied, s.survey.basically_satisfied, s.survey.dissatisfied, s.transferred);
+            let _ = writeln!(
+                seats,
+                "{},{id},{},{},{},{},{},{:.4},{:.1},{:.1},{:.1},{},{},{},{}",
+                self.period,
+                s.offered,
+                s.answered,
+                s.missed,
+                s.rejected,
+                s.failed,
+                s.answer_rate,
+                s.answer_time_s,
+                s.talk_time_s,
+                s.wrap_up_time_s,
+                s.survey.satisfied,
+                s.survey.basically_satisfied,
+                s.survey.dissatisfied,
+                s.transferred
+            );
         }
-        let mut queues = String::from("period,queue,offered,answered,abandoned,short_abandoned,timed_out,no_agents,answered_within_15s,answered_within_30s,asa_s,aht_s,longest_wait_s\n");
+        let mut queues = String::from(
+            "period,queue,offered,answered,abandoned,short_abandoned,timed_out,no_agents,answered_within_15s,answered_within_30s,asa_s,aht_s,longest_wait_s\n",
+        );
         for (name, q) in &self.figures.queues {
-            let _ = writeln!(queues, "{},{name},{},{},{},{},{},{},{},{},{:.1},{:.1},{:.1}", self.period, q.offered, q.answered, q.abandoned, q.short_abandoned, q.timed_out, q.no_agents, q.answered_within_15s, q.answered_within_30s, q.asa_s, q.aht_s, q.longest_wait_s);
+            let _ = writeln!(
+                queues,
+                "{},{name},{},{},{},{},{},{},{},{},{:.1},{:.1},{:.1}",
+                self.period,
+                q.offered,
+                q.answered,
+                q.abandoned,
+                q.short_abandoned,
+                q.timed_out,
+                q.no_agents,
+                q.answered_within_15s,
+                q.answered_within_30s,
+                q.asa_s,
+                q.aht_s,
+                q.longest_wait_s
+            );
         }
         let mut units = String::from("period,unit,item,score\n");
         for (name, u) in &self.units {
             for (item, score) in &u.scores {
-                let _ = writeln!(units, "{},{name},{item},{}", self.period, score.map(|s| format!("{s:.0}")).unwrap_or_default());
+                let _ = writeln!(
+                    units,
+                    "{},{name},{item},{}",
+                    self.period,
+                    score.map(|s| format!("{s:.0}")).unwrap_or_default()
+                );
             }
         }
-        let mut targets = String::from("period,number,name,kind,unit,transfers,answered,failed,abandoned,answer_rate,asa_s,probe_rounds,probe_attempts,probe_failures\n");
+        let mut targets = String::from(
+            "period,number,name,kind,unit,transfers,answered,failed,abandoned,answer_rate,asa_s,probe_rounds,probe_attempts,probe_failures\n",
+        );
         for (number, t) in &self.figures.targets {
-            let _ = writeln!(targets, "{},{number},{},{},{},{},{},{},{},{:.4},{:.1},{},{},{}", self.period, t.name, t.kind, t.unit, t.transfers, t.transfers_answered, t.transfers_failed, t.transfers_abandoned, t.transfer_answer_rate, t.transfer_asa_s, t.probe_rounds, t.probe_attempts, t.probe_failures);
+            let _ = writeln!(
+                targets,
+                "{},{number},{},{},{},{},{},{},{},{:.4},{:.1},{},{},{}",
+                self.period,
+                t.name,
+                t.kind,
+                t.unit,
+                t.transfers,
+                t.transfers_answered,
+                t.transfers_failed,
+                t.transfers_abandoned,
+                t.transfer_answer_rate,
+                t.transfer_asa_s,
+                t.probe_rounds,
+                t.probe_attempts,
+                t.probe_failures
+            );
         }
         let mut ind = String::from("period,indicator,value,target,met\n");
         for i in &self.indicators {
-            let _ = writeln!(ind, "{},{},{},{},{}", self.period, i.name, i.value.map(|v| format!("{v:.4}")).unwrap_or_default(), i.target, i.met.map(|m| m.to_string()).unwrap_or_default());
+            let _ = writeln!(
+                ind,
+                "{},{},{},{},{}",
+                self.period,
+                i.name,
+                i.value.map(|v| format!("{v:.4}")).unwrap_or_default(),
+                i.target,
+                i.met.map(|m| m.to_string()).unwrap_or_default()
+            );
         }
-        vec![("seats.csv", seats), ("queues.csv", queues), ("units.csv", units), ("targets.csv", targets), ("indicators.csv", ind)]
+        vec![
+            ("seats.csv", seats),
+            ("queues.csv", queues),
+            ("units.csv", units),
+            ("targets.csv", targets),
+            ("indicators.csv", ind),
+        ]
     }
 }
 
@@ -309,24 +541,60 @@ mod tests {
         )
         .unwrap();
         let at = "2026-11-23T10:00:00.000+08:00";
-        let rec = |kind: &'static str, seat: Option<&str>, detail: serde_json::Value| Record { at: at.into(), kind, call_id: None, seat: seat.map(Into::into), queue: Some("general".into()), detail };
+        let rec = |kind: &'static str, seat: Option<&str>, detail: serde_json::Value| Record {
+            at: at.into(),
+            kind,
+            call_id: None,
+            seat: seat.map(Into::into),
+            queue: Some("general".into()),
+            detail,
+        };
         let mut records = vec![];
         for rating in [1, 3, 3, 2] {
             records.push(rec("queue_enter", None, serde_json::json!({})));
-            records.push(rec("offer", Some("1001"), serde_json::json!({ "outcome": "answered", "ring_s": 2.0 })));
-            records.push(rec("queue_exit", None, serde_json::json!({ "reason": "answered", "waited_s": 5.0 })));
-            records.push(rec("survey", Some("1001"), serde_json::json!({ "rating": rating })));
+            records.push(rec(
+                "offer",
+                Some("1001"),
+                serde_json::json!({ "outcome": "answered", "ring_s": 2.0 }),
+            ));
+            records.push(rec(
+                "queue_exit",
+                None,
+                serde_json::json!({ "reason": "answered", "waited_s": 5.0 }),
+            ));
+            records.push(rec(
+                "survey",
+                Some("1001"),
+                serde_json::json!({ "rating": rating }),
+            ));
         }
         records.push(rec("queue_enter", None, serde_json::json!({})));
-        records.push(rec("queue_exit", None, serde_json::json!({ "reason": "abandoned", "waited_s": 30.0, "short": false })));
-        let units = BTreeMap::from([("1001".to_string(), "省司法厅".to_string()), ("1002".to_string(), "省司法厅".to_string())]);
+        records.push(rec(
+            "queue_exit",
+            None,
+            serde_json::json!({ "reason": "abandoned", "waited_s": 30.0, "short": false }),
+        ));
+        let units = BTreeMap::from([
+            ("1001".to_string(), "省司法厅".to_string()),
+            ("1002".to_string(), "省司法厅".to_string()),
+        ]);
         let r = build("2026-11", &records, &units, &rules);
         let u = &r.units["省司法厅"];
-        assert_eq!((u.seats, u.offered, u.answered, u.survey.dissatisfied), (2, 4, 4, 2));
+        assert_eq!(
+            (u.seats, u.offered, u.answered, u.survey.dissatisfied),
+            (2, 4, 4, 2)
+        );
         assert_eq!(u.scores["客户满意度"], Some(18.0), "20 − 2 不满意");
         assert_eq!(u.scores["电话接通率"], None, "no probe data");
-        assert_eq!((r.indicators[0].value, r.indicators[0].met), (Some(0.8), Some(false)), "4 of 5 answered");
-        assert_eq!((r.indicators[1].value, r.indicators[1].met), (Some(0.2), Some(false)));
+        assert_eq!(
+            (r.indicators[0].value, r.indicators[0].met),
+            (Some(0.8), Some(false)),
+            "4 of 5 answered"
+        );
+        assert_eq!(
+            (r.indicators[1].value, r.indicators[1].met),
+            (Some(0.2), Some(false))
+        );
         assert!(r.text().contains("省司法厅"));
         assert!(r.csv()[2].1.contains("2026-11,省司法厅,客户满意度,18"));
     }

@@ -11,9 +11,15 @@ use std::thread::JoinHandle;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {path}: {source}")]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("store {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Where call control sends records; dropping it flushes and closes the store.
@@ -42,15 +48,26 @@ impl Store {
     /// Opens the store at `path`, and the queue_log at `queue_log` unless it is empty.
     pub fn open(path: &Path, queue_log: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
-        let sql = |source| StoreError::Sqlite { path: path.to_path_buf(), source };
+        let sql = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut conn = rusqlite::Connection::open(path).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         let mut qlog = if queue_log.as_os_str().is_empty() {
             None
         } else {
-            Some(super::queue_log::QueueLog::open(queue_log).map_err(|source| StoreError::Io { path: queue_log.to_path_buf(), source })?)
+            Some(
+                super::queue_log::QueueLog::open(queue_log).map_err(|source| StoreError::Io {
+                    path: queue_log.to_path_buf(),
+                    source,
+                })?,
+            )
         };
         let (tx, rx) = mpsc::channel::<Record>();
         let shown = path.display().to_string();
@@ -72,7 +89,10 @@ impl Store {
                 }
             })
             .map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
-        Ok(Store { tx: Some(tx), thread: Some(thread) })
+        Ok(Store {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     pub fn record(&self, r: Record) {
@@ -84,24 +104,45 @@ impl Store {
 
 /// The stored records of one day (`YYYY-MM-DD`, Asia/Shanghai), in the order written.
 pub fn read_day(path: &Path, day: &str) -> Result<Vec<Record>, StoreError> {
-    let sql = |source| StoreError::Sqlite { path: path.to_path_buf(), source };
-    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sql)?;
+    let sql = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(sql)?;
     let mut stmt = conn
         .prepare("SELECT at, kind, call_id, seat, queue, detail FROM events WHERE at >= ?1 AND at < ?2 ORDER BY id")
         .map_err(sql)?;
     // `at` is RFC 3339 with the +08:00 offset, so a day is a string range.
     let rows = stmt
         .query_map(rusqlite::params![day, format!("{day}\u{10ffff}")], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get::<_, String>(5)?))
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get::<_, String>(5)?,
+            ))
         })
         .map_err(sql)?;
     let mut out = Vec::new();
     for row in rows {
         let (at, kind, call_id, seat, queue, detail) = row.map_err(sql)?;
         // Kinds this version doesn't know (written by a newer one) are skipped.
-        let Some(kind) = super::KINDS.iter().find(|k| **k == kind) else { continue };
+        let Some(kind) = super::KINDS.iter().find(|k| **k == kind) else {
+            continue;
+        };
         let detail = serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null);
-        out.push(Record { at, kind, call_id, seat, queue, detail });
+        out.push(Record {
+            at,
+            kind,
+            call_id,
+            seat,
+            queue,
+            detail,
+        });
     }
     Ok(out)
 }
@@ -111,7 +152,14 @@ fn write(conn: &mut rusqlite::Connection, batch: &[Record]) -> rusqlite::Result<
     {
         let mut stmt = t.prepare_cached("INSERT INTO events (at, kind, call_id, seat, queue, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
         for r in batch {
-            stmt.execute(rusqlite::params![r.at, r.kind, r.call_id, r.seat, r.queue, r.detail.to_string()])?;
+            stmt.execute(rusqlite::params![
+                r.at,
+                r.kind,
+                r.call_id,
+                r.seat,
+                r.queue,
+                r.detail.to_string()
+            ])?;
         }
     }
     t.commit()

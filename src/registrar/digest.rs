@@ -98,8 +98,14 @@ impl Credentials {
         if !tok.scheme.eq_ignore_ascii_case("digest") {
             return Err(AuthError::Malformed(format!("scheme {:?}", tok.scheme)));
         }
-        let get = |k: &str| tok.params.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.trim_matches('"').to_string());
-        let need = |k: &'static str| get(k).ok_or_else(|| AuthError::Malformed(format!("missing {k}")));
+        let get = |k: &str| {
+            tok.params
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.trim_matches('"').to_string())
+        };
+        let need =
+            |k: &'static str| get(k).ok_or_else(|| AuthError::Malformed(format!("missing {k}")));
         let algorithm = match get("algorithm") {
             None => Algorithm::Md5,
             Some(a) if a.eq_ignore_ascii_case("MD5") => Algorithm::Md5,
@@ -107,7 +113,10 @@ impl Credentials {
             Some(a) => return Err(AuthError::Algorithm(a)),
         };
         let nc = match get("nc") {
-            Some(n) => Some(u32::from_str_radix(&n, 16).map_err(|_| AuthError::Malformed(format!("nc {n:?}")))?),
+            Some(n) => Some(
+                u32::from_str_radix(&n, 16)
+                    .map_err(|_| AuthError::Malformed(format!("nc {n:?}")))?,
+            ),
             None => None,
         };
         Ok(Credentials {
@@ -137,7 +146,13 @@ pub struct Nonces {
 
 impl Nonces {
     pub fn new(realm: &str, ttl_s: u64, key: [u8; 32], algorithms: Vec<Algorithm>) -> Self {
-        Nonces { key, realm: realm.to_string(), algorithms, ttl_s, seen: HashMap::new() }
+        Nonces {
+            key,
+            realm: realm.to_string(),
+            algorithms,
+            ttl_s,
+            seen: HashMap::new(),
+        }
     }
 
     pub fn realm(&self) -> &str {
@@ -145,7 +160,8 @@ impl Nonces {
     }
 
     fn mac(&self, ts: u64, salt: u64) -> String {
-        let mut m = <HmacSha256 as KeyInit>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let mut m =
+            <HmacSha256 as KeyInit>::new_from_slice(&self.key).expect("HMAC takes any key length");
         m.update(&ts.to_be_bytes());
         m.update(&salt.to_be_bytes());
         m.update(self.realm.as_bytes());
@@ -166,7 +182,13 @@ impl Nonces {
         let stale = if stale { ", stale=true" } else { "" };
         self.algorithms
             .iter()
-            .map(|a| format!("Digest realm=\"{}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"{stale}", self.realm, a.name()))
+            .map(|a| {
+                format!(
+                    "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"{stale}",
+                    self.realm,
+                    a.name()
+                )
+            })
             .collect()
     }
 
@@ -176,14 +198,25 @@ impl Nonces {
         if c.nonce.len() != 64 || !c.nonce.is_ascii() {
             return false;
         }
-        let (Ok(ts), Ok(salt)) = (u64::from_str_radix(&c.nonce[..16], 16), u64::from_str_radix(&c.nonce[16..32], 16)) else {
+        let (Ok(ts), Ok(salt)) = (
+            u64::from_str_radix(&c.nonce[..16], 16),
+            u64::from_str_radix(&c.nonce[16..32], 16),
+        ) else {
             return false;
         };
-        constant_time_eq(self.mac(ts, salt).as_bytes(), c.nonce[32..].as_bytes()) && now_s.saturating_sub(ts) <= self.ttl_s && ts <= now_s + 5
+        constant_time_eq(self.mac(ts, salt).as_bytes(), c.nonce[32..].as_bytes())
+            && now_s.saturating_sub(ts) <= self.ttl_s
+            && ts <= now_s + 5
     }
 
     /// Checks `c` for `method` against the stored `ha1` (for `c.algorithm`).
-    pub fn verify(&mut self, now_s: u64, method: &str, c: &Credentials, ha1: &str) -> Result<(), AuthError> {
+    pub fn verify(
+        &mut self,
+        now_s: u64,
+        method: &str,
+        c: &Credentials,
+        ha1: &str,
+    ) -> Result<(), AuthError> {
         if c.realm != self.realm {
             return Err(AuthError::WrongRealm(c.realm.clone()));
         }
@@ -194,7 +227,8 @@ impl Nonces {
             return Err(AuthError::ForeignNonce);
         }
         let ts = u64::from_str_radix(&c.nonce[..16], 16).map_err(|_| AuthError::ForeignNonce)?;
-        let salt = u64::from_str_radix(&c.nonce[16..32], 16).map_err(|_| AuthError::ForeignNonce)?;
+        let salt =
+            u64::from_str_radix(&c.nonce[16..32], 16).map_err(|_| AuthError::ForeignNonce)?;
         if !constant_time_eq(self.mac(ts, salt).as_bytes(), c.nonce[32..].as_bytes()) {
             return Err(AuthError::ForeignNonce);
         }
@@ -207,7 +241,9 @@ impl Nonces {
         };
         let ha2 = c.algorithm.hash_hex(&format!("{method}:{}", c.uri));
         let nc_hex = format!("{nc:08x}");
-        let expected = c.algorithm.hash_hex(&format!("{ha1}:{}:{nc_hex}:{cnonce}:{qop}:{ha2}", c.nonce));
+        let expected = c
+            .algorithm
+            .hash_hex(&format!("{ha1}:{}:{nc_hex}:{cnonce}:{qop}:{ha2}", c.nonce));
         if !constant_time_eq(expected.as_bytes(), c.response.as_bytes()) {
             return Err(AuthError::WrongResponse);
         }
@@ -226,7 +262,9 @@ impl Nonces {
             return;
         }
         let ttl = self.ttl_s;
-        self.seen.retain(|n, _| u64::from_str_radix(&n[..16], 16).is_ok_and(|ts| now_s.saturating_sub(ts) <= ttl));
+        self.seen.retain(|n, _| {
+            u64::from_str_radix(&n[..16], 16).is_ok_and(|ts| now_s.saturating_sub(ts) <= ttl)
+        });
     }
 }
 
@@ -239,7 +277,15 @@ mod tests {
     use super::*;
 
     /// What a client computes (RFC 7616 §3.4.1).
-    fn client(alg: Algorithm, user: &str, pass: &str, realm: &str, nonce: &str, uri: &str, nc: u32) -> String {
+    fn client(
+        alg: Algorithm,
+        user: &str,
+        pass: &str,
+        realm: &str,
+        nonce: &str,
+        uri: &str,
+        nc: u32,
+    ) -> String {
         let ha1 = ha1(alg, user, realm, pass);
         let ha2 = alg.hash_hex(&format!("REGISTER:{uri}"));
         let resp = alg.hash_hex(&format!("{ha1}:{nonce}:{nc:08x}:c0ffee:auth:{ha2}"));
@@ -252,39 +298,138 @@ mod tests {
     #[test]
     fn rfc_known_md5_ha1() {
         // RFC 2617 §3.5 example: Mufasa / Circle Of Life
-        assert_eq!(ha1(Algorithm::Md5, "Mufasa", "testrealm@host.com", "Circle Of Life"), "939e7578ed9e3c518a452acee763bce9");
+        assert_eq!(
+            ha1(
+                Algorithm::Md5,
+                "Mufasa",
+                "testrealm@host.com",
+                "Circle Of Life"
+            ),
+            "939e7578ed9e3c518a452acee763bce9"
+        );
     }
 
     #[test]
     fn md5_and_sha256_accepted_replay_and_wrong_password_refused() {
-        let mut n = Nonces::new("hotline", 300, [7; 32], vec![Algorithm::Md5, Algorithm::Sha256]);
+        let mut n = Nonces::new(
+            "hotline",
+            300,
+            [7; 32],
+            vec![Algorithm::Md5, Algorithm::Sha256],
+        );
         for alg in [Algorithm::Md5, Algorithm::Sha256] {
             let nonce = n.issue(1000);
             let stored = ha1(alg, "1001", "hotline", "secret");
-            let h = client(alg, "1001", "secret", "hotline", &nonce, "sip:127.0.0.1:5060", 1);
+            let h = client(
+                alg,
+                "1001",
+                "secret",
+                "hotline",
+                &nonce,
+                "sip:127.0.0.1:5060",
+                1,
+            );
             let c = Credentials::parse(&h).unwrap();
             assert_eq!(n.verify(1001, "REGISTER", &c, &stored), Ok(()));
-            assert_eq!(n.verify(1001, "REGISTER", &c, &stored), Err(AuthError::Replay(1)));
-            let c2 = Credentials::parse(&client(alg, "1001", "secret", "hotline", &nonce, "sip:127.0.0.1:5060", 300)).unwrap();
-            assert_eq!(n.verify(1002, "REGISTER", &c2, &stored), Ok(()), "nc above 255 works");
-            let bad = Credentials::parse(&client(alg, "1001", "guess", "hotline", &nonce, "sip:127.0.0.1:5060", 301)).unwrap();
-            assert_eq!(n.verify(1002, "REGISTER", &bad, &stored), Err(AuthError::WrongResponse));
+            assert_eq!(
+                n.verify(1001, "REGISTER", &c, &stored),
+                Err(AuthError::Replay(1))
+            );
+            let c2 = Credentials::parse(&client(
+                alg,
+                "1001",
+                "secret",
+                "hotline",
+                &nonce,
+                "sip:127.0.0.1:5060",
+                300,
+            ))
+            .unwrap();
+            assert_eq!(
+                n.verify(1002, "REGISTER", &c2, &stored),
+                Ok(()),
+                "nc above 255 works"
+            );
+            let bad = Credentials::parse(&client(
+                alg,
+                "1001",
+                "guess",
+                "hotline",
+                &nonce,
+                "sip:127.0.0.1:5060",
+                301,
+            ))
+            .unwrap();
+            assert_eq!(
+                n.verify(1002, "REGISTER", &bad, &stored),
+                Err(AuthError::WrongResponse)
+            );
         }
     }
 
     #[test]
     fn stale_and_forged_nonces() {
-        let mut n = Nonces::new("hotline", 300, [7; 32], vec![Algorithm::Md5, Algorithm::Sha256]);
+        let mut n = Nonces::new(
+            "hotline",
+            300,
+            [7; 32],
+            vec![Algorithm::Md5, Algorithm::Sha256],
+        );
         let stored = ha1(Algorithm::Md5, "u", "hotline", "p");
         let old = n.issue(1000);
-        let c = Credentials::parse(&client(Algorithm::Md5, "u", "p", "hotline", &old, "sip:x", 1)).unwrap();
-        assert_eq!(n.verify(1301, "REGISTER", &c, &stored), Err(AuthError::Stale));
+        let c = Credentials::parse(&client(
+            Algorithm::Md5,
+            "u",
+            "p",
+            "hotline",
+            &old,
+            "sip:x",
+            1,
+        ))
+        .unwrap();
+        assert_eq!(
+            n.verify(1301, "REGISTER", &c, &stored),
+            Err(AuthError::Stale)
+        );
         let forged = format!("{:016x}{:016x}{}", 5000u64, 1u64, "0".repeat(32));
-        assert_ne!(n.issue(5000), n.issue(5000), "every challenge has its own nonce");
-        let c = Credentials::parse(&client(Algorithm::Md5, "u", "p", "hotline", &forged, "sip:x", 1)).unwrap();
-        assert_eq!(n.verify(5000, "REGISTER", &c, &stored), Err(AuthError::ForeignNonce));
+        assert_ne!(
+            n.issue(5000),
+            n.issue(5000),
+            "every challenge has its own nonce"
+        );
+        let c = Credentials::parse(&client(
+            Algorithm::Md5,
+            "u",
+            "p",
+            "hotline",
+            &forged,
+            "sip:x",
+            1,
+        ))
+        .unwrap();
+        assert_eq!(
+            n.verify(5000, "REGISTER", &c, &stored),
+            Err(AuthError::ForeignNonce)
+        );
         assert!(Credentials::parse("Basic dXNlcjpwYXNz").is_err());
-        let no_qop = client(Algorithm::Md5, "u", "p", "hotline", &n.issue(10), "sip:x", 1).replace(", qop=auth", "");
-        assert_eq!(n.verify(10, "REGISTER", &Credentials::parse(&no_qop).unwrap(), &stored), Err(AuthError::Qop));
+        let no_qop = client(
+            Algorithm::Md5,
+            "u",
+            "p",
+            "hotline",
+            &n.issue(10),
+            "sip:x",
+            1,
+        )
+        .replace(", qop=auth", "");
+        assert_eq!(
+            n.verify(
+                10,
+                "REGISTER",
+                &Credentials::parse(&no_qop).unwrap(),
+                &stored
+            ),
+            Err(AuthError::Qop)
+        );
     }
 }

@@ -37,12 +37,21 @@ pub struct Binding {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Bindings after the update: (contact URI, seconds left).
-    Registered { seat: String, contacts: Vec<(String, u64)> },
-    Challenge { stale: bool },
+    Registered {
+        seat: String,
+        contacts: Vec<(String, u64)>,
+    },
+    Challenge {
+        stale: bool,
+    },
     Forbidden(&'static str),
-    Throttled { retry_after_s: u64 },
+    Throttled {
+        retry_after_s: u64,
+    },
     NotFound,
-    IntervalTooBrief { min: u64 },
+    IntervalTooBrief {
+        min: u64,
+    },
     BadRequest(String),
     OutOfOrder,
 }
@@ -52,9 +61,13 @@ pub enum Outcome {
 pub enum AuthOutcome {
     /// Index of the authenticated seat.
     Seat(usize),
-    Challenge { stale: bool },
+    Challenge {
+        stale: bool,
+    },
     Forbidden(&'static str),
-    Throttled { retry_after_s: u64 },
+    Throttled {
+        retry_after_s: u64,
+    },
     NotFound,
     BadRequest(String),
 }
@@ -91,11 +104,26 @@ pub struct Registrar {
 
 impl Registrar {
     pub fn new(cfg: RegistrarConfig, seats: Vec<SeatConfig>, key: [u8; 32]) -> Self {
-        let by_user = seats.iter().enumerate().map(|(i, s)| (s.user.clone(), i)).collect();
+        let by_user = seats
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.user.clone(), i))
+            .collect();
         let bindings = vec![Vec::new(); seats.len()];
-        let algorithms = cfg.algorithms.iter().filter_map(|a| digest::Algorithm::from_name(a)).collect();
+        let algorithms = cfg
+            .algorithms
+            .iter()
+            .filter_map(|a| digest::Algorithm::from_name(a))
+            .collect();
         let nonces = Nonces::new(&cfg.realm, cfg.nonce_ttl_s, key, algorithms);
-        Registrar { cfg, seats, by_user, bindings, nonces, failures: HashMap::new() }
+        Registrar {
+            cfg,
+            seats,
+            by_user,
+            bindings,
+            nonces,
+            failures: HashMap::new(),
+        }
     }
 
     pub fn seats(&self) -> &[SeatConfig] {
@@ -104,7 +132,11 @@ impl Registrar {
 
     /// Live contacts of seat `i`.
     pub fn contacts(&self, i: usize, now: Instant) -> impl Iterator<Item = &Binding> {
-        self.bindings.get(i).into_iter().flatten().filter(move |b| b.expires_at > now)
+        self.bindings
+            .get(i)
+            .into_iter()
+            .flatten()
+            .filter(move |b| b.expires_at > now)
     }
 
     pub fn challenges(&self, now_s: u64, stale: bool) -> Vec<String> {
@@ -122,13 +154,20 @@ impl Registrar {
         }
         let window = Duration::from_secs(self.cfg.failure_window_s);
         self.failures.retain(|_, f| {
-            f.blocked_until.is_some_and(|t| t > now) || f.times.back().is_some_and(|&t| now.duration_since(t) < window)
+            f.blocked_until.is_some_and(|t| t > now)
+                || f.times
+                    .back()
+                    .is_some_and(|&t| now.duration_since(t) < window)
         });
     }
 
     /// Marks a contact reachable or not (keep-alive OPTIONS answered or not).
     pub fn set_reachable(&mut self, seat: usize, uri: &str, reachable: bool) {
-        if let Some(b) = self.bindings.get_mut(seat).and_then(|l| l.iter_mut().find(|b| b.uri == uri)) {
+        if let Some(b) = self
+            .bindings
+            .get_mut(seat)
+            .and_then(|l| l.iter_mut().find(|b| b.uri == uri))
+        {
             if b.reachable != reachable {
                 info!(seat = %self.seats[seat].id, contact = uri, reachable, "contact reachability changed");
             }
@@ -141,7 +180,11 @@ impl Registrar {
         self.bindings
             .iter()
             .enumerate()
-            .flat_map(|(i, l)| l.iter().filter(|b| b.expires_at > now).map(move |b| (i, b.clone())))
+            .flat_map(|(i, l)| {
+                l.iter()
+                    .filter(|b| b.expires_at > now)
+                    .map(move |b| (i, b.clone()))
+            })
             .collect()
     }
 
@@ -150,7 +193,11 @@ impl Registrar {
         let window = Duration::from_secs(self.cfg.failure_window_s);
         let f = self.failures.entry(ip).or_default();
         f.times.push_back(now);
-        while f.times.front().is_some_and(|&t| now.duration_since(t) > window) {
+        while f
+            .times
+            .front()
+            .is_some_and(|&t| now.duration_since(t) > window)
+        {
             f.times.pop_front();
         }
         if f.times.len() as u32 >= self.cfg.max_failures {
@@ -161,16 +208,32 @@ impl Registrar {
 
     /// Checks the digest credentials of `req` (in `auth_header`: `Authorization` for
     /// REGISTER, `Proxy-Authorization` for other requests) for the seat whose user is `user`.
-    pub fn authenticate(&mut self, now: Instant, now_s: u64, req: &Request, user: &str, auth_header: &str, peer: Peer) -> AuthOutcome {
+    pub fn authenticate(
+        &mut self,
+        now: Instant,
+        now_s: u64,
+        req: &Request,
+        user: &str,
+        auth_header: &str,
+        peer: Peer,
+    ) -> AuthOutcome {
         let ip = peer.addr.ip();
-        if let Some(until) = self.failures.get(&ip).and_then(|f| f.blocked_until).filter(|&t| t > now) {
-            return AuthOutcome::Throttled { retry_after_s: until.duration_since(now).as_secs().max(1) };
+        if let Some(until) = self
+            .failures
+            .get(&ip)
+            .and_then(|f| f.blocked_until)
+            .filter(|&t| t > now)
+        {
+            return AuthOutcome::Throttled {
+                retry_after_s: until.duration_since(now).as_secs().max(1),
+            };
         }
         let Some(&seat) = self.by_user.get(user) else {
             // Unknown users are challenged like seats, so the seat list can't be probed; only
             // an answer to one of our own fresh nonces counts as a failure, because a spoofed
             // source never sees the challenge and so can't get an address blocked.
-            let creds = crate::sip::message::header_named(req, auth_header).and_then(|a| Credentials::parse(a).ok());
+            let creds = crate::sip::message::header_named(req, auth_header)
+                .and_then(|a| Credentials::parse(a).ok());
             return match creds {
                 Some(c) if self.nonces.nonce_is_ours_and_fresh(now_s, &c) => {
                     self.fail(now, ip, user, "no such seat");
@@ -198,10 +261,15 @@ impl Registrar {
             digest::Algorithm::Md5 => self.seats[seat].ha1_md5.clone(),
             digest::Algorithm::Sha256 => self.seats[seat].ha1_sha256.clone(),
         };
-        match self.nonces.verify(now_s, req.method.to_string().as_str(), &creds, &ha1) {
+        match self
+            .nonces
+            .verify(now_s, req.method.to_string().as_str(), &creds, &ha1)
+        {
             Ok(()) => {}
             Err(AuthError::Stale) => return AuthOutcome::Challenge { stale: true },
-            Err(AuthError::ForeignNonce | AuthError::Qop) => return AuthOutcome::Challenge { stale: false },
+            Err(AuthError::ForeignNonce | AuthError::Qop) => {
+                return AuthOutcome::Challenge { stale: false };
+            }
             // A used nonce-count: a replay, or a phone that reuses its last challenge for a new
             // request (libre does). Either way a fresh nonce, marked stale so the phone takes it
             // without asking its user for the password again (RFC 7616 §3.3).
@@ -223,8 +291,20 @@ impl Registrar {
         AuthOutcome::Seat(seat)
     }
 
-    pub fn register(&mut self, now: Instant, now_s: u64, req: &Request, info: &RequestInfo, peer: Peer) -> Outcome {
-        let user = match req.to_header().ok().and_then(|t| t.uri().ok()).and_then(|u| u.user().map(str::to_string)) {
+    pub fn register(
+        &mut self,
+        now: Instant,
+        now_s: u64,
+        req: &Request,
+        info: &RequestInfo,
+        peer: Peer,
+    ) -> Outcome {
+        let user = match req
+            .to_header()
+            .ok()
+            .and_then(|t| t.uri().ok())
+            .and_then(|u| u.user().map(str::to_string))
+        {
             Some(u) => u,
             None => return Outcome::BadRequest("To has no user".into()),
         };
@@ -238,7 +318,14 @@ impl Registrar {
         }
     }
 
-    fn update_bindings(&mut self, now: Instant, seat: usize, req: &Request, info: &RequestInfo, peer: Peer) -> Outcome {
+    fn update_bindings(
+        &mut self,
+        now: Instant,
+        seat: usize,
+        req: &Request,
+        info: &RequestInfo,
+        peer: Peer,
+    ) -> Outcome {
         let header_expires = match req.expires_header() {
             Some(e) => match e.value().trim().parse::<u64>() {
                 Ok(v) => Some(v),
@@ -257,7 +344,9 @@ impl Registrar {
         let seat_id = self.seats[seat].id.clone();
         if raw_contacts.iter().any(|c| c.trim() == "*") {
             if raw_contacts.len() != 1 || header_expires != Some(0) {
-                return Outcome::BadRequest("Contact * needs Expires: 0 and no other contact".into());
+                return Outcome::BadRequest(
+                    "Contact * needs Expires: 0 and no other contact".into(),
+                );
             }
             self.bindings[seat].clear();
             info!(seat = %seat_id, "all contacts unregistered");
@@ -270,11 +359,20 @@ impl Registrar {
                 Err(e) => return Outcome::BadRequest(format!("Contact: {e}")),
             };
             for c in list {
-                let expires = c.expires().map(u64::from).or(header_expires).unwrap_or(self.cfg.default_expires);
+                let expires = c
+                    .expires()
+                    .map(u64::from)
+                    .or(header_expires)
+                    .unwrap_or(self.cfg.default_expires);
                 if expires > 0 && expires < self.cfg.min_expires {
-                    return Outcome::IntervalTooBrief { min: self.cfg.min_expires };
+                    return Outcome::IntervalTooBrief {
+                        min: self.cfg.min_expires,
+                    };
                 }
-                updates.push((crate::sip::message::addr_spec(&c.uri.to_string()).to_string(), expires.min(self.cfg.max_expires)));
+                updates.push((
+                    crate::sip::message::addr_spec(&c.uri.to_string()).to_string(),
+                    expires.min(self.cfg.max_expires),
+                ));
             }
         }
         let list = &mut self.bindings[seat];
@@ -313,7 +411,10 @@ impl Registrar {
     fn registered(&self, seat: usize, now: Instant) -> Outcome {
         Outcome::Registered {
             seat: self.seats[seat].id.clone(),
-            contacts: self.contacts(seat, now).map(|b| (b.uri.clone(), b.expires_at.duration_since(now).as_secs())).collect(),
+            contacts: self
+                .contacts(seat, now)
+                .map(|b| (b.uri.clone(), b.expires_at.duration_since(now).as_secs()))
+                .collect(),
         }
     }
 }

@@ -21,7 +21,10 @@ pub enum ApiAction {
     State(AgentAction),
     /// Three-way transfer of the seat's call to `number`; `emergency` = the one-key hand-off
     /// (only emergency targets).
-    Transfer { number: String, emergency: bool },
+    Transfer {
+        number: String,
+        emergency: bool,
+    },
 }
 
 /// A seat action asked through the API, carried to the core task.
@@ -59,7 +62,13 @@ pub async fn serve(
         .route("/api/seats/{id}/handoff", post(api_seat_handoff))
         .route("/api/queues", get(api_queues))
         .route("/wallboard", get(wallboard))
-        .with_state(AppState { stats, seats, queues, commands, tokens: Arc::new(tokens.into_iter().collect()) });
+        .with_state(AppState {
+            stats,
+            seats,
+            queues,
+            commands,
+            tokens: Arc::new(tokens.into_iter().collect()),
+        });
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "HTTP server stopped");
     }
@@ -68,26 +77,46 @@ pub async fn serve(
 /// The name of the caller's token, or why it may not pass.
 fn authorized(a: &AppState, headers: &HeaderMap) -> Result<String, (StatusCode, String)> {
     if a.tokens.is_empty() {
-        return Err((StatusCode::UNAUTHORIZED, "the API is closed: no http.tokens are configured\n".into()));
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "the API is closed: no http.tokens are configured\n".into(),
+        ));
     }
-    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    let Some(given) = given else { return Err((StatusCode::UNAUTHORIZED, "missing bearer token\n".into())) };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(given) = given else {
+        return Err((StatusCode::UNAUTHORIZED, "missing bearer token\n".into()));
+    };
     // Compared in constant time: the time taken must not tell how much of a token was right.
     a.tokens
         .iter()
-        .find(|(_, t)| t.len() == given.len() && t.bytes().zip(given.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0)
+        .find(|(_, t)| {
+            t.len() == given.len()
+                && t.bytes()
+                    .zip(given.bytes())
+                    .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                    == 0
+        })
         .map(|(name, _)| name.clone())
         .ok_or((StatusCode::UNAUTHORIZED, "wrong bearer token\n".into()))
 }
 
-async fn api_seats(State(a): State<AppState>, headers: HeaderMap) -> Result<Json<Vec<crate::core::SeatView>>, (StatusCode, String)> {
+async fn api_seats(
+    State(a): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<crate::core::SeatView>>, (StatusCode, String)> {
     authorized(&a, &headers)?;
     let mut seats: Vec<_> = a.seats.iter().map(|e| e.value().clone()).collect();
     seats.sort_by(|x, y| x.seat.id.cmp(&y.seat.id));
     Ok(Json(seats))
 }
 
-async fn api_queues(State(a): State<AppState>, headers: HeaderMap) -> Result<Json<Vec<crate::core::QueueView>>, (StatusCode, String)> {
+async fn api_queues(
+    State(a): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<crate::core::QueueView>>, (StatusCode, String)> {
     authorized(&a, &headers)?;
     let mut queues: Vec<_> = a.queues.iter().map(|e| e.value().clone()).collect();
     queues.sort_by(|x, y| x.name.cmp(&y.name));
@@ -113,20 +142,42 @@ async fn api_seat_state(
         "logout" => AgentAction::Logout,
         "pause" => AgentAction::Pause(req.reason.unwrap_or_else(|| "暂停".into())),
         "unpause" => AgentAction::Unpause,
-        other => return Err((StatusCode::BAD_REQUEST, format!("unknown action {other:?}: login, logout, pause, unpause\n"))),
+        other => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("unknown action {other:?}: login, logout, pause, unpause\n"),
+            ));
+        }
     };
     ask(&a, id, ApiAction::State(action), who).await
 }
 
 /// Carries one seat action to the core task and its answer back.
-async fn ask(a: &AppState, seat: String, action: ApiAction, who: String) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+async fn ask(
+    a: &AppState,
+    seat: String,
+    action: ApiAction,
+    who: String,
+) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
     let (reply, rx) = oneshot::channel();
-    let cmd = ApiCommand { seat, action, by: format!("http api ({who})"), reply };
-    a.commands.send(cmd).await.map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()))?;
+    let cmd = ApiCommand {
+        seat,
+        action,
+        by: format!("http api ({who})"),
+        reply,
+    };
+    a.commands
+        .send(cmd)
+        .await
+        .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()))?;
     match rx.await {
         Ok(Ok(v)) => Ok(Json(v)),
-        Ok(Err(e)) if e.starts_with("no seat") || e.contains("not a configured") => Err((StatusCode::NOT_FOUND, e + "\n")),
-        Ok(Err(e)) if e.contains("capacity") || e.contains("cannot dial") => Err((StatusCode::SERVICE_UNAVAILABLE, e + "\n")),
+        Ok(Err(e)) if e.starts_with("no seat") || e.contains("not a configured") => {
+            Err((StatusCode::NOT_FOUND, e + "\n"))
+        }
+        Ok(Err(e)) if e.contains("capacity") || e.contains("cannot dial") => {
+            Err((StatusCode::SERVICE_UNAVAILABLE, e + "\n"))
+        }
         Ok(Err(e)) => Err((StatusCode::CONFLICT, e + "\n")),
         Err(_) => Err((StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())),
     }
@@ -145,7 +196,16 @@ async fn api_seat_transfer(
     Json(req): Json<TransferRequest>,
 ) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
     let who = authorized(&a, &headers)?;
-    ask(&a, id, ApiAction::Transfer { number: req.number, emergency: false }, who).await
+    ask(
+        &a,
+        id,
+        ApiAction::Transfer {
+            number: req.number,
+            emergency: false,
+        },
+        who,
+    )
+    .await
 }
 
 /// `POST /api/seats/{id}/handoff {"number": "110"}`: the one-key emergency hand-off.
@@ -156,7 +216,16 @@ async fn api_seat_handoff(
     Json(req): Json<TransferRequest>,
 ) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
     let who = authorized(&a, &headers)?;
-    ask(&a, id, ApiAction::Transfer { number: req.number, emergency: true }, who).await
+    ask(
+        &a,
+        id,
+        ApiAction::Transfer {
+            number: req.number,
+            emergency: true,
+        },
+        who,
+    )
+    .await
 }
 
 /// The wallboard: a static page, the same bytes for everyone. Open, unlike `/api/*`, because
@@ -202,66 +271,166 @@ async fn metrics(State(a): State<AppState>) -> String {
     let mut seats: Vec<_> = a.seats.iter().map(|e| e.value().clone()).collect();
     seats.sort_by(|x, y| x.seat.id.cmp(&y.seat.id));
     let counters: [(&str, &str, fn(&crate::acd::agent::Counters) -> u64); 5] = [
-        ("hotline_seat_offered_total", "Calls offered to the seat", |c| c.offered),
-        ("hotline_seat_answered_total", "Offers the seat answered", |c| c.answered),
-        ("hotline_seat_missed_total", "Offers that rang out (ring-no-answer)", |c| c.missed),
-        ("hotline_seat_rejected_total", "Offers the seat declined", |c| c.rejected),
-        ("hotline_seat_failed_total", "Offers the seat's phone failed", |c| c.failed),
+        (
+            "hotline_seat_offered_total",
+            "Calls offered to the seat",
+            |c| c.offered,
+        ),
+        (
+            "hotline_seat_answered_total",
+            "Offers the seat answered",
+            |c| c.answered,
+        ),
+        (
+            "hotline_seat_missed_total",
+            "Offers that rang out (ring-no-answer)",
+            |c| c.missed,
+        ),
+        (
+            "hotline_seat_rejected_total",
+            "Offers the seat declined",
+            |c| c.rejected,
+        ),
+        (
+            "hotline_seat_failed_total",
+            "Offers the seat's phone failed",
+            |c| c.failed,
+        ),
     ];
     for (name, help, get) in counters {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
         for s in &seats {
-            out.push_str(&format!("{name}{{seat=\"{}\",unit=\"{}\"}} {}\n", label(&s.seat.id), label(&s.seat.unit), get(&s.counters)));
+            out.push_str(&format!(
+                "{name}{{seat=\"{}\",unit=\"{}\"}} {}\n",
+                label(&s.seat.id),
+                label(&s.seat.unit),
+                get(&s.counters)
+            ));
         }
     }
     out.push_str("# HELP hotline_seat_registered Whether the seat has a live registration\n# TYPE hotline_seat_registered gauge\n");
     for s in &seats {
-        out.push_str(&format!("hotline_seat_registered{{seat=\"{}\"}} {}\n", label(&s.seat.id), u8::from(s.registered)));
+        out.push_str(&format!(
+            "hotline_seat_registered{{seat=\"{}\"}} {}\n",
+            label(&s.seat.id),
+            u8::from(s.registered)
+        ));
     }
     out.push_str("# HELP hotline_seat_state The seat's agent state (1 for the current one)\n# TYPE hotline_seat_state gauge\n");
     for s in &seats {
-        let state = serde_json::to_value(s.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        out.push_str(&format!("hotline_seat_state{{seat=\"{}\",state=\"{state}\"}} 1\n", label(&s.seat.id)));
+        let state = serde_json::to_value(s.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "hotline_seat_state{{seat=\"{}\",state=\"{state}\"}} 1\n",
+            label(&s.seat.id)
+        ));
     }
     let mut queues: Vec<_> = a.queues.iter().map(|e| e.value().clone()).collect();
     queues.sort_by(|x, y| x.name.cmp(&y.name));
     out.push_str("# HELP hotline_queue_waiting Callers waiting for a seat\n# TYPE hotline_queue_waiting gauge\n");
     for q in &queues {
-        out.push_str(&format!("hotline_queue_waiting{{queue=\"{}\"}} {}\n", label(&q.name), q.waiting));
+        out.push_str(&format!(
+            "hotline_queue_waiting{{queue=\"{}\"}} {}\n",
+            label(&q.name),
+            q.waiting
+        ));
     }
     out.push_str("# HELP hotline_queue_longest_wait_seconds The longest current wait\n# TYPE hotline_queue_longest_wait_seconds gauge\n");
     for q in &queues {
-        out.push_str(&format!("hotline_queue_longest_wait_seconds{{queue=\"{}\"}} {}\n", label(&q.name), q.longest_wait_s));
+        out.push_str(&format!(
+            "hotline_queue_longest_wait_seconds{{queue=\"{}\"}} {}\n",
+            label(&q.name),
+            q.longest_wait_s
+        ));
     }
     type QueueFigure = fn(&crate::metrics::figures::QueueFigures) -> f64;
     let today: [(&str, &str, QueueFigure); 11] = [
-        ("hotline_queue_offered_today", "Callers who entered the queue today", |f| f.offered as f64),
-        ("hotline_queue_answered_today", "Callers answered by a seat today", |f| f.answered as f64),
-        ("hotline_queue_abandoned_today", "Callers who hung up while waiting today", |f| f.abandoned as f64),
-        ("hotline_queue_short_abandoned_today", "Abandons within the queue's short_abandon_s today", |f| f.short_abandoned as f64),
-        ("hotline_queue_timed_out_today", "Callers sent on at the maximum wait today", |f| f.timed_out as f64),
-        ("hotline_queue_service_level_15s", "Share answered within 15 s today (short abandons excluded)", |f| f.service_level_15s),
-        ("hotline_queue_service_level_30s", "Share answered within 30 s today (short abandons excluded)", |f| f.service_level_30s),
-        ("hotline_queue_asa_seconds", "Average speed of answer today", |f| f.asa_s),
-        ("hotline_queue_aht_seconds", "Average handle time (talk + wrap-up) today", |f| f.aht_s),
-        ("hotline_queue_max_wait_seconds", "Longest wait of a caller who left the queue today", |f| f.longest_wait_s),
-        ("hotline_queue_satisfaction_rate", "Satisfied and basically satisfied / ratings given today", |f| f.survey.satisfaction_rate),
+        (
+            "hotline_queue_offered_today",
+            "Callers who entered the queue today",
+            |f| f.offered as f64,
+        ),
+        (
+            "hotline_queue_answered_today",
+            "Callers answered by a seat today",
+            |f| f.answered as f64,
+        ),
+        (
+            "hotline_queue_abandoned_today",
+            "Callers who hung up while waiting today",
+            |f| f.abandoned as f64,
+        ),
+        (
+            "hotline_queue_short_abandoned_today",
+            "Abandons within the queue's short_abandon_s today",
+            |f| f.short_abandoned as f64,
+        ),
+        (
+            "hotline_queue_timed_out_today",
+            "Callers sent on at the maximum wait today",
+            |f| f.timed_out as f64,
+        ),
+        (
+            "hotline_queue_service_level_15s",
+            "Share answered within 15 s today (short abandons excluded)",
+            |f| f.service_level_15s,
+        ),
+        (
+            "hotline_queue_service_level_30s",
+            "Share answered within 30 s today (short abandons excluded)",
+            |f| f.service_level_30s,
+        ),
+        (
+            "hotline_queue_asa_seconds",
+            "Average speed of answer today",
+            |f| f.asa_s,
+        ),
+        (
+            "hotline_queue_aht_seconds",
+            "Average handle time (talk + wrap-up) today",
+            |f| f.aht_s,
+        ),
+        (
+            "hotline_queue_max_wait_seconds",
+            "Longest wait of a caller who left the queue today",
+            |f| f.longest_wait_s,
+        ),
+        (
+            "hotline_queue_satisfaction_rate",
+            "Satisfied and basically satisfied / ratings given today",
+            |f| f.survey.satisfaction_rate,
+        ),
     ];
     for (name, help, get) in today {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
         for q in &queues {
-            out.push_str(&format!("{name}{{queue=\"{}\"}} {}\n", label(&q.name), get(&q.today)));
+            out.push_str(&format!(
+                "{name}{{queue=\"{}\"}} {}\n",
+                label(&q.name),
+                get(&q.today)
+            ));
         }
     }
     out.push_str("# HELP hotline_seat_answer_rate_today Answered / offered today (1 when nothing was offered)\n# TYPE hotline_seat_answer_rate_today gauge\n");
     for s in &seats {
-        let rate = if s.today.offered == 0 { 1.0 } else { s.today.answered as f64 / s.today.offered as f64 };
-        out.push_str(&format!("hotline_seat_answer_rate_today{{seat=\"{}\"}} {rate}\n", label(&s.seat.id)));
+        let rate = if s.today.offered == 0 {
+            1.0
+        } else {
+            s.today.answered as f64 / s.today.offered as f64
+        };
+        out.push_str(&format!(
+            "hotline_seat_answer_rate_today{{seat=\"{}\"}} {rate}\n",
+            label(&s.seat.id)
+        ));
     }
     out
 }
 
 /// A Prometheus label value: backslash, quote and newline escaped.
 fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

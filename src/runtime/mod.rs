@@ -24,11 +24,20 @@ use tracing::{debug, error, info, warn};
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("cannot bind SIP UDP {addr}: {source}")]
-    BindUdp { addr: std::net::SocketAddr, source: std::io::Error },
+    BindUdp {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot bind SIP TCP {addr}: {source}")]
-    BindTcp { addr: std::net::SocketAddr, source: std::io::Error },
+    BindTcp {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot bind HTTP {addr}: {source}")]
-    BindHttp { addr: std::net::SocketAddr, source: std::io::Error },
+    BindHttp {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(crate::metrics::store::StoreError),
 }
@@ -43,17 +52,38 @@ pub struct StreamMessage {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT and a graceful drain.
-pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore>, clock: WallClock) -> Result<(), RuntimeError> {
+pub async fn run(
+    cfg: Arc<Config>,
+    plan: Arc<Dialplan>,
+    prompts: Arc<PromptStore>,
+    clock: WallClock,
+) -> Result<(), RuntimeError> {
     let stats = Arc::new(Stats::default());
-    let udp = UdpSocket::bind(cfg.sip.listen).await.map_err(|source| RuntimeError::BindUdp { addr: cfg.sip.listen, source })?;
-    let tcp = tokio::net::TcpListener::bind(cfg.sip.listen).await.map_err(|source| RuntimeError::BindTcp { addr: cfg.sip.listen, source })?;
-    let http = tokio::net::TcpListener::bind(cfg.http.listen).await.map_err(|source| RuntimeError::BindHttp { addr: cfg.http.listen, source })?;
+    let udp = UdpSocket::bind(cfg.sip.listen)
+        .await
+        .map_err(|source| RuntimeError::BindUdp {
+            addr: cfg.sip.listen,
+            source,
+        })?;
+    let tcp = tokio::net::TcpListener::bind(cfg.sip.listen)
+        .await
+        .map_err(|source| RuntimeError::BindTcp {
+            addr: cfg.sip.listen,
+            source,
+        })?;
+    let http = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .map_err(|source| RuntimeError::BindHttp {
+            addr: cfg.http.listen,
+            source,
+        })?;
     info!(sip = %cfg.sip.listen, http = %cfg.http.listen, numbers = plan.numbers(), prompts = prompts.len(), "hotline listening (SIP over UDP and TCP)");
 
     let conns: Arc<DashMap<u64, mpsc::UnboundedSender<bytes::Bytes>>> = Arc::new(DashMap::new());
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<StreamMessage>(4096);
     tokio::spawn(tcp::accept_loop(tcp, conns.clone(), tcp_tx));
-    let store = crate::metrics::store::Store::open(&cfg.store.path, &cfg.store.queue_log).map_err(RuntimeError::Store)?;
+    let store = crate::metrics::store::Store::open(&cfg.store.path, &cfg.store.queue_log)
+        .map_err(RuntimeError::Store)?;
     info!(path = %cfg.store.path.display(), "call records go to the store");
     let (rtp_tx, mut rtp_rx) = mpsc::unbounded_channel::<RtpEvent>();
     let rtp_io = rtp::RtpIo::new(&cfg, rtp_tx, stats.clone());
@@ -68,7 +98,14 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
     }
     core.start(std::time::Instant::now());
     let (api_tx, mut api_rx) = mpsc::channel::<http::ApiCommand>(64);
-    tokio::spawn(http::serve(http, stats.clone(), core.seat_directory(), core.queue_directory(), api_tx, cfg.http.tokens.clone()));
+    tokio::spawn(http::serve(
+        http,
+        stats.clone(),
+        core.seat_directory(),
+        core.queue_directory(),
+        api_tx,
+        cfg.http.tokens.clone(),
+    ));
 
     // The media clock ticks four times per frame: each stream's frames fall due at its own
     // phase (its call's start), so a finer tick spreads the sends over the 20 ms instead of
@@ -83,7 +120,10 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
     let far = Duration::from_secs(3600);
 
     loop {
-        let next = core.poll_timeout().map(Instant::from_std).unwrap_or_else(|| Instant::now() + far);
+        let next = core
+            .poll_timeout()
+            .map(Instant::from_std)
+            .unwrap_or_else(|| Instant::now() + far);
         tokio::select! {
             r = udp.recv_from(&mut buf) => {
                 let now = std::time::Instant::now();
@@ -154,12 +194,18 @@ pub async fn run(cfg: Arc<Config>, plan: Arc<Dialplan>, prompts: Arc<PromptStore
                 break;
             }
             if Instant::now() >= deadline && !hung_up_all {
-                info!(calls = core.active_calls(), "grace period over; hanging up the remaining calls");
+                info!(
+                    calls = core.active_calls(),
+                    "grace period over; hanging up the remaining calls"
+                );
                 core.hangup_all(std::time::Instant::now());
                 hung_up_all = true;
                 draining = Some(Instant::now() + Duration::from_secs(5));
             } else if Instant::now() >= deadline {
-                warn!(calls = core.active_calls(), "BYEs unanswered; exiting anyway");
+                warn!(
+                    calls = core.active_calls(),
+                    "BYEs unanswered; exiting anyway"
+                );
                 break;
             }
         }
@@ -179,7 +225,9 @@ async fn daily_reports(cfg: Arc<Config>, clock: WallClock) {
         let now = clock.now_utc().with_timezone(&crate::time::shanghai());
         let today = now.date_naive();
         // A few seconds past midnight, so the day's last records are in the store.
-        let at = (today + chrono::Days::new(1)).and_hms_opt(0, 0, 3).and_then(|t| t.and_local_timezone(crate::time::shanghai()).single());
+        let at = (today + chrono::Days::new(1))
+            .and_hms_opt(0, 0, 3)
+            .and_then(|t| t.and_local_timezone(crate::time::shanghai()).single());
         let Some(at) = at else { return };
         let wait = (at - now).to_std().unwrap_or_default();
         tokio::time::sleep(wait).await;
@@ -187,7 +235,13 @@ async fn daily_reports(cfg: Arc<Config>, clock: WallClock) {
         let written = tokio::task::spawn_blocking(move || {
             let rules = crate::metrics::report::load_rules(&cfg.reports.rules)?;
             let day = today.to_string();
-            let report = crate::metrics::report::from_store(&cfg.store.path, &day, &[today], &cfg.seat_units(), &rules)?;
+            let report = crate::metrics::report::from_store(
+                &cfg.store.path,
+                &day,
+                &[today],
+                &cfg.seat_units(),
+                &rules,
+            )?;
             let dir = cfg.reports.folder.join(&day);
             report.write(&dir)?;
             Ok::<_, crate::metrics::report::ReportError>(dir)

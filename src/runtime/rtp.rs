@@ -13,12 +13,12 @@ use crate::core::{MediaIo, RtpEvent};
 use crate::media::dtmf::DtmfReceiver;
 use crate::stats::Stats;
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use std::net::UdpSocket;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
@@ -82,7 +82,10 @@ pub struct RtpIo {
     events: mpsc::UnboundedSender<RtpEvent>,
     stats: Arc<Stats>,
     /// Started with the first recording.
-    recorder: Option<(crate::media::recorder::Recorder, std::thread::JoinHandle<()>)>,
+    recorder: Option<(
+        crate::media::recorder::Recorder,
+        std::thread::JoinHandle<()>,
+    )>,
     next_recording: u64,
     /// Caller port → (recording id, caller side, seat side).
     recordings: std::collections::HashMap<u16, (u64, Arc<Learning>, Arc<Learning>)>,
@@ -143,7 +146,9 @@ impl RtpIo {
     }
 
     fn stop_recording_port(&mut self, port: u16) {
-        let Some((id, a, b)) = self.recordings.remove(&port) else { return };
+        let Some((id, a, b)) = self.recordings.remove(&port) else {
+            return;
+        };
         for l in [a, b] {
             l.recording.store(false, Ordering::Relaxed);
             if let Ok(mut t) = l.tap.lock() {
@@ -175,17 +180,40 @@ impl MediaIo for RtpIo {
         let slots = ((self.port_max - self.port_min) / 2 + 1) as usize;
         for _ in 0..slots {
             let port = self.next;
-            self.next = if u32::from(self.next) + 2 > u32::from(self.port_max) { self.port_min } else { self.next + 2 };
+            self.next = if u32::from(self.next) + 2 > u32::from(self.port_max) {
+                self.port_min
+            } else {
+                self.next + 2
+            };
             if self.in_use.contains(&port) {
                 continue;
             }
-            let Some(socket) = self.bind(port) else { continue };
+            let Some(socket) = self.bind(port) else {
+                continue;
+            };
             let socket = Arc::new(socket);
             let event_pt = Arc::new(AtomicU8::new(NO_PT));
             let learning = Arc::new(Learning::default());
-            let reader = tokio::spawn(read_loop(socket.clone(), key, event_pt.clone(), learning.clone(), self.events.clone(), self.stats.clone())).abort_handle();
+            let reader = tokio::spawn(read_loop(
+                socket.clone(),
+                key,
+                event_pt.clone(),
+                learning.clone(),
+                self.events.clone(),
+                self.stats.clone(),
+            ))
+            .abort_handle();
             self.in_use.insert(port);
-            return Some((RtpTx { socket, port, event_pt, learning, reader }, port));
+            return Some((
+                RtpTx {
+                    socket,
+                    port,
+                    event_pt,
+                    learning,
+                    reader,
+                },
+                port,
+            ));
         }
         None
     }
@@ -196,7 +224,13 @@ impl MediaIo for RtpIo {
         }
     }
 
-    fn record(&mut self, a: &RtpTx, b: &RtpTx, codec: crate::media::Codec, path: std::path::PathBuf) {
+    fn record(
+        &mut self,
+        a: &RtpTx,
+        b: &RtpTx,
+        codec: crate::media::Codec,
+        path: std::path::PathBuf,
+    ) {
         use crate::media::recorder::{Message, Recorder, Tap};
         if self.recorder.is_none() {
             match Recorder::start() {
@@ -204,18 +238,28 @@ impl MediaIo for RtpIo {
                 Err(e) => return tracing::error!(error = %e, "cannot start the recorder"),
             }
         }
-        let Some(recorder) = self.recorder.as_ref().map(|r| r.0.clone()) else { return };
+        let Some(recorder) = self.recorder.as_ref().map(|r| r.0.clone()) else {
+            return;
+        };
         self.stop_recording(a);
         self.next_recording += 1;
         let id = self.next_recording;
         recorder.send(Message::Start { id, path });
         for (side, learning) in [(0u8, &a.learning), (1, &b.learning)] {
             if let Ok(mut t) = learning.tap.lock() {
-                *t = Some((Tap { recorder: recorder.clone(), id, side }, codec));
+                *t = Some((
+                    Tap {
+                        recorder: recorder.clone(),
+                        id,
+                        side,
+                    },
+                    codec,
+                ));
             }
             learning.recording.store(true, Ordering::Relaxed);
         }
-        self.recordings.insert(a.port, (id, a.learning.clone(), b.learning.clone()));
+        self.recordings
+            .insert(a.port, (id, a.learning.clone(), b.learning.clone()));
     }
 
     fn stop_recording(&mut self, a: &RtpTx) {
@@ -226,11 +270,27 @@ impl MediaIo for RtpIo {
         use rand::RngExt as _;
         self.end_conference(id);
         let mut rng = rand::rng();
-        let mut mix = Mix { conf: Default::default(), outs: Default::default() };
+        let mut mix = Mix {
+            conf: Default::default(),
+            outs: Default::default(),
+        };
         for (tx, codec, pt) in members {
             let key = u64::from(tx.port);
-            mix.conf.join(crate::media::mixer::Join { key, codec: *codec, payload_type: *pt, ssrc: rng.random(), seq: rng.random(), ts: rng.random() });
-            mix.outs.insert(key, Relay { socket: tx.socket.clone(), learning: tx.learning.clone() });
+            mix.conf.join(crate::media::mixer::Join {
+                key,
+                codec: *codec,
+                payload_type: *pt,
+                ssrc: rng.random(),
+                seq: rng.random(),
+                ts: rng.random(),
+            });
+            mix.outs.insert(
+                key,
+                Relay {
+                    socket: tx.socket.clone(),
+                    learning: tx.learning.clone(),
+                },
+            );
         }
         let mix = Arc::new(std::sync::Mutex::new(mix));
         for (tx, _, _) in members {
@@ -247,7 +307,9 @@ impl MediaIo for RtpIo {
     }
 
     fn end_conference(&mut self, id: u64) {
-        let Some(mix) = self.conferences.remove(&id) else { return };
+        let Some(mix) = self.conferences.remove(&id) else {
+            return;
+        };
         let Ok(m) = mix.lock() else { return };
         for relay in m.outs.values() {
             relay.learning.mixing.store(false, Ordering::Relaxed);
@@ -266,7 +328,8 @@ impl MediaIo for RtpIo {
         // The ticker runs several times per frame: mix once per 20 ms of wall time, catching
         // up at most a few frames after a stall (older audio is stale anyway).
         let epoch = *self.mix_epoch.get_or_insert(now);
-        let due = now.saturating_duration_since(epoch).as_millis() as u64 / crate::media::FRAME_MS + 1;
+        let due =
+            now.saturating_duration_since(epoch).as_millis() as u64 / crate::media::FRAME_MS + 1;
         if due <= self.mixed_frames {
             return;
         }
@@ -300,10 +363,16 @@ impl MediaIo for RtpIo {
 
     fn bridge(&mut self, a: &RtpTx, b: &RtpTx) {
         if let Ok(mut f) = a.learning.forward.lock() {
-            *f = Some(Relay { socket: b.socket.clone(), learning: b.learning.clone() });
+            *f = Some(Relay {
+                socket: b.socket.clone(),
+                learning: b.learning.clone(),
+            });
         }
         if let Ok(mut f) = b.learning.forward.lock() {
-            *f = Some(Relay { socket: a.socket.clone(), learning: a.learning.clone() });
+            *f = Some(Relay {
+                socket: a.socket.clone(),
+                learning: a.learning.clone(),
+            });
         }
     }
 
@@ -331,7 +400,11 @@ impl MediaIo for RtpIo {
     fn local_ip_for(&mut self, peer: IpAddr) -> Option<IpAddr> {
         // The kernel's route lookup: a connected UDP socket's local address. No packet is sent.
         *self.routes.entry(peer).or_insert_with(|| {
-            let any: SocketAddr = if peer.is_ipv4() { "0.0.0.0:0".parse().ok()? } else { "[::]:0".parse().ok()? };
+            let any: SocketAddr = if peer.is_ipv4() {
+                "0.0.0.0:0".parse().ok()?
+            } else {
+                "[::]:0".parse().ok()?
+            };
             let s = UdpSocket::bind(any).ok()?;
             s.connect(SocketAddr::new(peer, 9)).ok()?;
             s.local_addr().ok().map(|a| a.ip())
@@ -351,7 +424,9 @@ async fn read_loop(
     let mut last_src: Option<SocketAddr> = None;
     let mut dtmf = DtmfReceiver::default();
     loop {
-        let Ok(mut ready) = socket.readable().await else { return };
+        let Ok(mut ready) = socket.readable().await else {
+            return;
+        };
         // Drain what is queued (bounded, so one busy socket can't starve the others): under
         // load that is several packets per reactor wake-up instead of one.
         for _ in 0..READ_BATCH {
@@ -360,7 +435,17 @@ async fn read_loop(
                 Ok(Err(_)) => continue,
                 Err(_would_block) => break,
             };
-            if !on_packet(&buf[..n], src, key, &event_pt, &learning, &events, &stats, &mut last_src, &mut dtmf) {
+            if !on_packet(
+                &buf[..n],
+                src,
+                key,
+                &event_pt,
+                &learning,
+                &events,
+                &stats,
+                &mut last_src,
+                &mut dtmf,
+            ) {
                 return;
             }
         }
@@ -390,7 +475,11 @@ fn on_packet(
         return true;
     }
     if *last_src != Some(src) {
-        let from_sdp = learning.sdp_addr.lock().map(|a| *a == Some(src)).unwrap_or(false);
+        let from_sdp = learning
+            .sdp_addr
+            .lock()
+            .map(|a| *a == Some(src))
+            .unwrap_or(false);
         let learn = last_src.is_none() || learning.relearn.swap(false, Ordering::Relaxed);
         if !from_sdp && !learn {
             Stats::inc(&stats.rtp_foreign);
@@ -423,7 +512,11 @@ fn on_packet(
                 Stats::inc(&stats.rtp_relayed);
             }
         }
-        let tap = if learning.recording.load(Ordering::Relaxed) { learning.tap.lock().ok().and_then(|t| t.clone()) } else { None };
+        let tap = if learning.recording.load(Ordering::Relaxed) {
+            learning.tap.lock().ok().and_then(|t| t.clone())
+        } else {
+            None
+        };
         if let Some((tap, codec)) = tap {
             if rtp.payload_type() == codec.static_pt() {
                 tap.audio(codec, rtp.payload());

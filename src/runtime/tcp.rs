@@ -5,8 +5,8 @@ use super::StreamMessage;
 use crate::sip::framing::{self, FramingError};
 use bytes::{Buf, BytesMut};
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -21,7 +21,11 @@ const MAX_CONNECTIONS: usize = 4096;
 /// re-REGISTERs or CRLF keep-alives well within it.
 const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
-pub async fn accept_loop(listener: TcpListener, conns: Arc<DashMap<u64, mpsc::UnboundedSender<bytes::Bytes>>>, to_core: mpsc::Sender<StreamMessage>) {
+pub async fn accept_loop(
+    listener: TcpListener,
+    conns: Arc<DashMap<u64, mpsc::UnboundedSender<bytes::Bytes>>>,
+    to_core: mpsc::Sender<StreamMessage>,
+) {
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(x) => x,
@@ -66,7 +70,15 @@ pub async fn accept_loop(listener: TcpListener, conns: Arc<DashMap<u64, mpsc::Un
                         Ok(Some((skip, len))) => {
                             buf.advance(skip);
                             let msg = buf.split_to(len).freeze();
-                            if to_core.send(StreamMessage { conn: id, addr, bytes: msg }).await.is_err() {
+                            if to_core
+                                .send(StreamMessage {
+                                    conn: id,
+                                    addr,
+                                    bytes: msg,
+                                })
+                                .await
+                                .is_err()
+                            {
                                 break 'read;
                             }
                         }
@@ -81,7 +93,11 @@ pub async fn accept_loop(listener: TcpListener, conns: Arc<DashMap<u64, mpsc::Un
                             }
                             break;
                         }
-                        Err(e @ (FramingError::HeaderTooLong | FramingError::BadContentLength | FramingError::BodyTooLong)) => {
+                        Err(
+                            e @ (FramingError::HeaderTooLong
+                            | FramingError::BadContentLength
+                            | FramingError::BodyTooLong),
+                        ) => {
                             // The stream can't be resynchronised: close it (RFC 3261 §18.3).
                             debug!(%addr, error = %e, "closing SIP TCP connection");
                             break 'read;

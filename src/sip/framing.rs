@@ -20,7 +20,9 @@ pub enum FramingError {
 /// Leading keep-alive bytes (CRLFs) of `buf`: the caller drops them whether or not a message
 /// follows, so a peer sending only keep-alives can't grow the buffer.
 pub fn keepalive_len(buf: &[u8]) -> usize {
-    buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count()
+    buf.iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count()
 }
 
 /// Finds one complete message at the start of `buf` (after any CRLF keep-alives).
@@ -29,7 +31,11 @@ pub fn next_message(buf: &[u8]) -> Result<Option<(usize, usize)>, FramingError> 
     let skip = keepalive_len(buf);
     let rest = &buf[skip..];
     let Some(end) = find(rest, b"\r\n\r\n") else {
-        return if rest.len() > MAX_HEADER { Err(FramingError::HeaderTooLong) } else { Ok(None) };
+        return if rest.len() > MAX_HEADER {
+            Err(FramingError::HeaderTooLong)
+        } else {
+            Ok(None)
+        };
     };
     let head = &rest[..end];
     let len = content_length(head).ok_or(FramingError::BadContentLength)?;
@@ -52,7 +58,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 fn content_length(head: &[u8]) -> Option<usize> {
     let text = std::str::from_utf8(head).ok()?;
     for line in text.split("\r\n").skip(1) {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let name = name.trim();
         if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l") {
             return value.trim().parse().ok();
@@ -77,6 +85,9 @@ mod tests {
         let rest = &buf[skip + len..];
         assert_eq!(next_message(rest).unwrap(), Some((0, b.len())));
         assert_eq!(next_message(&a[..a.len() - 1]).unwrap(), None);
-        assert_eq!(next_message(b"INVITE x SIP/2.0\r\n\r\n"), Err(FramingError::BadContentLength));
+        assert_eq!(
+            next_message(b"INVITE x SIP/2.0\r\n\r\n"),
+            Err(FramingError::BadContentLength)
+        );
     }
 }

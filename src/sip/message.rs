@@ -40,37 +40,71 @@ pub struct RequestInfo {
 }
 
 pub fn request_info(req: &Request) -> Result<RequestInfo, MessageError> {
-    let via = req.via_header().map_err(|_| MessageError::BadHeader("Via"))?;
-    let via = rsipstack::sip::typed::Via::parse(via.value()).map_err(|_| MessageError::BadHeader("Via"))?;
+    let via = req
+        .via_header()
+        .map_err(|_| MessageError::BadHeader("Via"))?;
+    let via = rsipstack::sip::typed::Via::parse(via.value())
+        .map_err(|_| MessageError::BadHeader("Via"))?;
     let branch = via
         .branch()
         .map(|b| b.to_string())
         .filter(|b| !b.is_empty())
         .ok_or(MessageError::BadHeader("Via branch"))?;
-    let call_id = req.call_id_header().map_err(|_| MessageError::BadHeader("Call-ID"))?.value().trim().to_string();
+    let call_id = req
+        .call_id_header()
+        .map_err(|_| MessageError::BadHeader("Call-ID"))?
+        .value()
+        .trim()
+        .to_string();
     if call_id.is_empty() {
         return Err(MessageError::BadHeader("Call-ID"));
     }
-    let from = req.from_header().map_err(|_| MessageError::BadHeader("From"))?;
-    let from_tag = from.tag().map_err(|_| MessageError::BadHeader("From"))?.map(|t| t.value().to_string());
+    let from = req
+        .from_header()
+        .map_err(|_| MessageError::BadHeader("From"))?;
+    let from_tag = from
+        .tag()
+        .map_err(|_| MessageError::BadHeader("From"))?
+        .map(|t| t.value().to_string());
     let to = req.to_header().map_err(|_| MessageError::BadHeader("To"))?;
-    let to_tag = to.tag().map_err(|_| MessageError::BadHeader("To"))?.map(|t| t.value().to_string());
-    let cseq = req.cseq_header().map_err(|_| MessageError::BadHeader("CSeq"))?;
-    let cseq = rsipstack::sip::typed::CSeq::parse(cseq.value()).map_err(|_| MessageError::BadHeader("CSeq"))?;
+    let to_tag = to
+        .tag()
+        .map_err(|_| MessageError::BadHeader("To"))?
+        .map(|t| t.value().to_string());
+    let cseq = req
+        .cseq_header()
+        .map_err(|_| MessageError::BadHeader("CSeq"))?;
+    let cseq = rsipstack::sip::typed::CSeq::parse(cseq.value())
+        .map_err(|_| MessageError::BadHeader("CSeq"))?;
     // CANCEL and ACK carry the INVITE's CSeq number with their own method.
     if cseq.method != req.method {
         return Err(MessageError::CSeqMismatch);
     }
     // rsipstack takes what is there; a datagram shorter than its Content-Length was cut in
     // transit and must be refused (RFC 3261 §18.3), not served with half a body.
-    if let Some(Header::ContentLength(l)) = req.headers.iter().find(|h| matches!(h, Header::ContentLength(_))) {
-        let declared: usize = l.value().trim().parse().map_err(|_| MessageError::BadHeader("Content-Length"))?;
+    if let Some(Header::ContentLength(l)) = req
+        .headers
+        .iter()
+        .find(|h| matches!(h, Header::ContentLength(_)))
+    {
+        let declared: usize = l
+            .value()
+            .trim()
+            .parse()
+            .map_err(|_| MessageError::BadHeader("Content-Length"))?;
         if declared > req.body.len() {
-            return Err(MessageError::BadHeader("Content-Length (longer than the body)"));
+            return Err(MessageError::BadHeader(
+                "Content-Length (longer than the body)",
+            ));
         }
     }
     let max_forwards = match req.max_forwards_header() {
-        Ok(h) => Some(h.value().trim().parse().map_err(|_| MessageError::BadHeader("Max-Forwards"))?),
+        Ok(h) => Some(
+            h.value()
+                .trim()
+                .parse()
+                .map_err(|_| MessageError::BadHeader("Max-Forwards"))?,
+        ),
         Err(_) => None,
     };
     Ok(RequestInfo {
@@ -173,7 +207,13 @@ pub struct ResponseSpec<'a> {
 
 impl<'a> ResponseSpec<'a> {
     pub fn new(code: u16, reason: &'a str) -> Self {
-        ResponseSpec { code, reason, to_tag: None, headers: &[], body: None }
+        ResponseSpec {
+            code,
+            reason,
+            to_tag: None,
+            headers: &[],
+            body: None,
+        }
     }
 }
 
@@ -239,13 +279,21 @@ fn has_tag(name_addr: &str) -> bool {
         Some(i) => &name_addr[i..],
         None => name_addr,
     };
-    params.split(';').skip(1).any(|p| p.trim().to_ascii_lowercase().starts_with("tag="))
+    params
+        .split(';')
+        .skip(1)
+        .any(|p| p.trim().to_ascii_lowercase().starts_with("tag="))
 }
 
 /// For a message the parser refused: if it looks like a request (not ACK) and the headers a
 /// response needs can be found as text, a response with `code` (400, or 501 for an unknown
 /// method) is built; otherwise `None` and the message is dropped.
-pub fn fallback_response(data: &[u8], src: SocketAddr, server: &str, reason: &str) -> Option<Vec<u8>> {
+pub fn fallback_response(
+    data: &[u8],
+    src: SocketAddr,
+    server: &str,
+    reason: &str,
+) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(data).ok()?;
     let head = text.split("\r\n\r\n").next()?;
     let mut lines = head.split("\r\n");
@@ -261,7 +309,9 @@ pub fn fallback_response(data: &[u8], src: SocketAddr, server: &str, reason: &st
     }
     let (mut vias, mut from, mut to, mut call_id, mut cseq) = (vec![], None, None, None, None);
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
         match name.as_str() {
             "via" | "v" => vias.push(value),
@@ -276,12 +326,28 @@ pub fn fallback_response(data: &[u8], src: SocketAddr, server: &str, reason: &st
         return None;
     }
     let known = method.parse::<Method>().is_ok();
-    let (code, why) = if known { (400, reason) } else { (501, "Not Implemented") };
-    let spec = ResponseSpec::new(code, if known { "Bad Request" } else { "Not Implemented" });
+    let (code, why) = if known {
+        (400, reason)
+    } else {
+        (501, "Not Implemented")
+    };
+    let spec = ResponseSpec::new(
+        code,
+        if known {
+            "Bad Request"
+        } else {
+            "Not Implemented"
+        },
+    );
     let warn = format!("399 hotline \"{}\"", why.replace('"', "'"));
     let hdrs = [("Warning", warn.as_str())];
-    let spec = ResponseSpec { headers: &hdrs, ..spec };
-    Some(build_response(&vias, from?, to?, call_id?, cseq?, src, server, &spec))
+    let spec = ResponseSpec {
+        headers: &hdrs,
+        ..spec
+    };
+    Some(build_response(
+        &vias, from?, to?, call_id?, cseq?, src, server, &spec,
+    ))
 }
 
 fn is_token_char(b: u8) -> bool {
@@ -337,7 +403,11 @@ pub fn in_dialog_request(r: &InDialogRequest) -> Vec<u8> {
     for (name, value) in r.extra {
         let _ = write!(s, "{name}: {value}\r\n");
     }
-    let _ = write!(s, "User-Agent: {}\r\nContent-Length: 0\r\n\r\n", r.user_agent);
+    let _ = write!(
+        s,
+        "User-Agent: {}\r\nContent-Length: 0\r\n\r\n",
+        r.user_agent
+    );
     s.into_bytes()
 }
 
@@ -365,7 +435,9 @@ mod tests {
 
     #[test]
     fn compact_headers_and_ipv6_parse_and_respond() {
-        let SipMessage::Request(req) = parse(INVITE.as_bytes()).unwrap() else { panic!() };
+        let SipMessage::Request(req) = parse(INVITE.as_bytes()).unwrap() else {
+            panic!()
+        };
         let info = request_info(&req).unwrap();
         assert_eq!(info.call_id, "call-1@host");
         assert_eq!(info.from_tag.as_deref(), Some("abc"));
@@ -373,13 +445,22 @@ mod tests {
         assert_eq!(info.branch, "z9hG4bK-1");
         assert_eq!(info.ruri_user, "12345");
         let src: SocketAddr = "[::1]:5070".parse().unwrap();
-        let spec = ResponseSpec { to_tag: Some("t1"), ..ResponseSpec::new(180, "Ringing") };
+        let spec = ResponseSpec {
+            to_tag: Some("t1"),
+            ..ResponseSpec::new(180, "Ringing")
+        };
         let r = String::from_utf8(response(&req, src, "hotline", &spec)).unwrap();
         assert!(r.starts_with("SIP/2.0 180 Ringing\r\n"));
-        assert!(r.contains("Via: SIP/2.0/UDP [::1]:5070;branch=z9hG4bK-1;received=::1;rport=5070\r\n"), "{r}");
+        assert!(
+            r.contains("Via: SIP/2.0/UDP [::1]:5070;branch=z9hG4bK-1;received=::1;rport=5070\r\n"),
+            "{r}"
+        );
         let src4: SocketAddr = "192.0.2.9:7000".parse().unwrap();
         assert_eq!(
-            stamp_top_via("SIP/2.0/UDP h;branch=z9hG4bK1;received=10.0.0.1;rport, SIP/2.0/UDP p;branch=x", src4),
+            stamp_top_via(
+                "SIP/2.0/UDP h;branch=z9hG4bK1;received=10.0.0.1;rport, SIP/2.0/UDP p;branch=x",
+                src4
+            ),
             "SIP/2.0/UDP h;branch=z9hG4bK1;received=192.0.2.9;rport=7000, SIP/2.0/UDP p;branch=x"
         );
         // multi-byte characters in parameters must not panic
@@ -394,19 +475,29 @@ mod tests {
     #[test]
     fn missing_headers_and_cseq_mismatch_are_reported() {
         let no_callid = INVITE.replace("i: call-1@host\r\n", "");
-        let SipMessage::Request(req) = parse(no_callid.as_bytes()).unwrap() else { panic!() };
-        assert_eq!(request_info(&req).unwrap_err(), MessageError::BadHeader("Call-ID"));
+        let SipMessage::Request(req) = parse(no_callid.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            request_info(&req).unwrap_err(),
+            MessageError::BadHeader("Call-ID")
+        );
         let bad = INVITE.replace("1 INVITE", "1 BYE");
-        let SipMessage::Request(req) = parse(bad.as_bytes()).unwrap() else { panic!() };
+        let SipMessage::Request(req) = parse(bad.as_bytes()).unwrap() else {
+            panic!()
+        };
         assert_eq!(request_info(&req).unwrap_err(), MessageError::CSeqMismatch);
     }
 
     #[test]
     fn fallback_answers_unknown_methods_with_501_and_drops_garbage() {
         let src: SocketAddr = "127.0.0.1:5070".parse().unwrap();
-        let foo = INVITE.replace("INVITE sip", "FOO sip").replace("1 INVITE", "1 FOO");
+        let foo = INVITE
+            .replace("INVITE sip", "FOO sip")
+            .replace("1 INVITE", "1 FOO");
         assert!(parse(foo.as_bytes()).is_err());
-        let r = String::from_utf8(fallback_response(foo.as_bytes(), src, "h", "x").unwrap()).unwrap();
+        let r =
+            String::from_utf8(fallback_response(foo.as_bytes(), src, "h", "x").unwrap()).unwrap();
         assert!(r.starts_with("SIP/2.0 501 "), "{r}");
         assert!(fallback_response(b"\x00\x01garbage", src, "h", "x").is_none());
         let ack = INVITE.replace("INVITE sip", "ACK sip");
@@ -417,6 +508,9 @@ mod tests {
     fn to_tag_detection() {
         assert!(has_tag("<sip:a@b>;tag=1"));
         assert!(!has_tag("<sip:a@b;tag=1>"));
-        assert_eq!(addr_spec("\"x\" <sip:a@b:5060;transport=tcp>;tag=1"), "sip:a@b:5060;transport=tcp");
+        assert_eq!(
+            addr_spec("\"x\" <sip:a@b:5060;transport=tcp>;tag=1"),
+            "sip:a@b:5060;transport=tcp"
+        );
     }
 }

@@ -21,7 +21,13 @@ pub struct PendingOk {
 impl PendingOk {
     /// Armed at `now`; the caller sets timers at `next_retransmit()` and `deadline`.
     pub fn new(now: Instant, bytes: Bytes, cseq: u32, reliable: bool) -> PendingOk {
-        PendingOk { bytes, cseq, interval: T1, next: (!reliable).then(|| now + T1), deadline: now + 64 * T1 }
+        PendingOk {
+            bytes,
+            cseq,
+            interval: T1,
+            next: (!reliable).then(|| now + T1),
+            deadline: now + 64 * T1,
+        }
     }
 
     pub fn next_retransmit(&self) -> Option<Instant> {
@@ -62,9 +68,17 @@ mod tests {
             at = next;
         }
         assert_eq!(sent, [500, 1500, 3500, 7500, 11500, 15500]);
-        assert!(ok.retransmit(at, t0).is_none(), "a timer of an earlier schedule");
+        assert!(
+            ok.retransmit(at, t0).is_none(),
+            "a timer of an earlier schedule"
+        );
         assert_eq!(ok.deadline - t0, Duration::from_secs(32));
         assert!(ok.acked_by(1) && !ok.acked_by(2));
-        assert!(PendingOk::new(t0, Bytes::new(), 1, true).next_retransmit().is_none(), "TCP: no retransmission");
+        assert!(
+            PendingOk::new(t0, Bytes::new(), 1, true)
+                .next_retransmit()
+                .is_none(),
+            "TCP: no retransmission"
+        );
     }
 }

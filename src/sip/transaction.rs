@@ -7,7 +7,7 @@
 //!
 //! [`handle_timeout`]: ServerTransactions::handle_timeout
 
-use super::{Method, Peer, Transmit, T1, T2};
+use super::{Method, Peer, T1, T2, Transmit};
 use bytes::Bytes;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -23,7 +23,10 @@ pub struct TimerQueue<K> {
 
 impl<K: Ord> Default for TimerQueue<K> {
     fn default() -> Self {
-        TimerQueue { heap: BinaryHeap::new(), seq: 0 }
+        TimerQueue {
+            heap: BinaryHeap::new(),
+            seq: 0,
+        }
     }
 }
 
@@ -72,7 +75,10 @@ impl TxKey {
             Method::Cancel => TxClass::Cancel,
             _ => TxClass::Other,
         };
-        TxKey { branch: branch.to_string(), class }
+        TxKey {
+            branch: branch.to_string(),
+            class,
+        }
     }
 }
 
@@ -119,7 +125,13 @@ pub struct ServerTransactions {
 }
 
 impl ServerTransactions {
-    pub fn on_request(&mut self, now: Instant, branch: &str, method: Method, peer: Peer) -> Disposition {
+    pub fn on_request(
+        &mut self,
+        now: Instant,
+        branch: &str,
+        method: Method,
+        peer: Peer,
+    ) -> Disposition {
         let key = TxKey::new(branch, method);
         if method == Method::Ack {
             return match self.txs.get_mut(&key) {
@@ -127,7 +139,12 @@ impl ServerTransactions {
                     tx.state = ServerState::Confirmed;
                     tx.next_retransmit = None;
                     // Timer I: T4 on UDP, 0 on TCP.
-                    let end = now + if peer.transport.reliable() { Duration::ZERO } else { super::T4 };
+                    let end = now
+                        + if peer.transport.reliable() {
+                            Duration::ZERO
+                        } else {
+                            super::T4
+                        };
                     tx.end = Some(end);
                     self.timers.push(end, key);
                     Disposition::AckAbsorbed
@@ -141,24 +158,47 @@ impl ServerTransactions {
                 // RFC 6026: INVITE retransmissions after a 2xx are absorbed; the 2xx itself is
                 // retransmitted by the dialog until the ACK.
                 ServerState::Accepted | ServerState::Confirmed => None,
-                _ => tx.last.clone().map(|bytes| Transmit { peer: tx.peer, bytes }),
+                _ => tx.last.clone().map(|bytes| Transmit {
+                    peer: tx.peer,
+                    bytes,
+                }),
             };
             return Disposition::Retransmission(resend);
         }
         self.txs.insert(
             key,
-            ServerTx { peer, state: ServerState::Proceeding, last: None, interval: T1, next_retransmit: None, end: None },
+            ServerTx {
+                peer,
+                state: ServerState::Proceeding,
+                last: None,
+                interval: T1,
+                next_retransmit: None,
+                end: None,
+            },
         );
         Disposition::New
     }
 
     /// Records and returns a response to send. Final responses move the state on and arm the
     /// timers. Unknown keys (the transaction already ended) still send, statelessly.
-    pub fn respond(&mut self, now: Instant, branch: &str, method: Method, code: u16, bytes: Vec<u8>, peer: Peer) -> Transmit {
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        branch: &str,
+        method: Method,
+        code: u16,
+        bytes: Vec<u8>,
+        peer: Peer,
+    ) -> Transmit {
         let key = TxKey::new(branch, method);
         let bytes = Bytes::from(bytes);
-        let out = Transmit { peer, bytes: bytes.clone() };
-        let Some(tx) = self.txs.get_mut(&key) else { return out };
+        let out = Transmit {
+            peer,
+            bytes: bytes.clone(),
+        };
+        let Some(tx) = self.txs.get_mut(&key) else {
+            return out;
+        };
         tx.last = Some(bytes);
         if code < 200 || tx.state != ServerState::Proceeding {
             return out;
@@ -200,14 +240,19 @@ impl ServerTransactions {
     /// Fires due timers: retransmissions to send, and transactions that end.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>) {
         while let Some((at, key)) = self.timers.pop_due(now) {
-            let Some(tx) = self.txs.get_mut(&key) else { continue };
+            let Some(tx) = self.txs.get_mut(&key) else {
+                continue;
+            };
             if tx.end == Some(at) {
                 self.txs.remove(&key);
                 continue;
             }
             if tx.next_retransmit == Some(at) && tx.state == ServerState::Completed {
                 if let Some(bytes) = &tx.last {
-                    out.push(Transmit { peer: tx.peer, bytes: bytes.clone() });
+                    out.push(Transmit {
+                        peer: tx.peer,
+                        bytes: bytes.clone(),
+                    });
                 }
                 tx.interval = (tx.interval * 2).min(T2);
                 let next = now + tx.interval;
@@ -250,7 +295,13 @@ pub struct ClientTransactions {
 }
 
 impl ClientTransactions {
-    pub fn start(&mut self, now: Instant, branch: &str, owner: u64, transmit: Transmit) -> Transmit {
+    pub fn start(
+        &mut self,
+        now: Instant,
+        branch: &str,
+        owner: u64,
+        transmit: Transmit,
+    ) -> Transmit {
         let deadline = now + 64 * T1;
         let next = (!transmit.peer.transport.reliable()).then(|| now + T1);
         if let Some(at) = next {
@@ -259,7 +310,13 @@ impl ClientTransactions {
         self.timers.push(deadline, branch.to_string());
         self.txs.insert(
             branch.to_string(),
-            ClientTx { owner, transmit: transmit.clone(), interval: T1, next_retransmit: next, deadline },
+            ClientTx {
+                owner,
+                transmit: transmit.clone(),
+                interval: T1,
+                next_retransmit: next,
+                deadline,
+            },
         );
         transmit
     }
@@ -268,7 +325,10 @@ impl ClientTransactions {
     pub fn on_response(&mut self, now: Instant, branch: &str, code: u16) -> Option<ClientOutcome> {
         if code >= 200 {
             let tx = self.txs.remove(branch)?;
-            return Some(ClientOutcome::Response { owner: tx.owner, code });
+            return Some(ClientOutcome::Response {
+                owner: tx.owner,
+                code,
+            });
         }
         // Provisional: keep retransmitting, but at T2 (RFC 3261 §17.1.2.2).
         if let Some(tx) = self.txs.get_mut(branch) {
@@ -286,9 +346,16 @@ impl ClientTransactions {
         self.timers.next()
     }
 
-    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>, done: &mut Vec<ClientOutcome>) {
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        out: &mut Vec<Transmit>,
+        done: &mut Vec<ClientOutcome>,
+    ) {
         while let Some((at, branch)) = self.timers.pop_due(now) {
-            let Some(tx) = self.txs.get_mut(&branch) else { continue };
+            let Some(tx) = self.txs.get_mut(&branch) else {
+                continue;
+            };
             if at == tx.deadline {
                 let tx = self.txs.remove(&branch).expect("present");
                 done.push(ClientOutcome::Timeout { owner: tx.owner });
@@ -316,14 +383,20 @@ mod tests {
     use super::*;
 
     fn udp() -> Peer {
-        Peer { transport: Transport::Udp, addr: "127.0.0.1:5070".parse().unwrap() }
+        Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5070".parse().unwrap(),
+        }
     }
 
     #[test]
     fn invite_non_2xx_is_retransmitted_until_ack_then_absorbed() {
         let mut s = ServerTransactions::default();
         let t0 = Instant::now();
-        assert_eq!(s.on_request(t0, "b1", Method::Invite, udp()), Disposition::New);
+        assert_eq!(
+            s.on_request(t0, "b1", Method::Invite, udp()),
+            Disposition::New
+        );
         s.respond(t0, "b1", Method::Invite, 100, b"100".to_vec(), udp());
         // retransmitted INVITE gets the last response again, no new call
         match s.on_request(t0, "b1", Method::Invite, udp()) {
@@ -344,7 +417,10 @@ mod tests {
         }
         // timer G: 0.5, 1.5, 3.5 s (doubling intervals 0.5, 1, 2)
         assert_eq!(times, vec![500, 1500, 3500]);
-        assert_eq!(s.on_request(now, "b1", Method::Ack, udp()), Disposition::AckAbsorbed);
+        assert_eq!(
+            s.on_request(now, "b1", Method::Ack, udp()),
+            Disposition::AckAbsorbed
+        );
         out.clear();
         s.handle_timeout(now + Duration::from_secs(4), &mut out);
         assert!(out.is_empty(), "no retransmission after ACK");
@@ -376,19 +452,34 @@ mod tests {
         let t0 = Instant::now();
         s.on_request(t0, "b", Method::Invite, udp());
         s.respond(t0, "b", Method::Invite, 200, b"200".to_vec(), udp());
-        assert_eq!(s.on_request(t0, "b", Method::Invite, udp()), Disposition::Retransmission(None));
-        assert_eq!(s.on_request(t0, "b2", Method::Ack, udp()), Disposition::AckForDialog);
+        assert_eq!(
+            s.on_request(t0, "b", Method::Invite, udp()),
+            Disposition::Retransmission(None)
+        );
+        assert_eq!(
+            s.on_request(t0, "b2", Method::Ack, udp()),
+            Disposition::AckForDialog
+        );
     }
 
     #[test]
     fn non_invite_response_cache_and_timer_j() {
         let mut s = ServerTransactions::default();
         let t0 = Instant::now();
-        assert_eq!(s.on_request(t0, "o", Method::Options, udp()), Disposition::New);
+        assert_eq!(
+            s.on_request(t0, "o", Method::Options, udp()),
+            Disposition::New
+        );
         s.respond(t0, "o", Method::Options, 200, b"ok".to_vec(), udp());
-        assert!(matches!(s.on_request(t0, "o", Method::Options, udp()), Disposition::Retransmission(Some(_))));
+        assert!(matches!(
+            s.on_request(t0, "o", Method::Options, udp()),
+            Disposition::Retransmission(Some(_))
+        ));
         // CANCEL with the INVITE's branch is its own transaction
-        assert_eq!(s.on_request(t0, "o", Method::Cancel, udp()), Disposition::New);
+        assert_eq!(
+            s.on_request(t0, "o", Method::Cancel, udp()),
+            Disposition::New
+        );
         let mut out = vec![];
         s.handle_timeout(t0 + 64 * T1, &mut out);
         assert_eq!(s.len(), 1, "only the unanswered CANCEL remains");
@@ -398,13 +489,30 @@ mod tests {
     fn client_timer_e_and_f() {
         let mut c = ClientTransactions::default();
         let t0 = Instant::now();
-        let t = Transmit { peer: udp(), bytes: Bytes::from_static(b"BYE") };
+        let t = Transmit {
+            peer: udp(),
+            bytes: Bytes::from_static(b"BYE"),
+        };
         c.start(t0, "z1", 1, t);
         let (mut out, mut done) = (vec![], vec![]);
         c.handle_timeout(t0 + Duration::from_millis(500), &mut out, &mut done);
         assert_eq!(out.len(), 1);
-        assert_eq!(c.on_response(t0, "z1", 200), Some(ClientOutcome::Response { owner: 1, code: 200 }));
-        c.start(t0, "z2", 2, Transmit { peer: udp(), bytes: Bytes::from_static(b"BYE") });
+        assert_eq!(
+            c.on_response(t0, "z1", 200),
+            Some(ClientOutcome::Response {
+                owner: 1,
+                code: 200
+            })
+        );
+        c.start(
+            t0,
+            "z2",
+            2,
+            Transmit {
+                peer: udp(),
+                bytes: Bytes::from_static(b"BYE"),
+            },
+        );
         let mut now = t0;
         while done.is_empty() {
             now += Duration::from_millis(250);

@@ -9,7 +9,7 @@
 
 use super::message::{self, InDialogRequest};
 use super::{Peer, T1};
-use crate::registrar::digest::{ha1, Algorithm};
+use crate::registrar::digest::{Algorithm, ha1};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
@@ -41,10 +41,14 @@ pub enum Out {
 pub enum Event {
     Ringing,
     /// Answered; the SDP answer.
-    Answered { body: Bytes },
+    Answered {
+        body: Bytes,
+    },
     /// Over without an answer: the final status (408 for our own ring timeout, 487 when we
     /// cancelled, 0 when nothing at all came back).
-    Failed { code: u16 },
+    Failed {
+        code: u16,
+    },
 }
 
 /// What the INVITE carries.
@@ -96,7 +100,13 @@ pub struct Uac {
 
 impl Uac {
     /// The call and its first INVITE (to send to `peer`).
-    pub fn new(now: Instant, p: Params, tag: String, call_id: String, branch: String) -> (Uac, Bytes) {
+    pub fn new(
+        now: Instant,
+        p: Params,
+        tag: String,
+        call_id: String,
+        branch: String,
+    ) -> (Uac, Bytes) {
         let from = format!("<sip:{}@{}>;tag={tag}", p.caller, p.via_host);
         let to = format!("<{}>", p.target);
         let mut uac = Uac {
@@ -111,7 +121,11 @@ impl Uac {
             contact: p.contact.to_string(),
             via_host: p.via_host.to_string(),
             user_agent: p.user_agent.to_string(),
-            extra: p.extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra: p
+                .extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             sdp: Bytes::copy_from_slice(p.sdp),
             invite: Bytes::new(),
             cseq: 1,
@@ -151,7 +165,10 @@ impl Uac {
     /// When `on_timer` next has something to do.
     pub fn next_timer(&self) -> Option<Instant> {
         match self.state {
-            State::Calling | State::Proceeding | State::Cancelling => Some(self.retransmit_at.map_or(self.deadline, |r| r.min(self.deadline))),
+            State::Calling | State::Proceeding | State::Cancelling => Some(
+                self.retransmit_at
+                    .map_or(self.deadline, |r| r.min(self.deadline)),
+            ),
             State::Up | State::Ended => None,
         }
     }
@@ -208,9 +225,21 @@ impl Uac {
 
     /// A response to our INVITE. `to` is its To header; `contact` its Contact URI;
     /// `challenge` the (header name, value) of a 401/407's challenge.
-    pub fn on_response(&mut self, now: Instant, code: u16, to: &str, contact: Option<&str>, challenge: Option<(&str, &str)>, body: &Bytes) -> (Vec<Out>, Option<Event>) {
+    pub fn on_response(
+        &mut self,
+        now: Instant,
+        code: u16,
+        to: &str,
+        contact: Option<&str>,
+        challenge: Option<(&str, &str)>,
+        body: &Bytes,
+    ) -> (Vec<Out>, Option<Event>) {
         let mut out = Vec::new();
-        let tag = to.split(";tag=").nth(1).map(|t| t.split(';').next().unwrap_or(t).trim().to_string()).filter(|t| !t.is_empty());
+        let tag = to
+            .split(";tag=")
+            .nth(1)
+            .map(|t| t.split(';').next().unwrap_or(t).trim().to_string())
+            .filter(|t| !t.is_empty());
         if code < 200 {
             if self.state == State::Calling {
                 self.state = State::Proceeding;
@@ -225,7 +254,13 @@ impl Uac {
         if code >= 300 {
             // Every final failure is ACKed on the INVITE's branch (§17.1.1.3), retransmissions
             // included.
-            out.push(Out::Send(self.request("ACK", &self.target, to, &self.branch, self.cseq)));
+            out.push(Out::Send(self.request(
+                "ACK",
+                &self.target,
+                to,
+                &self.branch,
+                self.cseq,
+            )));
             if matches!(self.state, State::Up | State::Ended) {
                 return (out, None);
             }
@@ -242,7 +277,11 @@ impl Uac {
                     return (out, None);
                 }
             }
-            let reported = if self.state == State::Cancelling { self.cancel_code } else { code };
+            let reported = if self.state == State::Cancelling {
+                self.cancel_code
+            } else {
+                code
+            };
             self.state = State::Ended;
             return (out, Some(Event::Failed { code: reported }));
         }
@@ -254,7 +293,13 @@ impl Uac {
             self.remote_target = message::addr_spec(c).to_string();
         }
         let ack_branch = format!("z9hG4bK{}", crate::sip::random_token());
-        out.push(Out::Send(self.request("ACK", &self.remote_target, &self.to_with_tag(), &ack_branch, self.cseq)));
+        out.push(Out::Send(self.request(
+            "ACK",
+            &self.remote_target,
+            &self.to_with_tag(),
+            &ack_branch,
+            self.cseq,
+        )));
         match self.state {
             State::Calling | State::Proceeding => {
                 self.state = State::Up;
@@ -265,7 +310,12 @@ impl Uac {
                 // The 2xx crossed our CANCEL: the call is over for us all the same.
                 self.state = State::Up;
                 out.extend(self.bye());
-                (out, Some(Event::Failed { code: self.cancel_code }))
+                (
+                    out,
+                    Some(Event::Failed {
+                        code: self.cancel_code,
+                    }),
+                )
             }
             State::Up | State::Ended => (out, None),
         }
@@ -277,7 +327,12 @@ impl Uac {
         if !tok.scheme.eq_ignore_ascii_case("digest") {
             return None;
         }
-        let get = |k: &str| tok.params.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.trim_matches('"').to_string());
+        let get = |k: &str| {
+            tok.params
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.trim_matches('"').to_string())
+        };
         let realm = get("realm")?;
         let nonce = get("nonce")?;
         let alg = match get("algorithm") {
@@ -286,12 +341,19 @@ impl Uac {
         };
         let h1 = ha1(alg, user, &realm, password);
         let h2 = alg.hash_hex(&format!("INVITE:{}", self.target));
-        let qop_auth = get("qop").is_some_and(|q| q.split(',').any(|x| x.trim().eq_ignore_ascii_case("auth")));
-        let mut value = format!("Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{}\", algorithm={}", self.target, alg.name());
+        let qop_auth =
+            get("qop").is_some_and(|q| q.split(',').any(|x| x.trim().eq_ignore_ascii_case("auth")));
+        let mut value = format!(
+            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{}\", algorithm={}",
+            self.target,
+            alg.name()
+        );
         if qop_auth {
             let cnonce = crate::sip::random_token();
             let response = alg.hash_hex(&format!("{h1}:{nonce}:00000001:{cnonce}:auth:{h2}"));
-            value.push_str(&format!(", qop=auth, nc=00000001, cnonce=\"{cnonce}\", response=\"{response}\""));
+            value.push_str(&format!(
+                ", qop=auth, nc=00000001, cnonce=\"{cnonce}\", response=\"{response}\""
+            ));
         } else {
             let response = alg.hash_hex(&format!("{h1}:{nonce}:{h2}"));
             value.push_str(&format!(", response=\"{response}\""));
@@ -299,7 +361,14 @@ impl Uac {
         if let Some(opaque) = get("opaque") {
             value.push_str(&format!(", opaque=\"{opaque}\""));
         }
-        Some((if code == 407 { "Proxy-Authorization" } else { "Authorization" }, value))
+        Some((
+            if code == 407 {
+                "Proxy-Authorization"
+            } else {
+                "Authorization"
+            },
+            value,
+        ))
     }
 
     /// A timer set at `next_timer()` fired.
@@ -322,7 +391,12 @@ impl Uac {
                     // No 487 within 64*T1 of the CANCEL: nobody is there.
                     self.state = State::Ended;
                     self.retransmit_at = None;
-                    return (out, Some(Event::Failed { code: if self.cancel_code == 408 { 408 } else { 487 } }));
+                    return (
+                        out,
+                        Some(Event::Failed {
+                            code: if self.cancel_code == 408 { 408 } else { 487 },
+                        }),
+                    );
                 }
                 State::Up | State::Ended => {}
             }
@@ -354,7 +428,10 @@ impl Uac {
         self.cancel_pending = false;
         self.retransmit_at = None;
         let bytes = self.request("CANCEL", &self.target, &self.to, &self.branch, self.cseq);
-        Out::Request { branch: self.branch.clone(), bytes }
+        Out::Request {
+            branch: self.branch.clone(),
+            bytes,
+        }
     }
 
     /// Hang up an answered call.
@@ -365,7 +442,13 @@ impl Uac {
         self.state = State::Ended;
         self.cseq += 1;
         let branch = format!("z9hG4bK{}", crate::sip::random_token());
-        let bytes = self.request("BYE", &self.remote_target, &self.to_with_tag(), &branch, self.cseq);
+        let bytes = self.request(
+            "BYE",
+            &self.remote_target,
+            &self.to_with_tag(),
+            &branch,
+            self.cseq,
+        );
         vec![Out::Request { branch, bytes }]
     }
 
@@ -383,7 +466,10 @@ mod tests {
 
     fn call(now: Instant, creds: Option<(String, String)>) -> (Uac, Bytes) {
         let p = Params {
-            peer: Peer { transport: Transport::Udp, addr: "127.0.0.1:5070".parse().unwrap() },
+            peer: Peer {
+                transport: Transport::Udp,
+                addr: "127.0.0.1:5070".parse().unwrap(),
+            },
             target: "sip:12366@127.0.0.1:5070".into(),
             caller: "13800001234",
             via_host: "127.0.0.1:5060",
@@ -407,17 +493,42 @@ mod tests {
     fn retransmits_then_cancels_after_the_first_1xx_at_the_ring_timeout() {
         let t0 = Instant::now();
         let (mut u, invite) = call(t0, None);
-        assert!(String::from_utf8_lossy(&invite).contains("From: <sip:13800001234@127.0.0.1:5060>;tag=tag1"));
+        assert!(
+            String::from_utf8_lossy(&invite)
+                .contains("From: <sip:13800001234@127.0.0.1:5060>;tag=tag1")
+        );
         let (out, ev) = u.on_timer(t0 + T1);
         assert_eq!((out.len(), ev), (1, None), "timer A retransmission");
-        let (_, ev) = u.on_response(t0 + T1, 180, "<sip:12366@x>;tag=r1", None, None, &Bytes::new());
+        let (_, ev) = u.on_response(
+            t0 + T1,
+            180,
+            "<sip:12366@x>;tag=r1",
+            None,
+            None,
+            &Bytes::new(),
+        );
         assert_eq!(ev, Some(Event::Ringing));
-        assert_eq!(u.on_timer(t0 + 2 * T1).0.len(), 0, "no retransmission once it rings");
+        assert_eq!(
+            u.on_timer(t0 + 2 * T1).0.len(),
+            0,
+            "no retransmission once it rings"
+        );
         let (out, _) = u.on_timer(t0 + Duration::from_secs(10));
         assert!(text(&out[0]).starts_with("CANCEL sip:12366@127.0.0.1:5070"));
-        let (out, ev) = u.on_response(t0 + Duration::from_secs(10), 487, "<sip:12366@x>;tag=r1", None, None, &Bytes::new());
+        let (out, ev) = u.on_response(
+            t0 + Duration::from_secs(10),
+            487,
+            "<sip:12366@x>;tag=r1",
+            None,
+            None,
+            &Bytes::new(),
+        );
         assert!(text(&out[0]).starts_with("ACK "));
-        assert_eq!(ev, Some(Event::Failed { code: 408 }), "our ring timeout is reported as 408");
+        assert_eq!(
+            ev,
+            Some(Event::Failed { code: 408 }),
+            "our ring timeout is reported as 408"
+        );
     }
 
     #[test]
@@ -434,26 +545,63 @@ mod tests {
         let t0 = Instant::now();
         let (mut u, _) = call(t0, Some(("hotline".into(), "secret".into())));
         let ch = "Digest realm=\"gw\", nonce=\"abc\", qop=\"auth\"";
-        let (out, ev) = u.on_response(t0, 407, "<sip:12366@x>;tag=t", None, Some(("Proxy-Authenticate", ch)), &Bytes::new());
+        let (out, ev) = u.on_response(
+            t0,
+            407,
+            "<sip:12366@x>;tag=t",
+            None,
+            Some(("Proxy-Authenticate", ch)),
+            &Bytes::new(),
+        );
         assert_eq!(ev, None);
         assert!(text(&out[0]).starts_with("ACK ") && text(&out[0]).contains("CSeq: 1 ACK"));
         let again = text(&out[1]);
-        assert!(again.contains("CSeq: 2 INVITE") && again.contains("Proxy-Authorization: Digest username=\"hotline\""), "{again}");
+        assert!(
+            again.contains("CSeq: 2 INVITE")
+                && again.contains("Proxy-Authorization: Digest username=\"hotline\""),
+            "{again}"
+        );
         assert_ne!(u.branch(), "z9hG4bKb1");
-        let (_, ev) = u.on_response(t0, 407, "<sip:12366@x>;tag=t", None, Some(("Proxy-Authenticate", ch)), &Bytes::new());
-        assert_eq!(ev, Some(Event::Failed { code: 407 }), "a second challenge is a failure, not a loop");
+        let (_, ev) = u.on_response(
+            t0,
+            407,
+            "<sip:12366@x>;tag=t",
+            None,
+            Some(("Proxy-Authenticate", ch)),
+            &Bytes::new(),
+        );
+        assert_eq!(
+            ev,
+            Some(Event::Failed { code: 407 }),
+            "a second challenge is a failure, not a loop"
+        );
     }
 
     #[test]
     fn answer_then_bye_uses_the_remote_target_and_tag() {
         let t0 = Instant::now();
         let (mut u, _) = call(t0, None);
-        let (out, ev) = u.on_response(t0, 200, "<sip:12366@x>;tag=rt", Some("<sip:agent@10.0.0.9:5080>"), None, &Bytes::from_static(b"v=0"));
+        let (out, ev) = u.on_response(
+            t0,
+            200,
+            "<sip:12366@x>;tag=rt",
+            Some("<sip:agent@10.0.0.9:5080>"),
+            None,
+            &Bytes::from_static(b"v=0"),
+        );
         assert!(text(&out[0]).starts_with("ACK sip:agent@10.0.0.9:5080 "));
-        assert_eq!(ev, Some(Event::Answered { body: Bytes::from_static(b"v=0") }));
+        assert_eq!(
+            ev,
+            Some(Event::Answered {
+                body: Bytes::from_static(b"v=0")
+            })
+        );
         assert_eq!(u.dialog(), Some(("cid@h".into(), "rt".into())));
         let bye = u.bye();
-        assert!(text(&bye[0]).starts_with("BYE sip:agent@10.0.0.9:5080 ") && text(&bye[0]).contains(";tag=rt"));
+        assert!(
+            text(&bye[0]).starts_with("BYE sip:agent@10.0.0.9:5080 ")
+                && text(&bye[0]).contains(";tag=rt")
+        );
         assert!(u.bye().is_empty(), "one BYE");
     }
 }

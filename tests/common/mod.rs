@@ -54,9 +54,18 @@ impl Daemon {
         let head = shipped.split("\n# Trunks").next().unwrap();
         let r = repo();
         let head = head
-            .replace("prompts = \"../prompts\"", &format!("prompts = \"{}/prompts\"", r.display()))
-            .replace("dialplans = \"../dialplans\"", &format!("dialplans = \"{}/dialplans\"", r.display()))
-            .replace("rules = \"scoring.toml\"", &format!("rules = \"{}/config/scoring.toml\"", r.display()));
+            .replace(
+                "prompts = \"../prompts\"",
+                &format!("prompts = \"{}/prompts\"", r.display()),
+            )
+            .replace(
+                "dialplans = \"../dialplans\"",
+                &format!("dialplans = \"{}/dialplans\"", r.display()),
+            )
+            .replace(
+                "rules = \"scoring.toml\"",
+                &format!("rules = \"{}/config/scoring.toml\"", r.display()),
+            );
         let path = temp_dir(&format!("config-{}", free_port())).join("hotline.toml");
         std::fs::write(&path, format!("{head}\n{targets}\n")).unwrap();
         Daemon::start_config(&path, env)
@@ -96,7 +105,10 @@ impl Daemon {
             .env("HOTLINE__STORE__PATH", &store)
             .env("HOTLINE__HTTP__TOKENS__TESTS", API_TOKEN)
             .env("HOTLINE__REPORTS__FOLDER", store.with_extension("reports"))
-            .env("HOTLINE__STORE__QUEUE_LOG", store.with_extension("queue_log"))
+            .env(
+                "HOTLINE__STORE__QUEUE_LOG",
+                store.with_extension("queue_log"),
+            )
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
@@ -143,8 +155,14 @@ impl Daemon {
     pub fn http_get_with(&self, path: &str, token: Option<&str>) -> Option<String> {
         let mut s = TcpStream::connect_timeout(&self.http, Duration::from_millis(500)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").ok()?;
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut buf = String::new();
         s.read_to_string(&mut buf).ok()?;
         buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
@@ -154,14 +172,20 @@ impl Daemon {
     pub fn health(&self, field: &str) -> u64 {
         let body = self.http_get("/healthz").expect("healthz");
         let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-        v[field].as_u64().unwrap_or_else(|| panic!("{field} missing in {body}"))
+        v[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field} missing in {body}"))
     }
 
     /// A counter from `/metrics`.
     pub fn metric(&self, name: &str) -> u64 {
         let body = self.http_get("/metrics").expect("metrics");
         body.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).map(|v| v.trim().parse().unwrap()))
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|r| r.strip_prefix(' '))
+                    .map(|v| v.trim().parse().unwrap())
+            })
             .unwrap_or_else(|| panic!("{name} not in /metrics"))
     }
 
@@ -174,11 +198,17 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("calls still active after {within:?}; log:\n{}", self.log_text());
+        panic!(
+            "calls still active after {within:?}; log:\n{}",
+            self.log_text()
+        );
     }
 
     pub fn sigterm(&self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
     }
 }
 
@@ -190,12 +220,28 @@ impl Daemon {
     }
 
     /// (kind, call_id, seat, queue, detail) of every stored event, oldest first.
-    pub fn stored_events(&self) -> Vec<(String, Option<String>, Option<String>, Option<String>, serde_json::Value)> {
+    pub fn stored_events(
+        &self,
+    ) -> Vec<(
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        serde_json::Value,
+    )> {
         let conn = rusqlite::Connection::open(&self.store).expect("open store");
-        let mut stmt = conn.prepare("SELECT kind, call_id, seat, queue, detail FROM events ORDER BY id").unwrap();
+        let mut stmt = conn
+            .prepare("SELECT kind, call_id, seat, queue, detail FROM events ORDER BY id")
+            .unwrap();
         stmt.query_map([], |r| {
             let detail: String = r.get(4)?;
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, serde_json::from_str(&detail).unwrap_or_default()))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                serde_json::from_str(&detail).unwrap_or_default(),
+            ))
         })
         .unwrap()
         .map(Result::unwrap)
@@ -284,7 +330,9 @@ impl RtpSink {
 
     pub fn bind(addr: &str) -> RtpSink {
         let socket = UdpSocket::bind(addr).expect("bind sink");
-        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         let port = socket.local_addr().unwrap().port();
         let packets = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -292,8 +340,12 @@ impl RtpSink {
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while !st.load(Ordering::Relaxed) {
-                let Ok((n, from)) = s.recv_from(&mut buf) else { continue };
-                let Ok(r) = rtp_rs::RtpReader::new(&buf[..n]) else { continue };
+                let Ok((n, from)) = s.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(r) = rtp_rs::RtpReader::new(&buf[..n]) else {
+                    continue;
+                };
                 p.lock().unwrap().push(Packet {
                     at: Instant::now(),
                     from,
@@ -306,7 +358,13 @@ impl RtpSink {
                 });
             }
         });
-        RtpSink { socket, port, packets, stop, thread: Some(thread) }
+        RtpSink {
+            socket,
+            port,
+            packets,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     pub fn packets(&self) -> Vec<Packet> {
@@ -397,7 +455,11 @@ pub fn prompt_frames(name: &str) -> usize {
 
 /// μ-law payloads → PCM, in arrival order.
 pub fn decode_pcmu(packets: &[Packet]) -> Vec<i16> {
-    packets.iter().filter(|p| p.pt == 0).flat_map(|p| p.payload.iter().map(|&b| ulaw(b))).collect()
+    packets
+        .iter()
+        .filter(|p| p.pt == 0)
+        .flat_map(|p| p.payload.iter().map(|&b| ulaw(b)))
+        .collect()
 }
 
 fn ulaw(byte: u8) -> i16 {
@@ -419,7 +481,11 @@ pub fn correlation(a: &[i16], b: &[i16]) -> f64 {
         aa += x * x;
         bb += y * y;
     }
-    if aa == 0.0 || bb == 0.0 { 0.0 } else { ab / (aa.sqrt() * bb.sqrt()) }
+    if aa == 0.0 || bb == 0.0 {
+        0.0
+    } else {
+        ab / (aa.sqrt() * bb.sqrt())
+    }
 }
 
 /// Where `prompt` starts in `heard` (at a 20 ms frame boundary, as the daemon plays prompts)
@@ -453,7 +519,12 @@ pub fn assert_heard_at(heard: &[i16], name: &str, at: usize) {
             best = (off as usize, c);
         }
     }
-    assert!(best.1 >= 0.95, "prompt {name} not heard at sample {at} (best correlation {:.3} at {})", best.1, best.0);
+    assert!(
+        best.1 >= 0.95,
+        "prompt {name} not heard at sample {at} (best correlation {:.3} at {})",
+        best.1,
+        best.0
+    );
 }
 
 /// RTP stream checks: one SSRC, consecutive sequence numbers, timestamps advancing 160 per
@@ -465,8 +536,19 @@ pub fn check_stream(packets: &[Packet], max_gap: Duration) -> Duration {
     for w in packets.windows(2) {
         let (a, b) = (&w[0], &w[1]);
         assert_eq!(b.ssrc, ssrc, "SSRC changed");
-        assert_eq!(b.seq, a.seq.wrapping_add(1), "sequence gap {} → {}", a.seq, b.seq);
-        assert_eq!(b.ts.wrapping_sub(a.ts), 160, "timestamp step at seq {}", b.seq);
+        assert_eq!(
+            b.seq,
+            a.seq.wrapping_add(1),
+            "sequence gap {} → {}",
+            a.seq,
+            b.seq
+        );
+        assert_eq!(
+            b.ts.wrapping_sub(a.ts),
+            160,
+            "timestamp step at seq {}",
+            b.seq
+        );
         worst = worst.max(b.at.duration_since(a.at));
     }
     assert!(worst <= max_gap, "RTP gap of {worst:?} (limit {max_gap:?})");
@@ -542,7 +624,12 @@ impl Baresip {
             .stderr(log)
             .spawn()
             .expect("start baresip (apt-get install baresip-core)");
-        Baresip { child, dir, sip_port, ctrl_port }
+        Baresip {
+            child,
+            dir,
+            sip_port,
+            ctrl_port,
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -562,7 +649,10 @@ impl Baresip {
 
     /// Asks baresip to quit (it unregisters first) and waits for it.
     pub fn quit(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if self.child.try_wait().ok().flatten().is_some() {
@@ -585,11 +675,22 @@ impl Drop for Baresip {
 pub fn seat(d: &Daemon, id: &str) -> serde_json::Value {
     let body = d.http_get("/api/seats").expect("api/seats");
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-    v.as_array().unwrap().iter().find(|s| s["id"] == id).cloned().unwrap_or_else(|| panic!("no seat {id} in {body}"))
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no seat {id} in {body}"))
 }
 
 /// Waits until `cond` holds for seat `id`, or panics with `what`.
-pub fn wait_seat(d: &Daemon, id: &str, within: Duration, what: &str, cond: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+pub fn wait_seat(
+    d: &Daemon,
+    id: &str,
+    within: Duration,
+    what: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + within;
     loop {
         let s = seat(d, id);
@@ -618,7 +719,11 @@ pub fn tone_share(pcm: &[i16], freq: f64) -> f64 {
         s1 = s0;
     }
     let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
-    if energy == 0.0 { 0.0 } else { 2.0 * power / (energy * pcm.len() as f64) }
+    if energy == 0.0 {
+        0.0
+    } else {
+        2.0 * power / (energy * pcm.len() as f64)
+    }
 }
 
 impl RtpSink {
@@ -649,7 +754,12 @@ impl RtpSink {
 
 fn ulaw_encode(sample: i16) -> u8 {
     let mut s = sample as i32;
-    let sign = if s < 0 { s = -s; 0x80 } else { 0 };
+    let sign = if s < 0 {
+        s = -s;
+        0x80
+    } else {
+        0
+    };
     s = s.min(32635) + 0x84;
     let exponent = (31 - (s as u32).leading_zeros()) as i32 - 7;
     let mantissa = (s >> (exponent + 3)) & 0x0F;
@@ -670,8 +780,15 @@ pub fn register_from_port(d: &Daemon, user: &str, password: &str, port: u16) {
 
 /// REGISTER from 127.0.0.1:`from_port` for the contact sip:`user`@127.0.0.1:`contact_port`
 /// (`expires` 0 removes it), digest MD5; asserts the 200.
-pub fn register_contact(d: &Daemon, user: &str, password: &str, from_port: u16, contact_port: u16, expires: u32) {
-    use hotline::registrar::digest::{ha1, Algorithm};
+pub fn register_contact(
+    d: &Daemon,
+    user: &str,
+    password: &str,
+    from_port: u16,
+    contact_port: u16,
+    expires: u32,
+) {
+    use hotline::registrar::digest::{Algorithm, ha1};
     let port = from_port;
     let sock = UdpSocket::bind(("127.0.0.1", port)).expect("bind agent port");
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -687,7 +804,12 @@ pub fn register_contact(d: &Daemon, user: &str, password: &str, from_port: u16, 
     sock.send_to(req(1, "").as_bytes(), d.sip).unwrap();
     let (n, _) = sock.recv_from(&mut buf).expect("401");
     let text = String::from_utf8_lossy(&buf[..n]).to_string();
-    let nonce = text.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce").to_string();
+    let nonce = text
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("nonce")
+        .to_string();
     let uri = format!("sip:{}", d.sip);
     let h1 = ha1(Algorithm::Md5, user, "hotline", password);
     let h2 = Algorithm::Md5.hash_hex(&format!("REGISTER:{uri}"));
@@ -697,7 +819,11 @@ pub fn register_contact(d: &Daemon, user: &str, password: &str, from_port: u16, 
     );
     sock.send_to(req(2, &auth).as_bytes(), d.sip).unwrap();
     let (n, _) = sock.recv_from(&mut buf).expect("200");
-    assert!(buf[..n].starts_with(b"SIP/2.0 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        buf[..n].starts_with(b"SIP/2.0 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
 }
 
 /// Starts SIPp as a seat's phone (UAS) on `port` with `scenario` for `calls` calls.
@@ -708,7 +834,18 @@ pub fn sipp_uas_with(d: &Daemon, scenario: &str, port: u16, calls: u32, extra: &
         .arg(d.sip.to_string())
         .arg("-sf")
         .arg(repo().join("sipp-scenarios").join(scenario))
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", &calls.to_string(), "-nostdin", "-timeout", "80", "-timeout_error"])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            &calls.to_string(),
+            "-nostdin",
+            "-timeout",
+            "80",
+            "-timeout_error",
+        ])
         .args(["-mp", &free_port().to_string()])
         .args(extra)
         .current_dir(std::env::temp_dir())
@@ -721,7 +858,12 @@ pub fn sipp_uas_with(d: &Daemon, scenario: &str, port: u16, calls: u32, extra: &
 /// Waits for a SIPp child and asserts it succeeded.
 pub fn child_ok(child: Child, what: &str) {
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{what} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Changes an agent's state through the HTTP API (`login`, `logout`, `pause`, `unpause`).
@@ -743,7 +885,18 @@ pub fn sipp_uas(d: &Daemon, scenario: &str, port: u16) -> Child {
         .arg(d.sip.to_string())
         .arg("-sf")
         .arg(repo().join("sipp-scenarios").join(scenario))
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-nostdin", "-timeout", "50", "-timeout_error"])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "50",
+            "-timeout_error",
+        ])
         .current_dir(std::env::temp_dir())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
