@@ -958,6 +958,7 @@ impl<M: MediaIo> Core<M> {
                 let info = match message::request_info(&req) {
                     Ok(i) => i,
                     Err(e) => {
+                        debug!(src = %peer.addr, method = %req.method, error = %e, "request refused: unusable headers");
                         if req.method != Method::Ack {
                             let warning = format!("399 hotline \"{e}\"");
                             let hdrs = [("Warning", warning.as_str())];

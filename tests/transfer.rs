@@ -216,9 +216,39 @@ fn three_way_by_dtmf_each_hears_both_others_then_caller_and_target_stay() {
 
 #[test]
 fn busy_target_brings_the_agent_back_to_the_caller_with_a_failure_prompt() {
+    let tr = target_not_reached("trunk_busy.xml", 20, 0);
+    assert_eq!(
+        tr.iter()
+            .map(|t| t["outcome"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["started", "busy"]
+    );
+    assert_eq!(tr[1]["code"], 486);
+}
+
+#[test]
+fn target_not_answering_in_time_is_cancelled_and_the_agent_has_the_caller_back() {
+    let tr = target_not_reached("trunk_no_answer.xml", 3, 3000);
+    assert_eq!(
+        tr.iter()
+            .map(|t| t["outcome"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["started", "no_answer"]
+    );
+    let ring_s = tr[1]["ring_s"].as_f64().unwrap();
+    assert!(
+        (2.9..4.5).contains(&ring_s),
+        "cancelled at the target's 3 s timeout, not at {ring_s} s"
+    );
+}
+
+/// The agent keys a transfer to a sub-centre that plays `scenario` (busy, or rings past
+/// `timeout_s`): the agent hears "transfer failed", then the caller again; the report counts
+/// the failure. The stored transfer records.
+fn target_not_reached(scenario: &str, timeout_s: u64, ring_ms: u64) -> Vec<serde_json::Value> {
     let trunk = free_port();
     let d = Daemon::start_with_targets(
-        &targets(trunk, 20),
+        &targets(trunk, timeout_s),
         &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
     );
     let agent_port = free_port();
@@ -234,8 +264,8 @@ fn busy_target_brings_the_agent_back_to_the_caller_with_a_failure_prompt() {
         1,
         &["-key", "rtp_port", &port_s(agent.port), "-d", "60000"],
     );
-    let centre = sipp_uas_with(&d, "trunk_busy.xml", trunk, 1, &[]);
-    let caller_ms = greeting_ms + 9000;
+    let centre = sipp_uas_with(&d, scenario, trunk, 1, &[]);
+    let caller_ms = greeting_ms + 9000 + ring_ms;
     let (keyed, back_from) = std::thread::scope(|s| {
         let run = s.spawn(|| {
             sipp(
@@ -257,13 +287,13 @@ fn busy_target_brings_the_agent_back_to_the_caller_with_a_failure_prompt() {
         let from = agent.wait_first(Duration::from_secs(greeting_ms / 1000 + 10));
         let keyed = Instant::now();
         keys(&agent, from, "*12366#");
-        let back_from =
-            keyed + Duration::from_millis(prompt_frames("transfer/failed") as u64 * 20 + 1500);
+        let back_from = keyed
+            + Duration::from_millis(ring_ms + prompt_frames("transfer/failed") as u64 * 20 + 1500);
         assert_sipp_ok(&run.join().unwrap(), &d);
         (keyed, back_from)
     });
     let _ = agent_sipp.kill();
-    child_ok(centre, "busy sub-centre");
+    child_ok(centre, scenario);
     // The agent heard "transfer failed", then the caller again.
     let after: Vec<Packet> = agent
         .packets()
@@ -284,19 +314,6 @@ fn busy_target_brings_the_agent_back_to_the_caller_with_a_failure_prompt() {
         tone_share(&back, CALLER_HZ)
     );
     d.wait_idle(Duration::from_secs(5));
-    let events = d.stored_events();
-    let tr: Vec<&serde_json::Value> = events
-        .iter()
-        .filter(|e| e.0 == "transfer")
-        .map(|e| &e.4)
-        .collect();
-    assert_eq!(
-        tr.iter()
-            .map(|t| t["outcome"].as_str().unwrap())
-            .collect::<Vec<_>>(),
-        ["started", "busy"]
-    );
-    assert_eq!(tr[1]["code"], 486);
     let report = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
         .args(["report", "--day", &today()])
         .env("HOTLINE__STORE__PATH", &d.store)
@@ -307,6 +324,11 @@ fn busy_target_brings_the_agent_back_to_the_caller_with_a_failure_prompt() {
         text.contains("12366 税务 12366: transfers 1, answered 0 (0.0%), failed 1"),
         "{text}"
     );
+    d.stored_events()
+        .into_iter()
+        .filter(|e| e.0 == "transfer")
+        .map(|e| e.4)
+        .collect()
 }
 
 fn today() -> String {
@@ -516,4 +538,462 @@ fn callers_can_neither_transfer_nor_use_the_daemon_as_a_relay() {
             .count(),
         0
     );
+}
+
+/// Digits keyed on a baresip phone during its call (RFC 4733, one `sndcode` per key, as a
+/// person presses them).
+fn baresip_keys(phone: &Baresip, code: &str) {
+    for c in code.chars() {
+        phone.command("sndcode", &c.to_string());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// What baresip decoded during its call (its sndfile dump), once the call is over.
+fn baresip_heard(phone: &Baresip) -> Vec<i16> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let dumps: Vec<std::path::PathBuf> = std::fs::read_dir(&phone.dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(p) = dumps
+            .first()
+            .filter(|p| hound::WavReader::open(p).is_ok_and(|r| r.len() > 0))
+        {
+            return wav_pcm(p);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "baresip wrote no recording of what it heard\n{}",
+            tail(&phone.log_text(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A baresip agent logged in as seat 1003 (expert seat of line-12348), its microphone a tone.
+fn baresip_agent(d: &Daemon) -> Baresip {
+    let phone = Baresip::start_with_tone(d, "1003", "demo-1003", AGENT_HZ as u32);
+    wait_seat(
+        d,
+        "1003",
+        Duration::from_secs(10),
+        "baresip registered",
+        |s| s["registered"] == true,
+    );
+    agent_api(d, "1003", "login");
+    phone
+}
+
+#[test]
+fn baresip_agent_keys_the_code_on_its_keypad_and_all_three_hear_each_other() {
+    let trunk = free_port();
+    let d = Daemon::start_with_targets(&targets(trunk, 20), &[]);
+    let phone = baresip_agent(&d);
+    let (caller, target) = (RtpSink::new(), RtpSink::new());
+    let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
+    let centre = sipp_uas_with(
+        &d,
+        "trunk_answer.xml",
+        trunk,
+        1,
+        &["-key", "rtp_port", &port_s(target.port), "-d", "1000"],
+    );
+    let caller_ms = greeting_ms + 22000;
+    let (conf, after) = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            sipp(
+                &d,
+                "uac_call.xml",
+                "12348",
+                &[
+                    "-key",
+                    "rtp_port",
+                    &port_s(caller.port),
+                    "-d",
+                    &caller_ms.to_string(),
+                ],
+            )
+        });
+        let to = caller.wait_first(Duration::from_secs(10));
+        let c = &caller;
+        s.spawn(move || c.send_tone(to, CALLER_HZ, caller_ms - 500));
+        wait_seat(
+            &d,
+            "1003",
+            Duration::from_secs(greeting_ms / 1000 + 10),
+            "baresip answered",
+            |s| s["state"] == "on_call",
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+        baresip_keys(&phone, "*12366#");
+        let target_from = target.wait_first(Duration::from_secs(10));
+        let t = &target;
+        s.spawn(move || t.send_tone(target_from, TARGET_HZ, 14000));
+        let up = Instant::now();
+        std::thread::sleep(Duration::from_millis(7000));
+        // The agent hangs up on its phone: caller and target stay.
+        phone.command("hangup", "");
+        let left = Instant::now();
+        std::thread::sleep(Duration::from_millis(4500));
+        let windows = (
+            (
+                up + Duration::from_millis(1500),
+                left - Duration::from_millis(300),
+            ),
+            (
+                left + Duration::from_millis(1000),
+                left + Duration::from_millis(4000),
+            ),
+        );
+        assert_sipp_ok(&run.join().unwrap(), &d);
+        windows
+    });
+    child_ok(centre, "sub-centre (must see the caller's number)");
+    let c = heard(&caller, conf.0, conf.1);
+    let t = heard(&target, conf.0, conf.1);
+    let log = d.log_text();
+    assert!(
+        tone_share(&c, AGENT_HZ) > 0.2 && tone_share(&c, TARGET_HZ) > 0.2,
+        "caller hears agent {:.2} and target {:.2}\n{}",
+        tone_share(&c, AGENT_HZ),
+        tone_share(&c, TARGET_HZ),
+        tail(&log, 30)
+    );
+    assert!(
+        tone_share(&t, CALLER_HZ) > 0.2 && tone_share(&t, AGENT_HZ) > 0.2,
+        "target hears caller {:.2} and agent {:.2}",
+        tone_share(&t, CALLER_HZ),
+        tone_share(&t, AGENT_HZ)
+    );
+    assert!(
+        tone_share(&c, CALLER_HZ) < 0.05 && tone_share(&t, TARGET_HZ) < 0.05,
+        "nobody hears itself"
+    );
+    // The agent's phone heard both others in the last seconds before it hung up.
+    let a = baresip_heard(&phone);
+    let conf_len = (conf.1 - conf.0).as_millis() as usize * 8;
+    assert!(
+        a.len() > conf_len + 8000,
+        "baresip heard {} samples",
+        a.len()
+    );
+    let a = &a[a.len() - conf_len..a.len() - 4000];
+    assert!(
+        tone_share(a, CALLER_HZ) > 0.2 && tone_share(a, TARGET_HZ) > 0.2,
+        "the baresip agent hears caller {:.2} and target {:.2}",
+        tone_share(a, CALLER_HZ),
+        tone_share(a, TARGET_HZ)
+    );
+    let c = heard(&caller, after.0, after.1);
+    let t = heard(&target, after.0, after.1);
+    assert!(
+        tone_share(&c, TARGET_HZ) > 0.5 && tone_share(&t, CALLER_HZ) > 0.5,
+        "after the agent left: caller hears target {:.2}, target hears caller {:.2}",
+        tone_share(&c, TARGET_HZ),
+        tone_share(&t, CALLER_HZ)
+    );
+    d.wait_idle(Duration::from_secs(5));
+    let tr: Vec<serde_json::Value> = d
+        .stored_events()
+        .into_iter()
+        .filter(|e| e.0 == "transfer")
+        .map(|e| e.4)
+        .collect();
+    assert_eq!(
+        (tr[0]["by"].as_str(), tr[0]["mode"].as_str()),
+        (Some("seat 1003 (DTMF)"), Some("three_way"))
+    );
+    assert_eq!(tr[1]["outcome"], "answered");
+    assert_eq!(seat(&d, "1003")["today"]["transferred"], 1);
+}
+
+#[test]
+fn baresip_agent_transfers_with_its_own_transfer_command() {
+    let trunk = free_port();
+    let d = Daemon::start_with_targets(&targets(trunk, 20), &[]);
+    let phone = baresip_agent(&d);
+    let (caller, target) = (RtpSink::new(), RtpSink::new());
+    let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
+    let centre = sipp_uas_with(
+        &d,
+        "trunk_answer.xml",
+        trunk,
+        1,
+        &["-key", "rtp_port", &port_s(target.port), "-d", "1000"],
+    );
+    let caller_ms = greeting_ms + 14000;
+    let (window, seat_after) = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            sipp(
+                &d,
+                "uac_call.xml",
+                "12348",
+                &[
+                    "-key",
+                    "rtp_port",
+                    &port_s(caller.port),
+                    "-d",
+                    &caller_ms.to_string(),
+                ],
+            )
+        });
+        let to = caller.wait_first(Duration::from_secs(10));
+        let c = &caller;
+        s.spawn(move || c.send_tone(to, CALLER_HZ, caller_ms - 500));
+        wait_seat(
+            &d,
+            "1003",
+            Duration::from_secs(greeting_ms / 1000 + 10),
+            "baresip answered",
+            |s| s["state"] == "on_call",
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+        // baresip's own transfer: REFER with Refer-To sip:12366@<the daemon>.
+        let reply = phone.command("transfer", "12366");
+        let target_from = target.wait_first(Duration::from_secs(10));
+        let t = &target;
+        s.spawn(move || t.send_tone(target_from, TARGET_HZ, 7000));
+        let up = Instant::now();
+        // Blind: once the target answered, the agent is off the call and can take the next.
+        let seat_after = wait_seat(
+            &d,
+            "1003",
+            Duration::from_secs(5),
+            "agent released by the transfer",
+            |s| s["state"] != "on_call",
+        );
+        std::thread::sleep(Duration::from_millis(4000));
+        assert_sipp_ok(&run.join().unwrap(), &d);
+        (
+            (
+                up + Duration::from_millis(1000),
+                up + Duration::from_millis(4000),
+            ),
+            (seat_after, reply),
+        )
+    });
+    child_ok(centre, "sub-centre (must see the caller's number)");
+    let c = heard(&caller, window.0, window.1);
+    let t = heard(&target, window.0, window.1);
+    assert!(
+        tone_share(&c, TARGET_HZ) > 0.5 && tone_share(&t, CALLER_HZ) > 0.5,
+        "caller hears target {:.2}, target hears caller {:.2}\n{}",
+        tone_share(&c, TARGET_HZ),
+        tone_share(&t, CALLER_HZ),
+        tail(&d.log_text(), 30)
+    );
+    assert!(
+        tone_share(&c, AGENT_HZ) < 0.05,
+        "the agent is no longer on the call ({:.2})",
+        tone_share(&c, AGENT_HZ)
+    );
+    assert!(
+        ["wrap_up", "available"].contains(&seat_after.0["state"].as_str().unwrap_or("")),
+        "{:?} (baresip: {})",
+        seat_after.0,
+        seat_after.1
+    );
+    // baresip was told the transfer went through (NOTIFY with a 200 sipfrag) and its call ended.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !phone.log_text().contains("terminated") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let said = phone.log_text();
+    assert!(
+        said.contains("terminated") && !said.contains("transfer fail"),
+        "baresip's view of its transfer:\n{}",
+        tail(&said, 15)
+    );
+    d.wait_idle(Duration::from_secs(5));
+    let tr: Vec<serde_json::Value> = d
+        .stored_events()
+        .into_iter()
+        .filter(|e| e.0 == "transfer")
+        .map(|e| e.4)
+        .collect();
+    assert_eq!(
+        (
+            tr[0]["by"].as_str(),
+            tr[0]["mode"].as_str(),
+            tr[0]["caller"].as_str()
+        ),
+        (
+            Some("seat 1003 (REFER)"),
+            Some("blind"),
+            Some("13800138000")
+        )
+    );
+    assert_eq!(tr[1]["outcome"], "answered");
+    let view = wait_seat(&d, "1003", Duration::from_secs(10), "agent free", |s| {
+        s["state"] == "available"
+    });
+    assert_eq!(
+        (
+            view["today"]["answered"].as_u64(),
+            view["today"]["transferred"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+}
+
+#[test]
+fn agent_hanging_up_while_the_target_rings_leaves_the_caller_to_the_target() {
+    let trunk = free_port();
+    let d = Daemon::start_with_targets(
+        &targets(trunk, 20),
+        &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
+    );
+    let agent_port = free_port();
+    register_contact(&d, "1003", "demo-1003", agent_port, agent_port, 300);
+    agent_api(&d, "1003", "login");
+    let (caller, agent, target) = (RtpSink::new(), RtpSink::new(), RtpSink::new());
+    let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
+    // The agent hangs up 2.5 s after answering, while the target (ringing 5 s) has not answered.
+    let agent_sipp = sipp_uas_with(
+        &d,
+        "agent_talk.xml",
+        agent_port,
+        1,
+        &["-key", "rtp_port", &port_s(agent.port), "-d", "2500"],
+    );
+    let centre = sipp_uas_with(
+        &d,
+        "trunk_answer.xml",
+        trunk,
+        1,
+        &["-key", "rtp_port", &port_s(target.port), "-d", "5000"],
+    );
+    let caller_ms = greeting_ms + 14000;
+    let (seat_while_ringing, window) = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            sipp(
+                &d,
+                "uac_call.xml",
+                "12348",
+                &[
+                    "-key",
+                    "rtp_port",
+                    &port_s(caller.port),
+                    "-d",
+                    &caller_ms.to_string(),
+                ],
+            )
+        });
+        let to = caller.wait_first(Duration::from_secs(10));
+        let c = &caller;
+        s.spawn(move || c.send_tone(to, CALLER_HZ, caller_ms - 500));
+        let from = agent.wait_first(Duration::from_secs(greeting_ms / 1000 + 10));
+        keys(&agent, from, "*12366#");
+        // The agent is gone (wrap-up) while the target still rings.
+        let seat = wait_seat(&d, "1003", Duration::from_secs(5), "agent released", |s| {
+            s["state"] != "on_call"
+        });
+        let target_from = target.wait_first(Duration::from_secs(10));
+        let t = &target;
+        s.spawn(move || t.send_tone(target_from, TARGET_HZ, 6000));
+        let up = Instant::now();
+        assert_sipp_ok(&run.join().unwrap(), &d);
+        (
+            seat,
+            (
+                up + Duration::from_millis(1000),
+                up + Duration::from_millis(4000),
+            ),
+        )
+    });
+    child_ok(agent_sipp, "agent");
+    child_ok(centre, "sub-centre (must see the caller's number)");
+    assert!(
+        ["wrap_up", "available"].contains(&seat_while_ringing["state"].as_str().unwrap_or("")),
+        "{seat_while_ringing}"
+    );
+    // Until the target answered the caller heard "transferring you" (then hold music).
+    let pcm = decode_pcmu(&caller.packets());
+    let connecting = prompt_pcm("transfer/connecting");
+    assert!(
+        find_prompt(&pcm, &connecting, 0).is_some_and(|(_, c)| c > 0.8),
+        "caller hears transfer/connecting"
+    );
+    let c = heard(&caller, window.0, window.1);
+    let t = heard(&target, window.0, window.1);
+    assert!(
+        tone_share(&c, TARGET_HZ) > 0.5 && tone_share(&t, CALLER_HZ) > 0.5,
+        "caller hears target {:.2}, target hears caller {:.2}",
+        tone_share(&c, TARGET_HZ),
+        tone_share(&t, CALLER_HZ)
+    );
+    d.wait_idle(Duration::from_secs(5));
+    let tr: Vec<String> = d
+        .stored_events()
+        .into_iter()
+        .filter(|e| e.0 == "transfer")
+        .map(|e| e.4["outcome"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(tr, ["started", "answered"]);
+    let view = wait_seat(&d, "1003", Duration::from_secs(10), "agent free", |s| {
+        s["state"] == "available"
+    });
+    assert_eq!(view["today"]["transferred"], 1);
+}
+
+#[test]
+fn agent_gone_and_target_not_answering_the_caller_is_told_and_hung_up() {
+    let trunk = free_port();
+    let d = Daemon::start_with_targets(
+        &targets(trunk, 4),
+        &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
+    );
+    let agent_port = free_port();
+    register_contact(&d, "1003", "demo-1003", agent_port, agent_port, 300);
+    agent_api(&d, "1003", "login");
+    let (caller, agent) = (RtpSink::new(), RtpSink::new());
+    let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
+    let agent_sipp = sipp_uas_with(
+        &d,
+        "agent_talk.xml",
+        agent_port,
+        1,
+        &["-key", "rtp_port", &port_s(agent.port), "-d", "1500"],
+    );
+    let centre = sipp_uas_with(&d, "trunk_no_answer.xml", trunk, 1, &[]);
+    std::thread::scope(|s| {
+        // This caller waits for the daemon's BYE.
+        let run = s.spawn(|| {
+            sipp(
+                &d,
+                "uac_call_remote_bye.xml",
+                "12348",
+                &["-key", "rtp_port", &port_s(caller.port)],
+            )
+        });
+        let to = caller.wait_first(Duration::from_secs(10));
+        let c = &caller;
+        s.spawn(move || c.send_tone(to, CALLER_HZ, greeting_ms + 4000));
+        let from = agent.wait_first(Duration::from_secs(greeting_ms / 1000 + 10));
+        keys(&agent, from, "*12366#");
+        assert_sipp_ok(&run.join().unwrap(), &d);
+    });
+    child_ok(agent_sipp, "agent");
+    child_ok(centre, "sub-centre cancelled at its timeout");
+    let pcm = decode_pcmu(&caller.packets());
+    let sorry = prompt_pcm("transfer/sorry");
+    assert!(
+        find_prompt(&pcm, &sorry, 0).is_some_and(|(_, c)| c > 0.8),
+        "caller hears transfer/sorry before the daemon hangs up"
+    );
+    d.wait_idle(Duration::from_secs(5));
+    let tr: Vec<String> = d
+        .stored_events()
+        .into_iter()
+        .filter(|e| e.0 == "transfer")
+        .map(|e| e.4["outcome"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(tr, ["started", "no_answer"]);
+    assert_eq!(d.health("calls_active"), 0);
 }

@@ -1073,6 +1073,9 @@ impl<M: MediaIo> Core<M> {
         };
         let call = leg.call;
         info!(seat = %self.registrar.seats()[leg.seat].id, "seat hung up");
+        // A leg a transfer already took off the call (blind transfer: our BYE and the phone's
+        // own BYE cross) is only torn down; the caller's call goes on without it.
+        let member = self.calls.get(&call).is_some_and(|c| c.legs.contains(&key));
         self.release_leg_media(key);
         self.leg_call_ended(now, key, "seat");
         if let Some(leg) = self.legs.remove(&key) {
@@ -1080,6 +1083,9 @@ impl<M: MediaIo> Core<M> {
             if let Some(tag) = &leg.remote_tag {
                 self.leg_dialogs.remove(&(leg.call_id.clone(), tag.clone()));
             }
+        }
+        if !member {
+            return;
         }
         if let Some(c) = self.calls.get_mut(&call) {
             c.legs.retain(|&l| l != key);

@@ -609,6 +609,7 @@ impl<M: MediaIo> Core<M> {
         let seat = self.registrar.seats()[leg.seat].id.clone();
         let refer_to = message::header(req, "Refer-To").unwrap_or("").to_string();
         if refer_to.is_empty() {
+            warn!(seat = %seat, "REFER without Refer-To refused");
             let hdrs = [("Warning", "399 hotline \"REFER needs a Refer-To\"")];
             return self.respond(
                 now,
@@ -622,6 +623,7 @@ impl<M: MediaIo> Core<M> {
             );
         }
         if refer_to.to_ascii_lowercase().contains("replaces") {
+            warn!(seat = %seat, "attended transfer (REFER with Replaces) refused: not supported");
             let hdrs = [(
                 "Warning",
                 "399 hotline \"attended transfer (Replaces) is not supported; use blind transfer or the *<number># code\"",

@@ -232,7 +232,7 @@ impl Registrar {
             // Unknown users are challenged like seats, so the seat list can't be probed; only
             // an answer to one of our own fresh nonces counts as a failure, because a spoofed
             // source never sees the challenge and so can't get an address blocked.
-            let creds = crate::sip::message::header_named(req, auth_header)
+            let creds = crate::sip::message::header(req, auth_header)
                 .and_then(|a| Credentials::parse(a).ok());
             return match creds {
                 Some(c) if self.nonces.nonce_is_ours_and_fresh(now_s, &c) => {
@@ -243,7 +243,7 @@ impl Registrar {
             };
         };
         let seat_id = self.seats[seat].id.clone();
-        let Some(auth) = crate::sip::message::header_named(req, auth_header) else {
+        let Some(auth) = crate::sip::message::header(req, auth_header) else {
             return AuthOutcome::Challenge { stale: false };
         };
         let creds = match Credentials::parse(auth) {

@@ -121,37 +121,10 @@ pub fn request_info(req: &Request) -> Result<RequestInfo, MessageError> {
 
 /// Header value of the first header named `name` (long or compact form), verbatim.
 pub fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.headers.iter().find_map(|h| header_value(h, name))
-}
-
-fn header_value<'a>(h: &'a Header, name: &str) -> Option<&'a str> {
-    let s = match (name, h) {
-        ("Via", Header::Via(v)) => v.value(),
-        ("From", Header::From(v)) => v.value(),
-        ("To", Header::To(v)) => v.value(),
-        ("Call-ID", Header::CallId(v)) => v.value(),
-        ("CSeq", Header::CSeq(v)) => v.value(),
-        ("Contact", Header::Contact(v)) => v.value(),
-        ("Content-Type", Header::ContentType(v)) => v.value(),
-        ("Record-Route", Header::RecordRoute(v)) => v.value(),
-        ("Require", Header::Require(v)) => v.value(),
-        _ => return None,
-    };
-    Some(s)
-}
-
-/// Value of the first header with this name, in whatever variant the parser put it, for
-/// headers without a typed accessor here (e.g. `Proxy-Authorization`).
-pub fn header_named<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.headers.iter().find_map(|h| {
-        let (n, v) = match h {
-            Header::Authorization(v) => ("Authorization", v.value()),
-            Header::ProxyAuthorization(v) => ("Proxy-Authorization", v.value()),
-            Header::Other(n, v) => (n.as_str(), v.as_str()),
-            _ => return None,
-        };
-        n.eq_ignore_ascii_case(name).then_some(v)
-    })
+    req.headers
+        .iter()
+        .find(|h| h.name().eq_ignore_ascii_case(name))
+        .map(|h| h.value())
 }
 
 /// All values of the Via headers, top first.

@@ -586,6 +586,11 @@ pub struct Baresip {
 impl Baresip {
     /// Starts baresip registering `user` with `password` at the daemon.
     pub fn start(d: &Daemon, user: &str, password: &str) -> Baresip {
+        Baresip::start_with_tone(d, user, password, 440)
+    }
+
+    /// Same, with a microphone playing a `hz` tone.
+    pub fn start_with_tone(d: &Daemon, user: &str, password: &str, hz: u32) -> Baresip {
         let dir = temp_dir(&format!("baresip-{user}-{}", free_port()));
         let sip_port = free_port();
         let ctrl_port = free_port();
@@ -594,7 +599,7 @@ impl Baresip {
         let status = Command::new("sox")
             .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
             .arg(&tone)
-            .args(["synth", "120", "sine", "440", "vol", "0.3"])
+            .args(["synth", "120", "sine", &hz.to_string(), "vol", "0.3"])
             .status()
             .expect("sox");
         assert!(status.success());
