@@ -7,6 +7,7 @@ cores. Prints figures; asserts nothing (speed is measured, not tested).
   scripts/bench.py --only rate     # short IVR calls per second
   scripts/bench.py --only bridge   # caller-seat calls bridged through the daemon
   scripts/bench.py --only dispatch # how fast a seat turning free is offered the next caller
+  scripts/bench.py --only threeway # three-way calls (caller, seat, sub-centre) mixed by the daemon
 
 Workloads
 - prompt: N calls to 12345 each hearing the welcome and menu prompts (~23 s of speech);
@@ -22,6 +23,12 @@ Workloads
 - dispatch: 50 seats in a Python seat pool that answer at once, talk 1 s and hang up; callers
   arrive faster than the seats serve them, so a queue waits; the pool measures the time from
   each seat's BYE to the next INVITE it gets (wrap-up 0): p50 / p99.
+- threeway: as bridge, then every seat asks for a three-way transfer to 12366 through the
+  API (POST /api/seats/<id>/transfer); one SIPp UAS on the shipped sub-centre trunk
+  (127.0.0.1:5070) answers and echoes RTP. In the steady window every conference mixes three
+  members (caller from the sink, seat and sub-centre echoing). Reported per N: conferences
+  held, mixed packets/s, gaps of what the callers hear, daemon CPU and RSS, CPU of the three
+  SIPp processes and the sink.
 Every run is bounded by SIPp's -m (call count) and -timeout, and by our own timeouts.
 """
 import argparse, json, os, re, resource, signal, subprocess, sys, time
@@ -177,11 +184,15 @@ def metric(name):
     return 0.0
 
 
-def seats_in(state):
+def seat_ids_in(state):
     import urllib.request
     req = urllib.request.Request(f"http://127.0.0.1:{HTTP_PORT}/api/seats", headers={"Authorization": f"Bearer {seatpool.API_TOKEN}"})
     with urllib.request.urlopen(req, timeout=10) as r:
-        return sum(1 for s in json.load(r) if s["state"] == state)
+        return [s["id"] for s in json.load(r) if s["state"] == state]
+
+
+def seats_in(state):
+    return len(seat_ids_in(state))
 
 
 SEAT_QUEUE_ENV = {"HOTLINE__REGISTRAR__QUALIFY_S": "0", "HOTLINE__QUEUES__LINE-12333__WRAP_UP_S": "0",
@@ -246,6 +257,88 @@ def bridge_run(daemon, n, rate=200):
     }
 
 
+def api_transfer(seat, number="12366"):
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", HTTP_PORT, timeout=10)
+    body = json.dumps({"number": number})
+    c.request("POST", f"/api/seats/{seat}/transfer", body, {"Authorization": f"Bearer {seatpool.API_TOKEN}",
+                                                              "Content-Type": "application/json"})
+    code = c.getresponse().status
+    c.close()
+    return code
+
+
+TRUNK_PORT = 5070  # the shipped config's sub-centre trunk
+
+
+def threeway_run(daemon, n, rate=200, xfer_rate=250):
+    """n callers bridged to n seats, then n three-way transfers to 12366; measured while all
+    n conferences are up."""
+    from concurrent.futures import ThreadPoolExecutor
+    ramp = n / rate
+    greeting = 8.5
+    xfer_at = ramp + greeting + 3
+    w0 = xfer_at + n / xfer_rate + 4
+    w1 = w0 + 10
+    hold_ms = int((w1 + 3) * 1000)
+    total = w1 + 5
+    rss0 = rss_kib(daemon.pid)
+    sink = subprocess.Popen(["taskset", "-c", LOAD_CORE, f"{ROOT}/target/release/examples/rtp_sink", str(SINK_PORT),
+                             str(total), str(w0), str(w1), "talk"], stdout=subprocess.PIPE, text=True)
+    uas = ["-i", "127.0.0.1", "-rtp_echo", "-m", str(n), "-d", "100", "-nostdin", "-timeout", str(int(total + 60)),
+           "-max_socket", "60000", "-buff_size", "8388608"]
+    seats = subprocess.Popen(["taskset", "-c", LOAD_CORE, "sipp", "-sf", f"{ROOT}/sipp-scenarios/agent_bridge.xml",
+                              "-p", str(SEAT_PORT), "-mp", "40000"] + uas,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/tmp")
+    trunk = subprocess.Popen(["taskset", "-c", LOAD_CORE, "sipp", "-sf", f"{ROOT}/sipp-scenarios/trunk_answer.xml",
+                              "-p", str(TRUNK_PORT), "-mp", "41000", "-key", "rtp_port", "41000"] + uas,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/tmp")
+    time.sleep(0.3)
+    t0 = time.time()
+    sp = sipp(["-r", str(rate), "-l", str(n), "-m", str(n), "-d", str(hold_ms)], int(total + 60), service="12333")
+    time.sleep(max(0, xfer_at - (time.time() - t0)))
+    on_call = seat_ids_in("on_call")
+    bridged = len(on_call)
+    codes = {}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = []
+        for seat in on_call:
+            futures.append(pool.submit(api_transfer, seat))
+            time.sleep(1 / xfer_rate)
+        for f in futures:
+            try:
+                c = f.result()
+            except Exception as e:  # noqa: BLE001 -- counted, not fatal: the figure says how many went
+                c = type(e).__name__
+            codes[c] = codes.get(c, 0) + 1
+    time.sleep(max(0, w0 - (time.time() - t0)))
+    procs = (daemon, sp, seats, trunk, sink)
+    cpu0 = [cpu_seconds(p.pid) for p in procs]
+    m0, tw = metric("hotline_rtp_mixed_total"), time.time()
+    held = metric("hotline_conferences_active")
+    time.sleep(max(0, w1 - (time.time() - t0)))
+    cpu1 = [cpu_seconds(p.pid) for p in procs]
+    m1, tw1 = metric("hotline_rtp_mixed_total"), time.time()
+    held = min(held, metric("hotline_conferences_active"))
+    rss1 = rss_kib(daemon.pid)
+    res = sipp_result(sp, total + 90)
+    seat_res, trunk_res = sipp_result(seats, 120), sipp_result(trunk, 120)
+    sink_out = json.loads(sink.communicate(timeout=60)[0].strip().splitlines()[-1])
+    wait_idle()
+    dt = tw1 - tw
+    pct = [round(100 * (b - a) / dt, 1) for a, b in zip(cpu0, cpu1)]
+    return {
+        "calls": n, "bridged_before": bridged, "transfer_api": codes, "conferences_in_window": int(held),
+        "failed": res["failed"], "successful": res["successful"], "seat_calls_ok": seat_res["successful"],
+        "target_calls_ok": trunk_res["successful"], "mixed_pps": round((m1 - m0) / dt),
+        "caller_streams": sink_out["streams_window"], "max_gap_ms": sink_out["max_gap_ms"],
+        "p999_gap_ms": sink_out["p999_gap_ms"], "gaps_over_40ms": sink_out["gaps_over_40ms"],
+        "daemon_cpu_pct": pct[0], "sipp_callers_cpu_pct": pct[1], "sipp_seats_cpu_pct": pct[2],
+        "sipp_target_cpu_pct": pct[3], "sink_cpu_pct": pct[4],
+        "rss_mib": round(rss1 / 1024, 1), "rss_per_conference_kib": round((rss1 - rss0) / max(held, 1), 1),
+    }
+
+
 def dispatch_run(seats=50, rate=60, seconds=20, talk_s=1.0):
     daemon = seats_daemon(seats)
     try:
@@ -271,7 +364,8 @@ def dispatch_run(seats=50, rate=60, seconds=20, talk_s=1.0):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["prompt", "rate", "bridge", "dispatch"])
+    ap.add_argument("--only", choices=["prompt", "rate", "bridge", "dispatch", "threeway"])
+    ap.add_argument("--threeways", default="250,500,750", help="three-way calls for the threeway workload")
     ap.add_argument("--bridges", default="500,1000,1500,2000", help="bridged calls for the bridge workload")
     ap.add_argument("--levels", default="1000,2000,3000,4000", help="concurrent calls for the prompt workload")
     ap.add_argument("--rates", default="500,1000,1500,2000,2500", help="calls/s for the rate workload")
@@ -298,7 +392,21 @@ def main():
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=30)
-    if args.only in ("bridge", "dispatch"):
+    if args.only in (None, "threeway"):
+        levels = [int(x) for x in args.threeways.split(",")]
+        daemon = seats_daemon(max(levels))
+        try:
+            best = None
+            for n in levels:
+                r = threeway_run(daemon, n)
+                print("threeway", json.dumps(r), flush=True)
+                if r["failed"] == 0 and r["conferences_in_window"] >= n and r["gaps_over_40ms"] == 0:
+                    best = r
+            print("RESULT three-way calls held with no RTP gap >40 ms (daemon on one core):", best and best["calls"], flush=True)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=30)
+    if args.only in ("bridge", "dispatch", "threeway"):
         return
     daemon = start_daemon()
     try:

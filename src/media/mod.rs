@@ -52,4 +52,12 @@ impl Codec {
             Codec::Pcma => g711::alaw_decode(b),
         }
     }
+    /// A frame's bytes decoded (table-driven: the mixer's hot path).
+    pub fn decode_frame(self, bytes: &[u8], out: &mut [i16]) {
+        g711::decode_frame(self == Codec::Pcma, bytes, out)
+    }
+    /// Sums, clipped to 16 bits, encoded (table-driven).
+    pub fn encode_frame(self, sums: &[i32], out: &mut [u8]) {
+        g711::encode_frame(self == Codec::Pcma, sums, out)
+    }
 }
