@@ -907,6 +907,12 @@ impl<M: MediaIo> Core<M> {
                 self.leg_timer(now, key, at, timer);
                 continue;
             }
+            if self.trunk_calls.contains_key(&key)
+                && matches!(timer, CallTimer::OkRetransmit | CallTimer::OkTimeout)
+            {
+                self.trunk_ok_timer(now, key, at, timer);
+                continue;
+            }
             if timer == CallTimer::Trunk {
                 self.trunk_timer(now, key);
                 continue;
@@ -1079,6 +1085,9 @@ impl<M: MediaIo> Core<M> {
                     }
                     Method::Options | Method::Info | Method::Update if req.body.is_empty() => {
                         self.respond(now, &req, &info, peer, &ResponseSpec::new(200, "OK"))
+                    }
+                    Method::Invite | Method::Update => {
+                        self.trunk_refresh(now, key, &req, &info, peer)
                     }
                     _ => {
                         let hdrs = [("Warning", "399 hotline \"not supported on trunk calls\"")];
@@ -1648,6 +1657,9 @@ impl<M: MediaIo> Core<M> {
     fn handle_ack(&mut self, now: Instant, req: &Request, info: &RequestInfo) {
         if let Some(leg) = self.leg_dialog(info) {
             return self.seat_acked(leg, info.cseq);
+        }
+        if self.trunk_acked(info) {
+            return;
         }
         let Some(key) = self.dialog_key(info) else {
             return;

@@ -997,3 +997,79 @@ fn agent_gone_and_target_not_answering_the_caller_is_told_and_hung_up() {
     assert_eq!(tr, ["started", "no_answer"]);
     assert_eq!(d.health("calls_active"), 0);
 }
+
+#[test]
+fn a_sub_centre_refreshing_its_session_keeps_the_call() {
+    let trunk = free_port();
+    let d = Daemon::start_with_targets(
+        &targets(trunk, 20),
+        &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
+    );
+    let agent_port = free_port();
+    register_contact(&d, "1003", "demo-1003", agent_port, agent_port, 300);
+    agent_api(&d, "1003", "login");
+    let (caller, agent, target) = (RtpSink::new(), RtpSink::new(), RtpSink::new());
+    let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
+    // The agent leaves 3 s after answering; the centre refreshes 3 s and 4 s after it answered.
+    let agent_sipp = sipp_uas_with(
+        &d,
+        "agent_talk.xml",
+        agent_port,
+        1,
+        &["-key", "rtp_port", &port_s(agent.port), "-d", "3000"],
+    );
+    let centre = sipp_uas_with(
+        &d,
+        "trunk_refresh.xml",
+        trunk,
+        1,
+        &["-key", "rtp_port", &port_s(target.port)],
+    );
+    let caller_ms = greeting_ms + 12000;
+    let window = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            sipp(
+                &d,
+                "uac_call.xml",
+                "12348",
+                &[
+                    "-key",
+                    "rtp_port",
+                    &port_s(caller.port),
+                    "-d",
+                    &caller_ms.to_string(),
+                ],
+            )
+        });
+        let to = caller.wait_first(Duration::from_secs(10));
+        let c = &caller;
+        s.spawn(move || c.send_tone(to, CALLER_HZ, caller_ms - 500));
+        agent.wait_first(Duration::from_secs(greeting_ms / 1000 + 10));
+        let (code, body) = api_post(&d, "/api/seats/1003/transfer", r#"{"number":"12366"}"#);
+        assert_eq!(code, 200, "{body}");
+        let from = target.wait_first(Duration::from_secs(5));
+        let up = Instant::now();
+        let t = &target;
+        s.spawn(move || t.send_tone(from, TARGET_HZ, 8000));
+        assert_sipp_ok(&run.join().unwrap(), &d);
+        (
+            up + Duration::from_millis(5000),
+            up + Duration::from_millis(7500),
+        )
+    });
+    child_ok(agent_sipp, "agent");
+    // The scenario checked that both refreshes got a 200 with our SDP.
+    child_ok(centre, "sub-centre refreshing its session");
+    let c = heard(&caller, window.0, window.1);
+    let t = heard(&target, window.0, window.1);
+    assert!(
+        c.len() > 8000 && tone_share(&c, TARGET_HZ) > 0.5 && tone_share(&t, CALLER_HZ) > 0.5,
+        "after the refreshes: caller hears target {:.2}, target hears caller {:.2}",
+        tone_share(&c, TARGET_HZ),
+        tone_share(&t, CALLER_HZ)
+    );
+    assert!(
+        !d.log_text().contains("no ACK for our 2xx to the trunk"),
+        "the re-INVITE's 2xx was acknowledged"
+    );
+}

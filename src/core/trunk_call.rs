@@ -23,6 +23,14 @@ pub(super) struct TrunkCall {
     pub(super) answered_at: Option<Instant>,
     /// The timer set for `uac.next_timer()`, so it is set once.
     armed: Option<Instant>,
+    /// Our media as offered; its SDP version goes up only when what we answer changes.
+    local: LocalMedia,
+    last_sdp: String,
+    contact: String,
+    /// CSeq of the far end's last in-dialog request.
+    remote_cseq: u32,
+    /// Our 2xx to the far end's re-INVITE, retransmitted until its ACK.
+    ok: Option<crate::sip::pending_ok::PendingOk>,
 }
 
 /// Why a trunk call could not be placed.
@@ -76,6 +84,7 @@ impl<M: MediaIo> Core<M> {
         };
         let sdp = sdp::offer_codec(&local, codec, pt);
         let host = SocketAddr::new(local_ip, self.cfg.sip.listen.port()).to_string();
+        let local_media = local.clone();
         let contact = format!("<sip:hotline@{host}>");
         let host_for_uri = match gateway {
             SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
@@ -125,6 +134,11 @@ impl<M: MediaIo> Core<M> {
                 started: now,
                 answered_at: None,
                 armed: None,
+                local: local_media,
+                last_sdp: sdp.clone(),
+                contact: contact.clone(),
+                remote_cseq: 0,
+                ok: None,
             },
         );
         self.out.push_back(Transmit {
@@ -361,5 +375,134 @@ impl<M: MediaIo> Core<M> {
             .get(target)
             .map(|t| (t.number.clone(), t.name.clone()))
             .unwrap_or_default()
+    }
+}
+
+impl<M: MediaIo> Core<M> {
+    /// A re-INVITE or UPDATE with SDP from the far end of a trunk call: mostly a session
+    /// timer's refresh (RFC 4028; gateways end a call whose refresh fails), else a hold or a
+    /// new media address. Answered with our media, the call going on as it was; a new address
+    /// is followed. Without SDP in a re-INVITE, our 2xx carries an offer of the same media.
+    pub(super) fn trunk_refresh(
+        &mut self,
+        now: Instant,
+        key: u64,
+        req: &Request,
+        info: &RequestInfo,
+        peer: Peer,
+    ) {
+        let Some(c) = self.trunk_calls.get(&key) else {
+            return;
+        };
+        if info.cseq <= c.remote_cseq {
+            return self.respond(
+                now,
+                req,
+                info,
+                peer,
+                &ResponseSpec::new(500, "Server Internal Error"),
+            );
+        }
+        if info.method == Method::Invite && c.ok.is_some() {
+            return self.respond(
+                now,
+                req,
+                info,
+                peer,
+                &ResponseSpec::new(491, "Request Pending"),
+            );
+        }
+        let stream = c.stream;
+        let codec = self.media.codec(stream);
+        let Ok(offer) = self.reoffer(now, req, info, peer, codec) else {
+            return;
+        };
+        let pt = self.media.payload_type(stream).unwrap_or(0);
+        if let (Some(tx), Some(addr)) = (self.media.tx(stream), offer.as_ref().and_then(|m| m.addr))
+        {
+            self.media_io.media_changed(tx, Some(addr));
+            self.media.set_remote(stream, Some(addr));
+        }
+        let Some(c) = self.trunk_calls.get_mut(&key) else {
+            return;
+        };
+        c.remote_cseq = info.cseq;
+        let build = |local: &LocalMedia| match &offer {
+            Some(o) => sdp::answer(local, o),
+            None => sdp::offer_codec(local, codec.unwrap_or(crate::media::Codec::Pcmu), pt),
+        };
+        let mut body = build(&c.local);
+        if body != c.last_sdp {
+            c.local.version += 1;
+            body = build(&c.local);
+            c.last_sdp = body.clone();
+        }
+        debug!(method = %info.method, hold = offer.as_ref().is_some_and(|o| !o.direction.we_may_send()), "trunk call refreshed");
+        let tag = c.uac.local_tag().to_string();
+        let contact = c.contact.clone();
+        let hdrs = [("Contact", contact.as_str()), ("Allow", ALLOW)];
+        let spec = ResponseSpec {
+            to_tag: Some(&tag),
+            headers: &hdrs,
+            body: Some(("application/sdp", body.as_bytes())),
+            ..ResponseSpec::new(200, "OK")
+        };
+        let bytes = message::response(req, peer.addr, &self.cfg.sip.user_agent, &spec);
+        let t = self
+            .server_txs
+            .respond(now, &info.branch, info.method, 200, bytes.clone(), peer);
+        self.out.push_back(t);
+        if info.method != Method::Invite {
+            return;
+        }
+        let ok = crate::sip::pending_ok::PendingOk::new(
+            now,
+            Bytes::from(bytes),
+            info.cseq,
+            peer.transport.reliable(),
+        );
+        self.timers.push(ok.deadline, (key, CallTimer::OkTimeout));
+        if let Some(next) = ok.next_retransmit() {
+            self.timers.push(next, (key, CallTimer::OkRetransmit));
+        }
+        if let Some(c) = self.trunk_calls.get_mut(&key) {
+            c.ok = Some(ok);
+        }
+    }
+
+    /// The ACK for our 2xx to the far end's re-INVITE; true if it was one.
+    pub(super) fn trunk_acked(&mut self, info: &RequestInfo) -> bool {
+        let Some(key) = self.trunk_dialog(info) else {
+            return false;
+        };
+        if let Some(c) = self.trunk_calls.get_mut(&key) {
+            if c.ok.as_ref().is_some_and(|ok| ok.acked_by(info.cseq)) {
+                c.ok = None;
+            }
+        }
+        true
+    }
+
+    /// Retransmission of our 2xx to a re-INVITE, or the end of the wait for its ACK.
+    pub(super) fn trunk_ok_timer(&mut self, now: Instant, key: u64, at: Instant, timer: CallTimer) {
+        let Some(c) = self.trunk_calls.get_mut(&key) else {
+            return;
+        };
+        let peer = c.uac.peer;
+        match timer {
+            CallTimer::OkRetransmit => {
+                if let Some((bytes, next)) = c.ok.as_mut().and_then(|ok| ok.retransmit(now, at)) {
+                    self.out.push_back(Transmit { peer, bytes });
+                    self.timers.push(next, (key, CallTimer::OkRetransmit));
+                }
+            }
+            CallTimer::OkTimeout if c.ok.as_ref().is_some_and(|ok| ok.deadline == at) => {
+                // No ACK (RFC 3261 §13.3.1.4): the far end's session is over, so is this call.
+                warn!("no ACK for our 2xx to the trunk's re-INVITE; ending the trunk call");
+                c.ok = None;
+                self.end_trunk(now, key);
+            }
+            _ => {}
+        }
     }
 }

@@ -157,6 +157,11 @@ impl Uac {
         self.remote_tag.clone().map(|t| (self.call_id.clone(), t))
     }
 
+    /// Our tag in the dialog (the To tag of the far end's requests and of our answers to them).
+    pub fn local_tag(&self) -> &str {
+        &self.local_tag
+    }
+
     /// Whether an in-dialog request with this To tag is ours.
     pub fn is_local_tag(&self, tag: &str) -> bool {
         self.local_tag == tag
