@@ -44,6 +44,42 @@ fn port_s(p: u16) -> String {
     p.to_string()
 }
 
+/// The SIPp caller to 12348 whose media is `sink`: it speaks a 1 kHz tone for `ms` and then
+/// hangs up; the SIPp run to join.
+fn caller_speaks<'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    d: &'scope Daemon,
+    sink: &'scope RtpSink,
+    ms: u64,
+) -> std::thread::ScopedJoinHandle<'scope, std::process::Output> {
+    let run = s.spawn(move || {
+        sipp(
+            d,
+            "uac_call.xml",
+            "12348",
+            &[
+                "-key",
+                "rtp_port",
+                &port_s(sink.port),
+                "-d",
+                &ms.to_string(),
+            ],
+        )
+    });
+    let to = sink.wait_first(Duration::from_secs(10));
+    s.spawn(move || sink.send_tone(to, CALLER_HZ, ms - 500));
+    run
+}
+
+/// Seat 1003 registered from a fresh port (where a SIPp seat phone then answers) and logged
+/// in; the port.
+fn sipp_seat(d: &Daemon) -> u16 {
+    let port = free_port();
+    register_contact(d, "1003", "demo-1003", port, port, 300);
+    agent_api(d, "1003", "login");
+    port
+}
+
 #[test]
 fn three_way_by_dtmf_each_hears_both_others_then_caller_and_target_stay() {
     let trunk = free_port();
@@ -51,9 +87,7 @@ fn three_way_by_dtmf_each_hears_both_others_then_caller_and_target_stay() {
         &targets(trunk, 20),
         &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
     );
-    let agent_port = free_port();
-    register_contact(&d, "1003", "demo-1003", agent_port, agent_port, 300);
-    agent_api(&d, "1003", "login");
+    let agent_port = sipp_seat(&d);
     let (caller, agent_sink, target) = (RtpSink::new(), RtpSink::new(), RtpSink::new());
     let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
     // Agent: talks 12 s then hangs up (leaves the three-way call); target rings 1 s.
@@ -251,9 +285,7 @@ fn target_not_reached(scenario: &str, timeout_s: u64, ring_ms: u64) -> Vec<serde
         &targets(trunk, timeout_s),
         &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
     );
-    let agent_port = free_port();
-    register_contact(&d, "1003", "demo-1003", agent_port, agent_port, 300);
-    agent_api(&d, "1003", "login");
+    let agent_port = sipp_seat(&d);
     let (caller, agent) = (RtpSink::new(), RtpSink::new());
     let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
     // The caller hangs up first (the daemon then hangs up the agent's phone).
@@ -267,23 +299,7 @@ fn target_not_reached(scenario: &str, timeout_s: u64, ring_ms: u64) -> Vec<serde
     let centre = sipp_uas_with(&d, scenario, trunk, 1, &[]);
     let caller_ms = greeting_ms + 9000 + ring_ms;
     let (keyed, back_from) = std::thread::scope(|s| {
-        let run = s.spawn(|| {
-            sipp(
-                &d,
-                "uac_call.xml",
-                "12348",
-                &[
-                    "-key",
-                    "rtp_port",
-                    &port_s(caller.port),
-                    "-d",
-                    &caller_ms.to_string(),
-                ],
-            )
-        });
-        let to = caller.wait_first(Duration::from_secs(10));
-        let c = &caller;
-        s.spawn(move || c.send_tone(to, CALLER_HZ, caller_ms - 500));
+        let run = caller_speaks(s, &d, &caller, caller_ms);
         let from = agent.wait_first(Duration::from_secs(greeting_ms / 1000 + 10));
         let keyed = Instant::now();
         keys(&agent, from, "*12366#");
@@ -345,9 +361,7 @@ fn caller_hanging_up_during_the_transfer_cancels_the_target_and_frees_the_agent(
         &targets(trunk, 20),
         &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
     );
-    let agent_port = free_port();
-    register_contact(&d, "1003", "demo-1003", agent_port, agent_port, 300);
-    agent_api(&d, "1003", "login");
+    let agent_port = sipp_seat(&d);
     let (caller, agent) = (RtpSink::new(), RtpSink::new());
     let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
     // The agent would talk long; the caller hangs up 3 s after the transfer starts.
@@ -361,23 +375,7 @@ fn caller_hanging_up_during_the_transfer_cancels_the_target_and_frees_the_agent(
     let centre = sipp_uas_with(&d, "trunk_no_answer.xml", trunk, 1, &[]);
     let caller_ms = greeting_ms + 6000;
     std::thread::scope(|s| {
-        let run = s.spawn(|| {
-            sipp(
-                &d,
-                "uac_call.xml",
-                "12348",
-                &[
-                    "-key",
-                    "rtp_port",
-                    &port_s(caller.port),
-                    "-d",
-                    &caller_ms.to_string(),
-                ],
-            )
-        });
-        let to = caller.wait_first(Duration::from_secs(10));
-        let c = &caller;
-        s.spawn(move || c.send_tone(to, CALLER_HZ, caller_ms - 500));
+        let run = caller_speaks(s, &d, &caller, caller_ms);
         let from = agent.wait_first(Duration::from_secs(greeting_ms / 1000 + 10));
         keys(&agent, from, "*12366#");
         assert_sipp_ok(&run.join().unwrap(), &d);
@@ -407,9 +405,7 @@ fn emergency_hand_off_by_api_presents_the_caller_and_is_audited() {
         &targets(trunk, 20),
         &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
     );
-    let agent_port = free_port();
-    register_contact(&d, "1003", "demo-1003", agent_port, agent_port, 300);
-    agent_api(&d, "1003", "login");
+    let agent_port = sipp_seat(&d);
     let (caller, agent, operator) = (RtpSink::new(), RtpSink::new(), RtpSink::new());
     let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
     let agent_sipp = sipp_uas_with(
@@ -428,23 +424,7 @@ fn emergency_hand_off_by_api_presents_the_caller_and_is_audited() {
     );
     let caller_ms = greeting_ms + 10000;
     std::thread::scope(|s| {
-        let run = s.spawn(|| {
-            sipp(
-                &d,
-                "uac_call.xml",
-                "12348",
-                &[
-                    "-key",
-                    "rtp_port",
-                    &port_s(caller.port),
-                    "-d",
-                    &caller_ms.to_string(),
-                ],
-            )
-        });
-        let to = caller.wait_first(Duration::from_secs(10));
-        let c = &caller;
-        s.spawn(move || c.send_tone(to, CALLER_HZ, caller_ms - 500));
+        let run = caller_speaks(s, &d, &caller, caller_ms);
         agent.wait_first(Duration::from_secs(greeting_ms / 1000 + 10));
         // A non-emergency number is refused by the hand-off endpoint; 110 goes.
         let (code, body) = api_post(&d, "/api/seats/1003/handoff", r#"{"number":"12366"}"#);
@@ -606,23 +586,7 @@ fn baresip_agent_keys_the_code_on_its_keypad_and_all_three_hear_each_other() {
     );
     let caller_ms = greeting_ms + 22000;
     let (conf, after) = std::thread::scope(|s| {
-        let run = s.spawn(|| {
-            sipp(
-                &d,
-                "uac_call.xml",
-                "12348",
-                &[
-                    "-key",
-                    "rtp_port",
-                    &port_s(caller.port),
-                    "-d",
-                    &caller_ms.to_string(),
-                ],
-            )
-        });
-        let to = caller.wait_first(Duration::from_secs(10));
-        let c = &caller;
-        s.spawn(move || c.send_tone(to, CALLER_HZ, caller_ms - 500));
+        let run = caller_speaks(s, &d, &caller, caller_ms);
         wait_seat(
             &d,
             "1003",
@@ -729,23 +693,7 @@ fn baresip_agent_transfers_with_its_own_transfer_command() {
     );
     let caller_ms = greeting_ms + 14000;
     let (window, seat_after) = std::thread::scope(|s| {
-        let run = s.spawn(|| {
-            sipp(
-                &d,
-                "uac_call.xml",
-                "12348",
-                &[
-                    "-key",
-                    "rtp_port",
-                    &port_s(caller.port),
-                    "-d",
-                    &caller_ms.to_string(),
-                ],
-            )
-        });
-        let to = caller.wait_first(Duration::from_secs(10));
-        let c = &caller;
-        s.spawn(move || c.send_tone(to, CALLER_HZ, caller_ms - 500));
+        let run = caller_speaks(s, &d, &caller, caller_ms);
         wait_seat(
             &d,
             "1003",
@@ -849,9 +797,7 @@ fn agent_hanging_up_while_the_target_rings_leaves_the_caller_to_the_target() {
         &targets(trunk, 20),
         &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
     );
-    let agent_port = free_port();
-    register_contact(&d, "1003", "demo-1003", agent_port, agent_port, 300);
-    agent_api(&d, "1003", "login");
+    let agent_port = sipp_seat(&d);
     let (caller, agent, target) = (RtpSink::new(), RtpSink::new(), RtpSink::new());
     let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
     // The agent hangs up 2.5 s after answering, while the target (ringing 5 s) has not answered.
@@ -871,23 +817,7 @@ fn agent_hanging_up_while_the_target_rings_leaves_the_caller_to_the_target() {
     );
     let caller_ms = greeting_ms + 14000;
     let (seat_while_ringing, window) = std::thread::scope(|s| {
-        let run = s.spawn(|| {
-            sipp(
-                &d,
-                "uac_call.xml",
-                "12348",
-                &[
-                    "-key",
-                    "rtp_port",
-                    &port_s(caller.port),
-                    "-d",
-                    &caller_ms.to_string(),
-                ],
-            )
-        });
-        let to = caller.wait_first(Duration::from_secs(10));
-        let c = &caller;
-        s.spawn(move || c.send_tone(to, CALLER_HZ, caller_ms - 500));
+        let run = caller_speaks(s, &d, &caller, caller_ms);
         let from = agent.wait_first(Duration::from_secs(greeting_ms / 1000 + 10));
         keys(&agent, from, "*12366#");
         // The agent is gone (wrap-up) while the target still rings.
@@ -949,9 +879,7 @@ fn agent_gone_and_target_not_answering_the_caller_is_told_and_hung_up() {
         &targets(trunk, 4),
         &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
     );
-    let agent_port = free_port();
-    register_contact(&d, "1003", "demo-1003", agent_port, agent_port, 300);
-    agent_api(&d, "1003", "login");
+    let agent_port = sipp_seat(&d);
     let (caller, agent) = (RtpSink::new(), RtpSink::new());
     let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
     let agent_sipp = sipp_uas_with(
@@ -1005,9 +933,7 @@ fn a_sub_centre_refreshing_its_session_keeps_the_call() {
         &targets(trunk, 20),
         &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
     );
-    let agent_port = free_port();
-    register_contact(&d, "1003", "demo-1003", agent_port, agent_port, 300);
-    agent_api(&d, "1003", "login");
+    let agent_port = sipp_seat(&d);
     let (caller, agent, target) = (RtpSink::new(), RtpSink::new(), RtpSink::new());
     let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
     // The agent leaves 3 s after answering; the centre refreshes 3 s and 4 s after it answered.
@@ -1027,23 +953,7 @@ fn a_sub_centre_refreshing_its_session_keeps_the_call() {
     );
     let caller_ms = greeting_ms + 12000;
     let window = std::thread::scope(|s| {
-        let run = s.spawn(|| {
-            sipp(
-                &d,
-                "uac_call.xml",
-                "12348",
-                &[
-                    "-key",
-                    "rtp_port",
-                    &port_s(caller.port),
-                    "-d",
-                    &caller_ms.to_string(),
-                ],
-            )
-        });
-        let to = caller.wait_first(Duration::from_secs(10));
-        let c = &caller;
-        s.spawn(move || c.send_tone(to, CALLER_HZ, caller_ms - 500));
+        let run = caller_speaks(s, &d, &caller, caller_ms);
         agent.wait_first(Duration::from_secs(greeting_ms / 1000 + 10));
         let (code, body) = api_post(&d, "/api/seats/1003/transfer", r#"{"number":"12366"}"#);
         assert_eq!(code, 200, "{body}");
