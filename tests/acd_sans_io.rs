@@ -119,8 +119,8 @@ fn seat_up(c: &mut C, t: Instant, user: &str, addr: &str) {
         .unwrap();
 }
 
-/// A caller `from` dials `number` (call id `id`).
-fn call(c: &mut C, t: Instant, id: &str, from: &str, number: &str) {
+/// A caller `from` dials `number` (call id `id`); the To header of the daemon's answer.
+fn call(c: &mut C, t: Instant, id: &str, from: &str, number: &str) -> String {
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
     let inv = format!(
         "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-{id}\r\n\
@@ -140,6 +140,7 @@ fn call(c: &mut C, t: Instant, id: &str, from: &str, number: &str) {
         header(ok, "To:")
     );
     c.handle_datagram(t, ack.as_bytes(), udp("127.0.0.1:5070"));
+    header(ok, "To:").to_string()
 }
 
 /// Runs media and timers in 5 ms steps from `from` to `until`; every message sent, with
@@ -625,4 +626,181 @@ fn a_seat_coming_free_after_wrap_up_is_offered_the_next_caller_at_once() {
         "offered the moment wrap-up (5 s) ended"
     );
     assert!(next[0].2.contains("From: \"139\""), "caller b");
+}
+
+const S3: &str = "127.0.0.1:6003";
+
+/// A seat's in-dialog BYE on the leg the daemon offered with `invite`.
+fn seat_bye(c: &mut C, t: Instant, invite: &str, seat_addr: &str) {
+    let our_tag = header(invite, "From:").split(";tag=").nth(1).unwrap();
+    let bye = format!(
+        "BYE sip:hotline@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {seat_addr};branch=z9hG4bKbye{our_tag}\r\nFrom: <sip:seat@127.0.0.1>;tag=seat\r\n\
+         To: <sip:x@127.0.0.1>;tag={our_tag}\r\n{}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+        header(invite, "Call-ID:")
+    );
+    c.handle_datagram(t, bye.as_bytes(), udp(seat_addr));
+}
+
+/// Expert group 8801 = queue line-12333 (ring-all) with seats 1004 (S2) and 1002 (S3), both
+/// logged in; caller "a" to 12348 is answered by agent 1003 (S1). The core, the agent's
+/// offer and the time.
+fn agent_with_caller_and_two_experts() -> (C, String, String, Instant) {
+    let mut c = core(|cfg| {
+        cfg.queues.get_mut("line-12333").unwrap().strategy = hotline::acd::queue::Strategy::RingAll;
+        cfg.seats[1].queues.push("line-12333".into());
+        cfg.targets.push(hotline::config::TargetConfig {
+            number: "8801".into(),
+            name: "社保专家".into(),
+            kind: hotline::config::TargetKind::Expert,
+            trunk: None,
+            queue: Some("line-12333".into()),
+            unit: None,
+            timeout_s: 30,
+            probe: false,
+        });
+    });
+    let t0 = Instant::now();
+    seat_up(&mut c, t0, "1003", S1);
+    let caller_to = call(&mut c, t0, "a", "13800000001", "12348");
+    let o = offers(&run(&mut c, t0, t0 + Duration::from_secs(8)));
+    let t1 = t0 + Duration::from_secs(8);
+    answer(&mut c, t1, &o[0].2, S1);
+    seat_up(&mut c, t1, "1004", S2);
+    seat_up(&mut c, t1, "1002", S3);
+    sent(&mut c);
+    (c, o[0].2.clone(), caller_to, t1)
+}
+
+fn state(c: &C, id: &str) -> hotline::acd::agent::State {
+    c.seat_directory().get(id).unwrap().state
+}
+
+#[test]
+fn a_transfer_to_an_expert_group_rings_its_free_experts_and_an_expert_leaving_gives_the_caller_back()
+ {
+    use hotline::acd::agent::State;
+    let (mut c, _agent_invite, _, t1) = agent_with_caller_and_two_experts();
+    c.transfer_by_id(t1, "1003", "8801", false, "test").unwrap();
+    let out = sent(&mut c);
+    let o: Vec<&String> = out
+        .iter()
+        .filter(|m| m.starts_with("INVITE sip:100"))
+        .collect();
+    assert_eq!(o.len(), 2, "ring-all: both experts ring");
+    for m in &o {
+        assert!(m.contains("X-Hotline-Transfer-By: 1003"), "{m}");
+        assert!(m.contains("X-Hotline-Queue: line-12333"), "{m}");
+        assert!(
+            m.contains("From: \"13800000001\""),
+            "the caller's number: {m}"
+        );
+    }
+    let (to_1004, to_1002) = if o[0].starts_with("INVITE sip:1004@") {
+        (o[0].clone(), o[1].clone())
+    } else {
+        (o[1].clone(), o[0].clone())
+    };
+    ringing(&mut c, t1, &to_1004, S2);
+    ringing(&mut c, t1, &to_1002, S3);
+    let t2 = t1 + Duration::from_secs(2);
+    run(&mut c, t1, t2);
+    answer(&mut c, t2, &to_1004, S2);
+    let out = sent(&mut c);
+    assert!(
+        out.iter().any(|m| m.starts_with("CANCEL sip:1002@")),
+        "the other expert stops ringing: {out:?}"
+    );
+    assert_eq!(state(&c, "1004"), State::OnCall);
+    assert_eq!(
+        state(&c, "1003"),
+        State::OnCall,
+        "the agent is in the three-way call"
+    );
+    assert_eq!(seat_today(&c, "1002").offered, 0, "beaten to the answer");
+    let caller_tx = 2;
+    assert!(
+        !c.media_io().bridged.contains(&caller_tx),
+        "the caller is in the conference, not bridged to the agent alone"
+    );
+    // The expert leaves the three-way call: the agent has the caller back; the expert wraps
+    // up; the caller is not hung up.
+    let t3 = t2 + Duration::from_secs(5);
+    run(&mut c, t2, t3);
+    seat_bye(&mut c, t3, &to_1004, S2);
+    let out = sent(&mut c);
+    assert!(out.iter().any(|m| m.starts_with("SIP/2.0 200")), "{out:?}");
+    assert!(
+        !out.iter().any(|m| m.starts_with("BYE ")),
+        "nobody else is hung up: {out:?}"
+    );
+    assert!(
+        c.media_io().bridged.contains(&caller_tx),
+        "caller and agent bridged again"
+    );
+    assert_eq!(state(&c, "1004"), State::WrapUp);
+    assert_eq!(state(&c, "1003"), State::OnCall);
+    assert_eq!(seat_today(&c, "1004").answered, 1);
+    assert_eq!(c.active_calls(), 1);
+    // The agent can transfer again, since the first one is over.
+    c.transfer_by_id(t3, "1003", "8801", false, "test").unwrap();
+    let again = sent(&mut c);
+    assert!(
+        again.iter().any(|m| m.starts_with("INVITE sip:1002@")),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn a_caller_hanging_up_while_the_experts_ring_cancels_them_and_frees_everyone() {
+    use hotline::acd::agent::State;
+    let (mut c, agent_invite, caller_to, t1) = agent_with_caller_and_two_experts();
+    c.transfer_by_id(t1, "1003", "8801", false, "test").unwrap();
+    let out = sent(&mut c);
+    let o: Vec<String> = out
+        .iter()
+        .filter(|m| m.starts_with("INVITE sip:100"))
+        .cloned()
+        .collect();
+    assert_eq!(o.len(), 2);
+    ringing(
+        &mut c,
+        t1,
+        &o[0],
+        if o[0].contains("sip:1004@") { S2 } else { S3 },
+    );
+    ringing(
+        &mut c,
+        t1,
+        &o[1],
+        if o[1].contains("sip:1004@") { S2 } else { S3 },
+    );
+    // The caller hangs up.
+    let t2 = t1 + Duration::from_secs(3);
+    run(&mut c, t1, t2);
+    let bye = format!(
+        "BYE sip:hotline@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-bye-a\r\nFrom: <sip:13800000001@127.0.0.1>;tag=t-a\r\n\
+         {caller_to}\r\nCall-ID: a\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    c.handle_datagram(t2, bye.as_bytes(), udp("127.0.0.1:5070"));
+    let out = sent(&mut c);
+    let cancels = out
+        .iter()
+        .filter(|m| m.starts_with("CANCEL sip:100"))
+        .count();
+    assert_eq!(cancels, 2, "both experts' offers withdrawn: {out:?}");
+    let agent_call_id = header(&agent_invite, "Call-ID:");
+    assert!(
+        out.iter()
+            .any(|m| m.starts_with("BYE ") && m.contains(agent_call_id)),
+        "the agent is hung up"
+    );
+    assert_eq!(state(&c, "1003"), State::WrapUp);
+    for e in ["1004", "1002"] {
+        assert_eq!(state(&c, e), State::Available, "{e} free again");
+        assert_eq!(
+            seat_today(&c, e).missed,
+            0,
+            "a withdrawn offer is not {e}'s miss"
+        );
+    }
 }

@@ -19,7 +19,8 @@ fn targets(trunk: u16, timeout_s: u64) -> String {
     format!(
         "[trunks.subcentres]\naddress = \"127.0.0.1:{trunk}\"\n[trunks.emergency]\naddress = \"127.0.0.1:{trunk}\"\n\
          [[targets]]\nnumber = \"12366\"\nname = \"税务 12366\"\nkind = \"subcentre\"\ntrunk = \"subcentres\"\nunit = \"市税务局\"\ntimeout_s = {timeout_s}\n\
-         [[targets]]\nnumber = \"110\"\nname = \"公安 110\"\nkind = \"emergency\"\ntrunk = \"emergency\"\ntimeout_s = {timeout_s}\n"
+         [[targets]]\nnumber = \"110\"\nname = \"公安 110\"\nkind = \"emergency\"\ntrunk = \"emergency\"\ntimeout_s = {timeout_s}\n\
+         [[targets]]\nnumber = \"8801\"\nname = \"社保专家\"\nkind = \"expert\"\nqueue = \"line-12333\"\ntimeout_s = {timeout_s}\n"
     )
 }
 
@@ -77,6 +78,15 @@ fn sipp_seat(d: &Daemon) -> u16 {
     let port = free_port();
     register_contact(d, "1003", "demo-1003", port, port, 300);
     agent_api(d, "1003", "login");
+    port
+}
+
+/// Seat 1004 (the only member of queue line-12333, the expert group 8801) registered from a
+/// fresh port and logged in; the port.
+fn expert_seat(d: &Daemon) -> u16 {
+    let port = free_port();
+    register_contact(d, "1004", "demo-1004", port, port, 300);
+    agent_api(d, "1004", "login");
     port
 }
 
@@ -250,7 +260,7 @@ fn three_way_by_dtmf_each_hears_both_others_then_caller_and_target_stay() {
 
 #[test]
 fn busy_target_brings_the_agent_back_to_the_caller_with_a_failure_prompt() {
-    let tr = target_not_reached("trunk_busy.xml", 20, 0);
+    let tr = target_not_reached("12366", "trunk_busy.xml", 20, 0);
     assert_eq!(
         tr.iter()
             .map(|t| t["outcome"].as_str().unwrap())
@@ -262,7 +272,7 @@ fn busy_target_brings_the_agent_back_to_the_caller_with_a_failure_prompt() {
 
 #[test]
 fn target_not_answering_in_time_is_cancelled_and_the_agent_has_the_caller_back() {
-    let tr = target_not_reached("trunk_no_answer.xml", 3, 3000);
+    let tr = target_not_reached("12366", "trunk_no_answer.xml", 3, 3000);
     assert_eq!(
         tr.iter()
             .map(|t| t["outcome"].as_str().unwrap())
@@ -276,10 +286,32 @@ fn target_not_answering_in_time_is_cancelled_and_the_agent_has_the_caller_back()
     );
 }
 
-/// The agent keys a transfer to a sub-centre that plays `scenario` (busy, or rings past
+#[test]
+fn expert_group_not_answering_in_time_gives_the_caller_back_to_the_agent() {
+    let tr = target_not_reached("8801", "agent_ring_cancelled.xml", 3, 3000);
+    assert_eq!(
+        tr.iter()
+            .map(|t| t["outcome"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["started", "no_answer"]
+    );
+    let ring_s = tr[1]["ring_s"].as_f64().unwrap();
+    assert!(
+        (2.9..4.5).contains(&ring_s),
+        "given up at the group's 3 s timeout, not at {ring_s} s"
+    );
+}
+
+/// The agent keys a transfer to `number` (12366: a sub-centre; 8801: the expert group whose
+/// only seat 1004 is logged in) whose phone plays `scenario` (busy, or rings past
 /// `timeout_s`): the agent hears "transfer failed", then the caller again; the report counts
 /// the failure. The stored transfer records.
-fn target_not_reached(scenario: &str, timeout_s: u64, ring_ms: u64) -> Vec<serde_json::Value> {
+fn target_not_reached(
+    number: &str,
+    scenario: &str,
+    timeout_s: u64,
+    ring_ms: u64,
+) -> Vec<serde_json::Value> {
     let trunk = free_port();
     let d = Daemon::start_with_targets(
         &targets(trunk, timeout_s),
@@ -296,13 +328,18 @@ fn target_not_reached(scenario: &str, timeout_s: u64, ring_ms: u64) -> Vec<serde
         1,
         &["-key", "rtp_port", &port_s(agent.port), "-d", "60000"],
     );
-    let centre = sipp_uas_with(&d, scenario, trunk, 1, &[]);
+    let far_port = if number == "8801" {
+        expert_seat(&d)
+    } else {
+        trunk
+    };
+    let centre = sipp_uas_with(&d, scenario, far_port, 1, &[]);
     let caller_ms = greeting_ms + 9000 + ring_ms;
     let (keyed, back_from) = std::thread::scope(|s| {
         let run = caller_speaks(s, &d, &caller, caller_ms);
         let from = agent.wait_first(Duration::from_secs(greeting_ms / 1000 + 10));
         let keyed = Instant::now();
-        keys(&agent, from, "*12366#");
+        keys(&agent, from, &format!("*{number}#"));
         let back_from = keyed
             + Duration::from_millis(ring_ms + prompt_frames("transfer/failed") as u64 * 20 + 1500);
         assert_sipp_ok(&run.join().unwrap(), &d);
@@ -336,8 +373,15 @@ fn target_not_reached(scenario: &str, timeout_s: u64, ring_ms: u64) -> Vec<serde
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&report.stdout);
+    let name = if number == "8801" {
+        "社保专家"
+    } else {
+        "税务 12366"
+    };
     assert!(
-        text.contains("12366 税务 12366: transfers 1, answered 0 (0.0%), failed 1"),
+        text.contains(&format!(
+            "{number} {name}: transfers 1, answered 0 (0.0%), failed 1"
+        )),
         "{text}"
     );
     d.stored_events()
@@ -981,5 +1025,144 @@ fn a_sub_centre_refreshing_its_session_keeps_the_call() {
     assert!(
         !d.log_text().contains("no ACK for our 2xx to the trunk"),
         "the re-INVITE's 2xx was acknowledged"
+    );
+}
+
+#[test]
+fn expert_group_answers_through_its_queue_three_way_then_the_expert_keeps_the_caller() {
+    let trunk = free_port();
+    let d = Daemon::start_with_targets(
+        &targets(trunk, 20),
+        &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
+    );
+    let agent_port = sipp_seat(&d);
+    let expert_port = free_port();
+    register_contact(&d, "1004", "demo-1004", expert_port, expert_port, 300);
+    let (caller, agent_sink, expert) = (RtpSink::new(), RtpSink::new(), RtpSink::new());
+    let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
+    // The agent talks 12 s and leaves the three-way call; the expert rings 1 s and stays
+    // until the caller hangs up.
+    let agent = sipp_uas_with(
+        &d,
+        "agent_talk.xml",
+        agent_port,
+        1,
+        &["-key", "rtp_port", &port_s(agent_sink.port), "-d", "12000"],
+    );
+    let expert_sipp = sipp_uas_with(
+        &d,
+        "agent_stay.xml",
+        expert_port,
+        1,
+        &["-key", "rtp_port", &port_s(expert.port), "-d", "1000"],
+    );
+    let caller_ms = greeting_ms + 21000;
+    let (conf_from, conf_to, after_from, after_to) = std::thread::scope(|s| {
+        let run = caller_speaks(s, &d, &caller, caller_ms);
+        let agent_from = agent_sink.wait_first(Duration::from_secs(greeting_ms / 1000 + 10));
+        let answered_at = Instant::now();
+        // Nobody of the expert group is logged in yet: refused at once, with the reason.
+        let (code, body) = api_post(&d, "/api/seats/1003/transfer", r#"{"number":"8801"}"#);
+        assert!(
+            (400..500).contains(&code) && body.contains("no seat of the expert group"),
+            "{code} {body}"
+        );
+        agent_api(&d, "1004", "login");
+        std::thread::sleep(Duration::from_millis(300));
+        keys(&agent_sink, agent_from, "*8801#");
+        let a = &agent_sink;
+        s.spawn(move || a.send_tone(agent_from, AGENT_HZ, 11000));
+        let expert_from = expert.wait_first(Duration::from_secs(10));
+        let e = &expert;
+        s.spawn(move || e.send_tone(expert_from, TARGET_HZ, 16000));
+        let up = Instant::now();
+        let agent_leaves = answered_at + Duration::from_millis(12000);
+        let after_from = agent_leaves + Duration::from_millis(1500);
+        let windows = (
+            up + Duration::from_millis(1500),
+            agent_leaves - Duration::from_millis(500),
+            after_from,
+            after_from + Duration::from_millis(3000),
+        );
+        assert_sipp_ok(&run.join().unwrap(), &d);
+        windows
+    });
+    child_ok(agent, "agent");
+    child_ok(
+        expert_sipp,
+        "expert (offered with X-Hotline-Transfer-By, hung up by the daemon after the caller)",
+    );
+    assert!(conf_to > conf_from + Duration::from_secs(3));
+    let share = |pcm: &[i16], hz: f64| tone_share(pcm, hz);
+    let c = heard(&caller, conf_from, conf_to);
+    let a = heard(&agent_sink, conf_from, conf_to);
+    let e = heard(&expert, conf_from, conf_to);
+    let log = d.log_text();
+    assert!(
+        share(&c, AGENT_HZ) > 0.2 && share(&c, TARGET_HZ) > 0.2 && share(&c, CALLER_HZ) < 0.05,
+        "caller hears agent {:.2} and expert {:.2}, not itself {:.2}\n{}",
+        share(&c, AGENT_HZ),
+        share(&c, TARGET_HZ),
+        share(&c, CALLER_HZ),
+        tail(&log, 40)
+    );
+    assert!(
+        share(&a, CALLER_HZ) > 0.2 && share(&a, TARGET_HZ) > 0.2,
+        "agent hears caller {:.2} and expert {:.2}",
+        share(&a, CALLER_HZ),
+        share(&a, TARGET_HZ)
+    );
+    assert!(
+        share(&e, CALLER_HZ) > 0.2 && share(&e, AGENT_HZ) > 0.2,
+        "expert hears caller {:.2} and agent {:.2}",
+        share(&e, CALLER_HZ),
+        share(&e, AGENT_HZ)
+    );
+    let c = heard(&caller, after_from, after_to);
+    let e = heard(&expert, after_from, after_to);
+    assert!(
+        share(&c, TARGET_HZ) > 0.5 && share(&e, CALLER_HZ) > 0.5,
+        "after the agent left, caller hears the expert {:.2}, expert hears the caller {:.2}",
+        share(&c, TARGET_HZ),
+        share(&e, CALLER_HZ)
+    );
+
+    // The agent transferred one call; the expert answered one offer and talked until the
+    // caller hung up; both are free again after wrap-up.
+    let agent_view = wait_seat(&d, "1003", Duration::from_secs(10), "agent free", |s| {
+        s["state"] == "available"
+    });
+    assert_eq!(agent_view["today"]["transferred"], 1);
+    let expert_view = wait_seat(&d, "1004", Duration::from_secs(10), "expert free", |s| {
+        s["state"] == "available"
+    });
+    assert_eq!(expert_view["today"]["answered"], 1, "{expert_view}");
+    d.wait_idle(Duration::from_secs(5));
+    assert_eq!(d.health("calls_active"), 0);
+    let events = d.stored_events();
+    let tr: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e.0 == "transfer")
+        .map(|e| &e.4)
+        .collect();
+    assert_eq!(
+        tr.iter()
+            .map(|t| (t["outcome"].as_str(), t["kind"].as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (Some("started"), Some("expert")),
+            (Some("answered"), Some("expert"))
+        ],
+        "{tr:?}"
+    );
+    let expert_talk = events
+        .iter()
+        .find(|e| e.0 == "talk_end" && e.2.as_deref() == Some("1004"))
+        .map(|e| &e.4);
+    assert!(
+        expert_talk.is_some_and(
+            |t| t["ended_by"] == "caller" && t["talk_s"].as_f64().unwrap_or(0.0) > 10.0
+        ),
+        "the expert's talk is on record until the caller hung up: {expert_talk:?}"
     );
 }

@@ -67,6 +67,10 @@ pub(super) struct SeatLeg {
     /// last digit came.
     pub(super) digits: String,
     pub(super) digits_at: Option<Instant>,
+    /// An offer of a transfer to an expert group (not of a waiting caller).
+    consult: bool,
+    /// An answered consultation the expert is on: its end is the expert's end of the call.
+    talking: bool,
 }
 
 impl<M: MediaIo> Core<M> {
@@ -263,6 +267,24 @@ impl<M: MediaIo> Core<M> {
         if !self.agents.iter().any(|a| a.ready(now)) {
             return;
         }
+        // Transfers to expert groups first: each holds a caller and an agent.
+        let mut consults: Vec<(Instant, u64, QueueId)> = self
+            .transfers
+            .iter()
+            .filter_map(|(&call, t)| t.wants_expert().map(|(q, since)| (since, call, q)))
+            .collect();
+        consults.sort_unstable_by_key(|&(since, call, _)| (since, call));
+        for (since, call, q) in consults {
+            let seats = self.pick_seats(now, q.0, now.saturating_duration_since(since));
+            for seat in seats {
+                if !self.offer(now, call, seat, q, true) {
+                    return;
+                }
+            }
+            if !self.agents.iter().any(|a| a.ready(now)) {
+                return;
+            }
+        }
         let mut line: Vec<(usize, Entry)> = Vec::new();
         for (q, l) in self.lines.iter().enumerate() {
             for e in l.entries() {
@@ -276,34 +298,14 @@ impl<M: MediaIo> Core<M> {
             crate::acd::queue::serving_key(e, now, self.plan.queues[*q].max_overtaken)
         });
         for (q, e) in line {
-            let queue = &self.plan.queues[q];
             let waited = now.saturating_duration_since(
                 self.calls
                     .get(&e.key)
                     .and_then(|c| c.queue_entered_at)
                     .unwrap_or(now),
             );
-            let max_penalty = crate::acd::queue::max_penalty(waited, queue.widen_every);
-            let candidates: Vec<Candidate> = self.members[q]
-                .iter()
-                .filter(|&&(i, p)| {
-                    p <= max_penalty
-                        && self.agents[i].ready(now)
-                        && self.registrar.contacts(i, now).any(|b| b.reachable)
-                })
-                .map(|&(i, penalty)| Candidate {
-                    seat: i,
-                    penalty,
-                    idle_since: self.agents[i].since(),
-                    calls_taken: self.taken.get(&(q, i)).copied().unwrap_or(0),
-                })
-                .collect();
-            let seats = crate::acd::queue::choose(queue.strategy, &candidates, self.rr_last[q]);
-            if let Some(&first) = seats.first() {
-                self.rr_last[q] = Some(first);
-            }
-            for seat in seats {
-                if !self.offer(now, e.key, seat, QueueId(q)) {
+            for seat in self.pick_seats(now, q, waited) {
+                if !self.offer(now, e.key, seat, QueueId(q), false) {
                     return; // no port or no contact now; the next dispatch tries again
                 }
             }
@@ -313,8 +315,42 @@ impl<M: MediaIo> Core<M> {
         }
     }
 
-    /// Offers call `key` to `seat`; false (caller back at the head of the queue) if it can't.
-    fn offer(&mut self, now: Instant, key: u64, seat: usize, queue: QueueId) -> bool {
+    /// The free seats of queue `q` to offer a call that has waited `waited`, by the queue's
+    /// strategy among the members its wait has widened to.
+    fn pick_seats(&mut self, now: Instant, q: usize, waited: Duration) -> Vec<usize> {
+        let queue = &self.plan.queues[q];
+        let max_penalty = crate::acd::queue::max_penalty(waited, queue.widen_every);
+        let candidates: Vec<Candidate> = self.members[q]
+            .iter()
+            .filter(|&&(i, p)| {
+                p <= max_penalty
+                    && self.agents[i].ready(now)
+                    && self.registrar.contacts(i, now).any(|b| b.reachable)
+            })
+            .map(|&(i, penalty)| Candidate {
+                seat: i,
+                penalty,
+                idle_since: self.agents[i].since(),
+                calls_taken: self.taken.get(&(q, i)).copied().unwrap_or(0),
+            })
+            .collect();
+        let seats = crate::acd::queue::choose(queue.strategy, &candidates, self.rr_last[q]);
+        if let Some(&first) = seats.first() {
+            self.rr_last[q] = Some(first);
+        }
+        seats
+    }
+
+    /// Offers call `key` to `seat` (`consult`: the call's transfer to an expert group); false
+    /// (caller back at the head of the queue) if it can't.
+    fn offer(
+        &mut self,
+        now: Instant,
+        key: u64,
+        seat: usize,
+        queue: QueueId,
+        consult: bool,
+    ) -> bool {
         let Some(binding) = self
             .registrar
             .contacts(seat, now)
@@ -387,13 +423,22 @@ impl<M: MediaIo> Core<M> {
             ""
         };
         let contact = format!("<sip:hotline@{host}{transport}>");
-        let extra = [
+        // An expert's phone shows who is transferring the caller to it.
+        let by = self
+            .transfers
+            .get(&key)
+            .filter(|_| consult)
+            .map(|t| self.registrar.seats()[t.by_seat()].id.clone());
+        let mut extra = vec![
             ("Contact", contact.as_str()),
             ("X-Hotline-Queue", queue_name.as_str()),
             ("X-Hotline-Dialled", dialled.as_str()),
             ("Allow", ALLOW),
             ("Content-Type", "application/sdp"),
         ];
+        if let Some(by) = &by {
+            extra.push(("X-Hotline-Transfer-By", by.as_str()));
+        }
         let invite = message::request_with_body(
             &InDialogRequest {
                 method: "INVITE",
@@ -413,7 +458,7 @@ impl<M: MediaIo> Core<M> {
         );
         let invite = Bytes::from(invite);
         let ring_timeout = self.plan.queues[queue.0].ring_timeout;
-        info!(seat = %seat_cfg.id, contact = %binding.uri, queue = %queue_name, "offering the call to a seat");
+        info!(seat = %seat_cfg.id, contact = %binding.uri, queue = %queue_name, consult, "offering the call to a seat");
         let _ = self.agents[seat].handle(now, AgentEvent::Offered);
         let reliable = binding.peer.transport.reliable();
         self.legs.insert(
@@ -449,6 +494,8 @@ impl<M: MediaIo> Core<M> {
                 ok: None,
                 digits: String::new(),
                 digits_at: None,
+                consult,
+                talking: false,
             },
         );
         self.leg_by_branch.insert(branch, leg_key);
@@ -458,7 +505,9 @@ impl<M: MediaIo> Core<M> {
         }
         self.timers
             .push(now + ring_timeout, (leg_key, CallTimer::LegRingTimeout));
-        if let Some(call) = self.calls.get_mut(&key) {
+        if consult {
+            self.consult_offered(key, leg_key);
+        } else if let Some(call) = self.calls.get_mut(&key) {
             call.legs.push(leg_key);
         }
         self.out.push_back(Transmit {
@@ -665,8 +714,16 @@ impl<M: MediaIo> Core<M> {
         }
         leg.state = LegState::Up;
         leg.retransmit_at = None;
-        let (call_key, seat, stream) = (leg.call, leg.seat, leg.stream);
-        if self.calls.get(&call_key).is_some_and(|c| c.bridged) {
+        let (call_key, seat, stream, consult) = (leg.call, leg.seat, leg.stream, leg.consult);
+        let lost = if consult {
+            !self
+                .transfers
+                .get(&call_key)
+                .is_some_and(|t| t.offered(key))
+        } else {
+            self.calls.get(&call_key).is_some_and(|c| c.bridged)
+        };
+        if lost {
             // Ring-all: another seat answered first; this one is thanked and hung up.
             if let Some(leg) = self.legs.get_mut(&key) {
                 leg.outcome_if_unanswered = AgentEvent::AnsweredElsewhere;
@@ -686,6 +743,9 @@ impl<M: MediaIo> Core<M> {
                     self.media_io.set_event_pt(tx, m.telephone_event);
                 }
                 self.media.set_remote(stream, m.addr);
+                if consult {
+                    return self.expert_answered(now, call_key, key);
+                }
                 self.media.set_sending(caller_stream, false);
                 if let (Some(a), Some(b)) = (self.media.tx(caller_stream), self.media.tx(stream)) {
                     self.media_io.bridge(a, b);
@@ -716,10 +776,7 @@ impl<M: MediaIo> Core<M> {
                     .map(|c| c.legs.iter().copied().filter(|&l| l != key).collect())
                     .unwrap_or_default();
                 for other in others {
-                    if let Some(l) = self.legs.get_mut(&other) {
-                        l.outcome_if_unanswered = AgentEvent::AnsweredElsewhere;
-                    }
-                    self.caller_gone_quietly(now, other);
+                    self.offer_lost(now, other);
                 }
                 if let Some(call) = self.calls.get_mut(&call_key) {
                     let _g = call.span.clone().entered();
@@ -750,6 +807,41 @@ impl<M: MediaIo> Core<M> {
                 self.bye_leg(now, key);
             }
         }
+    }
+
+    /// An expert answered a transfer's offer (its media is set up): the expert is on the
+    /// call, and the transfer goes on to the three-way call.
+    fn expert_answered(&mut self, now: Instant, call_key: u64, key: u64) {
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
+        leg.talking = true;
+        let (seat, queue, ring_s) = (
+            leg.seat,
+            leg.queue,
+            now.saturating_duration_since(leg.offered_at).as_secs_f64(),
+        );
+        let _ = self.agents[seat].handle(now, AgentEvent::Answered);
+        let call_id = self.calls.get(&call_key).map(|c| c.call_id.clone());
+        self.record(
+            "offer",
+            call_id.as_deref(),
+            Some(seat),
+            Some(queue),
+            serde_json::json!({ "outcome": "answered", "ring_s": ring_s, "transfer": true }),
+        );
+        *self.taken.entry((queue.0, seat)).or_default() += 1;
+        info!(seat = %self.registrar.seats()[seat].id, "an expert answered the transfer");
+        self.publish_seat(seat, now);
+        self.consult_answered(now, call_key, key);
+    }
+
+    /// Another seat answered first: this offer stops ringing, and the agent is told so.
+    pub(super) fn offer_lost(&mut self, now: Instant, key: u64) {
+        if let Some(l) = self.legs.get_mut(&key) {
+            l.outcome_if_unanswered = AgentEvent::AnsweredElsewhere;
+        }
+        self.caller_gone_quietly(now, key);
     }
 
     /// Queues with `record = true`: the bridge is recorded to
@@ -941,7 +1033,11 @@ impl<M: MediaIo> Core<M> {
     /// The agent's side of a call that was up: wrap-up, then available again. `ended_by`:
     /// "seat" when the seat hung up, "caller" otherwise.
     pub(super) fn leg_call_ended(&mut self, now: Instant, key: u64, ended_by: &str) {
-        if !self.is_bridged_leg(key) {
+        let expert = self
+            .legs
+            .get_mut(&key)
+            .is_some_and(|l| std::mem::take(&mut l.talking));
+        if !expert && !self.is_bridged_leg(key) {
             return;
         }
         let Some(leg) = self.legs.get(&key) else {
@@ -1021,10 +1117,12 @@ impl<M: MediaIo> Core<M> {
         );
         self.publish_seat(seat, now);
         // The caller never left its line while offered: with its last offer gone it is
-        // first in line again (having waited longest) at the next dispatch.
+        // first in line again (having waited longest) at the next dispatch. So is a transfer
+        // to an expert group.
         if let Some(c) = self.calls.get_mut(&call) {
             c.legs.retain(|&l| l != key);
         }
+        self.consult_offer_over(call, key);
     }
 
     /// An offer ended without an answer: the leg goes.
@@ -1085,6 +1183,8 @@ impl<M: MediaIo> Core<M> {
             }
         }
         if !member {
+            // Or it is the expert of a transfer leaving the three-way call.
+            self.transfer_expert_left(now, call, key);
             return;
         }
         if let Some(c) = self.calls.get_mut(&call) {
@@ -1211,6 +1311,9 @@ impl<M: MediaIo> Core<M> {
             .and_then(|q| self.plan.queues.get(q.0))
             .map(|q| q.hold_music);
         info!(seat = %self.registrar.seats()[seat].id, hold, "re-INVITE from the seat");
+        // Hold moves the caller only for the seat it is bridged to (not for an expert in a
+        // three-way call, nor a leg a transfer took off the call).
+        let caller = caller.filter(|_| self.is_bridged_leg(key));
         if let Some(caller) = caller {
             match (hold, was_on_hold) {
                 (true, false) => {

@@ -16,6 +16,7 @@
 use super::trunk_call::{DialError, Purpose};
 use super::*;
 use crate::config::TargetKind;
+use crate::ivr::dialplan::QueueId;
 use crate::sip::uac;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,10 +44,50 @@ pub(super) struct Transfer {
     seat_leg: Option<u64>,
     seat: usize,
     target: usize,
+    /// The target's call over its trunk (all kinds but expert groups).
     trunk: Option<u64>,
+    /// Expert groups: the consultation offered to the seats of the expert queue.
+    expert: Option<Consult>,
     phase: Phase,
     mode: Mode,
     started: Instant,
+    /// An expert group must answer by then (a trunk call has its own ring timeout).
+    deadline: Instant,
+}
+
+/// A transfer to an expert group waits in the group's queue like a caller, ahead of callers
+/// (a caller and an agent are both held by it), and is offered to the queue's free seats by
+/// the same dispatch and strategy. The offers are not the caller's own (`Call::legs`): the
+/// caller stays bridged to its agent until an expert answers.
+struct Consult {
+    queue: QueueId,
+    /// Offers ringing now.
+    offers: Vec<u64>,
+    /// The expert's leg, once one answered.
+    leg: Option<u64>,
+}
+
+impl Transfer {
+    /// The queue whose free seats should be offered this transfer now, if any.
+    pub(super) fn wants_expert(&self) -> Option<(QueueId, Instant)> {
+        let c = self.expert.as_ref()?;
+        (self.phase == Phase::Dialling && c.offers.is_empty() && c.leg.is_none())
+            .then_some((c.queue, self.started))
+    }
+
+    /// Whether `leg` is an offer of this transfer that may still become its expert.
+    pub(super) fn offered(&self, leg: u64) -> bool {
+        self.phase == Phase::Dialling
+            && self
+                .expert
+                .as_ref()
+                .is_some_and(|c| c.leg.is_none() && c.offers.contains(&leg))
+    }
+
+    /// The seat that started the transfer.
+    pub(super) fn by_seat(&self) -> usize {
+        self.seat
+    }
 }
 
 /// Why a transfer was not started; each maps to one SIP status for REFER and one HTTP status.
@@ -58,8 +99,8 @@ pub enum TransferError {
     UnknownTarget(String),
     #[error("a transfer of this call is already under way")]
     InProgress,
-    #[error("{0:?} is an expert queue; transfers to expert queues are not supported yet")]
-    ExpertQueue(String),
+    #[error("no seat of the expert group {0:?} is logged in")]
+    NoExperts(String),
     #[error("{0:?} is not an emergency centre")]
     NotEmergency(String),
     #[error("no capacity left for a transfer (the rest is reserved for emergency hand-offs)")]
@@ -74,9 +115,8 @@ impl TransferError {
             TransferError::NotOnCall => (481, "Call/Transaction Does Not Exist"),
             TransferError::UnknownTarget(_) => (404, "Not Found"),
             TransferError::InProgress => (491, "Request Pending"),
-            TransferError::ExpertQueue(_) | TransferError::NotEmergency(_) => {
-                (488, "Not Acceptable Here")
-            }
+            TransferError::NotEmergency(_) => (488, "Not Acceptable Here"),
+            TransferError::NoExperts(_) => (480, "Temporarily Unavailable"),
             TransferError::NoCapacity | TransferError::Dial(_) => (503, "Service Unavailable"),
         }
     }
@@ -158,9 +198,29 @@ impl<M: MediaIo> Core<M> {
             .target(number)
             .ok_or_else(|| TransferError::UnknownTarget(number.to_string()))?;
         let t = &self.cfg.targets[target];
-        if t.kind == TargetKind::Expert {
-            return Err(TransferError::ExpertQueue(number.to_string()));
-        }
+        // An expert group is one of our queues: with nobody of it logged in the transfer
+        // fails now rather than after the caller and agent waited its whole timeout.
+        let expert_queue = match (t.kind, t.queue.as_deref()) {
+            (TargetKind::Expert, Some(name)) => {
+                let q = self
+                    .plan
+                    .queues
+                    .iter()
+                    .position(|q| q.name == name)
+                    .ok_or_else(|| TransferError::UnknownTarget(number.to_string()))?;
+                let staffed = self.members[q]
+                    .iter()
+                    .any(|&(i, _)| self.agents[i].state() != AgentState::LoggedOut);
+                if !staffed {
+                    return Err(TransferError::NoExperts(t.name.clone()));
+                }
+                Some(QueueId(q))
+            }
+            (TargetKind::Expert, None) => {
+                return Err(TransferError::UnknownTarget(number.to_string()));
+            }
+            _ => None,
+        };
         // Ordinary transfers leave the reserved ports to emergency hand-offs, which are never
         // refused for capacity.
         if t.kind != TargetKind::Emergency
@@ -193,20 +253,24 @@ impl<M: MediaIo> Core<M> {
         ];
         let timeout = Duration::from_secs(t.timeout_s);
         let (name, kind, unit) = (t.name.clone(), t.kind, t.unit_name().to_string());
-        let trunk = self
-            .dial_target(
-                now,
-                target,
-                &caller,
-                Purpose::Transfer { call: call_key },
-                timeout,
-                codec,
-                &extra,
-            )
-            .map_err(|e| match e {
-                DialError::NoPort => TransferError::NoCapacity,
-                e => TransferError::Dial(e.to_string()),
-            })?;
+        let trunk = match expert_queue {
+            Some(_) => None,
+            None => Some(
+                self.dial_target(
+                    now,
+                    target,
+                    &caller,
+                    Purpose::Transfer { call: call_key },
+                    timeout,
+                    codec,
+                    &extra,
+                )
+                .map_err(|e| match e {
+                    DialError::NoPort => TransferError::NoCapacity,
+                    e => TransferError::Dial(e.to_string()),
+                })?,
+            ),
+        };
         let masked = crate::metrics::queue_log::mask_number(&caller);
         if kind == TargetKind::Emergency {
             // The audit trail of a hand-off: who, which caller, where, when (store + log).
@@ -249,13 +313,24 @@ impl<M: MediaIo> Core<M> {
                 seat_leg: Some(leg_key),
                 seat,
                 target,
-                trunk: Some(trunk),
+                trunk,
+                expert: expert_queue.map(|queue| Consult {
+                    queue,
+                    offers: Vec::new(),
+                    leg: None,
+                }),
                 phase: Phase::Dialling,
                 mode,
                 started: now,
+                deadline: now + timeout,
             },
         );
         Stats::inc(&self.stats.transfers_active);
+        if expert_queue.is_some() {
+            self.timers
+                .push(now + timeout, (call_key, CallTimer::TransferDone));
+            self.dispatch(now);
+        }
         Ok(name)
     }
 
@@ -287,102 +362,200 @@ impl<M: MediaIo> Core<M> {
             // The transfer is gone (caller hung up): nobody wants this call any more.
             return self.end_trunk(now, trunk);
         };
-        let (seat_leg, mode, started) = (t.seat_leg, t.mode, t.started);
         match event {
             uac::Event::Ringing => {
-                if mode == Mode::Blind {
-                    self.refer_notify(now, seat_leg, "SIP/2.0 180 Ringing", false);
+                if t.mode == Mode::Blind {
+                    let leg = t.seat_leg;
+                    self.refer_notify(now, leg, "SIP/2.0 180 Ringing", false);
                 }
             }
-            uac::Event::Answered { .. } => {
-                let answer_s = now.saturating_duration_since(started).as_secs_f64();
-                self.transfer_record(
-                    call,
-                    "answered",
-                    serde_json::json!({ "answer_s": answer_s }),
-                );
-                let caller_stream = self.calls.get(&call).map(|c| c.stream);
-                let trunk_stream = self.trunk_calls.get(&trunk).map(|c| c.stream);
-                let leg_stream = seat_leg.and_then(|l| self.legs.get(&l)).map(|l| l.stream);
-                let (Some(cs), Some(ts)) = (caller_stream, trunk_stream) else {
-                    return;
-                };
-                for s in [Some(cs), Some(ts), leg_stream].into_iter().flatten() {
-                    self.media.stop(s);
-                    self.media.set_sending(s, false);
-                }
-                match (mode, seat_leg, leg_stream) {
-                    (Mode::ThreeWay, Some(_), Some(ls)) => {
-                        info!("target answered: caller, agent and target in a three-way call");
-                        let members: Vec<(&M::Tx, crate::media::Codec, u8)> = [cs, ls, ts]
-                            .iter()
-                            .filter_map(|&s| {
-                                Some((
-                                    self.media.tx(s)?,
-                                    self.media.codec(s)?,
-                                    self.media.payload_type(s)?,
-                                ))
-                            })
-                            .collect();
-                        self.media_io.conference(call, &members);
-                        Stats::inc(&self.stats.conferences_active);
-                        if let Some(t) = self.transfers.get_mut(&call) {
-                            t.phase = Phase::Conference;
-                        }
-                    }
-                    _ => {
-                        info!("target answered: caller and target bridged");
-                        if let (Some(a), Some(b)) = (self.media.tx(cs), self.media.tx(ts)) {
-                            self.media_io.bridge(a, b);
-                        }
-                        if let Some(t) = self.transfers.get_mut(&call) {
-                            t.phase = Phase::Connected;
-                        }
-                        if let Some(leg) = seat_leg {
-                            // Blind: the transfer succeeded; the agent's leg is done.
-                            self.refer_notify(now, Some(leg), "SIP/2.0 200 OK", true);
-                            self.detach_agent(now, call, leg, "transfer");
-                            self.bye_leg(now, leg);
-                        }
-                    }
-                }
-            }
+            uac::Event::Answered { .. } => self.transfer_answered(now, call),
             uac::Event::Failed { code } => {
-                let outcome = match code {
-                    486 | 600 | 603 => "busy",
-                    408 | 480 | 487 | 0 => "no_answer",
-                    _ => "failed",
-                };
-                info!(code, outcome, "transfer target not reached");
-                self.transfer_record(call, outcome, serde_json::json!({ "code": code, "ring_s": now.saturating_duration_since(started).as_secs_f64() }));
                 if let Some(t) = self.transfers.get_mut(&call) {
                     t.trunk = None;
                 }
-                let frag = format!("SIP/2.0 {code} Transfer failed");
-                if mode == Mode::Blind {
-                    self.refer_notify(now, seat_leg, &frag, true);
-                }
-                match seat_leg.and_then(|l| self.legs.get(&l)).map(|l| l.stream) {
-                    Some(ls) => {
-                        // The agent hears that it failed, then has the caller back.
-                        let failed = self.media.prompts().id("transfer/failed");
-                        let ms = failed
-                            .map(|p| self.media.prompts().get(p).duration_ms())
-                            .unwrap_or(0);
-                        self.media
-                            .play(ls, &failed.into_iter().collect::<Vec<_>>(), false);
-                        if let Some(t) = self.transfers.get_mut(&call) {
-                            t.phase = Phase::Restoring;
-                        }
-                        self.timers.push(
-                            now + Duration::from_millis(ms),
-                            (call, CallTimer::TransferDone),
-                        );
-                    }
-                    None => self.transfer_give_up(now, call),
-                }
+                self.transfer_failed(now, call, code);
             }
         }
+    }
+
+    /// The media stream of the transfer's target: its trunk call or the expert's leg.
+    fn target_stream(&self, t: &Transfer) -> Option<StreamId> {
+        match (&t.expert, t.trunk) {
+            (Some(c), _) => c.leg.and_then(|l| self.legs.get(&l)).map(|l| l.stream),
+            (None, Some(k)) => self.trunk_calls.get(&k).map(|c| c.stream),
+            (None, None) => None,
+        }
+    }
+
+    /// The target answered: a three-way call, or (blind, or the agent already gone) caller
+    /// and target bridged.
+    fn transfer_answered(&mut self, now: Instant, call: u64) {
+        let Some(t) = self.transfers.get(&call) else {
+            return;
+        };
+        let (seat_leg, mode, started) = (t.seat_leg, t.mode, t.started);
+        let target_stream = self.target_stream(t);
+        let answer_s = now.saturating_duration_since(started).as_secs_f64();
+        self.transfer_record(
+            call,
+            "answered",
+            serde_json::json!({ "answer_s": answer_s }),
+        );
+        let caller_stream = self.calls.get(&call).map(|c| c.stream);
+        let leg_stream = seat_leg.and_then(|l| self.legs.get(&l)).map(|l| l.stream);
+        let (Some(cs), Some(ts)) = (caller_stream, target_stream) else {
+            return;
+        };
+        for s in [Some(cs), Some(ts), leg_stream].into_iter().flatten() {
+            self.media.stop(s);
+            self.media.set_sending(s, false);
+        }
+        match (mode, seat_leg, leg_stream) {
+            (Mode::ThreeWay, Some(_), Some(ls)) => {
+                info!("target answered: caller, agent and target in a three-way call");
+                let members: Vec<(&M::Tx, crate::media::Codec, u8)> = [cs, ls, ts]
+                    .iter()
+                    .filter_map(|&s| {
+                        Some((
+                            self.media.tx(s)?,
+                            self.media.codec(s)?,
+                            self.media.payload_type(s)?,
+                        ))
+                    })
+                    .collect();
+                self.media_io.conference(call, &members);
+                Stats::inc(&self.stats.conferences_active);
+                if let Some(t) = self.transfers.get_mut(&call) {
+                    t.phase = Phase::Conference;
+                }
+            }
+            _ => {
+                info!("target answered: caller and target bridged");
+                if let (Some(a), Some(b)) = (self.media.tx(cs), self.media.tx(ts)) {
+                    self.media_io.bridge(a, b);
+                }
+                if let Some(t) = self.transfers.get_mut(&call) {
+                    t.phase = Phase::Connected;
+                }
+                if let Some(leg) = seat_leg {
+                    // Blind: the transfer succeeded; the agent's leg is done.
+                    self.refer_notify(now, Some(leg), "SIP/2.0 200 OK", true);
+                    self.detach_agent(now, call, leg, "transfer");
+                    self.bye_leg(now, leg);
+                }
+                self.expert_takes_over(now, call);
+            }
+        }
+    }
+
+    /// The target was not reached (`code`: its final response, 408 for our own timeout).
+    fn transfer_failed(&mut self, now: Instant, call: u64, code: u16) {
+        let Some(t) = self.transfers.get(&call) else {
+            return;
+        };
+        let (seat_leg, mode, started) = (t.seat_leg, t.mode, t.started);
+        let outcome = match code {
+            486 | 600 | 603 => "busy",
+            408 | 480 | 487 | 0 => "no_answer",
+            _ => "failed",
+        };
+        info!(code, outcome, "transfer target not reached");
+        self.transfer_record(call, outcome, serde_json::json!({ "code": code, "ring_s": now.saturating_duration_since(started).as_secs_f64() }));
+        let frag = format!("SIP/2.0 {code} Transfer failed");
+        if mode == Mode::Blind {
+            self.refer_notify(now, seat_leg, &frag, true);
+        }
+        match seat_leg.and_then(|l| self.legs.get(&l)).map(|l| l.stream) {
+            Some(ls) => {
+                // The agent hears that it failed, then has the caller back.
+                let failed = self.media.prompts().id("transfer/failed");
+                let ms = failed
+                    .map(|p| self.media.prompts().get(p).duration_ms())
+                    .unwrap_or(0);
+                self.media
+                    .play(ls, &failed.into_iter().collect::<Vec<_>>(), false);
+                if let Some(t) = self.transfers.get_mut(&call) {
+                    t.phase = Phase::Restoring;
+                }
+                self.timers.push(
+                    now + Duration::from_millis(ms),
+                    (call, CallTimer::TransferDone),
+                );
+            }
+            None => self.transfer_give_up(now, call),
+        }
+    }
+
+    /// Once the agent is gone from a transfer to an expert, the expert's leg becomes the
+    /// caller's bridged seat leg like any answered offer (hang-up, survey, the expert's own
+    /// transfers and figures then follow the ordinary paths), and the transfer is over.
+    fn expert_takes_over(&mut self, now: Instant, call: u64) {
+        let Some(t) = self.transfers.get(&call) else {
+            return;
+        };
+        let Some(leg) = t.expert.as_ref().and_then(|c| c.leg) else {
+            return;
+        };
+        if t.seat_leg.is_some() {
+            return;
+        }
+        let Some((seat, queue)) = self.legs.get(&leg).map(|l| (l.seat, l.queue)) else {
+            return;
+        };
+        info!(seat = %self.registrar.seats()[seat].id, "the expert has the caller");
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.bridged_leg = Some(leg);
+            c.bridged_seat = Some(seat);
+            c.bridged_queue = Some(queue);
+            c.legs.push(leg);
+        }
+        self.transfer_over(call);
+        self.publish_seat(seat, now);
+    }
+
+    /// An offer of a transfer to an expert was sent (`leg`).
+    pub(super) fn consult_offered(&mut self, call: u64, leg: u64) {
+        if let Some(c) = self
+            .transfers
+            .get_mut(&call)
+            .and_then(|t| t.expert.as_mut())
+        {
+            c.offers.push(leg);
+        }
+    }
+
+    /// An offer of a transfer to an expert ended unanswered; the next dispatch offers the
+    /// transfer again.
+    pub(super) fn consult_offer_over(&mut self, call: u64, leg: u64) {
+        if let Some(c) = self
+            .transfers
+            .get_mut(&call)
+            .and_then(|t| t.expert.as_mut())
+        {
+            c.offers.retain(|&l| l != leg);
+        }
+    }
+
+    /// An expert answered the transfer's offer `leg` (the leg's media and the expert's state
+    /// are set): the other offers stop ringing and the three-way call starts.
+    pub(super) fn consult_answered(&mut self, now: Instant, call: u64, leg: u64) {
+        let Some(c) = self
+            .transfers
+            .get_mut(&call)
+            .and_then(|t| t.expert.as_mut())
+        else {
+            return;
+        };
+        c.leg = Some(leg);
+        let others: Vec<u64> = std::mem::take(&mut c.offers)
+            .into_iter()
+            .filter(|&l| l != leg)
+            .collect();
+        for other in others {
+            self.offer_lost(now, other);
+        }
+        self.transfer_answered(now, call);
     }
 
     /// The agent left while nobody reached the target: the caller is told, then hung up.
@@ -406,12 +579,23 @@ impl<M: MediaIo> Core<M> {
         );
     }
 
-    /// The failure prompt has played (agent: caller back) or the apology (caller: hung up).
+    /// The failure prompt has played (agent: caller back) or the apology (caller: hung up),
+    /// or an expert group did not answer in time.
     pub(super) fn transfer_timer(&mut self, now: Instant, call: u64) {
         let Some(t) = self.transfers.get(&call) else {
             return;
         };
         match t.phase {
+            Phase::Dialling if now >= t.deadline => {
+                let Some(c) = t.expert.as_ref() else {
+                    return;
+                };
+                info!("no expert answered in time");
+                for leg in c.offers.clone() {
+                    self.caller_gone(now, leg);
+                }
+                self.transfer_failed(now, call, 408);
+            }
             Phase::Restoring => {
                 let leg = t.seat_leg;
                 self.transfer_over(call);
@@ -479,8 +663,7 @@ impl<M: MediaIo> Core<M> {
         if t.seat_leg != Some(leg) {
             return false;
         }
-        let (phase, trunk) = (t.phase, t.trunk);
-        match phase {
+        match t.phase {
             Phase::Dialling => {
                 info!("the agent left; the caller waits for the target");
                 self.detach_agent(now, call, leg, "seat");
@@ -497,15 +680,17 @@ impl<M: MediaIo> Core<M> {
                     t.phase = Phase::Connected;
                 }
                 let cs = self.calls.get(&call).map(|c| c.stream);
-                let ts = trunk
-                    .and_then(|k| self.trunk_calls.get(&k))
-                    .map(|c| c.stream);
+                let ts = self
+                    .transfers
+                    .get(&call)
+                    .and_then(|t| self.target_stream(t));
                 if let (Some(a), Some(b)) = (
                     cs.and_then(|s| self.media.tx(s)),
                     ts.and_then(|s| self.media.tx(s)),
                 ) {
                     self.media_io.bridge(a, b);
                 }
+                self.expert_takes_over(now, call);
                 true
             }
             Phase::Restoring => {
@@ -531,18 +716,47 @@ impl<M: MediaIo> Core<M> {
         }
     }
 
+    /// The expert of a transfer hung up (its leg is already gone); false if `leg` was not the
+    /// expert of a transfer of `call`.
+    pub(super) fn transfer_expert_left(&mut self, now: Instant, call: u64, leg: u64) -> bool {
+        let Some(c) = self
+            .transfers
+            .get_mut(&call)
+            .and_then(|t| t.expert.as_mut())
+        else {
+            return false;
+        };
+        if c.leg != Some(leg) {
+            return false;
+        }
+        c.leg = None;
+        self.transfer_target_left(now, call, leg);
+        true
+    }
+
     /// The caller is gone: the target's call is cancelled or hung up.
     pub(super) fn transfer_caller_gone(&mut self, now: Instant, call: u64) {
-        let Some(t) = self.transfers.get(&call) else {
+        let Some(t) = self.transfers.get_mut(&call) else {
             return;
         };
         let (trunk, phase) = (t.trunk, t.phase);
+        let (offers, expert) = t
+            .expert
+            .as_mut()
+            .map(|c| (std::mem::take(&mut c.offers), c.leg.take()))
+            .unwrap_or_default();
         if phase == Phase::Dialling {
             self.transfer_record(call, "abandoned", serde_json::json!({}));
         }
         self.transfer_over(call);
         if let Some(k) = trunk {
             self.end_trunk(now, k);
+        }
+        for leg in offers {
+            self.caller_gone(now, leg);
+        }
+        if let Some(leg) = expert {
+            self.bye_leg(now, leg);
         }
     }
 
