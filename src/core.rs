@@ -903,14 +903,12 @@ impl<M: MediaIo> Core<M> {
                 }
                 continue;
             }
-            if self.legs.contains_key(&key) {
-                self.leg_timer(now, key, at, timer);
+            if matches!(timer, CallTimer::OkRetransmit | CallTimer::OkTimeout) {
+                self.ok_timer(now, key, at, timer);
                 continue;
             }
-            if self.trunk_calls.contains_key(&key)
-                && matches!(timer, CallTimer::OkRetransmit | CallTimer::OkTimeout)
-            {
-                self.trunk_ok_timer(now, key, at, timer);
+            if self.legs.contains_key(&key) {
+                self.leg_timer(now, key, at, timer);
                 continue;
             }
             if timer == CallTimer::Trunk {
@@ -926,23 +924,6 @@ impl<M: MediaIo> Core<M> {
             };
             match timer {
                 CallTimer::Answer if call.state == CallState::Ringing => self.answer(now, key),
-                CallTimer::OkRetransmit => {
-                    if let Some((bytes, next)) =
-                        call.ok.as_mut().and_then(|ok| ok.retransmit(now, at))
-                    {
-                        self.out.push_back(Transmit {
-                            peer: call.peer,
-                            bytes,
-                        });
-                        self.timers.push(next, (key, CallTimer::OkRetransmit));
-                    }
-                }
-                CallTimer::OkTimeout if call.ok.as_ref().is_some_and(|ok| ok.deadline == at) => {
-                    let _g = call.span.clone().entered();
-                    warn!("no ACK for our 200 OK within 64*T1; hanging up");
-                    call.ok = None;
-                    self.hangup(now, key);
-                }
                 CallTimer::Ivr(kind, epoch) => {
                     self.ivr_input(now, key, Input::Timer(kind.into(), epoch))
                 }
@@ -1579,17 +1560,55 @@ impl<M: MediaIo> Core<M> {
         }
     }
 
-    /// Retransmits a 2xx until the ACK (RFC 3261 §13.3.1.4): T1 doubling to T2, for 64*T1.
+    /// Our 2xx to an INVITE or re-INVITE in dialog `key` (a caller's, a seat leg's or a trunk
+    /// call's) is retransmitted until the ACK (RFC 3261 §13.3.1.4): T1 doubling to T2, for
+    /// 64*T1.
     fn arm_ok(&mut self, now: Instant, key: u64, bytes: Bytes, cseq: u32) {
-        let Some(call) = self.calls.get_mut(&key) else {
+        let Some((slot, peer)) =
+            pending_ok_of(&mut self.calls, &mut self.legs, &mut self.trunk_calls, key)
+        else {
             return;
         };
-        let ok = PendingOk::new(now, bytes, cseq, call.peer.transport.reliable());
+        let ok = PendingOk::new(now, bytes, cseq, peer.transport.reliable());
         self.timers.push(ok.deadline, (key, CallTimer::OkTimeout));
         if let Some(next) = ok.next_retransmit() {
             self.timers.push(next, (key, CallTimer::OkRetransmit));
         }
-        call.ok = Some(ok);
+        *slot = Some(ok);
+    }
+
+    /// A retransmission of a pending 2xx is due, or the wait for its ACK is over: without the
+    /// ACK the dialog's session is over (§13.3.1.4), and so is the call it belongs to.
+    fn ok_timer(&mut self, now: Instant, key: u64, at: Instant, timer: CallTimer) {
+        let Some((slot, peer)) =
+            pending_ok_of(&mut self.calls, &mut self.legs, &mut self.trunk_calls, key)
+        else {
+            return;
+        };
+        match timer {
+            CallTimer::OkRetransmit => {
+                if let Some((bytes, next)) = slot.as_mut().and_then(|ok| ok.retransmit(now, at)) {
+                    self.out.push_back(Transmit { peer, bytes });
+                    self.timers.push(next, (key, CallTimer::OkRetransmit));
+                }
+            }
+            CallTimer::OkTimeout if slot.as_ref().is_some_and(|ok| ok.deadline == at) => {
+                *slot = None;
+                if let Some(call) = self.calls.get(&key) {
+                    let _g = call.span.clone().entered();
+                    warn!("no ACK for our 200 OK within 64*T1; hanging up");
+                    self.hangup(now, key);
+                } else if let Some(leg) = self.legs.get(&key) {
+                    let call = leg.call;
+                    warn!(seat = %self.registrar.seats()[leg.seat].id, "no ACK for our 2xx to the seat's re-INVITE; ending the call");
+                    self.hangup(now, call);
+                } else {
+                    warn!("no ACK for our 2xx to the trunk's re-INVITE; ending the trunk call");
+                    self.end_trunk(now, key);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn start_ivr(&mut self, now: Instant, key: u64) {
@@ -2098,6 +2117,23 @@ impl<M: MediaIo> Core<M> {
             detail,
         );
     }
+}
+
+/// The pending 2xx of dialog `key` and where it goes: callers, seat legs and trunk calls
+/// share one key space.
+fn pending_ok_of<'a>(
+    calls: &'a mut HashMap<u64, Call>,
+    legs: &'a mut HashMap<u64, seat_leg::SeatLeg>,
+    trunks: &'a mut HashMap<u64, trunk_call::TrunkCall>,
+    key: u64,
+) -> Option<(&'a mut Option<PendingOk>, Peer)> {
+    if let Some(c) = calls.get_mut(&key) {
+        return Some((&mut c.ok, c.peer));
+    }
+    if let Some(l) = legs.get_mut(&key) {
+        return Some((&mut l.ok, l.peer));
+    }
+    trunks.get_mut(&key).map(|t| (&mut t.ok, t.uac.peer))
 }
 
 /// A final response must carry a To tag (RFC 3261 §8.2.6.2); `message::response` keeps the

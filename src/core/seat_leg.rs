@@ -62,7 +62,7 @@ pub(super) struct SeatLeg {
     /// CSeq of the seat's last in-dialog request.
     remote_cseq: u32,
     /// Our 2xx to the seat's re-INVITE, retransmitted until its ACK.
-    ok: Option<crate::sip::pending_ok::PendingOk>,
+    pub(super) ok: Option<crate::sip::pending_ok::PendingOk>,
     /// DTMF keyed by the agent during the call (a transfer code being entered), and when the
     /// last digit came.
     pub(super) digits: String,
@@ -545,22 +545,6 @@ impl<M: MediaIo> Core<M> {
                 info!(seat = %self.registrar.seats()[leg.seat].id, "seat did not answer in time");
                 leg.outcome_if_unanswered = AgentEvent::Missed;
                 self.cancel_leg(now, key);
-            }
-            CallTimer::OkRetransmit => {
-                if let Some((bytes, next)) = leg.ok.as_mut().and_then(|ok| ok.retransmit(now, at)) {
-                    self.out.push_back(Transmit {
-                        peer: leg.peer,
-                        bytes,
-                    });
-                    self.timers.push(next, (key, CallTimer::OkRetransmit));
-                }
-            }
-            CallTimer::OkTimeout if leg.ok.as_ref().is_some_and(|ok| ok.deadline == at) => {
-                // The seat never acknowledged our answer to its re-INVITE: the session is
-                // over (RFC 3261 §13.3.1.4); so is the caller's call.
-                warn!(seat = %self.registrar.seats()[leg.seat].id, "no ACK for our 2xx to the seat's re-INVITE; ending the call");
-                let call = leg.call;
-                self.hangup(now, call);
             }
             // No 487 after our CANCEL within 64*T1: the phone is gone; so is the offer.
             CallTimer::LegRingTimeout
@@ -1356,20 +1340,7 @@ impl<M: MediaIo> Core<M> {
             self.server_txs
                 .respond(now, &info.branch, Method::Invite, 200, bytes.clone(), peer);
         self.out.push_back(t);
-        let Some(leg) = self.legs.get_mut(&key) else {
-            return;
-        };
-        let ok = crate::sip::pending_ok::PendingOk::new(
-            now,
-            Bytes::from(bytes),
-            info.cseq,
-            leg.peer.transport.reliable(),
-        );
-        self.timers.push(ok.deadline, (key, CallTimer::OkTimeout));
-        if let Some(next) = ok.next_retransmit() {
-            self.timers.push(next, (key, CallTimer::OkRetransmit));
-        }
-        leg.ok = Some(ok);
+        self.arm_ok(now, key, Bytes::from(bytes), info.cseq);
     }
 
     /// The ACK for our 2xx to the seat's re-INVITE.

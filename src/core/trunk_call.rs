@@ -30,7 +30,7 @@ pub(super) struct TrunkCall {
     /// CSeq of the far end's last in-dialog request.
     remote_cseq: u32,
     /// Our 2xx to the far end's re-INVITE, retransmitted until its ACK.
-    ok: Option<crate::sip::pending_ok::PendingOk>,
+    pub(super) ok: Option<crate::sip::pending_ok::PendingOk>,
 }
 
 /// Why a trunk call could not be placed.
@@ -455,19 +455,7 @@ impl<M: MediaIo> Core<M> {
         if info.method != Method::Invite {
             return;
         }
-        let ok = crate::sip::pending_ok::PendingOk::new(
-            now,
-            Bytes::from(bytes),
-            info.cseq,
-            peer.transport.reliable(),
-        );
-        self.timers.push(ok.deadline, (key, CallTimer::OkTimeout));
-        if let Some(next) = ok.next_retransmit() {
-            self.timers.push(next, (key, CallTimer::OkRetransmit));
-        }
-        if let Some(c) = self.trunk_calls.get_mut(&key) {
-            c.ok = Some(ok);
-        }
+        self.arm_ok(now, key, Bytes::from(bytes), info.cseq);
     }
 
     /// The ACK for our 2xx to the far end's re-INVITE; true if it was one.
@@ -481,28 +469,5 @@ impl<M: MediaIo> Core<M> {
             }
         }
         true
-    }
-
-    /// Retransmission of our 2xx to a re-INVITE, or the end of the wait for its ACK.
-    pub(super) fn trunk_ok_timer(&mut self, now: Instant, key: u64, at: Instant, timer: CallTimer) {
-        let Some(c) = self.trunk_calls.get_mut(&key) else {
-            return;
-        };
-        let peer = c.uac.peer;
-        match timer {
-            CallTimer::OkRetransmit => {
-                if let Some((bytes, next)) = c.ok.as_mut().and_then(|ok| ok.retransmit(now, at)) {
-                    self.out.push_back(Transmit { peer, bytes });
-                    self.timers.push(next, (key, CallTimer::OkRetransmit));
-                }
-            }
-            CallTimer::OkTimeout if c.ok.as_ref().is_some_and(|ok| ok.deadline == at) => {
-                // No ACK (RFC 3261 §13.3.1.4): the far end's session is over, so is this call.
-                warn!("no ACK for our 2xx to the trunk's re-INVITE; ending the trunk call");
-                c.ok = None;
-                self.end_trunk(now, key);
-            }
-            _ => {}
-        }
     }
 }
