@@ -1166,3 +1166,59 @@ fn expert_group_answers_through_its_queue_three_way_then_the_expert_keeps_the_ca
         "the expert's talk is on record until the caller hung up: {expert_talk:?}"
     );
 }
+
+#[test]
+fn a_refused_transfer_code_tells_the_agent_and_the_call_goes_on() {
+    let trunk = free_port();
+    let d = Daemon::start_with_targets(
+        &targets(trunk, 20),
+        &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
+    );
+    let agent_port = sipp_seat(&d);
+    let (caller, agent) = (RtpSink::new(), RtpSink::new());
+    let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
+    let failed_ms = prompt_frames("transfer/failed") as u64 * 20;
+    let mut agent_sipp = sipp_uas_with(
+        &d,
+        "agent_talk.xml",
+        agent_port,
+        1,
+        &["-key", "rtp_port", &port_s(agent.port), "-d", "60000"],
+    );
+    let caller_ms = greeting_ms + 6000 + failed_ms;
+    let keyed = std::thread::scope(|s| {
+        let run = caller_speaks(s, &d, &caller, caller_ms);
+        let from = agent.wait_first(Duration::from_secs(greeting_ms / 1000 + 10));
+        std::thread::sleep(Duration::from_millis(300));
+        let keyed = Instant::now();
+        // 9999 is no configured target: the agent hears so and has the caller back.
+        keys(&agent, from, "*9999#");
+        assert_sipp_ok(&run.join().unwrap(), &d);
+        keyed
+    });
+    let _ = agent_sipp.kill();
+    let after: Vec<Packet> = agent
+        .packets()
+        .into_iter()
+        .filter(|p| p.at >= keyed)
+        .collect();
+    let found = find_prompt(&decode_pcmu(&after), &prompt_pcm("transfer/failed"), 0);
+    assert!(
+        found.is_some_and(|(_, c)| c > 0.8),
+        "agent hears transfer/failed: {found:?}"
+    );
+    let back_from = keyed + Duration::from_millis(failed_ms + 1000);
+    let back = heard(&agent, back_from, back_from + Duration::from_secs(2));
+    assert!(
+        tone_share(&back, CALLER_HZ) > 0.5,
+        "agent hears the caller again ({:.2})",
+        tone_share(&back, CALLER_HZ)
+    );
+    assert!(d.log_text().contains("transfer by DTMF refused"));
+    d.wait_idle(Duration::from_secs(5));
+    assert!(
+        !d.stored_events().iter().any(|e| e.0 == "transfer"),
+        "no transfer was started"
+    );
+    assert_eq!(d.metric("hotline_transfers_active"), 0);
+}

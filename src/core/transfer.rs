@@ -43,7 +43,8 @@ enum Phase {
 pub(super) struct Transfer {
     seat_leg: Option<u64>,
     seat: usize,
-    target: usize,
+    /// The configured target (none: a keyed code that was refused, whose failure prompt plays).
+    target: Option<usize>,
     /// The target's call over its trunk (all kinds but expert groups).
     trunk: Option<u64>,
     /// Expert groups: the consultation offered to the seats of the expert queue.
@@ -286,33 +287,19 @@ impl<M: MediaIo> Core<M> {
         };
         self.record("transfer", Some(&call_id), Some(seat), None, serde_json::json!({ "outcome": "started", "number": number, "name": name, "kind": kind_v, "unit": unit, "mode": mode_s, "by": by, "caller": caller }));
         // The caller waits with hold music; the agent hears that the target is being called.
-        if let (Some(a), Some(b)) = (self.media.tx(caller_stream), self.media.tx(leg_stream)) {
-            self.media_io.unbridge(a);
-            self.media_io.unbridge(b);
-        }
-        let hold = self
-            .calls
-            .get(&call_key)
-            .and_then(|c| c.bridged_queue)
-            .and_then(|q| self.plan.queues.get(q.0))
-            .map(|q| q.hold_music);
-        let connecting = self.media.prompts().id("transfer/connecting");
-        let dialling = self.media.prompts().id("transfer/dialling");
-        self.media.set_sending(caller_stream, true);
-        self.media.play(
+        self.part(
+            call_key,
             caller_stream,
-            &connecting.into_iter().chain(hold).collect::<Vec<_>>(),
-            true,
+            Some("transfer/connecting"),
+            leg_stream,
+            "transfer/dialling",
         );
-        self.media.set_sending(leg_stream, true);
-        self.media
-            .play(leg_stream, &dialling.into_iter().collect::<Vec<_>>(), false);
         self.transfers.insert(
             call_key,
             Transfer {
                 seat_leg: Some(leg_key),
                 seat,
-                target,
+                target: Some(target),
                 trunk,
                 expert: expert_queue.map(|queue| Consult {
                     queue,
@@ -334,11 +321,88 @@ impl<M: MediaIo> Core<M> {
         Ok(name)
     }
 
+    /// Caller and agent stop hearing each other: the caller hears `caller_first` (if any) and
+    /// then the queue's hold music; the agent hears `agent_hears`. Its length in ms.
+    fn part(
+        &mut self,
+        call: u64,
+        caller_stream: StreamId,
+        caller_first: Option<&str>,
+        leg_stream: StreamId,
+        agent_hears: &str,
+    ) -> u64 {
+        if let (Some(a), Some(b)) = (self.media.tx(caller_stream), self.media.tx(leg_stream)) {
+            self.media_io.unbridge(a);
+            self.media_io.unbridge(b);
+        }
+        let hold = self
+            .calls
+            .get(&call)
+            .and_then(|c| c.bridged_queue)
+            .and_then(|q| self.plan.queues.get(q.0))
+            .map(|q| q.hold_music);
+        let first = caller_first.and_then(|p| self.media.prompts().id(p));
+        let agent = self.media.prompts().id(agent_hears);
+        let ms = agent
+            .map(|p| self.media.prompts().get(p).duration_ms())
+            .unwrap_or(0);
+        self.media.set_sending(caller_stream, true);
+        self.media.play(
+            caller_stream,
+            &first.into_iter().chain(hold).collect::<Vec<_>>(),
+            true,
+        );
+        self.media.set_sending(leg_stream, true);
+        self.media
+            .play(leg_stream, &agent.into_iter().collect::<Vec<_>>(), false);
+        ms
+    }
+
+    /// A transfer code keyed on the phone was refused (unknown number, nobody of the expert
+    /// group logged in, no capacity): the agent hears 转接未成功 while the caller hears hold
+    /// music, then they talk again, as after a failed transfer.
+    fn keyed_code_refused(&mut self, now: Instant, leg_key: u64) {
+        let Some(leg) = self.legs.get(&leg_key) else {
+            return;
+        };
+        let (call, seat, leg_stream) = (leg.call, leg.seat, leg.stream);
+        let Some(caller_stream) = self
+            .calls
+            .get(&call)
+            .filter(|c| c.bridged_leg == Some(leg_key) && c.state == CallState::Confirmed)
+            .map(|c| c.stream)
+        else {
+            return;
+        };
+        if self.transfers.contains_key(&call) {
+            return;
+        }
+        let ms = self.part(call, caller_stream, None, leg_stream, "transfer/failed");
+        self.transfers.insert(
+            call,
+            Transfer {
+                seat_leg: Some(leg_key),
+                seat,
+                target: None,
+                trunk: None,
+                expert: None,
+                phase: Phase::Restoring,
+                mode: Mode::ThreeWay,
+                started: now,
+                deadline: now,
+            },
+        );
+        self.timers.push(
+            now + Duration::from_millis(ms),
+            (call, CallTimer::TransferDone),
+        );
+    }
+
     fn transfer_record(&mut self, call: u64, outcome: &str, extra: serde_json::Value) {
         let Some(t) = self.transfers.get(&call) else {
             return;
         };
-        let Some(cfg) = self.cfg.targets.get(t.target) else {
+        let Some(cfg) = t.target.and_then(|i| self.cfg.targets.get(i)) else {
             return;
         };
         let mut detail = serde_json::json!({ "outcome": outcome, "number": cfg.number, "name": cfg.name, "kind": cfg.kind, "unit": cfg.unit_name() });
@@ -628,7 +692,7 @@ impl<M: MediaIo> Core<M> {
     }
 
     fn transfer_over(&mut self, call: u64) {
-        if let Some(t) = self.transfers.remove(&call) {
+        if let Some(t) = self.transfers.remove(&call).filter(|t| t.target.is_some()) {
             if t.phase == Phase::Conference {
                 self.media_io.end_conference(call);
                 self.stats
@@ -799,6 +863,9 @@ impl<M: MediaIo> Core<M> {
             &format!("seat {seat} (DTMF)"),
         ) {
             warn!(seat = %seat, number = %number, error = %e, "transfer by DTMF refused");
+            if !matches!(e, TransferError::InProgress | TransferError::NotOnCall) {
+                self.keyed_code_refused(now, key);
+            }
         }
     }
 
