@@ -140,6 +140,9 @@ pub trait MediaIo {
     ) {
     }
     fn stop_recording(&mut self, _a: &Self::Tx) {}
+    /// The recording of `a`'s call goes on with `b` as the other side (the caller's new
+    /// partner after a transfer); no-op when `a` is not recorded.
+    fn record_partner(&mut self, _a: &Self::Tx, _b: &Self::Tx, _codec: crate::media::Codec) {}
     /// Conference `id` of these members (transmitter, codec, payload type): each hears the
     /// others mixed; their packets are no longer relayed. Starting it again re-forms it.
     fn conference(&mut self, _id: u64, _members: &[(&Self::Tx, crate::media::Codec, u8)]) {}

@@ -99,35 +99,7 @@ fn queued_caller_is_bridged_to_a_baresip_agent_with_audio_both_ways() {
     );
 
     // The recording: caller's tone on the left, the agent's on the right.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let wav = loop {
-        let found: Vec<std::path::PathBuf> = std::fs::read_dir(&recordings)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .flat_map(|day| {
-                std::fs::read_dir(day.path())
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.path())
-            })
-            .filter(|p| p.extension().is_some_and(|e| e == "wav"))
-            .collect();
-        if let Some(p) = found.first().filter(|p| hound::WavReader::open(p).is_ok()) {
-            break p.clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no recording in {}",
-            recordings.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut rd = hound::WavReader::open(&wav).unwrap();
-    assert_eq!((rd.spec().channels, rd.spec().sample_rate), (2, 8000));
-    let samples: Vec<i16> = rd.samples::<i16>().map(Result::unwrap).collect();
-    let (left, right): (Vec<i16>, Vec<i16>) = samples.chunks(2).map(|f| (f[0], f[1])).unzip();
+    let (left, right) = recording_in(&recordings);
     assert!(left.len() > 8000 * 4, "{} s recorded", left.len() / 8000);
     let mid = |v: &[i16]| v[v.len() / 3..v.len() * 2 / 3].to_vec();
     assert!(tone_share(&mid(&left), 1000.0) > 0.5, "caller on the left");

@@ -93,9 +93,14 @@ fn expert_seat(d: &Daemon) -> u16 {
 #[test]
 fn three_way_by_dtmf_each_hears_both_others_then_caller_and_target_stay() {
     let trunk = free_port();
+    let recordings = temp_dir("recordings");
     let d = Daemon::start_with_targets(
         &targets(trunk, 20),
-        &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
+        &[
+            ("HOTLINE__REGISTRAR__QUALIFY_S", "0"),
+            ("HOTLINE__QUEUES__LINE-12348__RECORD", "true"),
+            ("HOTLINE__ACD__RECORDINGS", recordings.to_str().unwrap()),
+        ],
     );
     let agent_port = sipp_seat(&d);
     let (caller, agent_sink, target) = (RtpSink::new(), RtpSink::new(), RtpSink::new());
@@ -116,7 +121,7 @@ fn three_way_by_dtmf_each_hears_both_others_then_caller_and_target_stay() {
         &["-key", "rtp_port", &port_s(target.port), "-d", "1000"],
     );
     let caller_ms = greeting_ms + 21000;
-    let (conf_from, conf_to, after_from, after_to) = std::thread::scope(|s| {
+    let (answered_at, conf_from, conf_to, after_from, after_to) = std::thread::scope(|s| {
         let run = s.spawn(|| {
             sipp(
                 &d,
@@ -149,6 +154,7 @@ fn three_way_by_dtmf_each_hears_both_others_then_caller_and_target_stay() {
         let agent_leaves = answered_at + Duration::from_millis(12000);
         let after_from = agent_leaves + Duration::from_millis(1500);
         let windows = (
+            answered_at,
             up + Duration::from_millis(1500),
             agent_leaves - Duration::from_millis(500),
             after_from,
@@ -226,6 +232,42 @@ fn three_way_by_dtmf_each_hears_both_others_then_caller_and_target_stay() {
         share(&t, CALLER_HZ)
     );
     assert!(d.metric("hotline_rtp_mixed_total") > 3 * 100);
+
+    // The recording goes on through the transfer: the caller on the left throughout; on the
+    // right what the caller heard, the agent and the target in the three-way call, then the
+    // target. (It starts when the agent answered.)
+    let (left, right) = recording_in(&recordings);
+    let at = |i: Instant| (i.duration_since(answered_at).as_secs_f64() * 8000.0) as usize;
+    let part =
+        |v: &[i16], a: Instant, b: Instant| v[at(a).min(v.len())..at(b).min(v.len())].to_vec();
+    let (l, r) = (
+        part(&left, conf_from, conf_to),
+        part(&right, conf_from, conf_to),
+    );
+    assert!(
+        l.len() > 8000 * 2 && share(&l, CALLER_HZ) > 0.5,
+        "caller recorded in the three-way call: {} samples, {:.2}",
+        l.len(),
+        share(&l, CALLER_HZ)
+    );
+    assert!(
+        share(&r, AGENT_HZ) > 0.2 && share(&r, TARGET_HZ) > 0.2 && share(&r, CALLER_HZ) < 0.05,
+        "the three-way call's other side recorded: agent {:.2}, target {:.2}, caller {:.2}",
+        share(&r, AGENT_HZ),
+        share(&r, TARGET_HZ),
+        share(&r, CALLER_HZ)
+    );
+    let (l, r) = (
+        part(&left, after_from, after_to),
+        part(&right, after_from, after_to),
+    );
+    assert!(
+        share(&l, CALLER_HZ) > 0.5 && share(&r, TARGET_HZ) > 0.5,
+        "after the agent left: caller {:.2} and target {:.2} recorded ({} samples in all)",
+        share(&l, CALLER_HZ),
+        share(&r, TARGET_HZ),
+        left.len()
+    );
 
     // Figures: the agent transferred one answered call; the sub-centre answered one transfer.
     let view = wait_seat(

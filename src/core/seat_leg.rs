@@ -1056,8 +1056,9 @@ impl<M: MediaIo> Core<M> {
         if let Some(tx) = self.media.tx(stream) {
             self.media_io.unbridge(tx);
         }
-        let ours = self.is_bridged_leg(key);
         let call = leg.call;
+        // A transfer keeps the caller (and its recording) going without this seat.
+        let ours = self.is_bridged_leg(key) && !self.transfers.contains_key(&call);
         if let Some((tx, _)) = self.media.remove(stream) {
             self.media_io.close(tx);
         }

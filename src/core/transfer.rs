@@ -496,9 +496,7 @@ impl<M: MediaIo> Core<M> {
             }
             _ => {
                 info!("target answered: caller and target bridged");
-                if let (Some(a), Some(b)) = (self.media.tx(cs), self.media.tx(ts)) {
-                    self.media_io.bridge(a, b);
-                }
+                self.bridge_to_target(cs, ts);
                 if let Some(t) = self.transfers.get_mut(&call) {
                     t.phase = Phase::Connected;
                 }
@@ -691,6 +689,16 @@ impl<M: MediaIo> Core<M> {
         }
     }
 
+    /// Caller and target talk without the agent; a recorded call goes on being recorded with
+    /// the target as its other side.
+    fn bridge_to_target(&mut self, cs: StreamId, ts: StreamId) {
+        let codec = self.media.codec(ts).unwrap_or(crate::media::Codec::Pcmu);
+        if let (Some(a), Some(b)) = (self.media.tx(cs), self.media.tx(ts)) {
+            self.media_io.bridge(a, b);
+            self.media_io.record_partner(a, b, codec);
+        }
+    }
+
     fn transfer_over(&mut self, call: u64) {
         if let Some(t) = self.transfers.remove(&call).filter(|t| t.target.is_some()) {
             if t.phase == Phase::Conference {
@@ -748,11 +756,8 @@ impl<M: MediaIo> Core<M> {
                     .transfers
                     .get(&call)
                     .and_then(|t| self.target_stream(t));
-                if let (Some(a), Some(b)) = (
-                    cs.and_then(|s| self.media.tx(s)),
-                    ts.and_then(|s| self.media.tx(s)),
-                ) {
-                    self.media_io.bridge(a, b);
+                if let (Some(cs), Some(ts)) = (cs, ts) {
+                    self.bridge_to_target(cs, ts);
                 }
                 self.expert_takes_over(now, call);
                 true

@@ -54,12 +54,18 @@ pub struct Tap {
 impl Tap {
     /// Hands over a relayed packet's audio (at most 30 ms of G.711; longer packets are cut).
     pub fn audio(&self, codec: Codec, payload: &[u8]) {
+        self.audio_as(self.side, codec, payload)
+    }
+
+    /// The same for the other `side` of this recording: in a three-way call the seat side
+    /// is what the caller hears, the conference's mix for it.
+    pub fn audio_as(&self, side: u8, codec: Codec, payload: &[u8]) {
         let len = payload.len().min(240);
         let mut buf = [0u8; 240];
         buf[..len].copy_from_slice(&payload[..len]);
         let _ = self.recorder.tx.send(Message::Audio {
             id: self.id,
-            side: self.side,
+            side,
             codec,
             len: len as u8,
             payload: buf,

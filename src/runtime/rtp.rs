@@ -45,7 +45,8 @@ struct Learning {
     remote: std::sync::Mutex<Option<SocketAddr>>,
     /// While bridged: the other leg, to which every accepted packet is relayed as it is.
     forward: std::sync::Mutex<Option<Relay>>,
-    /// While recorded: where relayed audio also goes, its codec and payload type.
+    /// While recorded: where its audio also goes (the caller's side always, the seat's side
+    /// while relayed to the caller), its codec and payload type.
     tap: std::sync::Mutex<Option<(crate::media::recorder::Tap, crate::media::Codec)>>,
     /// Whether `tap` is set: relayed packets of calls not recorded skip its lock.
     recording: std::sync::atomic::AtomicBool,
@@ -134,6 +135,13 @@ impl RtpIo {
             let Mix { conf, outs } = &mut *m;
             conf.mix(|key, packet| {
                 let Some(out) = outs.get(&key) else { return };
+                // A recorded caller: the mix it hears is the recording's other side.
+                if out.learning.recording.load(Ordering::Relaxed)
+                    && let Some((tap, codec)) = out.learning.tap.lock().ok().and_then(|t| t.clone())
+                    && tap.side == 0
+                {
+                    tap.audio_as(1, codec, packet.get(12..).unwrap_or_default());
+                }
                 if let Some(dst) = out.learning.remote.lock().ok().and_then(|r| *r) {
                     if out.socket.get_ref().send_to(packet, dst).is_ok() {
                         Stats::inc(&self.stats.rtp_mixed);
@@ -264,6 +272,32 @@ impl MediaIo for RtpIo {
 
     fn stop_recording(&mut self, a: &RtpTx) {
         self.stop_recording_port(a.port);
+    }
+
+    fn record_partner(&mut self, a: &RtpTx, b: &RtpTx, codec: crate::media::Codec) {
+        let Some((id, _, partner)) = self.recordings.get_mut(&a.port) else {
+            return;
+        };
+        let tap = partner
+            .tap
+            .lock()
+            .ok()
+            .and_then(|mut t| t.take())
+            .map(|(tap, _)| tap);
+        partner.recording.store(false, Ordering::Relaxed);
+        let Some(tap) = tap else { return };
+        if let Ok(mut t) = b.learning.tap.lock() {
+            *t = Some((
+                crate::media::recorder::Tap {
+                    recorder: tap.recorder,
+                    id: *id,
+                    side: 1,
+                },
+                codec,
+            ));
+        }
+        b.learning.recording.store(true, Ordering::Relaxed);
+        *partner = b.learning.clone();
     }
 
     fn conference(&mut self, id: u64, members: &[(&RtpTx, crate::media::Codec, u8)]) {
@@ -506,22 +540,22 @@ fn on_packet(
     }
     // Bridged: relay the packet to the other leg's peer, unchanged.
     let relay = learning.forward.lock().ok().and_then(|f| f.clone());
+    let relayed = relay.is_some();
     if let Some(relay) = relay {
         if let Some(dst) = relay.learning.remote.lock().ok().and_then(|r| *r) {
             if relay.socket.get_ref().send_to(packet, dst).is_ok() {
                 Stats::inc(&stats.rtp_relayed);
             }
         }
-        let tap = if learning.recording.load(Ordering::Relaxed) {
-            learning.tap.lock().ok().and_then(|t| t.clone())
-        } else {
-            None
-        };
-        if let Some((tap, codec)) = tap {
-            if rtp.payload_type() == codec.static_pt() {
-                tap.audio(codec, rtp.payload());
-            }
-        }
+    }
+    // Recorded: the caller whatever it is connected to (a transfer's hold or conference
+    // included); the seat side only while it is what the caller hears.
+    if learning.recording.load(Ordering::Relaxed)
+        && let Some((tap, codec)) = learning.tap.lock().ok().and_then(|t| t.clone())
+        && (relayed || tap.side == 0)
+        && rtp.payload_type() == codec.static_pt()
+    {
+        tap.audio(codec, rtp.payload());
     }
     let pt = event_pt.load(Ordering::Relaxed);
     if pt != NO_PT && rtp.payload_type() == pt {

@@ -777,6 +777,40 @@ pub fn wav_pcm(path: &Path) -> Vec<i16> {
     r.samples::<i16>().filter_map(Result::ok).collect()
 }
 
+/// The daemon's first call recording under `dir` (`<day>/<file>.wav`), once it is readable
+/// (waits up to 5 s): its left (caller) and right (seat) channels.
+pub fn recording_in(dir: &Path) -> (Vec<i16>, Vec<i16>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let wav = loop {
+        let found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|day| {
+                std::fs::read_dir(day.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+            })
+            .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+            .collect();
+        if let Some(p) = found.first().filter(|p| hound::WavReader::open(p).is_ok()) {
+            break p.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recording in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut rd = hound::WavReader::open(&wav).unwrap();
+    assert_eq!((rd.spec().channels, rd.spec().sample_rate), (2, 8000));
+    let samples: Vec<i16> = rd.samples::<i16>().map(Result::unwrap).collect();
+    samples.chunks(2).map(|f| (f[0], f[1])).unzip()
+}
+
 /// Registers `user` from 127.0.0.1:`port` (digest MD5) and frees the port, so a SIPp UAS
 /// started on it afterwards is the seat's phone: the daemon sends to where REGISTER came from.
 pub fn register_from_port(d: &Daemon, user: &str, password: &str, port: u16) {
