@@ -471,6 +471,13 @@ impl<M: MediaIo> Core<M> {
     }
 
     fn publish_queues(&self, now: Instant) {
+        // Callers whose agent is transferring them to an expert group wait for that queue too.
+        let transfers: Vec<(usize, u64)> = self
+            .transfers
+            .values()
+            .filter_map(|t| t.waiting_for_expert())
+            .map(|(q, since)| (q.0, now.saturating_duration_since(since).as_secs()))
+            .collect();
         for (q, queue) in self.plan.queues.iter().enumerate() {
             let serving: Vec<usize> = (0..self.agents.len())
                 .filter(|&i| {
@@ -485,13 +492,14 @@ impl<M: MediaIo> Core<M> {
                 .iter()
                 .filter_map(|e| self.calls.get(&e.key).and_then(|c| c.queue_entered_at))
                 .map(|t| now.saturating_duration_since(t).as_secs())
+                .chain(transfers.iter().filter(|t| t.0 == q).map(|t| t.1))
                 .max()
                 .unwrap_or(0);
             self.queue_views.insert(
                 queue.name.clone(),
                 QueueView {
                     name: queue.name.clone(),
-                    waiting: self.lines[q].len(),
+                    waiting: self.lines[q].len() + transfers.iter().filter(|t| t.0 == q).count(),
                     longest_wait_s: longest,
                     agents_logged_in: serving
                         .iter()

@@ -777,6 +777,8 @@ fn a_caller_hanging_up_while_the_experts_ring_cancels_them_and_frees_everyone() 
     // The caller hangs up.
     let t2 = t1 + Duration::from_secs(3);
     run(&mut c, t1, t2);
+    let waiting = |c: &C| c.queue_directory().get("line-12333").unwrap().waiting;
+    assert_eq!(waiting(&c), 1, "the transfer waits for the expert queue");
     let bye = format!(
         "BYE sip:hotline@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-bye-a\r\nFrom: <sip:13800000001@127.0.0.1>;tag=t-a\r\n\
          {caller_to}\r\nCall-ID: a\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
@@ -795,6 +797,8 @@ fn a_caller_hanging_up_while_the_experts_ring_cancels_them_and_frees_everyone() 
         "the agent is hung up"
     );
     assert_eq!(state(&c, "1003"), State::WrapUp);
+    run(&mut c, t2, t2 + Duration::from_millis(1100));
+    assert_eq!(waiting(&c), 0);
     for e in ["1004", "1002"] {
         assert_eq!(state(&c, e), State::Available, "{e} free again");
         assert_eq!(

@@ -76,6 +76,12 @@ impl Transfer {
             .then_some((c.queue, self.started))
     }
 
+    /// The expert queue this transfer waits for (ringing or not), and since when.
+    pub(super) fn waiting_for_expert(&self) -> Option<(QueueId, Instant)> {
+        let c = self.expert.as_ref()?;
+        (self.phase == Phase::Dialling && c.leg.is_none()).then_some((c.queue, self.started))
+    }
+
     /// Whether `leg` is an offer of this transfer that may still become its expert.
     pub(super) fn offered(&self, leg: u64) -> bool {
         self.phase == Phase::Dialling
