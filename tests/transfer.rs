@@ -122,23 +122,7 @@ fn three_way_by_dtmf_each_hears_both_others_then_caller_and_target_stay() {
     );
     let caller_ms = greeting_ms + 21000;
     let (answered_at, conf_from, conf_to, after_from, after_to) = std::thread::scope(|s| {
-        let run = s.spawn(|| {
-            sipp(
-                &d,
-                "uac_call.xml",
-                "12348",
-                &[
-                    "-key",
-                    "rtp_port",
-                    &port_s(caller.port),
-                    "-d",
-                    &caller_ms.to_string(),
-                ],
-            )
-        });
-        let daemon_to_caller = caller.wait_first(Duration::from_secs(10));
-        let c = &caller;
-        s.spawn(move || c.send_tone(daemon_to_caller, CALLER_HZ, caller_ms - 500));
+        let run = caller_speaks(s, &d, &caller, caller_ms);
         // Bridged: the agent hears the caller through the daemon's leg port.
         let agent_from = agent_sink.wait_first(Duration::from_secs(greeting_ms / 1000 + 10));
         let answered_at = Instant::now();
