@@ -808,3 +808,59 @@ fn a_caller_hanging_up_while_the_experts_ring_cancels_them_and_frees_everyone() 
         );
     }
 }
+
+#[test]
+fn with_the_agent_gone_the_expert_who_answers_has_the_caller_as_an_ordinary_call() {
+    use hotline::acd::agent::State;
+    let (mut c, agent_invite, _, t1) = agent_with_caller_and_two_experts();
+    c.transfer_by_id(t1, "1003", "8801", false, "test").unwrap();
+    let out = sent(&mut c);
+    let o: Vec<String> = out
+        .iter()
+        .filter(|m| m.starts_with("INVITE sip:100"))
+        .cloned()
+        .collect();
+    let addr = |m: &str| if m.contains("sip:1004@") { S2 } else { S3 };
+    for m in &o {
+        ringing(&mut c, t1, m, addr(m));
+    }
+    // The agent hangs up while the experts ring: the caller waits for them.
+    let t2 = t1 + Duration::from_secs(2);
+    run(&mut c, t1, t2);
+    seat_bye(&mut c, t2, &agent_invite, S1);
+    let out = sent(&mut c);
+    assert!(
+        !out.iter()
+            .any(|m| m.starts_with("BYE ") || m.starts_with("CANCEL ")),
+        "the caller and the offers stay: {out:?}"
+    );
+    assert_eq!(state(&c, "1003"), State::WrapUp);
+    // 1002 answers: caller and expert are bridged, the other offer is CANCELled.
+    let t3 = t2 + Duration::from_secs(1);
+    let to_1002 = o.iter().find(|m| m.contains("sip:1002@")).unwrap();
+    answer(&mut c, t3, to_1002, S3);
+    let out = sent(&mut c);
+    assert!(
+        out.iter().any(|m| m.starts_with("CANCEL sip:1004@")),
+        "{out:?}"
+    );
+    assert_eq!(state(&c, "1002"), State::OnCall);
+    let caller_tx = 2;
+    assert!(
+        c.media_io().bridged.contains(&caller_tx),
+        "caller bridged to the expert"
+    );
+    // The expert hangs up: an ordinary end of a bridged call (line-12333 has no survey): the
+    // caller is hung up and the expert wraps up.
+    let t4 = t3 + Duration::from_secs(10);
+    run(&mut c, t3, t4);
+    seat_bye(&mut c, t4, to_1002, S3);
+    let out = sent(&mut c);
+    assert!(
+        out.iter().any(|m| m.starts_with("BYE sip:13800000001@")),
+        "the caller is hung up: {out:?}"
+    );
+    assert_eq!(state(&c, "1002"), State::WrapUp);
+    assert_eq!(seat_today(&c, "1002").answered, 1);
+    assert_eq!(seat_today(&c, "1004").missed, 0);
+}
