@@ -927,7 +927,7 @@ impl<M: MediaIo> Core<M> {
                 continue;
             }
             if timer == CallTimer::TransferDone {
-                self.transfer_timer(now, key);
+                self.transfer_timer(now, key, at);
                 continue;
             }
             let Some(call) = self.calls.get_mut(&key) else {
@@ -1611,8 +1611,19 @@ impl<M: MediaIo> Core<M> {
                     self.hangup(now, key);
                 } else if let Some(leg) = self.legs.get(&key) {
                     let call = leg.call;
-                    warn!(seat = %self.registrar.seats()[leg.seat].id, "no ACK for our 2xx to the seat's re-INVITE; ending the call");
-                    self.hangup(now, call);
+                    warn!(seat = %self.registrar.seats()[leg.seat].id, "no ACK for our 2xx to the seat's re-INVITE; ending its leg");
+                    if self
+                        .calls
+                        .get(&call)
+                        .is_some_and(|c| c.bridged_leg == Some(key))
+                    {
+                        self.hangup(now, call);
+                    } else {
+                        // An expert in a three-way call (or a leg a transfer took off the
+                        // call): only this seat goes.
+                        self.bye_leg(now, key);
+                        self.transfer_expert_left(now, call, key);
+                    }
                 } else {
                     warn!("no ACK for our 2xx to the trunk's re-INVITE; ending the trunk call");
                     self.end_trunk(now, key);

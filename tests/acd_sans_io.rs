@@ -679,7 +679,7 @@ fn state(c: &C, id: &str) -> hotline::acd::agent::State {
 fn a_transfer_to_an_expert_group_rings_its_free_experts_and_an_expert_leaving_gives_the_caller_back()
  {
     use hotline::acd::agent::State;
-    let (mut c, _agent_invite, _, t1) = agent_with_caller_and_two_experts();
+    let (mut c, agent_invite, _, t1) = agent_with_caller_and_two_experts();
     c.transfer_by_id(t1, "1003", "8801", false, "test").unwrap();
     let out = sent(&mut c);
     let o: Vec<&String> = out
@@ -722,6 +722,29 @@ fn a_transfer_to_an_expert_group_rings_its_free_experts_and_an_expert_leaving_gi
         !c.media_io().bridged.contains(&caller_tx),
         "the caller is in the conference, not bridged to the agent alone"
     );
+    // The agent's phone holds and resumes during the three-way call: the conference has the
+    // caller's media, so the caller is neither given hold music nor bridged to the agent.
+    let our_tag = header(&agent_invite, "From:")
+        .split(";tag=")
+        .nth(1)
+        .unwrap();
+    for (cseq, dir) in [(2, "sendonly"), (3, "sendrecv")] {
+        let sdp = format!(
+            "v=0\r\no=- 1 {cseq} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\na={dir}\r\n"
+        );
+        let reinvite = format!(
+            "INVITE sip:hotline@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {S1};branch=z9hG4bK-hold{cseq}\r\nFrom: <sip:1003@127.0.0.1>;tag=seat\r\n\
+             To: <sip:138@127.0.0.1>;tag={our_tag}\r\n{}\r\nCSeq: {cseq} INVITE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            header(&agent_invite, "Call-ID:"),
+            sdp.len()
+        );
+        c.handle_datagram(t2, reinvite.as_bytes(), udp(S1));
+        assert!(sent(&mut c).iter().any(|m| m.starts_with("SIP/2.0 200")));
+        assert!(
+            !c.media_io().bridged.contains(&caller_tx),
+            "{dir}: the caller stays in the conference"
+        );
+    }
     // The expert leaves the three-way call: the agent has the caller back; the expert wraps
     // up; the caller is not hung up.
     let t3 = t2 + Duration::from_secs(5);

@@ -268,14 +268,19 @@ impl<M: MediaIo> Core<M> {
             return;
         }
         // Transfers to expert groups first: each holds a caller and an agent.
-        let mut consults: Vec<(Instant, u64, QueueId)> = self
+        let mut consults: Vec<(Instant, u64, QueueId, usize)> = self
             .transfers
             .iter()
-            .filter_map(|(&call, t)| t.wants_expert().map(|(q, since)| (since, call, q)))
+            .filter_map(|(&call, t)| {
+                t.wants_expert()
+                    .map(|(q, since)| (since, call, q, t.by_seat()))
+            })
             .collect();
-        consults.sort_unstable_by_key(|&(since, call, _)| (since, call));
-        for (since, call, q) in consults {
-            let seats = self.pick_seats(now, q.0, now.saturating_duration_since(since));
+        consults.sort_unstable_by_key(|&(since, call, _, _)| (since, call));
+        for (since, call, q, by) in consults {
+            // Never back to the agent who is transferring (if it hung up and is free again).
+            let waited = now.saturating_duration_since(since);
+            let seats = self.pick_seats(now, q.0, waited, Some(by));
             for seat in seats {
                 if !self.offer(now, call, seat, q, true) {
                     return;
@@ -304,7 +309,7 @@ impl<M: MediaIo> Core<M> {
                     .and_then(|c| c.queue_entered_at)
                     .unwrap_or(now),
             );
-            for seat in self.pick_seats(now, q, waited) {
+            for seat in self.pick_seats(now, q, waited, None) {
                 if !self.offer(now, e.key, seat, QueueId(q), false) {
                     return; // no port or no contact now; the next dispatch tries again
                 }
@@ -315,15 +320,22 @@ impl<M: MediaIo> Core<M> {
         }
     }
 
-    /// The free seats of queue `q` to offer a call that has waited `waited`, by the queue's
-    /// strategy among the members its wait has widened to.
-    fn pick_seats(&mut self, now: Instant, q: usize, waited: Duration) -> Vec<usize> {
+    /// The free seats of queue `q` (but `except`) to offer a call that has waited `waited`, by
+    /// the queue's strategy among the members its wait has widened to.
+    fn pick_seats(
+        &mut self,
+        now: Instant,
+        q: usize,
+        waited: Duration,
+        except: Option<usize>,
+    ) -> Vec<usize> {
         let queue = &self.plan.queues[q];
         let max_penalty = crate::acd::queue::max_penalty(waited, queue.widen_every);
         let candidates: Vec<Candidate> = self.members[q]
             .iter()
             .filter(|&&(i, p)| {
                 p <= max_penalty
+                    && Some(i) != except
                     && self.agents[i].ready(now)
                     && self.registrar.contacts(i, now).any(|b| b.reachable)
             })
@@ -1296,9 +1308,10 @@ impl<M: MediaIo> Core<M> {
             .and_then(|q| self.plan.queues.get(q.0))
             .map(|q| q.hold_music);
         info!(seat = %self.registrar.seats()[seat].id, hold, "re-INVITE from the seat");
-        // Hold moves the caller only for the seat it is bridged to (not for an expert in a
-        // three-way call, nor a leg a transfer took off the call).
-        let caller = caller.filter(|_| self.is_bridged_leg(key));
+        // Hold moves the caller only for the seat it is bridged to, and not during a transfer
+        // (which has the caller's media: hold music, or the three-way call).
+        let caller =
+            caller.filter(|_| self.is_bridged_leg(key) && !self.transfers.contains_key(&call_key));
         if let Some(caller) = caller {
             match (hold, was_on_hold) {
                 (true, false) => {

@@ -54,6 +54,9 @@ pub(super) struct Transfer {
     started: Instant,
     /// An expert group must answer by then (a trunk call has its own ring timeout).
     deadline: Instant,
+    /// When the transfer's one timer (expert deadline, end of a prompt) is due; timers set
+    /// for an earlier step are ignored.
+    due: Option<Instant>,
 }
 
 /// A transfer to an expert group waits in the group's queue like a caller, ahead of callers
@@ -215,9 +218,12 @@ impl<M: MediaIo> Core<M> {
                     .iter()
                     .position(|q| q.name == name)
                     .ok_or_else(|| TransferError::UnknownTarget(number.to_string()))?;
-                let staffed = self.members[q]
-                    .iter()
-                    .any(|&(i, _)| self.agents[i].state() != AgentState::LoggedOut);
+                let staffed = self.members[q].iter().any(|&(i, _)| {
+                    !matches!(
+                        self.agents[i].state(),
+                        AgentState::LoggedOut | AgentState::Paused
+                    )
+                });
                 if !staffed {
                     return Err(TransferError::NoExperts(t.name.clone()));
                 }
@@ -316,12 +322,12 @@ impl<M: MediaIo> Core<M> {
                 mode,
                 started: now,
                 deadline: now + timeout,
+                due: None,
             },
         );
         Stats::inc(&self.stats.transfers_active);
         if expert_queue.is_some() {
-            self.timers
-                .push(now + timeout, (call_key, CallTimer::TransferDone));
+            self.transfer_timer_at(call_key, now + timeout);
             self.dispatch(now);
         }
         Ok(name)
@@ -396,12 +402,10 @@ impl<M: MediaIo> Core<M> {
                 mode: Mode::ThreeWay,
                 started: now,
                 deadline: now,
+                due: None,
             },
         );
-        self.timers.push(
-            now + Duration::from_millis(ms),
-            (call, CallTimer::TransferDone),
-        );
+        self.transfer_timer_at(call, now + Duration::from_millis(ms));
     }
 
     fn transfer_record(&mut self, call: u64, outcome: &str, extra: serde_json::Value) {
@@ -546,10 +550,7 @@ impl<M: MediaIo> Core<M> {
                 if let Some(t) = self.transfers.get_mut(&call) {
                     t.phase = Phase::Restoring;
                 }
-                self.timers.push(
-                    now + Duration::from_millis(ms),
-                    (call, CallTimer::TransferDone),
-                );
+                self.transfer_timer_at(call, now + Duration::from_millis(ms));
             }
             None => self.transfer_give_up(now, call),
         }
@@ -641,16 +642,21 @@ impl<M: MediaIo> Core<M> {
         if let Some(t) = self.transfers.get_mut(&call) {
             t.phase = Phase::GivingUp;
         }
-        self.timers.push(
-            now + Duration::from_millis(ms),
-            (call, CallTimer::TransferDone),
-        );
+        self.transfer_timer_at(call, now + Duration::from_millis(ms));
+    }
+
+    /// The transfer's next step is due at `at`.
+    fn transfer_timer_at(&mut self, call: u64, at: Instant) {
+        if let Some(t) = self.transfers.get_mut(&call) {
+            t.due = Some(at);
+            self.timers.push(at, (call, CallTimer::TransferDone));
+        }
     }
 
     /// The failure prompt has played (agent: caller back) or the apology (caller: hung up),
     /// or an expert group did not answer in time.
-    pub(super) fn transfer_timer(&mut self, now: Instant, call: u64) {
-        let Some(t) = self.transfers.get(&call) else {
+    pub(super) fn transfer_timer(&mut self, now: Instant, call: u64, at: Instant) {
+        let Some(t) = self.transfers.get(&call).filter(|t| t.due == Some(at)) else {
             return;
         };
         match t.phase {
@@ -769,8 +775,12 @@ impl<M: MediaIo> Core<M> {
                 true
             }
             Phase::Restoring => {
-                // Nobody is left to take the caller back: the normal end of the call.
+                // Nobody is left to take the caller back: the normal end of the call, and of
+                // its recording.
                 self.transfer_over(call);
+                if let Some(tx) = self.calls.get(&call).and_then(|c| self.media.tx(c.stream)) {
+                    self.media_io.stop_recording(tx);
+                }
                 false
             }
             Phase::Connected | Phase::GivingUp => false,
