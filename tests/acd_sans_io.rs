@@ -887,3 +887,62 @@ fn with_the_agent_gone_the_expert_who_answers_has_the_caller_as_an_ordinary_call
     assert_eq!(seat_today(&c, "1002").answered, 1);
     assert_eq!(seat_today(&c, "1004").missed, 0);
 }
+
+#[test]
+fn a_blind_transfer_by_refer_to_an_expert_group_hands_the_caller_to_the_expert() {
+    use hotline::acd::agent::State;
+    let (mut c, agent_invite, _, t1) = agent_with_caller_and_two_experts();
+    let our_tag = header(&agent_invite, "From:")
+        .split(";tag=")
+        .nth(1)
+        .unwrap();
+    let refer = format!(
+        "REFER sip:hotline@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {S1};branch=z9hG4bK-refer\r\nFrom: <sip:1003@127.0.0.1>;tag=seat\r\n\
+         To: <sip:138@127.0.0.1>;tag={our_tag}\r\n{}\r\nCSeq: 2 REFER\r\nContact: <sip:1003@{S1}>\r\nRefer-To: <sip:8801@127.0.0.1>\r\nContent-Length: 0\r\n\r\n",
+        header(&agent_invite, "Call-ID:")
+    );
+    c.handle_datagram(t1, refer.as_bytes(), udp(S1));
+    let out = sent(&mut c);
+    assert!(out.iter().any(|m| m.starts_with("SIP/2.0 202")), "{out:?}");
+    assert!(
+        out.iter()
+            .any(|m| m.starts_with("NOTIFY ") && m.contains("SIP/2.0 100 Trying")),
+        "{out:?}"
+    );
+    let o: Vec<String> = out
+        .iter()
+        .filter(|m| m.starts_with("INVITE sip:100"))
+        .cloned()
+        .collect();
+    assert_eq!(o.len(), 2, "both experts ring: {out:?}");
+    let to_1004 = o.iter().find(|m| m.contains("sip:1004@")).unwrap();
+    for m in &o {
+        ringing(&mut c, t1, m, if m.contains("sip:1004@") { S2 } else { S3 });
+    }
+    let t2 = t1 + Duration::from_secs(2);
+    run(&mut c, t1, t2);
+    answer(&mut c, t2, to_1004, S2);
+    let out = sent(&mut c);
+    let agent_call_id = header(&agent_invite, "Call-ID:");
+    assert!(
+        out.iter().any(|m| m.starts_with("NOTIFY ")
+            && m.contains("SIP/2.0 200 OK")
+            && m.contains("terminated")),
+        "the agent's phone is told the transfer succeeded: {out:?}"
+    );
+    assert!(
+        out.iter()
+            .any(|m| m.starts_with("BYE ") && m.contains(agent_call_id)),
+        "the agent's leg is done"
+    );
+    assert!(out.iter().any(|m| m.starts_with("CANCEL sip:1002@")));
+    let caller_tx = 2;
+    assert!(
+        c.media_io().bridged.contains(&caller_tx),
+        "caller bridged to the expert"
+    );
+    assert_eq!(state(&c, "1004"), State::OnCall);
+    assert_eq!(state(&c, "1003"), State::WrapUp);
+    assert_eq!(seat_today(&c, "1003").transferred, 1);
+    assert_eq!(c.active_calls(), 1);
+}
