@@ -671,6 +671,25 @@ fn agent_with_caller_and_two_experts() -> (C, String, String, Instant) {
     (c, o[0].2.clone(), caller_to, t1)
 }
 
+/// The transfer's offers to the two experts among `out`, both ringing now: (to 1004, to 1002).
+fn experts_ring(c: &mut C, t: Instant, out: &[String]) -> (String, String) {
+    let o: Vec<&String> = out
+        .iter()
+        .filter(|m| m.starts_with("INVITE sip:100"))
+        .collect();
+    assert_eq!(o.len(), 2, "ring-all: both experts are offered it: {out:?}");
+    let to = |user: &str| {
+        o.iter()
+            .find(|m| m.starts_with(&format!("INVITE sip:{user}@")))
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| panic!("{user} offered: {out:?}"))
+    };
+    let (to_1004, to_1002) = (to("1004"), to("1002"));
+    ringing(c, t, &to_1004, S2);
+    ringing(c, t, &to_1002, S3);
+    (to_1004, to_1002)
+}
+
 fn state(c: &C, id: &str) -> hotline::acd::agent::State {
     c.seat_directory().get(id).unwrap().state
 }
@@ -682,12 +701,8 @@ fn a_transfer_to_an_expert_group_rings_its_free_experts_and_an_expert_leaving_gi
     let (mut c, agent_invite, _, t1) = agent_with_caller_and_two_experts();
     c.transfer_by_id(t1, "1003", "8801", false, "test").unwrap();
     let out = sent(&mut c);
-    let o: Vec<&String> = out
-        .iter()
-        .filter(|m| m.starts_with("INVITE sip:100"))
-        .collect();
-    assert_eq!(o.len(), 2, "ring-all: both experts ring");
-    for m in &o {
+    let (to_1004, to_1002) = experts_ring(&mut c, t1, &out);
+    for m in [&to_1004, &to_1002] {
         assert!(m.contains("X-Hotline-Transfer-By: 1003"), "{m}");
         assert!(m.contains("X-Hotline-Queue: line-12333"), "{m}");
         assert!(
@@ -695,13 +710,6 @@ fn a_transfer_to_an_expert_group_rings_its_free_experts_and_an_expert_leaving_gi
             "the caller's number: {m}"
         );
     }
-    let (to_1004, to_1002) = if o[0].starts_with("INVITE sip:1004@") {
-        (o[0].clone(), o[1].clone())
-    } else {
-        (o[1].clone(), o[0].clone())
-    };
-    ringing(&mut c, t1, &to_1004, S2);
-    ringing(&mut c, t1, &to_1002, S3);
     let t2 = t1 + Duration::from_secs(2);
     run(&mut c, t1, t2);
     answer(&mut c, t2, &to_1004, S2);
@@ -779,24 +787,7 @@ fn a_caller_hanging_up_while_the_experts_ring_cancels_them_and_frees_everyone() 
     let (mut c, agent_invite, caller_to, t1) = agent_with_caller_and_two_experts();
     c.transfer_by_id(t1, "1003", "8801", false, "test").unwrap();
     let out = sent(&mut c);
-    let o: Vec<String> = out
-        .iter()
-        .filter(|m| m.starts_with("INVITE sip:100"))
-        .cloned()
-        .collect();
-    assert_eq!(o.len(), 2);
-    ringing(
-        &mut c,
-        t1,
-        &o[0],
-        if o[0].contains("sip:1004@") { S2 } else { S3 },
-    );
-    ringing(
-        &mut c,
-        t1,
-        &o[1],
-        if o[1].contains("sip:1004@") { S2 } else { S3 },
-    );
+    experts_ring(&mut c, t1, &out);
     // The caller hangs up.
     let t2 = t1 + Duration::from_secs(3);
     run(&mut c, t1, t2);
@@ -838,15 +829,7 @@ fn with_the_agent_gone_the_expert_who_answers_has_the_caller_as_an_ordinary_call
     let (mut c, agent_invite, _, t1) = agent_with_caller_and_two_experts();
     c.transfer_by_id(t1, "1003", "8801", false, "test").unwrap();
     let out = sent(&mut c);
-    let o: Vec<String> = out
-        .iter()
-        .filter(|m| m.starts_with("INVITE sip:100"))
-        .cloned()
-        .collect();
-    let addr = |m: &str| if m.contains("sip:1004@") { S2 } else { S3 };
-    for m in &o {
-        ringing(&mut c, t1, m, addr(m));
-    }
+    let (_, to_1002) = experts_ring(&mut c, t1, &out);
     // The agent hangs up while the experts ring: the caller waits for them.
     let t2 = t1 + Duration::from_secs(2);
     run(&mut c, t1, t2);
@@ -860,8 +843,7 @@ fn with_the_agent_gone_the_expert_who_answers_has_the_caller_as_an_ordinary_call
     assert_eq!(state(&c, "1003"), State::WrapUp);
     // 1002 answers: caller and expert are bridged, the other offer is CANCELled.
     let t3 = t2 + Duration::from_secs(1);
-    let to_1002 = o.iter().find(|m| m.contains("sip:1002@")).unwrap();
-    answer(&mut c, t3, to_1002, S3);
+    answer(&mut c, t3, &to_1002, S3);
     let out = sent(&mut c);
     assert!(
         out.iter().any(|m| m.starts_with("CANCEL sip:1004@")),
@@ -877,7 +859,7 @@ fn with_the_agent_gone_the_expert_who_answers_has_the_caller_as_an_ordinary_call
     // caller is hung up and the expert wraps up.
     let t4 = t3 + Duration::from_secs(10);
     run(&mut c, t3, t4);
-    seat_bye(&mut c, t4, to_1002, S3);
+    seat_bye(&mut c, t4, &to_1002, S3);
     let out = sent(&mut c);
     assert!(
         out.iter().any(|m| m.starts_with("BYE sip:13800000001@")),
@@ -909,19 +891,10 @@ fn a_blind_transfer_by_refer_to_an_expert_group_hands_the_caller_to_the_expert()
             .any(|m| m.starts_with("NOTIFY ") && m.contains("SIP/2.0 100 Trying")),
         "{out:?}"
     );
-    let o: Vec<String> = out
-        .iter()
-        .filter(|m| m.starts_with("INVITE sip:100"))
-        .cloned()
-        .collect();
-    assert_eq!(o.len(), 2, "both experts ring: {out:?}");
-    let to_1004 = o.iter().find(|m| m.contains("sip:1004@")).unwrap();
-    for m in &o {
-        ringing(&mut c, t1, m, if m.contains("sip:1004@") { S2 } else { S3 });
-    }
+    let (to_1004, _) = experts_ring(&mut c, t1, &out);
     let t2 = t1 + Duration::from_secs(2);
     run(&mut c, t1, t2);
-    answer(&mut c, t2, to_1004, S2);
+    answer(&mut c, t2, &to_1004, S2);
     let out = sent(&mut c);
     let agent_call_id = header(&agent_invite, "Call-ID:");
     assert!(
