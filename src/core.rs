@@ -1379,13 +1379,7 @@ impl<M: MediaIo> Core<M> {
             .as_ref()
             .map(|m| m.primary())
             .unwrap_or((crate::media::Codec::Pcmu, 0));
-        let params = StreamParams {
-            codec,
-            payload_type: pt,
-            ssrc: rng.random(),
-            first_seq: rng.random(),
-            first_ts: rng.random(),
-        };
+        let params = StreamParams::random(codec, pt);
         let remote_addr = remote_media.as_ref().and_then(|m| m.addr);
         self.media_io
             .set_event_pt(&tx, remote_media.as_ref().and_then(|m| m.telephone_event));

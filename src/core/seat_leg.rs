@@ -388,13 +388,7 @@ impl<M: MediaIo> Core<M> {
         };
         self.next_key += 1;
         let mut rng = rand::rng();
-        let params = StreamParams {
-            codec,
-            payload_type: caller_pt,
-            ssrc: rng.random(),
-            first_seq: rng.random(),
-            first_ts: rng.random(),
-        };
+        let params = StreamParams::random(codec, caller_pt);
         let stream = self.media.add(now, tx, None, params);
         self.media.set_sending(stream, false);
         let host = SocketAddr::new(local_ip, self.cfg.sip.listen.port()).to_string();

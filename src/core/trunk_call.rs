@@ -67,13 +67,7 @@ impl<M: MediaIo> Core<M> {
         self.next_key += 1;
         let local_ip = self.local_ip(gateway.ip());
         let mut rng = rand::rng();
-        let params = StreamParams {
-            codec,
-            payload_type: pt,
-            ssrc: rng.random(),
-            first_seq: rng.random(),
-            first_ts: rng.random(),
-        };
+        let params = StreamParams::random(codec, pt);
         let stream = self.media.add(now, tx, None, params);
         self.media.set_sending(stream, false);
         let local = LocalMedia {
