@@ -684,7 +684,12 @@ impl Config {
                 return bad("timeout_s must be > 0".into());
             }
             match (t.kind, &t.trunk, &t.queue) {
-                (TargetKind::Expert, _, Some(q)) if self.queues.contains_key(q) => {}
+                (TargetKind::Expert, _, Some(q)) if self.queues.contains_key(q) => {
+                    // Every transfer to a group nobody can serve would be refused.
+                    if !self.seats.iter().any(|s| s.queues.contains(q)) {
+                        return bad(format!("no seat serves its queue {q:?}"));
+                    }
+                }
                 (TargetKind::Expert, _, q) => {
                     return bad(format!(
                         "an expert target needs queue = one of [queues], not {q:?}"

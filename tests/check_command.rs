@@ -69,3 +69,38 @@ fn a_broken_scoring_rules_file_is_reported() {
         "{text}"
     );
 }
+
+#[test]
+fn an_expert_target_whose_queue_no_seat_serves_is_reported() {
+    // The shipped configuration beside links to the shipped prompts and dialplans, with the
+    // expert target 12348 pointed at line-12369, which no seat serves.
+    let dir = temp_dir("expert-queue");
+    for d in ["prompts", "dialplans"] {
+        std::os::unix::fs::symlink(repo().join(d), dir.join(d)).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("config")).unwrap();
+    std::fs::copy(
+        repo().join("config/scoring.toml"),
+        dir.join("config/scoring.toml"),
+    )
+    .unwrap();
+    let shipped = std::fs::read_to_string(repo().join("config/hotline.toml")).unwrap();
+    assert!(shipped.contains("queue = \"line-12348\""));
+    std::fs::write(
+        dir.join("config/hotline.toml"),
+        shipped.replace("queue = \"line-12348\"", "queue = \"line-12369\""),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["check", "--config"])
+        .arg(dir.join("config/hotline.toml"))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("target 12348 (法律援助专家): no seat serves its queue \"line-12369\""),
+        "{text}"
+    );
+}
