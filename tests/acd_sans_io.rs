@@ -892,6 +892,15 @@ fn a_blind_transfer_by_refer_to_an_expert_group_hands_the_caller_to_the_expert()
         "{out:?}"
     );
     let (to_1004, _) = experts_ring(&mut c, t1, &out);
+    let rung: Vec<String> = sent(&mut c)
+        .into_iter()
+        .filter(|m| m.starts_with("NOTIFY ") && m.contains("SIP/2.0 180 Ringing"))
+        .collect();
+    assert_eq!(
+        rung.len(),
+        1,
+        "the agent's phone is told once that experts ring"
+    );
     let t2 = t1 + Duration::from_secs(2);
     run(&mut c, t1, t2);
     answer(&mut c, t2, &to_1004, S2);

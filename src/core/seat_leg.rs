@@ -641,6 +641,10 @@ impl<M: MediaIo> Core<M> {
             if leg.state == LegState::Calling {
                 leg.state = LegState::Proceeding;
                 leg.retransmit_at = None;
+                if leg.consult && (180..190).contains(&code) {
+                    let call = leg.call;
+                    self.consult_ringing(now, call);
+                }
             } else if leg.cancel_pending {
                 self.send_cancel(now, key);
             }

@@ -57,6 +57,8 @@ pub(super) struct Transfer {
     /// When the transfer's one timer (expert deadline, end of a prompt) is due; timers set
     /// for an earlier step are ignored.
     due: Option<Instant>,
+    /// A blind transfer's agent was told the target rings (several experts may).
+    ringing_told: bool,
 }
 
 /// A transfer to an expert group waits in the group's queue like a caller, ahead of callers
@@ -323,6 +325,7 @@ impl<M: MediaIo> Core<M> {
                 started: now,
                 deadline: now + timeout,
                 due: None,
+                ringing_told: false,
             },
         );
         Stats::inc(&self.stats.transfers_active);
@@ -403,6 +406,7 @@ impl<M: MediaIo> Core<M> {
                 started: now,
                 deadline: now,
                 due: None,
+                ringing_told: false,
             },
         );
         self.transfer_timer_at(call, now + Duration::from_millis(ms));
@@ -592,6 +596,18 @@ impl<M: MediaIo> Core<M> {
         {
             c.offers.push(leg);
         }
+    }
+
+    /// An expert's phone rings: a blind transfer's agent is told so, once.
+    pub(super) fn consult_ringing(&mut self, now: Instant, call: u64) {
+        let Some(t) = self.transfers.get_mut(&call) else {
+            return;
+        };
+        if t.mode != Mode::Blind || std::mem::replace(&mut t.ringing_told, true) {
+            return;
+        }
+        let leg = t.seat_leg;
+        self.refer_notify(now, leg, "SIP/2.0 180 Ringing", false);
     }
 
     /// An offer of a transfer to an expert ended unanswered; the next dispatch offers the
