@@ -4,6 +4,7 @@
 //!
 //! One `Core` owns every call, transaction and media stream, so nothing here locks.
 
+mod consult;
 mod probe;
 mod seat_leg;
 mod transfer;
@@ -268,6 +269,9 @@ struct Call {
     bridged_seat: Option<usize>,
     bridged_queue: Option<crate::ivr::dialplan::QueueId>,
     bridged: bool,
+    /// A seat's own consultation call to a transfer target (before an attended transfer):
+    /// not a citizen's call, so it is in no record or figure.
+    consult: Option<consult::SeatConsult>,
 }
 
 pub struct Core<M: MediaIo> {
@@ -1285,52 +1289,38 @@ impl<M: MediaIo> Core<M> {
                 &[("Unsupported", unsupported.as_str())],
             );
         }
+        let mut consult = None;
         let decision = if let Some(action) = self.feature_code(&info.ruri_user) {
-            use rsipstack::sip::prelude::HeadersExt as _;
             // A seat dials a feature code: only an authenticated seat may change its state.
-            let from_user = req
-                .from_header()
-                .ok()
-                .and_then(|f| f.uri().ok())
-                .and_then(|u| u.user().map(str::to_string))
-                .unwrap_or_default();
-            let now_s = self.clock.now_utc().timestamp().max(0) as u64;
-            match self.registrar.authenticate(
-                now,
-                now_s,
-                &req,
-                &from_user,
-                "Proxy-Authorization",
-                peer,
-            ) {
-                AuthOutcome::Seat(i) => {
-                    let prompt = action.prompt();
-                    let ok = self.agent_action(now, i, action, "feature code").is_ok();
-                    let name = if ok { prompt } else { "agent/refused" };
-                    match self.media.prompts().id(name).or(self.plan.sorry) {
-                        Some(p) => Decision::Announce(p),
-                        None => return refuse(self, 500, "Server Internal Error", &[]),
-                    }
-                }
-                AuthOutcome::Challenge { stale } => {
-                    let ch = self.registrar.challenges(now_s, stale);
-                    let hdrs: Vec<(&str, &str)> = ch
-                        .iter()
-                        .map(|c| ("Proxy-Authenticate", c.as_str()))
-                        .collect();
-                    return refuse(self, 407, "Proxy Authentication Required", &hdrs);
-                }
-                AuthOutcome::Throttled { retry_after_s } => {
-                    let r = retry_after_s.to_string();
-                    return refuse(self, 403, "Forbidden", &[("Retry-After", r.as_str())]);
-                }
-                AuthOutcome::NotFound | AuthOutcome::Forbidden(_) => {
-                    return refuse(self, 403, "Forbidden", &[]);
-                }
-                AuthOutcome::BadRequest(why) => {
-                    let w = format!("399 hotline \"{}\"", why.replace('"', "'"));
-                    return refuse(self, 400, "Bad Request", &[("Warning", w.as_str())]);
-                }
+            let i = match self.authenticate_seat(now, &req, peer) {
+                Ok(i) => i,
+                Err(r) => return refuse(self, r.code, r.reason, &r.headers()),
+            };
+            let prompt = action.prompt();
+            let ok = self.agent_action(now, i, action, "feature code").is_ok();
+            let name = if ok { prompt } else { "agent/refused" };
+            match self.media.prompts().id(name).or(self.plan.sorry) {
+                Some(p) => Decision::Announce(p),
+                None => return refuse(self, 500, "Server Internal Error", &[]),
+            }
+        } else if let Some(target) = self.consult_target(&req, &info.ruri_user) {
+            // A seat calls a transfer target through us to consult it (attended transfer):
+            // only as an authenticated seat that has a caller to transfer.
+            let i = match self.authenticate_seat(now, &req, peer) {
+                Ok(i) => i,
+                Err(r) => return refuse(self, r.code, r.reason, &r.headers()),
+            };
+            if self.bridged_leg_of(i).is_none() {
+                let w = [(
+                    "Warning",
+                    "399 hotline \"a seat calls a target only to consult it about its caller\"",
+                )];
+                return refuse(self, 403, "Forbidden", &w);
+            }
+            consult = Some(consult::SeatConsult::new(i, target));
+            match self.plan.sorry {
+                Some(p) => Decision::Announce(p),
+                None => return refuse(self, 500, "Server Internal Error", &[]),
             }
         } else {
             let today = self.clock.today_shanghai();
@@ -1401,6 +1391,7 @@ impl<M: MediaIo> Core<M> {
             })
             .collect();
         let local_tag = random_token();
+        let is_consult = consult.is_some();
         let call = Call {
             call_id: info.call_id.clone(),
             remote_tag: from_tag.clone(),
@@ -1438,11 +1429,12 @@ impl<M: MediaIo> Core<M> {
             survey_done: false,
             bridged_seat: None,
             bridged: false,
+            consult,
             invite: req,
         };
         info!(rtp_port = port, "new call");
         self.calls.insert(key, call);
-        {
+        if !is_consult {
             use rsipstack::sip::prelude::HeadersExt as _;
             let caller = self.calls[&key]
                 .invite
@@ -1457,7 +1449,9 @@ impl<M: MediaIo> Core<M> {
         self.dialogs.insert((info.call_id.clone(), from_tag), key);
         self.by_branch.insert(info.branch.clone(), key);
         self.stream_calls.insert(stream, key);
-        Stats::inc(&self.stats.calls_active);
+        if !is_consult {
+            Stats::inc(&self.stats.calls_active);
+        }
 
         let call = &self.calls[&key];
         let trying = message::response(
@@ -1487,13 +1481,56 @@ impl<M: MediaIo> Core<M> {
             .server_txs
             .respond(now, &info.branch, Method::Invite, 180, ringing, peer);
         self.out.push_back(t);
-        if self.cfg.sip.ring_ms == 0 {
+        if is_consult {
+            // Answered when the target answers.
+            self.dial_consult(now, key);
+        } else if self.cfg.sip.ring_ms == 0 {
             self.answer(now, key);
         } else {
             self.timers.push(
                 now + Duration::from_millis(self.cfg.sip.ring_ms),
                 (key, CallTimer::Answer),
             );
+        }
+    }
+
+    /// The seat whose digest (`Proxy-Authorization`) signs this request from a phone, or
+    /// the answer to send: 407 with a challenge, 403, 400.
+    fn authenticate_seat(
+        &mut self,
+        now: Instant,
+        req: &Request,
+        peer: Peer,
+    ) -> Result<usize, Refusal> {
+        let from_user = self.from_user(req);
+        let now_s = self.clock.now_utc().timestamp().max(0) as u64;
+        let refusal = |code, reason, headers| {
+            Err(Refusal {
+                code,
+                reason,
+                headers,
+            })
+        };
+        match self
+            .registrar
+            .authenticate(now, now_s, req, &from_user, "Proxy-Authorization", peer)
+        {
+            AuthOutcome::Seat(i) => Ok(i),
+            AuthOutcome::Challenge { stale } => {
+                let ch = self.registrar.challenges(now_s, stale);
+                let hdrs = ch.into_iter().map(|c| ("Proxy-Authenticate", c)).collect();
+                refusal(407, "Proxy Authentication Required", hdrs)
+            }
+            AuthOutcome::Throttled { retry_after_s } => refusal(
+                403,
+                "Forbidden",
+                vec![("Retry-After", retry_after_s.to_string())],
+            ),
+            AuthOutcome::NotFound | AuthOutcome::Forbidden(_) => refusal(403, "Forbidden", vec![]),
+            AuthOutcome::BadRequest(why) => {
+                let w = format!("399 hotline \"{}\"", why.replace('"', "'"));
+                refusal(400, "Bad Request", vec![("Warning", w)])
+            }
         }
     }
 
@@ -1534,11 +1571,16 @@ impl<M: MediaIo> Core<M> {
         ));
         let (branch, peer, cseq) = (call.invite_branch.clone(), call.peer, call.remote_cseq);
         call.state = CallState::Answered;
+        let consult = call.consult.is_some();
         self.arm_ok(now, key, bytes.clone(), cseq);
         let t = self
             .server_txs
             .respond(now, &branch, Method::Invite, 200, bytes.to_vec(), peer);
         self.out.push_back(t);
+        if consult {
+            // The seat and the target talk through the bridge the caller of this runs.
+            return;
+        }
         Stats::inc(&self.stats.calls_answered);
         info!("answered");
         let call_id = self.calls.get(&key).map(|c| c.call_id.clone());
@@ -1717,7 +1759,10 @@ impl<M: MediaIo> Core<M> {
             match sdp::parse(&req.body) {
                 Ok(m) => {
                     self.apply_remote_media(key, m);
-                    let starts = self.calls.get(&key).is_some_and(|c| c.ivr.is_none());
+                    let starts = self
+                        .calls
+                        .get(&key)
+                        .is_some_and(|c| c.ivr.is_none() && c.consult.is_none());
                     if starts {
                         self.start_ivr(now, key);
                     }
@@ -1742,10 +1787,14 @@ impl<M: MediaIo> Core<M> {
         let (codec, pt) = m.primary();
         self.media.set_codec(call.stream, codec, pt);
         self.media.set_remote(call.stream, m.addr);
-        // While bridged, the caller hears the seat through the relay, never our stream.
+        // While bridged (to a seat, or a consultation to its target) the far end hears the
+        // relay, never our stream.
         self.media.set_sending(
             call.stream,
-            m.direction.we_may_send() && m.addr.is_some() && !call.bridged,
+            m.direction.we_may_send()
+                && m.addr.is_some()
+                && !call.bridged
+                && call.consult.is_none(),
         );
         if let Some(tx) = self.media.tx(call.stream) {
             self.media_io.set_event_pt(tx, m.telephone_event);
@@ -2080,16 +2129,31 @@ impl<M: MediaIo> Core<M> {
 
     /// Removes a call and everything it holds.
     fn finish(&mut self, key: u64) {
-        self.transfer_caller_gone(self.now, key);
-        self.survey_result(key, None, Some("caller_hung_up"));
-        self.dequeue(self.now, key, "abandoned");
-        for leg in self
+        let consult = self
             .calls
-            .get_mut(&key)
-            .map(|c| std::mem::take(&mut c.legs))
-            .unwrap_or_default()
-        {
-            self.caller_gone(self.now, leg);
+            .get(&key)
+            .and_then(|c| c.consult.as_ref())
+            .map(|c| c.trunk);
+        match consult {
+            // A seat's consultation: its target's call ends with it.
+            Some(trunk) => {
+                if let Some(k) = trunk {
+                    self.end_trunk(self.now, k);
+                }
+            }
+            None => {
+                self.transfer_caller_gone(self.now, key);
+                self.survey_result(key, None, Some("caller_hung_up"));
+                self.dequeue(self.now, key, "abandoned");
+                for leg in self
+                    .calls
+                    .get_mut(&key)
+                    .map(|c| std::mem::take(&mut c.legs))
+                    .unwrap_or_default()
+                {
+                    self.caller_gone(self.now, leg);
+                }
+            }
         }
         let Some(call) = self.calls.remove(&key) else {
             return;
@@ -2104,6 +2168,11 @@ impl<M: MediaIo> Core<M> {
         self.dialogs
             .remove(&(call.call_id.clone(), call.remote_tag.clone()));
         self.by_branch.remove(&call.invite_branch);
+        if consult.is_some() {
+            let _g = call.span.enter();
+            info!("consultation call ended");
+            return;
+        }
         self.stats
             .calls_active
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -2150,6 +2219,19 @@ fn pending_ok_of<'a>(
         return Some((&mut l.ok, l.peer));
     }
     trunks.get_mut(&key).map(|t| (&mut t.ok, t.uac.peer))
+}
+
+/// A request refused before any dialog exists: status, reason and extra headers.
+struct Refusal {
+    code: u16,
+    reason: &'static str,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Refusal {
+    fn headers(&self) -> Vec<(&str, &str)> {
+        self.headers.iter().map(|(n, v)| (*n, v.as_str())).collect()
+    }
 }
 
 /// A final response must carry a To tag (RFC 3261 §8.2.6.2); `message::response` keeps the

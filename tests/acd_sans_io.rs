@@ -928,3 +928,298 @@ fn a_blind_transfer_by_refer_to_an_expert_group_hands_the_caller_to_the_expert()
     assert_eq!(seat_today(&c, "1003").transferred, 1);
     assert_eq!(c.active_calls(), 1);
 }
+
+const TRUNK: &str = "127.0.0.1:5090";
+
+/// Seat 1003's phone sends INVITE `cseq` for `number` in dialog `cid` (its tag "ct"), with
+/// `auth` (a Proxy-Authorization line or nothing); what the core sends back.
+fn seat_invite(
+    c: &mut C,
+    t: Instant,
+    number: &str,
+    cid: &str,
+    cseq: u32,
+    auth: &str,
+) -> Vec<String> {
+    let sdp = "v=0\r\no=- 2 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7100 RTP/AVP 0\r\n";
+    let inv = format!(
+        "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {S1};branch=z9hG4bK-{cid}-{cseq}\r\nFrom: <sip:1003@127.0.0.1>;tag=ct\r\n\
+         To: <sip:{number}@127.0.0.1>\r\nCall-ID: {cid}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:1003@{S1}>\r\nMax-Forwards: 70\r\n{auth}\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    c.handle_datagram(t, inv.as_bytes(), udp(S1));
+    sent(c)
+}
+
+/// The seat's consultation call to `number` through the daemon, digest-authenticated; what the
+/// core sends once the INVITE is accepted.
+fn seat_consults(c: &mut C, t: Instant, number: &str, cid: &str) -> Vec<String> {
+    use hotline::registrar::digest::{Algorithm, ha1};
+    let out = seat_invite(c, t, number, cid, 1, "");
+    let challenge = out
+        .iter()
+        .find(|m| m.starts_with("SIP/2.0 407"))
+        .unwrap_or_else(|| panic!("challenged: {out:?}"));
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let uri = format!("sip:{number}@127.0.0.1");
+    let h1 = ha1(Algorithm::Md5, "1003", "hotline", "demo-1003");
+    let h2 = Algorithm::Md5.hash_hex(&format!("INVITE:{uri}"));
+    let resp = Algorithm::Md5.hash_hex(&format!("{h1}:{nonce}:00000001:c:auth:{h2}"));
+    let auth = format!(
+        "Proxy-Authorization: Digest username=\"1003\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", qop=auth, nc=00000001, cnonce=\"c\"\r\n"
+    );
+    seat_invite(c, t, number, cid, 2, &auth)
+}
+
+/// The far end of a trunk answers our `invite` (tag "gw"), from TRUNK.
+fn trunk_answers(c: &mut C, t: Instant, invite: &str) {
+    let sdp = "v=0\r\no=gw 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7200 RTP/AVP 0\r\n";
+    let ok = format!(
+        "SIP/2.0 200 OK\r\n{}\r\n{}\r\n{};tag=gw\r\n{}\r\n{}\r\nContact: <sip:gw@{TRUNK}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        header(invite, "Via:"),
+        header(invite, "From:"),
+        header(invite, "To:"),
+        header(invite, "Call-ID:"),
+        header(invite, "CSeq:"),
+        sdp.len()
+    );
+    c.handle_datagram(t, ok.as_bytes(), udp(TRUNK));
+}
+
+/// Caller "a" (13800000001) bridged to seat 1003 (S1), the sub-centre trunk at TRUNK: the
+/// core, the seat's offer and the time.
+fn seat_with_caller() -> (C, String, Instant) {
+    let mut c = core(|cfg| {
+        cfg.trunks.get_mut("subcentres").unwrap().address = TRUNK.parse().unwrap();
+    });
+    let t0 = Instant::now();
+    seat_up(&mut c, t0, "1003", S1);
+    call(&mut c, t0, "a", "13800000001", "12348");
+    let o = offers(&run(&mut c, t0, t0 + Duration::from_secs(8)));
+    let t1 = t0 + Duration::from_secs(8);
+    let agent_invite = o[0].2.clone();
+    answer(&mut c, t1, &agent_invite, S1);
+    sent(&mut c);
+    (c, agent_invite, t1)
+}
+
+/// The seat's REFER on its leg to the caller, with Replaces naming dialog `cid` (the
+/// daemon's tag `our_tag`, the seat's "ct"); what the core sends.
+fn refer_replacing(
+    c: &mut C,
+    t: Instant,
+    agent_invite: &str,
+    cid: &str,
+    our_tag: &str,
+) -> Vec<String> {
+    let leg_tag = header(agent_invite, "From:").split(";tag=").nth(1).unwrap();
+    let refer = format!(
+        "REFER sip:hotline@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {S1};branch=z9hG4bK-aref\r\nFrom: <sip:1003@127.0.0.1>;tag=seat\r\n\
+         To: <sip:138@127.0.0.1>;tag={leg_tag}\r\n{}\r\nCSeq: 3 REFER\r\nContact: <sip:1003@{S1}>\r\n\
+         Refer-To: <sip:12366@127.0.0.1?Replaces={cid}%3Bto-tag%3D{our_tag}%3Bfrom-tag%3Dct>\r\nContent-Length: 0\r\n\r\n",
+        header(agent_invite, "Call-ID:")
+    );
+    c.handle_datagram(t, refer.as_bytes(), udp(S1));
+    sent(c)
+}
+
+#[test]
+fn attended_transfer_the_seat_consults_the_sub_centre_then_refers_with_replaces() {
+    use hotline::acd::agent::State;
+    let (mut c, agent_invite, t1) = seat_with_caller();
+    // The seat is challenged, then its consultation goes out over the trunk with the
+    // caller's number.
+    let out = seat_consults(&mut c, t1, "12366", "consult-1");
+    assert!(out.iter().any(|m| m.starts_with("SIP/2.0 180")), "{out:?}");
+    let to_trunk = out
+        .iter()
+        .find(|m| m.starts_with("INVITE sip:12366@127.0.0.1:5090"))
+        .unwrap_or_else(|| panic!("the target is dialled over its trunk: {out:?}"))
+        .clone();
+    assert!(
+        to_trunk.contains("From: <sip:13800000001@") || to_trunk.contains("13800000001"),
+        "{to_trunk}"
+    );
+    assert!(
+        to_trunk.contains("X-Hotline-Transfer-By: 1003"),
+        "{to_trunk}"
+    );
+    // The sub-centre answers: the seat's consultation is answered and the two are bridged.
+    let t2 = t1 + Duration::from_secs(2);
+    trunk_answers(&mut c, t2, &to_trunk);
+    let out = sent(&mut c);
+    let ok = out
+        .iter()
+        .find(|m| m.starts_with("SIP/2.0 200") && m.contains("Call-ID: consult-1"))
+        .unwrap_or_else(|| panic!("the consultation is answered: {out:?}"))
+        .clone();
+    let our_tag = header(&ok, "To:")
+        .split(";tag=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let ack = format!(
+        "ACK sip:12366@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {S1};branch=z9hG4bK-cack\r\nFrom: <sip:1003@127.0.0.1>;tag=ct\r\n\
+         To: <sip:12366@127.0.0.1>;tag={our_tag}\r\nCall-ID: consult-1\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    c.handle_datagram(t2, ack.as_bytes(), udp(S1));
+    sent(&mut c);
+    let mut records = vec![];
+    while let Some(r) = c.poll_record() {
+        records.push(r);
+    }
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.call_id.as_deref() == Some("consult-1")),
+        "a consultation is not a citizen's call: no record of it"
+    );
+    // The agent transfers: REFER on the caller's leg, Replaces naming the consultation.
+    let t3 = t2 + Duration::from_secs(5);
+    let out = refer_replacing(&mut c, t3, &agent_invite, "consult-1", &our_tag);
+    assert!(out.iter().any(|m| m.starts_with("SIP/2.0 202")), "{out:?}");
+    assert!(
+        out.iter().any(|m| m.starts_with("NOTIFY ")
+            && m.contains("SIP/2.0 200 OK")
+            && m.contains("terminated")),
+        "the phone is told the transfer succeeded: {out:?}"
+    );
+    let leg_cid = header(&agent_invite, "Call-ID:");
+    assert!(
+        out.iter()
+            .any(|m| m.starts_with("BYE ") && m.contains(leg_cid)),
+        "the agent's leg to the caller ends: {out:?}"
+    );
+    assert!(
+        out.iter()
+            .any(|m| m.starts_with("BYE ") && m.contains("Call-ID: consult-1")),
+        "the consultation ends: {out:?}"
+    );
+    assert!(
+        !out.iter()
+            .any(|m| m.starts_with("BYE sip:gw@") || m.starts_with("CANCEL")),
+        "the sub-centre's call goes on, now with the caller: {out:?}"
+    );
+    let caller_tx = 2;
+    assert!(
+        c.media_io().bridged.contains(&caller_tx),
+        "caller bridged to the sub-centre"
+    );
+    assert_eq!(state(&c, "1003"), State::WrapUp);
+    assert_eq!(seat_today(&c, "1003").transferred, 1);
+    let mut transfers = vec![];
+    while let Some(r) = c.poll_record() {
+        if r.kind == "transfer" {
+            transfers.push(r.detail);
+        }
+    }
+    assert_eq!(
+        transfers
+            .iter()
+            .map(|d| (d["outcome"].as_str(), d["mode"].as_str().or(None)))
+            .collect::<Vec<_>>()[0],
+        (Some("started"), Some("attended")),
+        "{transfers:?}"
+    );
+    assert_eq!(transfers[1]["outcome"], "answered", "{transfers:?}");
+    assert_eq!(transfers[0]["caller"], "13800000001");
+    // The sub-centre hangs up at the end: so is the caller.
+    let t4 = t3 + Duration::from_secs(30);
+    run(&mut c, t3, t4);
+    let bye = format!(
+        "BYE sip:hotline@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {TRUNK};branch=z9hG4bK-gwbye\r\n{};tag=gw\r\n{}\r\n{}\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n",
+        header(&to_trunk, "To:").replacen("To:", "From:", 1),
+        header(&to_trunk, "From:").replacen("From:", "To:", 1),
+        header(&to_trunk, "Call-ID:"),
+    );
+    c.handle_datagram(t4, bye.as_bytes(), udp(TRUNK));
+    let out = sent(&mut c);
+    assert!(
+        out.iter().any(|m| m.starts_with("BYE sip:13800000001@")),
+        "the caller is hung up after the sub-centre: {out:?}"
+    );
+}
+
+#[test]
+fn semi_attended_transfer_while_the_target_rings_the_caller_waits_for_it() {
+    use hotline::acd::agent::State;
+    let (mut c, agent_invite, t1) = seat_with_caller();
+    let out = seat_consults(&mut c, t1, "12366", "consult-2");
+    let ringing_180 = out
+        .iter()
+        .find(|m| m.starts_with("SIP/2.0 180") && m.contains("Call-ID: consult-2"))
+        .expect("the consultation rings")
+        .clone();
+    let our_tag = header(&ringing_180, "To:")
+        .split(";tag=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let to_trunk = out
+        .iter()
+        .find(|m| m.starts_with("INVITE sip:12366@127.0.0.1:5090"))
+        .expect("the target is dialled")
+        .clone();
+    // The agent transfers before the sub-centre answers: the consultation ends, the caller
+    // waits for the sub-centre's call, which goes on.
+    let t2 = t1 + Duration::from_secs(2);
+    let out = refer_replacing(&mut c, t2, &agent_invite, "consult-2", &our_tag);
+    assert!(out.iter().any(|m| m.starts_with("SIP/2.0 202")), "{out:?}");
+    assert!(
+        out.iter()
+            .any(|m| m.starts_with("SIP/2.0 4") && m.contains("Call-ID: consult-2")),
+        "the consultation's INVITE is ended: {out:?}"
+    );
+    assert!(
+        !out.iter().any(|m| m.starts_with("CANCEL sip:12366")),
+        "the sub-centre keeps ringing: {out:?}"
+    );
+    assert_eq!(
+        state(&c, "1003"),
+        State::OnCall,
+        "until the sub-centre answers"
+    );
+    let t3 = t2 + Duration::from_secs(3);
+    run(&mut c, t2, t3);
+    trunk_answers(&mut c, t3, &to_trunk);
+    let out = sent(&mut c);
+    assert!(
+        out.iter().any(|m| m.starts_with("NOTIFY ")
+            && m.contains("SIP/2.0 200 OK")
+            && m.contains("terminated")),
+        "{out:?}"
+    );
+    let leg_cid = header(&agent_invite, "Call-ID:");
+    assert!(
+        out.iter()
+            .any(|m| m.starts_with("BYE ") && m.contains(leg_cid))
+    );
+    assert!(
+        c.media_io().bridged.contains(&2),
+        "caller bridged to the sub-centre"
+    );
+    assert_eq!(state(&c, "1003"), State::WrapUp);
+}
+
+#[test]
+fn a_refer_with_replaces_naming_no_consultation_of_the_seat_gets_481() {
+    let (mut c, agent_invite, t1) = seat_with_caller();
+    let out = refer_replacing(&mut c, t1, &agent_invite, "nobody", "x");
+    assert!(
+        out.iter()
+            .any(|m| m.starts_with("SIP/2.0 481") && m.contains("Warning: 399")),
+        "{out:?}"
+    );
+    assert_eq!(
+        c.seat_directory().get("1003").unwrap().state,
+        hotline::acd::agent::State::OnCall,
+        "the call goes on"
+    );
+}

@@ -1248,3 +1248,295 @@ fn a_refused_transfer_code_tells_the_agent_and_the_call_goes_on() {
     );
     assert_eq!(d.metric("hotline_transfers_active"), 0);
 }
+
+/// A seat's phone scripted over real UDP, for what neither Debian's baresip (1.0.0: no
+/// attended transfer) nor one SIPp scenario (one dialog per call) can do: two dialogs at once,
+/// a consultation call and a REFER with Replaces naming it. It answers the NOTIFYs and BYEs
+/// it gets with 200.
+struct ScriptedPhone {
+    sock: std::net::UdpSocket,
+    port: u16,
+    daemon: SocketAddr,
+}
+
+fn sip_header<'a>(msg: &'a str, name: &str) -> &'a str {
+    msg.lines()
+        .find(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        })
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim())
+        .unwrap_or_else(|| panic!("no {name} in {msg}"))
+}
+
+fn tag_of(header: &str) -> String {
+    header
+        .split(";tag=")
+        .nth(1)
+        .map(|t| t.split(';').next().unwrap_or(t).to_string())
+        .unwrap_or_default()
+}
+
+impl ScriptedPhone {
+    /// Seat 1003 registered from a fresh port, logged in.
+    fn register(d: &Daemon) -> ScriptedPhone {
+        let port = free_port();
+        register_contact(d, "1003", "demo-1003", port, port, 300);
+        agent_api(d, "1003", "login");
+        let sock = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        ScriptedPhone {
+            sock,
+            port,
+            daemon: d.sip,
+        }
+    }
+
+    fn send(&self, msg: &str) {
+        self.sock.send_to(msg.as_bytes(), self.daemon).unwrap();
+    }
+
+    /// The next message `want` accepts, within `within`; NOTIFY and BYE on the way get 200.
+    fn wait_for(&self, within: Duration, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        let mut buf = [0u8; 8192];
+        while Instant::now() < deadline {
+            let Ok(n) = self.sock.recv(&mut buf) else {
+                continue;
+            };
+            let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+            if msg.starts_with("NOTIFY ") || msg.starts_with("BYE ") {
+                self.reply(&msg, "200 OK", "", "");
+            }
+            if want(&msg) {
+                return msg;
+            }
+        }
+        panic!("the phone waited {within:?} in vain");
+    }
+
+    /// A response to request `req` (our tag added to To when `tag` is set).
+    fn reply(&self, req: &str, status: &str, tag: &str, body: &str) {
+        let to = if tag.is_empty() || sip_header(req, "To").contains(";tag=") {
+            sip_header(req, "To").to_string()
+        } else {
+            format!("{};tag={tag}", sip_header(req, "To"))
+        };
+        let ctype = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".to_string()
+        };
+        self.send(&format!(
+            "SIP/2.0 {status}\r\nVia: {}\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: <sip:1003@127.0.0.1:{}>\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+            sip_header(req, "Via"),
+            sip_header(req, "From"),
+            sip_header(req, "Call-ID"),
+            sip_header(req, "CSeq"),
+            self.port,
+            body.len()
+        ));
+    }
+
+    fn sdp(rtp_port: u16) -> String {
+        format!(
+            "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        )
+    }
+
+    /// INVITE for `number` in dialog `cid` (our tag "ct"); the final response.
+    fn invite(&self, number: &str, cid: &str, cseq: u32, rtp_port: u16, auth: &str) -> String {
+        let sdp = Self::sdp(rtp_port);
+        let d = self.daemon;
+        self.send(&format!(
+            "INVITE sip:{number}@{d} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK-{cid}-{cseq}\r\n\
+             From: <sip:1003@{d}>;tag=ct\r\nTo: <sip:{number}@{d}>\r\nCall-ID: {cid}\r\nCSeq: {cseq} INVITE\r\n\
+             Contact: <sip:1003@127.0.0.1:{p}>\r\nMax-Forwards: 70\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len(),
+            p = self.port
+        ));
+        let fin = self.wait_for(Duration::from_secs(20), |m| {
+            m.starts_with("SIP/2.0 ")
+                && !m.starts_with("SIP/2.0 1")
+                && sip_header(m, "Call-ID") == cid
+        });
+        // ACK: for a failure on the INVITE's branch, for a 2xx a new one.
+        let branch = if fin.starts_with("SIP/2.0 2") {
+            format!("z9hG4bK-{cid}-{cseq}-ack")
+        } else {
+            format!("z9hG4bK-{cid}-{cseq}")
+        };
+        self.send(&format!(
+            "ACK sip:{number}@{d} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch={branch}\r\nFrom: <sip:1003@{d}>;tag=ct\r\n\
+             To: {}\r\nCall-ID: {cid}\r\nCSeq: {cseq} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            sip_header(&fin, "To"),
+            p = self.port
+        ));
+        fin
+    }
+
+    /// The consultation call to `number`, answering the daemon's digest challenge; the 200.
+    fn consult(&self, number: &str, cid: &str, rtp_port: u16) -> String {
+        use hotline::registrar::digest::{Algorithm, ha1};
+        let challenge = self.invite(number, cid, 1, rtp_port, "");
+        assert!(challenge.starts_with("SIP/2.0 407"), "{challenge}");
+        let nonce = challenge
+            .split("nonce=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .to_string();
+        let uri = format!("sip:{number}@{}", self.daemon);
+        let h1 = ha1(Algorithm::Md5, "1003", "hotline", "demo-1003");
+        let h2 = Algorithm::Md5.hash_hex(&format!("INVITE:{uri}"));
+        let resp = Algorithm::Md5.hash_hex(&format!("{h1}:{nonce}:00000001:abc:auth:{h2}"));
+        let auth = format!(
+            "Proxy-Authorization: Digest username=\"1003\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc\"\r\n"
+        );
+        self.invite(number, cid, 2, rtp_port, &auth)
+    }
+}
+
+#[test]
+fn attended_transfer_from_a_phone_the_caller_takes_over_the_consulted_sub_centre() {
+    let trunk = free_port();
+    let d = Daemon::start_with_targets(
+        &targets(trunk, 20),
+        &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
+    );
+    let phone = ScriptedPhone::register(&d);
+    let (caller, agent, consulting, target) = (
+        RtpSink::new(),
+        RtpSink::new(),
+        RtpSink::new(),
+        RtpSink::new(),
+    );
+    let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
+    let centre = sipp_uas_with(
+        &d,
+        "trunk_answer.xml",
+        trunk,
+        1,
+        &["-key", "rtp_port", &port_s(target.port), "-d", "1000"],
+    );
+    let caller_ms = greeting_ms + 16000;
+    let (consult_window, after_window) = std::thread::scope(|s| {
+        let run = caller_speaks(s, &d, &caller, caller_ms);
+        // The offer: the phone answers (its media at the agent sink).
+        let offer = phone.wait_for(Duration::from_secs(greeting_ms / 1000 + 10), |m| {
+            m.starts_with("INVITE ")
+        });
+        phone.reply(&offer, "200 OK", "ph", &ScriptedPhone::sdp(agent.port));
+        phone.wait_for(Duration::from_secs(5), |m| m.starts_with("ACK "));
+        // The consultation: the phone dials 12366 through the daemon; the sub-centre answers
+        // after 1 s and speaks; the phone hears it.
+        let ok = phone.consult("12366", "consult-1", consulting.port);
+        assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+        // The agent speaks in the consultation, to the daemon's port in the answer.
+        let rtp_port: u16 = ok
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|r| r.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .expect("the consultation's answer has SDP");
+        let k = &consulting;
+        s.spawn(move || k.send_tone(SocketAddr::from(([127, 0, 0, 1], rtp_port)), AGENT_HZ, 3500));
+        let target_from = target.wait_first(Duration::from_secs(10));
+        let t = &target;
+        s.spawn(move || t.send_tone(target_from, TARGET_HZ, 12000));
+        std::thread::sleep(Duration::from_millis(2500));
+        let consult_window = (Instant::now() - Duration::from_millis(2000), Instant::now());
+        // REFER with Replaces on the caller's leg, naming the consultation.
+        let (daemon_tag, d_addr) = (tag_of(sip_header(&ok, "To")), d.sip);
+        let contact = message_uri(sip_header(&offer, "Contact"));
+        phone.send(&format!(
+            "REFER {contact} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK-refer1\r\nFrom: {}\r\nTo: {}\r\n\
+             Call-ID: {}\r\nCSeq: 1 REFER\r\nContact: <sip:1003@127.0.0.1:{p}>\r\nMax-Forwards: 70\r\n\
+             Refer-To: <sip:12366@{d_addr}?Replaces=consult-1%3Bto-tag%3D{daemon_tag}%3Bfrom-tag%3Dct>\r\n\
+             Referred-By: <sip:1003@{d_addr}>\r\nContent-Length: 0\r\n\r\n",
+            format!("{};tag=ph", sip_header(&offer, "To")),
+            sip_header(&offer, "From"),
+            sip_header(&offer, "Call-ID"),
+            p = phone.port
+        ));
+        let accepted = phone.wait_for(Duration::from_secs(5), |m| {
+            m.starts_with("SIP/2.0 ") && sip_header(m, "CSeq").ends_with("REFER")
+        });
+        assert!(accepted.starts_with("SIP/2.0 202"), "{accepted}");
+        // Both of the phone's dialogs end: the NOTIFY says the transfer went through.
+        phone.wait_for(Duration::from_secs(5), |m| {
+            m.starts_with("NOTIFY ") && m.contains("SIP/2.0 200") && m.contains("terminated")
+        });
+        let leg_cid = sip_header(&offer, "Call-ID").to_string();
+        let mut ended = vec![];
+        while ended.len() < 2 {
+            let bye = phone.wait_for(Duration::from_secs(5), |m| m.starts_with("BYE "));
+            ended.push(sip_header(&bye, "Call-ID").to_string());
+        }
+        ended.sort();
+        let mut want = vec![leg_cid, "consult-1".to_string()];
+        want.sort();
+        assert_eq!(ended, want, "both of the agent's dialogs end");
+        std::thread::sleep(Duration::from_millis(1500));
+        let after = (Instant::now(), Instant::now() + Duration::from_millis(3000));
+        assert_sipp_ok(&run.join().unwrap(), &d);
+        (consult_window, after)
+    });
+    child_ok(
+        centre,
+        "sub-centre (hung up by the daemon after the caller)",
+    );
+    let share = |pcm: &[i16], hz: f64| tone_share(pcm, hz);
+    let h = heard(&consulting, consult_window.0, consult_window.1);
+    let t = heard(&target, consult_window.0, consult_window.1);
+    assert!(
+        share(&h, TARGET_HZ) > 0.5 && share(&t, AGENT_HZ) > 0.5,
+        "in the consultation the phone hears the sub-centre ({:.2}, {} samples) and the sub-centre the agent ({:.2})",
+        share(&h, TARGET_HZ),
+        h.len(),
+        share(&t, AGENT_HZ)
+    );
+    let c = heard(&caller, after_window.0, after_window.1);
+    let t = heard(&target, after_window.0, after_window.1);
+    assert!(
+        share(&c, TARGET_HZ) > 0.5 && share(&t, CALLER_HZ) > 0.5,
+        "after the transfer the caller hears the sub-centre {:.2}, the sub-centre the caller {:.2}\n{}",
+        share(&c, TARGET_HZ),
+        share(&t, CALLER_HZ),
+        tail(&d.log_text(), 30)
+    );
+    d.wait_idle(Duration::from_secs(5));
+    let events = d.stored_events();
+    let tr: Vec<(Option<&str>, Option<&str>)> = events
+        .iter()
+        .filter(|e| e.0 == "transfer")
+        .map(|e| (e.4["outcome"].as_str(), e.4["mode"].as_str()))
+        .collect();
+    assert_eq!(
+        tr,
+        [
+            (Some("started"), Some("attended")),
+            (Some("answered"), None)
+        ]
+    );
+    assert!(
+        !events.iter().any(|e| e.1.as_deref() == Some("consult-1")),
+        "the consultation is no citizen's call in the store"
+    );
+    let view = wait_seat(&d, "1003", Duration::from_secs(10), "agent free", |s| {
+        s["state"] == "available"
+    });
+    assert_eq!(view["today"]["transferred"], 1);
+}
+
+/// The URI inside a Contact header value.
+fn message_uri(contact: &str) -> String {
+    contact
+        .split('<')
+        .nth(1)
+        .and_then(|r| r.split('>').next())
+        .unwrap_or(contact)
+        .to_string()
+}

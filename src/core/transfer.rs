@@ -24,6 +24,24 @@ pub(super) enum Mode {
     ThreeWay,
     /// REFER: the agent leaves as soon as the target answers.
     Blind,
+    /// REFER with Replaces: the agent consulted the target first (its own call through us),
+    /// and leaves as the caller takes over the target's call.
+    Attended,
+}
+
+impl Mode {
+    /// The agent's phone asked for it (REFER) and is told the outcome by NOTIFY.
+    fn by_refer(self) -> bool {
+        self != Mode::ThreeWay
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Mode::ThreeWay => "three_way",
+            Mode::Blind => "blind",
+            Mode::Attended => "attended",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +154,7 @@ impl TransferError {
 
 impl<M: MediaIo> Core<M> {
     /// Seat `seat`'s bridged leg, for transfers asked through the API.
-    fn bridged_leg_of(&self, seat: usize) -> Option<u64> {
+    pub(super) fn bridged_leg_of(&self, seat: usize) -> Option<u64> {
         self.legs
             .iter()
             .find(|(k, l)| {
@@ -267,7 +285,7 @@ impl<M: MediaIo> Core<M> {
             ("X-Hotline-Call", call_id.as_str()),
         ];
         let timeout = Duration::from_secs(t.timeout_s);
-        let (name, kind, unit) = (t.name.clone(), t.kind, t.unit_name().to_string());
+        let name = t.name.clone();
         let trunk = match expert_queue {
             Some(_) => None,
             None => Some(
@@ -286,20 +304,7 @@ impl<M: MediaIo> Core<M> {
                 })?,
             ),
         };
-        let masked = crate::metrics::queue_log::mask_number(&caller);
-        if kind == TargetKind::Emergency {
-            // The audit trail of a hand-off: who, which caller, where, when (store + log).
-            warn!(seat = %seat_id, caller = %masked, number, name = %name, by, "EMERGENCY HAND-OFF started");
-        } else {
-            info!(seat = %seat_id, caller = %masked, number, name = %name, by, ?mode, "transfer started");
-        }
-        let kind_v = serde_json::to_value(kind).unwrap_or_default();
-        let mode_s = if mode == Mode::Blind {
-            "blind"
-        } else {
-            "three_way"
-        };
-        self.record("transfer", Some(&call_id), Some(seat), None, serde_json::json!({ "outcome": "started", "number": number, "name": name, "kind": kind_v, "unit": unit, "mode": mode_s, "by": by, "caller": caller }));
+        self.record_started(&call_id, seat, target, mode, by, &caller);
         // The caller waits with hold music; the agent hears that the target is being called.
         self.part(
             call_key,
@@ -334,6 +339,39 @@ impl<M: MediaIo> Core<M> {
             self.dispatch(now);
         }
         Ok(name)
+    }
+
+    /// The audit of a transfer's start: a `transfer` record, and a log line (a warning for an
+    /// emergency hand-off).
+    fn record_started(
+        &mut self,
+        call_id: &str,
+        seat: usize,
+        target: usize,
+        mode: Mode,
+        by: &str,
+        caller: &str,
+    ) {
+        let Some(t) = self.cfg.targets.get(target) else {
+            return;
+        };
+        let (number, name, kind, unit) = (
+            t.number.clone(),
+            t.name.clone(),
+            t.kind,
+            t.unit_name().to_string(),
+        );
+        let seat_id = &self.registrar.seats()[seat].id;
+        let masked = crate::metrics::queue_log::mask_number(caller);
+        if kind == TargetKind::Emergency {
+            // The audit trail of a hand-off: who, which caller, where, when (store + log).
+            warn!(seat = %seat_id, caller = %masked, number, name = %name, by, "EMERGENCY HAND-OFF started");
+        } else {
+            info!(seat = %seat_id, caller = %masked, number, name = %name, by, ?mode, "transfer started");
+        }
+        let kind_v = serde_json::to_value(kind).unwrap_or_default();
+        let mode_s = mode.label();
+        self.record("transfer", Some(call_id), Some(seat), None, serde_json::json!({ "outcome": "started", "number": number, "name": name, "kind": kind_v, "unit": unit, "mode": mode_s, "by": by, "caller": caller }));
     }
 
     /// Caller and agent stop hearing each other: the caller hears `caller_first` (if any) and
@@ -442,7 +480,7 @@ impl<M: MediaIo> Core<M> {
         };
         match event {
             uac::Event::Ringing => {
-                if t.mode == Mode::Blind {
+                if t.mode.by_refer() {
                     let leg = t.seat_leg;
                     self.refer_notify(now, leg, "SIP/2.0 180 Ringing", false);
                 }
@@ -539,7 +577,7 @@ impl<M: MediaIo> Core<M> {
         info!(code, outcome, "transfer target not reached");
         self.transfer_record(call, outcome, serde_json::json!({ "code": code, "ring_s": now.saturating_duration_since(started).as_secs_f64() }));
         let frag = format!("SIP/2.0 {code} Transfer failed");
-        if mode == Mode::Blind {
+        if mode.by_refer() {
             self.refer_notify(now, seat_leg, &frag, true);
         }
         match seat_leg.and_then(|l| self.legs.get(&l)).map(|l| l.stream) {
@@ -603,7 +641,7 @@ impl<M: MediaIo> Core<M> {
         let Some(t) = self.transfers.get_mut(&call) else {
             return;
         };
-        if t.mode != Mode::Blind || std::mem::replace(&mut t.ringing_told, true) {
+        if !t.mode.by_refer() || std::mem::replace(&mut t.ringing_told, true) {
             return;
         }
         let leg = t.seat_leg;
@@ -940,22 +978,8 @@ impl<M: MediaIo> Core<M> {
                 },
             );
         }
-        if refer_to.to_ascii_lowercase().contains("replaces") {
-            warn!(seat = %seat, "attended transfer (REFER with Replaces) refused: not supported");
-            let hdrs = [(
-                "Warning",
-                "399 hotline \"attended transfer (Replaces) is not supported; use blind transfer or the *<number># code\"",
-            )];
-            return self.respond(
-                now,
-                req,
-                info,
-                peer,
-                &ResponseSpec {
-                    headers: &hdrs,
-                    ..ResponseSpec::new(501, "Not Implemented")
-                },
-            );
+        if let Some(replaces) = replaces_of(&refer_to) {
+            return self.attended_transfer(now, key, req, info, peer, &replaces);
         }
         let uri = message::addr_spec(&refer_to);
         let number = uri
@@ -996,6 +1020,157 @@ impl<M: MediaIo> Core<M> {
         }
     }
 
+    /// REFER with Replaces naming the seat's consultation call (attended transfer, RFC 5589
+    /// §7): the caller takes over the target's call (or waits for it, if it still rings) and
+    /// both of the agent's dialogs end.
+    fn attended_transfer(
+        &mut self,
+        now: Instant,
+        leg_key: u64,
+        req: &Request,
+        info: &RequestInfo,
+        peer: Peer,
+        replaces: &str,
+    ) {
+        let refuse = |core: &mut Self, code: u16, reason: &str, why: &str| {
+            warn!(why, "attended transfer refused");
+            let w = format!("399 hotline \"{why}\"");
+            let hdrs = [("Warning", w.as_str())];
+            let spec = ResponseSpec {
+                headers: &hdrs,
+                ..ResponseSpec::new(code, reason)
+            };
+            core.respond(now, req, info, peer, &spec);
+        };
+        let Some((call_key, seat, leg_stream)) =
+            self.legs.get(&leg_key).map(|l| (l.call, l.seat, l.stream))
+        else {
+            return;
+        };
+        let Some((cid, a, b)) = parse_replaces(replaces) else {
+            return refuse(
+                self,
+                400,
+                "Bad Request",
+                "Replaces needs call-id;to-tag=…;from-tag=…",
+            );
+        };
+        // Our consultation dialog with this seat, whichever way round its tags are given.
+        let consult_key = [(&a, &b), (&b, &a)]
+            .into_iter()
+            .find_map(|(remote, local)| {
+                let k = *self.dialogs.get(&(cid.clone(), remote.clone()))?;
+                let c = self.calls.get(&k)?;
+                (c.local_tag == *local && c.consult.as_ref().is_some_and(|s| s.seat == seat))
+                    .then_some(k)
+            });
+        let Some(consult_key) = consult_key else {
+            return refuse(
+                self,
+                481,
+                "Call/Transaction Does Not Exist",
+                "Replaces names no consultation call of this seat",
+            );
+        };
+        let Some((target, trunk)) = self
+            .calls
+            .get(&consult_key)
+            .and_then(|c| c.consult.as_ref())
+            .and_then(|s| Some((s.target, s.trunk?)))
+        else {
+            return refuse(
+                self,
+                481,
+                "Call/Transaction Does Not Exist",
+                "the consultation call has no target call",
+            );
+        };
+        let Some((caller_stream, call_id, caller)) = self
+            .calls
+            .get(&call_key)
+            .filter(|c| c.bridged_leg == Some(leg_key) && c.state == CallState::Confirmed)
+            .map(|c| (c.stream, c.call_id.clone(), self.from_user(&c.invite)))
+        else {
+            let (code, reason) = TransferError::NotOnCall.sip_status();
+            return refuse(
+                self,
+                code,
+                reason,
+                "the seat has no answered call to transfer",
+            );
+        };
+        if self.transfers.contains_key(&call_key) {
+            let (code, reason) = TransferError::InProgress.sip_status();
+            return refuse(
+                self,
+                code,
+                reason,
+                "a transfer of this call is already under way",
+            );
+        }
+        // The target's call is the caller's from now on.
+        let Some(up) = self.trunk_calls.get_mut(&trunk).map(|t| {
+            t.purpose = Purpose::Transfer { call: call_key };
+            t.uac.state() == uac::State::Up
+        }) else {
+            return refuse(
+                self,
+                481,
+                "Call/Transaction Does Not Exist",
+                "the target's call is gone",
+            );
+        };
+        if let Some(c) = self
+            .calls
+            .get_mut(&consult_key)
+            .and_then(|c| c.consult.as_mut())
+        {
+            c.trunk = None;
+        }
+        let span = self.calls.get(&call_key).map(|c| c.span.clone());
+        let _g = span.as_ref().map(|s| s.enter());
+        let seat_id = self.registrar.seats()[seat].id.clone();
+        self.record_started(
+            &call_id,
+            seat,
+            target,
+            Mode::Attended,
+            &format!("seat {seat_id} (REFER with Replaces)"),
+            &caller,
+        );
+        self.part(
+            call_key,
+            caller_stream,
+            Some("transfer/connecting"),
+            leg_stream,
+            "transfer/dialling",
+        );
+        self.transfers.insert(
+            call_key,
+            Transfer {
+                seat_leg: Some(leg_key),
+                seat,
+                target: Some(target),
+                trunk: Some(trunk),
+                expert: None,
+                phase: Phase::Dialling,
+                mode: Mode::Attended,
+                started: now,
+                deadline: now,
+                due: None,
+                ringing_told: false,
+            },
+        );
+        Stats::inc(&self.stats.transfers_active);
+        self.respond(now, req, info, peer, &ResponseSpec::new(202, "Accepted"));
+        self.refer_notify(now, Some(leg_key), "SIP/2.0 100 Trying", false);
+        if up {
+            self.transfer_answered(now, call_key);
+        }
+        // The consultation's dialog is over: its target now talks with the caller.
+        self.hangup(now, consult_key);
+    }
+
     /// NOTIFY of the REFER's implicit subscription (RFC 3515), with the target's status.
     fn refer_notify(&mut self, now: Instant, leg: Option<u64>, sipfrag: &str, last: bool) {
         let Some(key) = leg else { return };
@@ -1011,5 +1186,59 @@ impl<M: MediaIo> Core<M> {
             ("Content-Type", "message/sipfrag;version=2.0"),
         ];
         self.leg_request(now, key, "NOTIFY", &hdrs, body.as_bytes());
+    }
+}
+
+/// The Replaces header carried in a Refer-To URI (`sip:12366@host?Replaces=…`), decoded.
+fn replaces_of(refer_to: &str) -> Option<String> {
+    let uri = message::addr_spec(refer_to);
+    let (_, headers) = uri.split_once('?')?;
+    headers.split('&').find_map(|h| {
+        let (name, value) = h.split_once('=')?;
+        name.eq_ignore_ascii_case("Replaces").then(|| {
+            percent_encoding::percent_decode_str(value)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// `call-id;to-tag=A;from-tag=B` (RFC 3891): the Call-ID and the two tags.
+fn parse_replaces(value: &str) -> Option<(String, String, String)> {
+    let mut parts = value.split(';').map(str::trim);
+    let call_id = parts.next().filter(|c| !c.is_empty())?.to_string();
+    let (mut to, mut from) = (None, None);
+    for p in parts {
+        match p.split_once('=') {
+            Some((n, v)) if n.eq_ignore_ascii_case("to-tag") => to = Some(v.to_string()),
+            Some((n, v)) if n.eq_ignore_ascii_case("from-tag") => from = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    Some((call_id, to?, from?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_is_read_from_an_escaped_refer_to() {
+        let r = replaces_of(
+            "<sip:12366@10.0.0.1?Replaces=abc%40host%3Bto-tag%3Dt1%3Bfrom-tag%3Df1&Require=replaces>",
+        )
+        .unwrap();
+        assert_eq!(r, "abc@host;to-tag=t1;from-tag=f1");
+        assert_eq!(
+            parse_replaces(&r),
+            Some(("abc@host".into(), "t1".into(), "f1".into()))
+        );
+        assert_eq!(replaces_of("<sip:12366@10.0.0.1>"), None);
+        assert_eq!(
+            parse_replaces("abc;to-tag=t1"),
+            None,
+            "both tags are needed"
+        );
+        assert_eq!(parse_replaces(";to-tag=a;from-tag=b"), None);
     }
 }

@@ -13,6 +13,8 @@ pub(super) enum Purpose {
     Transfer { call: u64 },
     /// Attempt `attempt` (from 1) of probe round `round` of target `target`.
     Probe { round: u64, attempt: u32 },
+    /// A seat's consultation call `call` (before an attended transfer).
+    Consult { call: u64 },
 }
 
 pub(super) struct TrunkCall {
@@ -278,6 +280,7 @@ impl<M: MediaIo> Core<M> {
         match c.purpose {
             Purpose::Transfer { call } => self.transfer_event(now, call, key, event),
             Purpose::Probe { round, attempt } => self.probe_event(now, key, round, attempt, event),
+            Purpose::Consult { call } => self.consult_event(now, call, key, event),
         }
         if failed {
             self.drop_trunk(key);
@@ -330,8 +333,10 @@ impl<M: MediaIo> Core<M> {
         c.uac.remote_bye();
         let purpose = c.purpose;
         self.release_trunk_media(key);
-        if let Purpose::Transfer { call } = purpose {
-            self.transfer_target_left(now, call, key);
+        match purpose {
+            Purpose::Transfer { call } => self.transfer_target_left(now, call, key),
+            Purpose::Consult { call } => self.consult_target_left(now, call),
+            Purpose::Probe { .. } => {}
         }
         self.drop_trunk(key);
     }
