@@ -1300,34 +1300,26 @@ impl<M: MediaIo> Core<M> {
             let ok = self.agent_action(now, i, action, "feature code").is_ok();
             let name = if ok { prompt } else { "agent/refused" };
             match self.media.prompts().id(name).or(self.plan.sorry) {
-                Some(p) => Decision::Announce(p),
+                Some(p) => Some(Decision::Announce(p)),
                 None => return refuse(self, 500, "Server Internal Error", &[]),
             }
-        } else if let Some(target) = self.consult_target(&req, &info.ruri_user) {
+        } else if let Some(target) = self.consult_target(&info.ruri_user) {
             // A seat calls a transfer target through us to consult it (attended transfer):
             // only as an authenticated seat that has a caller to transfer.
-            let i = match self.authenticate_seat(now, &req, peer) {
-                Ok(i) => i,
+            let seat_consult = self
+                .authenticate_seat(now, &req, peer)
+                .and_then(|i| self.seat_consult(i, target));
+            match seat_consult {
+                Ok(c) => consult = Some(c),
                 Err(r) => return refuse(self, r.code, r.reason, &r.headers()),
-            };
-            if self.bridged_leg_of(i).is_none() {
-                let w = [(
-                    "Warning",
-                    "399 hotline \"a seat calls a target only to consult it about its caller\"",
-                )];
-                return refuse(self, 403, "Forbidden", &w);
             }
-            consult = Some(consult::SeatConsult::new(i, target));
-            match self.plan.sorry {
-                Some(p) => Decision::Announce(p),
-                None => return refuse(self, 500, "Server Internal Error", &[]),
-            }
+            None
         } else {
             let today = self.clock.today_shanghai();
             match self.plan.decide(&info.ruri_user, today) {
                 None => return refuse(self, 404, "Not Found", &[]),
                 Some(Decision::Refuse(code, reason)) => return refuse(self, code, reason, &[]),
-                Some(d) => d,
+                Some(d) => Some(d),
             }
         };
         let remote_media = if req.body.is_empty() {
@@ -1356,6 +1348,21 @@ impl<M: MediaIo> Core<M> {
                     let w = format!("305 hotline \"{e}\"");
                     return refuse(self, 488, "Not Acceptable Here", &[("Warning", w.as_str())]);
                 }
+            }
+        };
+        // A consultation speaks the caller's codec, offered or not.
+        let remote_media = match (&consult, remote_media) {
+            (None, m) => m,
+            (Some(c), Some(mut m)) if m.codecs.iter().any(|x| x.0 == c.codec) => {
+                m.codecs.retain(|x| x.0 == c.codec);
+                Some(m)
+            }
+            (Some(_), _) => {
+                let w = [(
+                    "Warning",
+                    "305 hotline \"a consultation must offer the caller's codec\"",
+                )];
+                return refuse(self, 488, "Not Acceptable Here", &w);
             }
         };
         let key = self.next_key;
@@ -1414,7 +1421,7 @@ impl<M: MediaIo> Core<M> {
             remote_cseq: info.cseq,
             local_cseq: 0,
             ivr: None,
-            pending: Some(decision),
+            pending: decision,
             span: span.clone(),
             answered_at: None,
             bye_after_ack: false,
@@ -1502,7 +1509,7 @@ impl<M: MediaIo> Core<M> {
         req: &Request,
         peer: Peer,
     ) -> Result<usize, Refusal> {
-        let from_user = self.from_user(req);
+        let from_user = self.caller_number(req);
         let now_s = self.clock.now_utc().timestamp().max(0) as u64;
         let refusal = |code, reason, headers| {
             Err(Refusal {
@@ -1579,6 +1586,9 @@ impl<M: MediaIo> Core<M> {
         self.out.push_back(t);
         if consult {
             // The seat and the target talk through the bridge the caller of this runs.
+            if let Some(call) = self.calls.get_mut(&key) {
+                call.answered_at = Some(now);
+            }
             return;
         }
         Stats::inc(&self.stats.calls_answered);
@@ -1663,6 +1673,7 @@ impl<M: MediaIo> Core<M> {
                 } else {
                     warn!("no ACK for our 2xx to the trunk's re-INVITE; ending the trunk call");
                     self.end_trunk(now, key);
+                    self.trunk_gone(now, key);
                 }
             }
             _ => {}
@@ -1831,7 +1842,9 @@ impl<M: MediaIo> Core<M> {
                 &ResponseSpec::new(500, "Server Internal Error"),
             );
         }
-        let Ok(offer) = self.reoffer(now, req, info, peer, None) else {
+        // A consultation keeps the caller's codec (its target's call goes to the caller).
+        let codec = call.consult.as_ref().map(|c| c.codec);
+        let Ok(offer) = self.reoffer(now, req, info, peer, codec) else {
             return;
         };
         info!(
@@ -2030,6 +2043,15 @@ impl<M: MediaIo> Core<M> {
 
     /// We end an answered call: BYE, and the call goes once the BYE is answered or times out.
     fn hangup(&mut self, now: Instant, key: u64) {
+        // A consultation's target goes at once, not when the seat answers our BYE.
+        if let Some(k) = self
+            .calls
+            .get_mut(&key)
+            .and_then(|c| c.consult.as_mut())
+            .and_then(|c| c.trunk.take())
+        {
+            self.end_trunk(now, k);
+        }
         self.transfer_caller_gone(now, key);
         self.dequeue(now, key, "abandoned");
         for leg in self

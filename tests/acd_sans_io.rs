@@ -994,20 +994,20 @@ fn trunk_answers(c: &mut C, t: Instant, invite: &str) {
 }
 
 /// Caller "a" (13800000001) bridged to seat 1003 (S1), the sub-centre trunk at TRUNK: the
-/// core, the seat's offer and the time.
-fn seat_with_caller() -> (C, String, Instant) {
+/// core, the seat's offer, the time and the caller's To header.
+fn seat_with_caller() -> (C, String, Instant, String) {
     let mut c = core(|cfg| {
         cfg.trunks.get_mut("subcentres").unwrap().address = TRUNK.parse().unwrap();
     });
     let t0 = Instant::now();
     seat_up(&mut c, t0, "1003", S1);
-    call(&mut c, t0, "a", "13800000001", "12348");
+    let caller_to = call(&mut c, t0, "a", "13800000001", "12348");
     let o = offers(&run(&mut c, t0, t0 + Duration::from_secs(8)));
     let t1 = t0 + Duration::from_secs(8);
     let agent_invite = o[0].2.clone();
     answer(&mut c, t1, &agent_invite, S1);
     sent(&mut c);
-    (c, agent_invite, t1)
+    (c, agent_invite, t1, caller_to)
 }
 
 /// The seat's REFER on its leg to the caller, with Replaces naming dialog `cid` (the
@@ -1033,7 +1033,7 @@ fn refer_replacing(
 #[test]
 fn attended_transfer_the_seat_consults_the_sub_centre_then_refers_with_replaces() {
     use hotline::acd::agent::State;
-    let (mut c, agent_invite, t1) = seat_with_caller();
+    let (mut c, agent_invite, t1, _) = seat_with_caller();
     // The seat is challenged, then its consultation goes out over the trunk with the
     // caller's number.
     let out = seat_consults(&mut c, t1, "12366", "consult-1");
@@ -1150,7 +1150,7 @@ fn attended_transfer_the_seat_consults_the_sub_centre_then_refers_with_replaces(
 #[test]
 fn semi_attended_transfer_while_the_target_rings_the_caller_waits_for_it() {
     use hotline::acd::agent::State;
-    let (mut c, agent_invite, t1) = seat_with_caller();
+    let (mut c, agent_invite, t1, _) = seat_with_caller();
     let out = seat_consults(&mut c, t1, "12366", "consult-2");
     let ringing_180 = out
         .iter()
@@ -1210,7 +1210,7 @@ fn semi_attended_transfer_while_the_target_rings_the_caller_waits_for_it() {
 
 #[test]
 fn a_refer_with_replaces_naming_no_consultation_of_the_seat_gets_481() {
-    let (mut c, agent_invite, t1) = seat_with_caller();
+    let (mut c, agent_invite, t1, _) = seat_with_caller();
     let out = refer_replacing(&mut c, t1, &agent_invite, "nobody", "x");
     assert!(
         out.iter()
@@ -1221,5 +1221,45 @@ fn a_refer_with_replaces_naming_no_consultation_of_the_seat_gets_481() {
         c.seat_directory().get("1003").unwrap().state,
         hotline::acd::agent::State::OnCall,
         "the call goes on"
+    );
+}
+
+#[test]
+fn a_consultation_ends_when_the_caller_it_is_about_hangs_up() {
+    let (mut c, _, t1, caller_to) = seat_with_caller();
+    let out = seat_consults(&mut c, t1, "12366", "consult-3");
+    let to_trunk = out
+        .iter()
+        .find(|m| m.starts_with("INVITE sip:12366@127.0.0.1:5090"))
+        .expect("the target is dialled")
+        .clone();
+    let t2 = t1 + Duration::from_secs(1);
+    trunk_answers(&mut c, t2, &to_trunk);
+    let ok = sent(&mut c)
+        .into_iter()
+        .find(|m| m.starts_with("SIP/2.0 200") && m.contains("Call-ID: consult-3"))
+        .expect("the consultation is answered");
+    let ack = format!(
+        "ACK sip:12366@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {S1};branch=z9hG4bK-cack3\r\nFrom: <sip:1003@127.0.0.1>;tag=ct\r\n\
+         {}\r\nCall-ID: consult-3\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
+        header(&ok, "To:")
+    );
+    c.handle_datagram(t2, ack.as_bytes(), udp(S1));
+    sent(&mut c);
+    // The caller hangs up while the agent talks with the sub-centre.
+    let bye = format!(
+        "BYE sip:hotline@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-bye-a\r\nFrom: <sip:13800000001@127.0.0.1>;tag=t-a\r\n\
+         {caller_to}\r\nCall-ID: a\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    c.handle_datagram(t2, bye.as_bytes(), udp("127.0.0.1:5070"));
+    let out = sent(&mut c);
+    assert!(
+        out.iter()
+            .any(|m| m.starts_with("BYE ") && m.contains("Call-ID: consult-3")),
+        "the consultation ends with its caller: {out:?}"
+    );
+    assert!(
+        out.iter().any(|m| m.starts_with("BYE sip:gw@")),
+        "and so does the sub-centre's call: {out:?}"
     );
 }

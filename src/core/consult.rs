@@ -15,23 +15,16 @@ use crate::sip::uac;
 pub(super) struct SeatConsult {
     pub(super) seat: usize,
     pub(super) target: usize,
+    /// The caller's codec: the consultation must use it, since the target's call is handed
+    /// to the caller as it is (no transcoding in a bridge).
+    pub(super) codec: crate::media::Codec,
     /// The target's call over its trunk, while there is one.
     pub(super) trunk: Option<u64>,
 }
 
-impl SeatConsult {
-    pub(super) fn new(seat: usize, target: usize) -> SeatConsult {
-        SeatConsult {
-            seat,
-            target,
-            trunk: None,
-        }
-    }
-}
-
 impl<M: MediaIo> Core<M> {
     /// The user part of a request's From (empty if it has none).
-    pub(super) fn from_user(&self, req: &Request) -> String {
+    pub(super) fn caller_number(&self, req: &Request) -> String {
         use rsipstack::sip::prelude::HeadersExt as _;
         req.from_header()
             .ok()
@@ -40,20 +33,52 @@ impl<M: MediaIo> Core<M> {
             .unwrap_or_default()
     }
 
-    /// The transfer target a seat dials to consult it, if `number` is one reached over a
-    /// trunk and the request claims to come from a seat (it is then authenticated). Anyone
-    /// else dialling a target number gets the dialplan's answer (404: never a relay).
-    pub(super) fn consult_target(&self, req: &Request, number: &str) -> Option<usize> {
+    /// The transfer target dialled, if `number` is one reached over a trunk: only a seat may
+    /// call it (to consult it), so whoever sends the INVITE is challenged; the answer does
+    /// not tell seat names from others (as the registrar's does not).
+    pub(super) fn consult_target(&self, number: &str) -> Option<usize> {
         let target = self.cfg.target(number)?;
-        if self.cfg.targets[target].kind == TargetKind::Expert {
-            return None;
+        (self.cfg.targets[target].kind != TargetKind::Expert).then_some(target)
+    }
+
+    /// Seat `seat` may consult `target` now: it has a caller (whose codec the consultation
+    /// must use); else the refusal.
+    pub(super) fn seat_consult(&self, seat: usize, target: usize) -> Result<SeatConsult, Refusal> {
+        let caller = self
+            .bridged_leg_of(seat)
+            .and_then(|l| self.legs.get(&l))
+            .and_then(|l| self.calls.get(&l.call));
+        let Some(caller) = caller else {
+            return Err(Refusal {
+                code: 403,
+                reason: "Forbidden",
+                headers: vec![(
+                    "Warning",
+                    "399 hotline \"a seat calls a target only to consult it about its caller\""
+                        .into(),
+                )],
+            });
+        };
+        let codec = self
+            .media
+            .codec(caller.stream)
+            .unwrap_or(crate::media::Codec::Pcmu);
+        // Ordinary consultations leave the reserved ports to emergency hand-offs.
+        if self.cfg.targets[target].kind != TargetKind::Emergency
+            && self.media_io.free_ports() <= self.cfg.transfer.reserved_for_emergency + 1
+        {
+            return Err(Refusal {
+                code: 503,
+                reason: "Service Unavailable",
+                headers: vec![("Retry-After", "5".into())],
+            });
         }
-        let user = self.from_user(req);
-        self.registrar
-            .seats()
-            .iter()
-            .any(|s| s.user == user)
-            .then_some(target)
+        Ok(SeatConsult {
+            seat,
+            target,
+            codec,
+            trunk: None,
+        })
     }
 
     /// Dials the target of consultation `key`, presenting the number of the caller the seat
@@ -66,11 +91,11 @@ impl<M: MediaIo> Core<M> {
         else {
             return;
         };
-        let caller = self
+        let (caller, caller_call_id) = self
             .bridged_leg_of(seat)
             .and_then(|l| self.legs.get(&l))
             .and_then(|l| self.calls.get(&l.call))
-            .map(|c| self.from_user(&c.invite))
+            .map(|c| (self.caller_number(&c.invite), c.call_id.clone()))
             .unwrap_or_default();
         let codec = (
             self.media
@@ -81,8 +106,17 @@ impl<M: MediaIo> Core<M> {
         let seat_id = self.registrar.seats()[seat].id.clone();
         let t = &self.cfg.targets[target];
         let (timeout, name) = (Duration::from_secs(t.timeout_s), t.name.clone());
-        let extra = [("X-Hotline-Transfer-By", seat_id.as_str())];
-        info!(seat = %seat_id, target = %name, "seat consults a transfer target");
+        let extra = [
+            ("X-Hotline-Transfer-By", seat_id.as_str()),
+            ("X-Hotline-Call", caller_call_id.as_str()),
+        ];
+        if t.kind == TargetKind::Emergency {
+            // The audit of an emergency centre reached with a citizen's number.
+            let masked = crate::metrics::queue_log::mask_number(&caller);
+            warn!(seat = %seat_id, caller = %masked, target = %name, "EMERGENCY CONSULTATION started");
+        } else {
+            info!(seat = %seat_id, target = %name, "seat consults a transfer target");
+        }
         match self.dial_target(
             now,
             target,
@@ -95,6 +129,12 @@ impl<M: MediaIo> Core<M> {
             Ok(trunk) => {
                 if let Some(c) = self.calls.get_mut(&key).and_then(|c| c.consult.as_mut()) {
                     c.trunk = Some(trunk);
+                }
+                if let Some(leg) = self
+                    .bridged_leg_of(seat)
+                    .and_then(|l| self.legs.get_mut(&l))
+                {
+                    leg.consultation = Some(key);
                 }
             }
             Err(e) => {

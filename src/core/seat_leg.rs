@@ -71,6 +71,9 @@ pub(super) struct SeatLeg {
     consult: bool,
     /// An answered consultation the expert is on: its end is the expert's end of the call.
     talking: bool,
+    /// The seat's own consultation call about this leg's caller (attended transfer): it
+    /// ends when the caller's call with the seat does.
+    pub(super) consultation: Option<u64>,
 }
 
 impl<M: MediaIo> Core<M> {
@@ -502,6 +505,7 @@ impl<M: MediaIo> Core<M> {
                 digits_at: None,
                 consult,
                 talking: false,
+                consultation: None,
             },
         );
         self.leg_by_branch.insert(branch, leg_key);
@@ -1033,6 +1037,13 @@ impl<M: MediaIo> Core<M> {
             .is_some_and(|l| std::mem::take(&mut l.talking));
         if !expert && !self.is_bridged_leg(key) {
             return;
+        }
+        // A consultation about a caller who is gone has nothing left to transfer (and would
+        // keep the seat busy while the ACD thinks it free).
+        if let Some(k) = self.legs.get_mut(&key).and_then(|l| l.consultation.take())
+            && self.calls.get(&k).is_some_and(|c| c.consult.is_some())
+        {
+            self.hangup(now, k);
         }
         let Some(leg) = self.legs.get(&key) else {
             return;

@@ -1089,7 +1089,7 @@ impl<M: MediaIo> Core<M> {
             .calls
             .get(&call_key)
             .filter(|c| c.bridged_leg == Some(leg_key) && c.state == CallState::Confirmed)
-            .map(|c| (c.stream, c.call_id.clone(), self.from_user(&c.invite)))
+            .map(|c| (c.stream, c.call_id.clone(), self.caller_number(&c.invite)))
         else {
             let (code, reason) = TransferError::NotOnCall.sip_status();
             return refuse(
@@ -1108,11 +1108,18 @@ impl<M: MediaIo> Core<M> {
                 "a transfer of this call is already under way",
             );
         }
-        // The target's call is the caller's from now on.
-        let Some(up) = self.trunk_calls.get_mut(&trunk).map(|t| {
-            t.purpose = Purpose::Transfer { call: call_key };
-            t.uac.state() == uac::State::Up
-        }) else {
+        // The target's call (ringing or up) is the caller's from now on.
+        let live = self
+            .trunk_calls
+            .get(&trunk)
+            .map(|t| t.uac.state())
+            .filter(|s| {
+                matches!(
+                    s,
+                    uac::State::Calling | uac::State::Proceeding | uac::State::Up
+                )
+            });
+        let Some(state) = live else {
             return refuse(
                 self,
                 481,
@@ -1120,6 +1127,10 @@ impl<M: MediaIo> Core<M> {
                 "the target's call is gone",
             );
         };
+        let up = state == uac::State::Up;
+        if let Some(t) = self.trunk_calls.get_mut(&trunk) {
+            t.purpose = Purpose::Transfer { call: call_key };
+        }
         if let Some(c) = self
             .calls
             .get_mut(&consult_key)

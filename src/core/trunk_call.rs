@@ -331,14 +331,18 @@ impl<M: MediaIo> Core<M> {
             return;
         };
         c.uac.remote_bye();
-        let purpose = c.purpose;
         self.release_trunk_media(key);
-        match purpose {
-            Purpose::Transfer { call } => self.transfer_target_left(now, call, key),
-            Purpose::Consult { call } => self.consult_target_left(now, call),
-            Purpose::Probe { .. } => {}
-        }
+        self.trunk_gone(now, key);
         self.drop_trunk(key);
+    }
+
+    /// An answered trunk call is over: whoever it served is told.
+    pub(super) fn trunk_gone(&mut self, now: Instant, key: u64) {
+        match self.trunk_calls.get(&key).map(|c| c.purpose) {
+            Some(Purpose::Transfer { call }) => self.transfer_target_left(now, call, key),
+            Some(Purpose::Consult { call }) => self.consult_target_left(now, call),
+            Some(Purpose::Probe { .. }) | None => {}
+        }
     }
 
     /// A trunk call's BYE transaction ended.
