@@ -92,6 +92,24 @@ struct Consult {
 }
 
 impl Transfer {
+    /// A transfer of seat leg `seat_leg` (seat `seat`) to `target` whose target is being
+    /// called from `now`; the caller sets how it is reached.
+    fn new(seat_leg: u64, seat: usize, target: Option<usize>, mode: Mode, now: Instant) -> Self {
+        Transfer {
+            seat_leg: Some(seat_leg),
+            seat,
+            target,
+            trunk: None,
+            expert: None,
+            phase: Phase::Dialling,
+            mode,
+            started: now,
+            deadline: now,
+            due: None,
+            ringing_told: false,
+        }
+    }
+
     /// The queue whose free seats should be offered this transfer now, if any.
     pub(super) fn wants_expert(&self) -> Option<(QueueId, Instant)> {
         let c = self.expert.as_ref()?;
@@ -305,35 +323,17 @@ impl<M: MediaIo> Core<M> {
             ),
         };
         self.record_started(&call_id, seat, target, mode, by, &caller);
-        // The caller waits with hold music; the agent hears that the target is being called.
-        self.part(
-            call_key,
-            caller_stream,
-            Some("transfer/connecting"),
-            leg_stream,
-            "transfer/dialling",
-        );
-        self.transfers.insert(
-            call_key,
-            Transfer {
-                seat_leg: Some(leg_key),
-                seat,
-                target: Some(target),
-                trunk,
-                expert: expert_queue.map(|queue| Consult {
-                    queue,
-                    offers: Vec::new(),
-                    leg: None,
-                }),
-                phase: Phase::Dialling,
-                mode,
-                started: now,
-                deadline: now + timeout,
-                due: None,
-                ringing_told: false,
-            },
-        );
-        Stats::inc(&self.stats.transfers_active);
+        let t = Transfer {
+            trunk,
+            expert: expert_queue.map(|queue| Consult {
+                queue,
+                offers: Vec::new(),
+                leg: None,
+            }),
+            deadline: now + timeout,
+            ..Transfer::new(leg_key, seat, Some(target), mode, now)
+        };
+        self.begin_dialling(call_key, caller_stream, leg_stream, t);
         if expert_queue.is_some() {
             self.transfer_timer_at(call_key, now + timeout);
             self.dispatch(now);
@@ -372,6 +372,26 @@ impl<M: MediaIo> Core<M> {
         let kind_v = serde_json::to_value(kind).unwrap_or_default();
         let mode_s = mode.label();
         self.record("transfer", Some(call_id), Some(seat), None, serde_json::json!({ "outcome": "started", "number": number, "name": name, "kind": kind_v, "unit": unit, "mode": mode_s, "by": by, "caller": caller }));
+    }
+
+    /// Transfer `t` of caller `call` starts: the caller waits with hold music and the agent
+    /// hears that the target is being called.
+    fn begin_dialling(
+        &mut self,
+        call: u64,
+        caller_stream: StreamId,
+        leg_stream: StreamId,
+        t: Transfer,
+    ) {
+        self.part(
+            call,
+            caller_stream,
+            Some("transfer/connecting"),
+            leg_stream,
+            "transfer/dialling",
+        );
+        self.transfers.insert(call, t);
+        Stats::inc(&self.stats.transfers_active);
     }
 
     /// Caller and agent stop hearing each other: the caller hears `caller_first` (if any) and
@@ -431,22 +451,11 @@ impl<M: MediaIo> Core<M> {
             return;
         }
         let ms = self.part(call, caller_stream, None, leg_stream, "transfer/failed");
-        self.transfers.insert(
-            call,
-            Transfer {
-                seat_leg: Some(leg_key),
-                seat,
-                target: None,
-                trunk: None,
-                expert: None,
-                phase: Phase::Restoring,
-                mode: Mode::ThreeWay,
-                started: now,
-                deadline: now,
-                due: None,
-                ringing_told: false,
-            },
-        );
+        let t = Transfer {
+            phase: Phase::Restoring,
+            ..Transfer::new(leg_key, seat, None, Mode::ThreeWay, now)
+        };
+        self.transfers.insert(call, t);
         self.transfer_timer_at(call, now + Duration::from_millis(ms));
     }
 
@@ -1149,30 +1158,11 @@ impl<M: MediaIo> Core<M> {
             &format!("seat {seat_id} (REFER with Replaces)"),
             &caller,
         );
-        self.part(
-            call_key,
-            caller_stream,
-            Some("transfer/connecting"),
-            leg_stream,
-            "transfer/dialling",
-        );
-        self.transfers.insert(
-            call_key,
-            Transfer {
-                seat_leg: Some(leg_key),
-                seat,
-                target: Some(target),
-                trunk: Some(trunk),
-                expert: None,
-                phase: Phase::Dialling,
-                mode: Mode::Attended,
-                started: now,
-                deadline: now,
-                due: None,
-                ringing_told: false,
-            },
-        );
-        Stats::inc(&self.stats.transfers_active);
+        let t = Transfer {
+            trunk: Some(trunk),
+            ..Transfer::new(leg_key, seat, Some(target), Mode::Attended, now)
+        };
+        self.begin_dialling(call_key, caller_stream, leg_stream, t);
         self.respond(now, req, info, peer, &ResponseSpec::new(202, "Accepted"));
         self.refer_notify(now, Some(leg_key), "SIP/2.0 100 Trying", false);
         if up {
