@@ -625,9 +625,7 @@ impl<M: MediaIo> Core<M> {
     ) -> Result<AgentState, String> {
         let i = self
             .registrar
-            .seats()
-            .iter()
-            .position(|s| s.id == seat)
+            .seat_index(seat)
             .ok_or_else(|| format!("no seat {seat}"))?;
         self.agent_action(now, i, action, by)
             .map_err(|e| e.to_string())

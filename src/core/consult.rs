@@ -33,6 +33,12 @@ impl<M: MediaIo> Core<M> {
             .unwrap_or_default()
     }
 
+    /// The citizen's call seat `seat` is bridged to.
+    fn caller_of_seat(&self, seat: usize) -> Option<&Call> {
+        let leg = self.legs.get(&self.bridged_leg_of(seat)?)?;
+        self.calls.get(&leg.call)
+    }
+
     /// The transfer target dialled, if `number` is one reached over a trunk: only a seat may
     /// call it (to consult it), so whoever sends the INVITE is challenged; the answer does
     /// not tell seat names from others (as the registrar's does not).
@@ -44,11 +50,7 @@ impl<M: MediaIo> Core<M> {
     /// Seat `seat` may consult `target` now: it has a caller (whose codec the consultation
     /// must use); else the refusal.
     pub(super) fn seat_consult(&self, seat: usize, target: usize) -> Result<SeatConsult, Refusal> {
-        let caller = self
-            .bridged_leg_of(seat)
-            .and_then(|l| self.legs.get(&l))
-            .and_then(|l| self.calls.get(&l.call));
-        let Some(caller) = caller else {
+        let Some(caller) = self.caller_of_seat(seat) else {
             return Err(Refusal {
                 code: 403,
                 reason: "Forbidden",
@@ -92,9 +94,7 @@ impl<M: MediaIo> Core<M> {
             return;
         };
         let (caller, caller_call_id) = self
-            .bridged_leg_of(seat)
-            .and_then(|l| self.legs.get(&l))
-            .and_then(|l| self.calls.get(&l.call))
+            .caller_of_seat(seat)
             .map(|c| (self.caller_number(&c.invite), c.call_id.clone()))
             .unwrap_or_default();
         let codec = (

@@ -197,9 +197,7 @@ impl<M: MediaIo> Core<M> {
     ) -> Result<serde_json::Value, String> {
         let seat = self
             .registrar
-            .seats()
-            .iter()
-            .position(|s| s.id == seat_id)
+            .seat_index(seat_id)
             .ok_or_else(|| format!("no seat {seat_id}"))?;
         let leg = self
             .bridged_leg_of(seat)

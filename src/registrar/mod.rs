@@ -130,6 +130,11 @@ impl Registrar {
         &self.seats
     }
 
+    /// The index of the seat with this id (as the API names seats).
+    pub fn seat_index(&self, id: &str) -> Option<usize> {
+        self.seats.iter().position(|s| s.id == id)
+    }
+
     /// Live contacts of seat `i`.
     pub fn contacts(&self, i: usize, now: Instant) -> impl Iterator<Item = &Binding> {
         self.bindings
