@@ -65,10 +65,8 @@ impl<M: MediaIo> Core<M> {
             .media
             .codec(caller.stream)
             .unwrap_or(crate::media::Codec::Pcmu);
-        // Ordinary consultations leave the reserved ports to emergency hand-offs.
-        if self.cfg.targets[target].kind != TargetKind::Emergency
-            && self.media_io.free_ports() <= self.cfg.transfer.reserved_for_emergency + 1
-        {
+        // Two ports: the consultation's own and its target's call.
+        if !self.room_for(target, 2) {
             return Err(Refusal {
                 code: 503,
                 reason: "Service Unavailable",

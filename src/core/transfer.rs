@@ -270,11 +270,7 @@ impl<M: MediaIo> Core<M> {
             }
             _ => None,
         };
-        // Ordinary transfers leave the reserved ports to emergency hand-offs, which are never
-        // refused for capacity.
-        if t.kind != TargetKind::Emergency
-            && self.media_io.free_ports() <= self.cfg.transfer.reserved_for_emergency
-        {
+        if !self.room_for(target, 1) {
             return Err(TransferError::NoCapacity);
         }
         use rsipstack::sip::prelude::HeadersExt as _;
@@ -337,6 +333,17 @@ impl<M: MediaIo> Core<M> {
             self.dispatch(now);
         }
         Ok(name)
+    }
+
+    /// Whether calling `target` may take `ports` more RTP ports: ordinary transfers and
+    /// consultations leave the reserved ones to emergency hand-offs, which are never refused
+    /// for capacity.
+    pub(super) fn room_for(&self, target: usize, ports: usize) -> bool {
+        self.cfg
+            .targets
+            .get(target)
+            .is_some_and(|t| t.kind == TargetKind::Emergency)
+            || self.media_io.free_ports() >= self.cfg.transfer.reserved_for_emergency + ports
     }
 
     /// The audit of a transfer's start: a `transfer` record, and a log line (a warning for an
