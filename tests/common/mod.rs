@@ -89,9 +89,12 @@ impl Daemon {
         let base = 30000 + (sip_port as u32 * 7 % 25000) as u16 / 2 * 2;
         let log = std::env::temp_dir().join(format!("hotline-test-{sip_port}.log"));
         let store = std::env::temp_dir().join(format!("hotline-test-{sip_port}.sqlite"));
+        // Files of an earlier daemon on the same port (an earlier test or run) must not leak
+        // into this one: the store and the queue_log, which is appended to.
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
         }
+        let _ = std::fs::remove_file(store.with_extension("queue_log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotline"));
         cmd.arg("run")
             .arg("--config")
