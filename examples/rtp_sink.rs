@@ -85,16 +85,14 @@ fn main() {
                     }
                 }
             }
-            if talk {
-                if let Some(src) = msg.address.and_then(|a| {
+            if talk
+                && let Some(src) = msg.address.and_then(|a| {
                     a.as_sockaddr_in()
                         .map(|v4| std::net::SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
-                }) {
-                    if known.insert(src) {
+                })
+                    && known.insert(src) {
                         talkers.push((src, 0x5A00_0000 | talkers.len() as u32, 0, 0));
                     }
-                }
-            }
             (msg.bytes, ts.unwrap_or_else(now_realtime_ns))
         };
         total_pkts += 1;
@@ -107,8 +105,8 @@ fn main() {
         if t >= w0 && t <= w1 {
             in_window += 1;
             streams_in_window.insert(ssrc);
-            if let Some(p) = prev {
-                if p - start_ns >= w0.as_nanos() as i128 {
+            if let Some(p) = prev
+                && p - start_ns >= w0.as_nanos() as i128 {
                     let gap = Duration::from_nanos((ts_ns - p).max(0) as u64);
                     max_gap = max_gap.max(gap);
                     if gap > Duration::from_millis(40) {
@@ -116,7 +114,6 @@ fn main() {
                     }
                     hist[(gap.as_millis() as usize).min(199)] += 1;
                 }
-            }
         }
     }
     let gaps: u64 = hist.iter().sum();

@@ -68,7 +68,7 @@ fn main() -> ExitCode {
         realm,
     } = &cli.command
     {
-        use hotline::registrar::digest::{Algorithm, ha1};
+        use hotline::sip::digest::{Algorithm, ha1};
         println!(
             "ha1_md5 = \"{}\"",
             ha1(Algorithm::Md5, user, realm, password)
@@ -304,7 +304,7 @@ fn check(cfg: &Config) -> ExitCode {
 
 /// The shipped demo seats use the password `demo-<user>`; say so wherever it is still in use.
 fn demo_credentials(cfg: &Config) -> Vec<String> {
-    use hotline::registrar::digest::{Algorithm, ha1};
+    use hotline::sip::digest::{Algorithm, ha1};
     cfg.seats
         .iter()
         .filter(|s| s.ha1_md5 == ha1(Algorithm::Md5, &s.user, &cfg.registrar.realm, &format!("demo-{}", s.user)))

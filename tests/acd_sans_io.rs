@@ -2,95 +2,28 @@
 //! answer, priority callers and the bound on overtaking, penalties that widen with the wait,
 //! and the "nobody logged in" overflow. SIP goes in with a virtual `now`; what the core sends
 //! comes out.
+mod sim;
+
 use hotline::config::Config;
-use hotline::core::{AgentAction, Core, MediaIo};
-use hotline::ivr::dialplan;
-use hotline::media::prompts::PromptStore;
-use hotline::sip::{Peer, Transport};
-use hotline::stats::Stats;
-use hotline::time::WallClock;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use hotline::core::AgentAction;
+use hotline::time::Now;
+use sim::{header, sent, udp};
+use std::time::Duration;
 
-/// Media that only remembers which endpoints are bridged.
-#[derive(Default)]
-struct NoMedia {
-    next: u16,
-    bridged: std::collections::HashSet<u16>,
-}
-
-impl MediaIo for NoMedia {
-    type Tx = u16;
-    fn open(&mut self, _key: u64) -> Option<(u16, u16)> {
-        self.next += 2;
-        Some((self.next, 40000 + self.next))
-    }
-    fn send(&mut self, _tx: &u16, _packet: &[u8], _to: SocketAddr) {}
-    fn close(&mut self, _tx: u16) {}
-    fn set_event_pt(&mut self, _tx: &u16, _pt: Option<u8>) {}
-    fn media_changed(&mut self, _tx: &u16, _sdp_addr: Option<SocketAddr>) {}
-    fn local_ip_for(&mut self, _peer: std::net::IpAddr) -> Option<std::net::IpAddr> {
-        None
-    }
-    fn bridge(&mut self, a: &u16, b: &u16) {
-        self.bridged.insert(*a);
-        self.bridged.insert(*b);
-    }
-    fn unbridge(&mut self, a: &u16) {
-        self.bridged.remove(a);
-    }
-}
-
-type C = Core<NoMedia>;
+type C = sim::SimCore;
 
 /// The shipped configuration with `f` applied; 12348 greets and queues in line-12348.
 fn core(f: impl FnOnce(&mut Config)) -> C {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut cfg = Config::load(&root.join("config/hotline.toml")).unwrap();
-    cfg.sip.listen = "127.0.0.1:5060".parse().unwrap();
-    cfg.sip.ring_ms = 0;
-    cfg.registrar.qualify_s = 0;
-    f(&mut cfg);
-    let (prompts, _) = PromptStore::load_dir(&cfg.paths.prompts).unwrap();
-    let plan = dialplan::load(&cfg.paths.dialplans, &prompts, &cfg.queues).unwrap();
-    let mut c = Core::new(
-        Arc::new(cfg),
-        Arc::new(plan),
-        Arc::new(prompts),
-        WallClock::real(),
-        Arc::new(Stats::default()),
-        NoMedia::default(),
-    );
-    c.start(Instant::now());
-    c
-}
-
-fn udp(addr: &str) -> Peer {
-    Peer {
-        transport: Transport::Udp,
-        addr: addr.parse().unwrap(),
-    }
-}
-
-fn sent(c: &mut C) -> Vec<String> {
-    let mut v = vec![];
-    while let Some(t) = c.poll_transmit() {
-        v.push(String::from_utf8_lossy(&t.bytes).to_string());
-    }
-    v
-}
-
-fn header<'a>(msg: &'a str, name: &str) -> &'a str {
-    msg.lines()
-        .find(|l| l.starts_with(name))
-        .unwrap_or_else(|| panic!("no {name} in {msg}"))
+    sim::core_with(true, |cfg| {
+        cfg.sip.ring_ms = 0;
+        cfg.registrar.qualify_s = 0;
+        f(cfg)
+    })
 }
 
 /// Seat `user` registers from `addr` (digest) and logs in.
-fn seat_up(c: &mut C, t: Instant, user: &str, addr: &str) {
-    use hotline::registrar::digest::{Algorithm, ha1};
+fn seat_up(c: &mut C, t: Now, user: &str, addr: &str) {
+    use hotline::sip::digest::{Algorithm, ha1};
     let reg = |cseq: u32, auth: &str| {
         format!(
             "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bKr{user}{cseq}\r\nFrom: <sip:{user}@127.0.0.1>;tag=r\r\n\
@@ -120,7 +53,7 @@ fn seat_up(c: &mut C, t: Instant, user: &str, addr: &str) {
 }
 
 /// A caller `from` dials `number` (call id `id`); the To header of the daemon's answer.
-fn call(c: &mut C, t: Instant, id: &str, from: &str, number: &str) -> String {
+fn call(c: &mut C, t: Now, id: &str, from: &str, number: &str) -> String {
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
     let inv = format!(
         "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-{id}\r\n\
@@ -145,7 +78,7 @@ fn call(c: &mut C, t: Instant, id: &str, from: &str, number: &str) -> String {
 
 /// Runs media and timers in 5 ms steps from `from` to `until`; every message sent, with
 /// the time it went out.
-fn run(c: &mut C, from: Instant, until: Instant) -> Vec<(Instant, String)> {
+fn run(c: &mut C, from: Now, until: Now) -> Vec<(Now, String)> {
     let mut now = from;
     let mut out = vec![];
     while now < until {
@@ -158,7 +91,7 @@ fn run(c: &mut C, from: Instant, until: Instant) -> Vec<(Instant, String)> {
 }
 
 /// The first INVITE to each seat (a request line `INVITE sip:<user>@`), in order sent.
-fn offers(msgs: &[(Instant, String)]) -> Vec<(Instant, String, String)> {
+fn offers(msgs: &[(Now, String)]) -> Vec<(Now, String, String)> {
     let mut seen = std::collections::HashSet::new();
     msgs.iter()
         .filter(|(_, m)| m.starts_with("INVITE sip:100"))
@@ -167,7 +100,7 @@ fn offers(msgs: &[(Instant, String)]) -> Vec<(Instant, String, String)> {
         .collect()
 }
 
-fn ringing(c: &mut C, t: Instant, invite: &str, seat_addr: &str) {
+fn ringing(c: &mut C, t: Now, invite: &str, seat_addr: &str) {
     let r = format!(
         "SIP/2.0 180 Ringing\r\n{}\r\n{}\r\n{};tag=seat\r\n{}\r\n{}\r\nContent-Length: 0\r\n\r\n",
         header(invite, "Via:"),
@@ -179,7 +112,7 @@ fn ringing(c: &mut C, t: Instant, invite: &str, seat_addr: &str) {
     c.handle_datagram(t, r.as_bytes(), udp(seat_addr));
 }
 
-fn answer(c: &mut C, t: Instant, invite: &str, seat_addr: &str) {
+fn answer(c: &mut C, t: Now, invite: &str, seat_addr: &str) {
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
     let ok = format!(
         "SIP/2.0 200 OK\r\n{}\r\n{}\r\n{};tag=seat\r\n{}\r\n{}\r\nContact: <sip:seat@{seat_addr}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
@@ -207,7 +140,7 @@ fn ring_all_rings_every_free_seat_and_the_first_answer_wins() {
         cfg.seats[0].queues.push("line-12348".into());
         cfg.seats[1].queues.push("line-12348".into());
     });
-    let t0 = Instant::now();
+    let t0 = sim::t0();
     seat_up(&mut c, t0, "1001", S1);
     seat_up(&mut c, t0, "1002", S2);
     call(&mut c, t0, "a", "13800000001", "12348");
@@ -271,7 +204,7 @@ fn a_priority_caller_goes_first_but_not_past_the_overtaking_bound() {
     let mut c = core(|cfg| {
         cfg.queues.get_mut("line-12348").unwrap().max_overtaken_s = 20;
     });
-    let t0 = Instant::now();
+    let t0 = sim::t0();
     // Three callers queue while the seat is logged out: a normal caller, then (2 s later)
     // 110 handing over a caller, then another normal one.
     call(&mut c, t0, "early", "13800000001", "12348");
@@ -313,7 +246,7 @@ fn a_priority_caller_goes_first_but_not_past_the_overtaking_bound() {
 fn a_high_penalty_seat_is_offered_the_caller_only_once_the_wait_has_widened() {
     // Shipped: general widens every 30 s and seat 1002 has penalty 1 there.
     let mut c = core(|_| {});
-    let t0 = Instant::now();
+    let t0 = sim::t0();
     seat_up(&mut c, t0, "1002", S2);
     call(&mut c, t0, "a", "13800000001", "12345");
     // Welcome, then the menu; the caller waits for the menu timeouts and lands in "agent"
@@ -339,7 +272,7 @@ fn a_high_penalty_seat_is_offered_the_caller_only_once_the_wait_has_widened() {
 #[test]
 fn with_nobody_logged_in_the_enterprise_queue_sends_callers_to_general() {
     let mut c = core(|_| {});
-    let t0 = Instant::now();
+    let t0 = sim::t0();
     seat_up(&mut c, t0, "1001", S1); // general only
     call(&mut c, t0, "a", "13800000001", "12345");
     let mut msgs = run(&mut c, t0, t0 + Duration::from_secs(7));
@@ -367,7 +300,7 @@ fn when_the_maximum_wait_ends_a_seat_still_ringing_is_cancelled() {
         q.ring_timeout_s = 60;
         q.on_timeout = "sorry".into();
     });
-    let t0 = Instant::now();
+    let t0 = sim::t0();
     seat_up(&mut c, t0, "1003", S1);
     call(&mut c, t0, "a", "13800000001", "12348");
     let msgs = run(&mut c, t0, t0 + Duration::from_secs(8));
@@ -398,7 +331,7 @@ fn when_the_maximum_wait_ends_a_seat_still_ringing_is_cancelled() {
 #[test]
 fn the_answer_to_a_seats_re_invite_is_retransmitted_until_its_ack() {
     let mut c = core(|_| {});
-    let t0 = Instant::now();
+    let t0 = sim::t0();
     seat_up(&mut c, t0, "1003", S1);
     call(&mut c, t0, "a", "13800000001", "12348");
     let msgs = run(&mut c, t0, t0 + Duration::from_secs(8));
@@ -452,7 +385,7 @@ fn the_answer_to_a_seats_re_invite_is_retransmitted_until_its_ack() {
 /// A small driver for scripted ACD scenarios: two seats (1001, 1002) serve line-12348.
 struct Sim {
     c: C,
-    now: Instant,
+    now: Now,
     seen: std::collections::HashSet<String>,
 }
 
@@ -473,7 +406,7 @@ impl Sim {
         });
         let mut sim = Sim {
             c,
-            now: Instant::now(),
+            now: sim::t0(),
             seen: Default::default(),
         };
         seat_up(&mut sim.c, sim.now, "1001", S1);
@@ -574,7 +507,7 @@ fn longest_idle_round_robin_and_fewest_calls_choose_differently() {
 #[test]
 fn a_seat_coming_free_after_wrap_up_is_offered_the_next_caller_at_once() {
     let mut c = core(|_| {});
-    let t0 = Instant::now();
+    let t0 = sim::t0();
     seat_up(&mut c, t0, "1003", S1); // line-12348, wrap-up 5 s
     call(&mut c, t0, "a", "138", "12348");
     call(&mut c, t0, "b", "139", "12348");
@@ -616,7 +549,7 @@ fn a_seat_coming_free_after_wrap_up_is_offered_the_next_caller_at_once() {
     assert!(out.iter().any(|m| m.starts_with("BYE ")), "BYE to caller a");
     // Exactly when wrap-up ends, caller b is offered: no polling delay.
     let next = offers(&run(&mut c, t1, t1 + Duration::from_secs(7)));
-    let next: Vec<&(Instant, String, String)> = next
+    let next: Vec<&(Now, String, String)> = next
         .iter()
         .filter(|x| header(&x.2, "Call-ID:") != header(invite, "Call-ID:"))
         .collect();
@@ -631,7 +564,7 @@ fn a_seat_coming_free_after_wrap_up_is_offered_the_next_caller_at_once() {
 const S3: &str = "127.0.0.1:6003";
 
 /// A seat's in-dialog BYE on the leg the daemon offered with `invite`.
-fn seat_bye(c: &mut C, t: Instant, invite: &str, seat_addr: &str) {
+fn seat_bye(c: &mut C, t: Now, invite: &str, seat_addr: &str) {
     let our_tag = header(invite, "From:").split(";tag=").nth(1).unwrap();
     let bye = format!(
         "BYE sip:hotline@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {seat_addr};branch=z9hG4bKbye{our_tag}\r\nFrom: <sip:seat@127.0.0.1>;tag=seat\r\n\
@@ -644,7 +577,7 @@ fn seat_bye(c: &mut C, t: Instant, invite: &str, seat_addr: &str) {
 /// Expert group 8801 = queue line-12333 (ring-all) with seats 1004 (S2) and 1002 (S3), both
 /// logged in; caller "a" to 12348 is answered by agent 1003 (S1). The core, the agent's
 /// offer and the time.
-fn agent_with_caller_and_two_experts() -> (C, String, String, Instant) {
+fn agent_with_caller_and_two_experts() -> (C, String, String, Now) {
     let mut c = core(|cfg| {
         cfg.queues.get_mut("line-12333").unwrap().strategy = hotline::acd::queue::Strategy::RingAll;
         cfg.seats[1].queues.push("line-12333".into());
@@ -659,7 +592,7 @@ fn agent_with_caller_and_two_experts() -> (C, String, String, Instant) {
             probe: false,
         });
     });
-    let t0 = Instant::now();
+    let t0 = sim::t0();
     seat_up(&mut c, t0, "1003", S1);
     let caller_to = call(&mut c, t0, "a", "13800000001", "12348");
     let o = offers(&run(&mut c, t0, t0 + Duration::from_secs(8)));
@@ -672,7 +605,7 @@ fn agent_with_caller_and_two_experts() -> (C, String, String, Instant) {
 }
 
 /// The transfer's offers to the two experts among `out`, both ringing now: (to 1004, to 1002).
-fn experts_ring(c: &mut C, t: Instant, out: &[String]) -> (String, String) {
+fn experts_ring(c: &mut C, t: Now, out: &[String]) -> (String, String) {
     let o: Vec<&String> = out
         .iter()
         .filter(|m| m.starts_with("INVITE sip:100"))
@@ -933,14 +866,7 @@ const TRUNK: &str = "127.0.0.1:5090";
 
 /// Seat 1003's phone sends INVITE `cseq` for `number` in dialog `cid` (its tag "ct"), with
 /// `auth` (a Proxy-Authorization line or nothing); what the core sends back.
-fn seat_invite(
-    c: &mut C,
-    t: Instant,
-    number: &str,
-    cid: &str,
-    cseq: u32,
-    auth: &str,
-) -> Vec<String> {
+fn seat_invite(c: &mut C, t: Now, number: &str, cid: &str, cseq: u32, auth: &str) -> Vec<String> {
     let sdp = "v=0\r\no=- 2 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7100 RTP/AVP 0\r\n";
     let inv = format!(
         "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {S1};branch=z9hG4bK-{cid}-{cseq}\r\nFrom: <sip:1003@127.0.0.1>;tag=ct\r\n\
@@ -954,8 +880,8 @@ fn seat_invite(
 
 /// The seat's consultation call to `number` through the daemon, digest-authenticated; what the
 /// core sends once the INVITE is accepted.
-fn seat_consults(c: &mut C, t: Instant, number: &str, cid: &str) -> Vec<String> {
-    use hotline::registrar::digest::{Algorithm, ha1};
+fn seat_consults(c: &mut C, t: Now, number: &str, cid: &str) -> Vec<String> {
+    use hotline::sip::digest::{Algorithm, ha1};
     let out = seat_invite(c, t, number, cid, 1, "");
     let challenge = out
         .iter()
@@ -979,7 +905,7 @@ fn seat_consults(c: &mut C, t: Instant, number: &str, cid: &str) -> Vec<String> 
 }
 
 /// The far end of a trunk answers our `invite` (tag "gw"), from TRUNK.
-fn trunk_answers(c: &mut C, t: Instant, invite: &str) {
+fn trunk_answers(c: &mut C, t: Now, invite: &str) {
     let sdp = "v=0\r\no=gw 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7200 RTP/AVP 0\r\n";
     let ok = format!(
         "SIP/2.0 200 OK\r\n{}\r\n{}\r\n{};tag=gw\r\n{}\r\n{}\r\nContact: <sip:gw@{TRUNK}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
@@ -995,11 +921,11 @@ fn trunk_answers(c: &mut C, t: Instant, invite: &str) {
 
 /// Caller "a" (13800000001) bridged to seat 1003 (S1), the sub-centre trunk at TRUNK: the
 /// core, the seat's offer, the time and the caller's To header.
-fn seat_with_caller() -> (C, String, Instant, String) {
+fn seat_with_caller() -> (C, String, Now, String) {
     let mut c = core(|cfg| {
         cfg.trunks.get_mut("subcentres").unwrap().address = TRUNK.parse().unwrap();
     });
-    let t0 = Instant::now();
+    let t0 = sim::t0();
     seat_up(&mut c, t0, "1003", S1);
     let caller_to = call(&mut c, t0, "a", "13800000001", "12348");
     let o = offers(&run(&mut c, t0, t0 + Duration::from_secs(8)));
@@ -1012,13 +938,7 @@ fn seat_with_caller() -> (C, String, Instant, String) {
 
 /// The seat's REFER on its leg to the caller, with Replaces naming dialog `cid` (the
 /// daemon's tag `our_tag`, the seat's "ct"); what the core sends.
-fn refer_replacing(
-    c: &mut C,
-    t: Instant,
-    agent_invite: &str,
-    cid: &str,
-    our_tag: &str,
-) -> Vec<String> {
+fn refer_replacing(c: &mut C, t: Now, agent_invite: &str, cid: &str, our_tag: &str) -> Vec<String> {
     let leg_tag = header(agent_invite, "From:").split(";tag=").nth(1).unwrap();
     let refer = format!(
         "REFER sip:hotline@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {S1};branch=z9hG4bK-aref\r\nFrom: <sip:1003@127.0.0.1>;tag=seat\r\n\
@@ -1116,8 +1036,8 @@ fn attended_transfer_the_seat_consults_the_sub_centre_then_refers_with_replaces(
     assert_eq!(seat_today(&c, "1003").transferred, 1);
     let mut transfers = vec![];
     while let Some(r) = c.poll_record() {
-        if r.kind == "transfer" {
-            transfers.push(r.detail);
+        if r.event.kind() == "transfer" {
+            transfers.push(r.event.detail());
         }
     }
     assert_eq!(

@@ -1,62 +1,15 @@
 //! Call control without sockets or sleeping: SIP goes in with a virtual `now`, what the core
 //! sends comes out. Retransmission timers, the CANCEL race and ACK loss are checked to the
 //! millisecond.
-use hotline::config::Config;
-use hotline::core::{Core, MediaIo};
-use hotline::ivr::dialplan;
-use hotline::media::prompts::PromptStore;
+mod sim;
+
 use hotline::sip::{Peer, Transport};
-use hotline::stats::Stats;
-use hotline::time::WallClock;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use hotline::time::Now;
+use sim::SimCore;
+use std::time::Duration;
 
-/// Media that records instead of sending.
-#[derive(Default)]
-struct FakeMedia {
-    open: usize,
-    sent: usize,
-}
-
-impl MediaIo for FakeMedia {
-    type Tx = u16;
-    fn open(&mut self, _key: u64) -> Option<(u16, u16)> {
-        self.open += 1;
-        Some((0, 40000 + 2 * self.open as u16))
-    }
-    fn send(&mut self, _tx: &u16, _packet: &[u8], _to: SocketAddr) {
-        self.sent += 1;
-    }
-    fn close(&mut self, _tx: u16) {
-        self.open -= 1;
-    }
-    fn set_event_pt(&mut self, _tx: &u16, _pt: Option<u8>) {}
-    fn media_changed(&mut self, _tx: &u16, _sdp_addr: Option<SocketAddr>) {}
-    fn local_ip_for(&mut self, _peer: std::net::IpAddr) -> Option<std::net::IpAddr> {
-        None
-    }
-    fn bridge(&mut self, _a: &u16, _b: &u16) {}
-    fn unbridge(&mut self, _a: &u16) {}
-}
-
-fn core(ring_ms: u64) -> Core<FakeMedia> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut cfg = Config::load(&root.join("config/hotline.toml")).unwrap();
-    cfg.sip.ring_ms = ring_ms;
-    cfg.sip.listen = "127.0.0.1:5060".parse().unwrap();
-    let (prompts, bad) = PromptStore::load_dir(&cfg.paths.prompts).unwrap();
-    assert!(bad.is_empty());
-    let plan = dialplan::load(&cfg.paths.dialplans, &prompts, &cfg.queues).unwrap();
-    Core::new(
-        Arc::new(cfg),
-        Arc::new(plan),
-        Arc::new(prompts),
-        WallClock::real(),
-        Arc::new(Stats::default()),
-        FakeMedia::default(),
-    )
+fn core(ring_ms: u64) -> SimCore {
+    sim::core_with(false, |cfg| cfg.sip.ring_ms = ring_ms)
 }
 
 const PEER: &str = "127.0.0.1:5070";
@@ -87,7 +40,7 @@ fn request(method: &str, branch: &str, to_tag: &str, cseq: u32) -> String {
 }
 
 /// Status codes (and for requests the method) of everything sent since the last call.
-fn drain(c: &mut Core<FakeMedia>) -> Vec<String> {
+fn drain(c: &mut SimCore) -> Vec<String> {
     let mut out = vec![];
     while let Some(t) = c.poll_transmit() {
         let text = String::from_utf8_lossy(&t.bytes).to_string();
@@ -102,7 +55,7 @@ fn drain(c: &mut Core<FakeMedia>) -> Vec<String> {
     out
 }
 
-fn to_tag_of_last_200(c: &mut Core<FakeMedia>, t0: Instant) -> (String, Vec<String>) {
+fn to_tag_of_last_200(c: &mut SimCore, t0: Now) -> (String, Vec<String>) {
     c.handle_datagram(t0, invite("z9hG4bK1").as_bytes(), peer());
     let mut tag = String::new();
     let mut codes = vec![];
@@ -117,12 +70,7 @@ fn to_tag_of_last_200(c: &mut Core<FakeMedia>, t0: Instant) -> (String, Vec<Stri
     (format!(";tag={tag}"), codes)
 }
 
-fn run_until(
-    c: &mut Core<FakeMedia>,
-    from: Instant,
-    until: Instant,
-    step_ms: u64,
-) -> Vec<(u128, String)> {
+fn run_until(c: &mut SimCore, from: Now, until: Now, step_ms: u64) -> Vec<(u128, String)> {
     let mut now = from;
     let mut out = vec![];
     while now < until {
@@ -138,7 +86,7 @@ fn run_until(
 #[test]
 fn invite_is_answered_and_2xx_retransmitted_until_ack() {
     let mut c = core(0);
-    let t0 = Instant::now();
+    let t0 = sim::t0();
     let (tag, codes) = to_tag_of_last_200(&mut c, t0);
     assert_eq!(codes, ["100", "180", "200"]);
     // the same INVITE again: absorbed, no second call
@@ -172,7 +120,7 @@ fn invite_is_answered_and_2xx_retransmitted_until_ack() {
 #[test]
 fn lost_ack_ends_the_call_with_bye_after_64_t1() {
     let mut c = core(0);
-    let t0 = Instant::now();
+    let t0 = sim::t0();
     to_tag_of_last_200(&mut c, t0);
     let sent = run_until(&mut c, t0, t0 + Duration::from_secs(33), 10);
     let oks: Vec<u128> = sent
@@ -207,7 +155,7 @@ fn lost_ack_ends_the_call_with_bye_after_64_t1() {
 fn cancel_races() {
     // CANCEL while ringing: 200 + 487; the 487 is retransmitted until its ACK.
     let mut c = core(3000);
-    let t0 = Instant::now();
+    let t0 = sim::t0();
     c.handle_datagram(t0, invite("z9hG4bK1").as_bytes(), peer());
     assert_eq!(drain(&mut c), ["100", "180"]);
     c.handle_datagram(t0, request("CANCEL", "z9hG4bK1", "", 1).as_bytes(), peer());
@@ -263,7 +211,7 @@ fn cancel_races() {
 #[test]
 fn in_dialog_requests_for_unknown_dialogs_get_481_and_media_is_paced() {
     let mut c = core(0);
-    let t0 = Instant::now();
+    let t0 = sim::t0();
     c.handle_datagram(
         t0,
         request("BYE", "z9hG4bK9", ";tag=nope", 2).as_bytes(),
@@ -293,7 +241,7 @@ fn in_dialog_requests_for_unknown_dialogs_get_481_and_media_is_paced() {
 #[test]
 fn bye_while_ringing_gets_200_and_the_invite_487_and_merged_invites_482() {
     let mut c = core(3000);
-    let t0 = Instant::now();
+    let t0 = sim::t0();
     c.handle_datagram(t0, invite("z9hG4bK1").as_bytes(), peer());
     let mut tag = String::new();
     while let Some(t) = c.poll_transmit() {
@@ -327,7 +275,7 @@ fn bye_while_ringing_gets_200_and_the_invite_487_and_merged_invites_482() {
 #[test]
 fn final_responses_outside_dialogs_carry_a_to_tag() {
     let mut c = core(0);
-    let t0 = Instant::now();
+    let t0 = sim::t0();
     c.handle_datagram(t0, request("OPTIONS", "z9hG4bK7", "", 1).as_bytes(), peer());
     let t = c.poll_transmit().unwrap();
     let text = String::from_utf8_lossy(&t.bytes);

@@ -1385,7 +1385,7 @@ impl ScriptedPhone {
 
     /// The consultation call to `number`, answering the daemon's digest challenge; the 200.
     fn consult(&self, number: &str, cid: &str, rtp_port: u16) -> String {
-        use hotline::registrar::digest::{Algorithm, ha1};
+        use hotline::sip::digest::{Algorithm, ha1};
         let challenge = self.invite(number, cid, 1, rtp_port, "");
         assert!(challenge.starts_with("SIP/2.0 407"), "{challenge}");
         let nonce = challenge

@@ -3,10 +3,10 @@
 //! the HTTP API and the ACD; each returns the new state or why it was refused. Time is passed
 //! in; wrap-up ends on [`Agent::tick`].
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     LoggedOut,
@@ -80,18 +80,37 @@ pub struct Counters {
     pub failed: u64,
 }
 
+/// The agent's state with what each state needs: the end of wrap-up, the pause reason, the
+/// rest after a missed offer (the agent is available but not offered calls until then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Status {
+    LoggedOut,
+    Available { rest_until: Option<Instant> },
+    Ringing,
+    OnCall,
+    WrapUp { until: Instant },
+    Paused { reason: String },
+}
+
+impl Status {
+    fn kind(&self) -> State {
+        match self {
+            Status::LoggedOut => State::LoggedOut,
+            Status::Available { .. } => State::Available,
+            Status::Ringing => State::Ringing,
+            Status::OnCall => State::OnCall,
+            Status::WrapUp { .. } => State::WrapUp,
+            Status::Paused { .. } => State::Paused,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Agent {
-    state: State,
+    status: Status,
     since: Instant,
-    pause_reason: Option<String>,
-    wrap_until: Option<Instant>,
     missed_in_row: u32,
-    /// Consecutive ring-no-answers that pause the agent; 0 = never.
     auto_pause_after: u32,
-    /// After a miss or a rejection the agent is not offered a call before this (so the same
-    /// call doesn't bounce straight back to the seat that just declined it).
-    rest_until: Option<Instant>,
     pub retry_after: Duration,
     pub counters: Counters,
 }
@@ -99,124 +118,130 @@ pub struct Agent {
 impl Agent {
     pub fn new(now: Instant, auto_pause_after: u32) -> Self {
         Agent {
-            state: State::LoggedOut,
+            status: Status::LoggedOut,
             since: now,
-            pause_reason: None,
-            wrap_until: None,
             missed_in_row: 0,
             auto_pause_after,
-            rest_until: None,
             retry_after: Duration::from_secs(5),
             counters: Counters::default(),
         }
     }
 
-    /// Whether a call may be offered now.
+    /// Available, and not resting after a missed offer.
     pub fn ready(&self, now: Instant) -> bool {
-        self.state == State::Available && self.rest_until.is_none_or(|t| t <= now)
+        matches!(self.status, Status::Available { rest_until } if rest_until.is_none_or(|t| t <= now))
     }
 
     pub fn state(&self) -> State {
-        self.state
+        self.status.kind()
     }
     pub fn since(&self) -> Instant {
         self.since
     }
     pub fn pause_reason(&self) -> Option<&str> {
-        self.pause_reason.as_deref()
+        match &self.status {
+            Status::Paused { reason } => Some(reason),
+            _ => None,
+        }
     }
 
-    fn set(&mut self, now: Instant, s: State) {
-        self.state = s;
+    fn set(&mut self, now: Instant, s: Status) {
+        self.status = s;
         self.since = now;
-        if s != State::Paused {
-            self.pause_reason = None;
-        }
-        if s != State::WrapUp {
-            self.wrap_until = None;
-        }
+    }
+
+    fn available(&mut self, now: Instant, rest: bool) {
+        let rest_until = rest.then(|| now + self.retry_after);
+        self.set(now, Status::Available { rest_until });
     }
 
     pub fn handle(&mut self, now: Instant, ev: Event) -> Result<State, AgentError> {
         use State::*;
-        match (ev, self.state) {
+        match (ev, self.state()) {
             (Event::Login, LoggedOut) => {
                 self.missed_in_row = 0;
-                self.set(now, Available)
+                self.available(now, false)
             }
             (Event::Login, _) => return Err(AgentError::AlreadyLoggedIn),
             (Event::Logout, LoggedOut) => return Err(AgentError::NotLoggedIn),
             (Event::Logout, Ringing | OnCall) => return Err(AgentError::Busy),
-            (Event::Logout, _) => self.set(now, LoggedOut),
+            (Event::Logout, _) => self.set(now, Status::LoggedOut),
             (Event::Pause(_), LoggedOut) => return Err(AgentError::NotLoggedIn),
             (Event::Pause(_), Ringing | OnCall) => return Err(AgentError::Busy),
-            (Event::Pause(reason), _) => {
-                self.set(now, Paused);
-                self.pause_reason = Some(reason);
-            }
+            (Event::Pause(reason), _) => self.set(now, Status::Paused { reason }),
             (Event::Unpause, Paused) => {
                 self.missed_in_row = 0;
-                self.set(now, Available)
+                self.available(now, false)
             }
             (Event::Unpause, LoggedOut) => return Err(AgentError::NotLoggedIn),
             (Event::Unpause, _) => return Err(AgentError::NotPaused),
             (Event::Offered, Available) => {
                 self.counters.offered += 1;
-                self.set(now, Ringing)
+                self.set(now, Status::Ringing)
             }
             (Event::Answered, Ringing) => {
                 self.counters.answered += 1;
                 self.missed_in_row = 0;
-                self.set(now, OnCall)
+                self.set(now, Status::OnCall)
             }
             (Event::Missed, Ringing) => {
                 self.counters.missed += 1;
-                self.rest_until = Some(now + self.retry_after);
                 self.missed_in_row += 1;
                 if self.auto_pause_after > 0 && self.missed_in_row >= self.auto_pause_after {
                     let reason =
                         format!("auto: {} calls not answered in a row", self.missed_in_row);
-                    self.set(now, Paused);
-                    self.pause_reason = Some(reason);
+                    self.set(now, Status::Paused { reason });
                 } else {
-                    self.set(now, Available)
+                    self.available(now, true)
                 }
             }
             (Event::Rejected, Ringing) => {
                 self.counters.rejected += 1;
-                self.rest_until = Some(now + self.retry_after);
-                self.set(now, Available)
+                self.available(now, true)
             }
             (Event::Failed, Ringing) => {
                 self.counters.failed += 1;
-                self.rest_until = Some(now + self.retry_after);
-                self.set(now, Available)
+                self.available(now, true)
             }
-            (Event::Withdrawn, Ringing) => self.set(now, Available),
+            (Event::Withdrawn, Ringing) => self.available(now, false),
             (Event::AnsweredElsewhere, Ringing) => {
                 self.counters.offered = self.counters.offered.saturating_sub(1);
-                self.set(now, Available)
+                self.available(now, false)
             }
             (Event::CallEnded { wrap_up }, OnCall) => {
                 if wrap_up.is_zero() {
-                    self.set(now, Available)
+                    self.available(now, false)
                 } else {
-                    self.set(now, WrapUp);
-                    self.wrap_until = Some(now + wrap_up);
+                    self.set(
+                        now,
+                        Status::WrapUp {
+                            until: now + wrap_up,
+                        },
+                    );
                 }
             }
             (_, s) => return Err(AgentError::Unexpected(s)),
         }
-        Ok(self.state)
+        Ok(self.state())
     }
 
-    /// Ends wrap-up when its time is up; true if the agent just became available.
+    /// Wrap-up ends at its time; true when it did now.
     pub fn tick(&mut self, now: Instant) -> bool {
-        if self.state == State::WrapUp && self.wrap_until.is_some_and(|t| t <= now) {
-            self.set(now, State::Available);
-            return true;
-        }
+        if let Status::WrapUp { until } = self.status
+            && until <= now {
+                self.available(now, false);
+                return true;
+            }
         false
+    }
+
+    /// When the agent comes free by itself (wrap-up ends, or the rest after a missed offer).
+    pub fn free_at(&self) -> Option<Instant> {
+        match self.status {
+            Status::WrapUp { until } => Some(until),
+            Status::Available { rest_until } => rest_until,
+            _ => None,
+        }
     }
 }
 

@@ -10,40 +10,26 @@
 //! Blind: the agent's softphone sends REFER. The agent is told the progress by NOTIFY; once the
 //! target answers, caller and target are bridged and the agent's leg is hung up.
 //!
-//! Only a seat leg (a dialog the daemon opened to an authenticated, registered seat) can start
-//! either: a caller's digits go to the IVR and a caller's REFER is refused.
+//! Attended: the agent consulted the target first (`consultation.rs`); REFER with Replaces
+//! naming that consultation gives the target's call to the caller.
+//!
+//! An expert group is one of our own queues: the transfer waits in the ACD for one of its
+//! seats, ahead of callers. Only a seat leg (a dialog the daemon opened to an authenticated,
+//! registered seat) can start a transfer: a caller's digits go to the IVR and a caller's
+//! REFER is refused.
 
-use super::trunk_call::{DialError, Purpose};
+use super::caller::Service;
+use super::seat_leg::LegState;
+use super::trunk::{DialError, Purpose};
 use super::*;
+use crate::acd::Waiting;
+use crate::acd::agent::State as AgentState;
 use crate::config::TargetKind;
-use crate::ivr::dialplan::QueueId;
-use crate::sip::uac;
+use crate::metrics::record::{EndedBy, TransferMode as Mode, TransferOutcome};
+use crate::sip::message;
+use tracing::warn;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Mode {
-    ThreeWay,
-    /// REFER: the agent leaves as soon as the target answers.
-    Blind,
-    /// REFER with Replaces: the agent consulted the target first (its own call through us),
-    /// and leaves as the caller takes over the target's call.
-    Attended,
-}
-
-impl Mode {
-    /// The agent's phone asked for it (REFER) and is told the outcome by NOTIFY.
-    fn by_refer(self) -> bool {
-        self != Mode::ThreeWay
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Mode::ThreeWay => "three_way",
-            Mode::Blind => "blind",
-            Mode::Attended => "attended",
-        }
-    }
-}
-
+/// Where the transfer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// The target is being called; the caller hears hold music.
@@ -52,90 +38,67 @@ enum Phase {
     Conference,
     /// The agent left: caller and target bridged.
     Connected,
-    /// The target did not answer: the agent hears so, then is bridged with the caller again.
+    /// The target was not reached (or a keyed code was refused): the agent hears so, then is
+    /// bridged with the caller again.
     Restoring,
     /// The agent left and the target did not answer: the caller is told and hung up.
     GivingUp,
 }
 
+/// How the target is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Nowhere: a keyed code that was refused (its failure prompt plays).
+    Refused,
+    /// Over its trunk: the call, while there is one.
+    Trunk(Option<TrunkId>),
+    /// An expert group: the queue whose seats are offered the transfer, and the expert's leg
+    /// once one answered.
+    Experts {
+        queue: QueueId,
+        expert: Option<SeatLegId>,
+    },
+}
+
 pub(super) struct Transfer {
-    seat_leg: Option<u64>,
+    /// The transferring agent's leg while the agent is on the transfer.
+    agent: Option<SeatLegId>,
     seat: usize,
-    /// The configured target (none: a keyed code that was refused, whose failure prompt plays).
     target: Option<usize>,
-    /// The target's call over its trunk (all kinds but expert groups).
-    trunk: Option<u64>,
-    /// Expert groups: the consultation offered to the seats of the expert queue.
-    expert: Option<Consult>,
+    reach: Reach,
     phase: Phase,
     mode: Mode,
     started: Instant,
     /// An expert group must answer by then (a trunk call has its own ring timeout).
     deadline: Instant,
-    /// When the transfer's one timer (expert deadline, end of a prompt) is due; timers set
-    /// for an earlier step are ignored.
-    due: Option<Instant>,
-    /// A blind transfer's agent was told the target rings (several experts may).
+    /// A REFER's agent was told the target rings (several experts may).
     ringing_told: bool,
 }
 
-/// A transfer to an expert group waits in the group's queue like a caller, ahead of callers
-/// (a caller and an agent are both held by it), and is offered to the queue's free seats by
-/// the same dispatch and strategy. The offers are not the caller's own (`Call::legs`): the
-/// caller stays bridged to its agent until an expert answers.
-struct Consult {
-    queue: QueueId,
-    /// Offers ringing now.
-    offers: Vec<u64>,
-    /// The expert's leg, once one answered.
-    leg: Option<u64>,
-}
-
 impl Transfer {
-    /// A transfer of seat leg `seat_leg` (seat `seat`) to `target` whose target is being
-    /// called from `now`; the caller sets how it is reached.
-    fn new(seat_leg: u64, seat: usize, target: Option<usize>, mode: Mode, now: Instant) -> Self {
+    fn new(agent: SeatLegId, seat: usize, target: Option<usize>, mode: Mode, now: Instant) -> Self {
         Transfer {
-            seat_leg: Some(seat_leg),
+            agent: Some(agent),
             seat,
             target,
-            trunk: None,
-            expert: None,
+            reach: Reach::Refused,
             phase: Phase::Dialling,
             mode,
             started: now,
             deadline: now,
-            due: None,
             ringing_told: false,
         }
-    }
-
-    /// The queue whose free seats should be offered this transfer now, if any.
-    pub(super) fn wants_expert(&self) -> Option<(QueueId, Instant)> {
-        let c = self.expert.as_ref()?;
-        (self.phase == Phase::Dialling && c.offers.is_empty() && c.leg.is_none())
-            .then_some((c.queue, self.started))
-    }
-
-    /// The expert queue this transfer waits for (ringing or not), and since when.
-    pub(super) fn waiting_for_expert(&self) -> Option<(QueueId, Instant)> {
-        let c = self.expert.as_ref()?;
-        (self.phase == Phase::Dialling && c.leg.is_none()).then_some((c.queue, self.started))
-    }
-
-    /// Whether `leg` is an offer of this transfer that may still become its expert.
-    pub(super) fn offered(&self, leg: u64) -> bool {
-        self.phase == Phase::Dialling
-            && self
-                .expert
-                .as_ref()
-                .is_some_and(|c| c.leg.is_none() && c.offers.contains(&leg))
     }
 
     /// The seat that started the transfer.
     pub(super) fn by_seat(&self) -> usize {
         self.seat
     }
+}
+
+/// The agent's phone asked for it (REFER) and is told the outcome by NOTIFY.
+fn by_refer(mode: Mode) -> bool {
+    mode != Mode::ThreeWay
 }
 
 /// Why a transfer was not started; each maps to one SIP status for REFER and one HTTP status.
@@ -171,25 +134,10 @@ impl TransferError {
 }
 
 impl<M: MediaIo> Core<M> {
-    /// Seat `seat`'s bridged leg, for transfers asked through the API.
-    pub(super) fn bridged_leg_of(&self, seat: usize) -> Option<u64> {
-        self.legs
-            .iter()
-            .find(|(k, l)| {
-                l.seat == seat
-                    && l.state == seat_leg::LegState::Up
-                    && self
-                        .calls
-                        .get(&l.call)
-                        .is_some_and(|c| c.bridged_leg == Some(**k))
-            })
-            .map(|(k, _)| *k)
-    }
-
     /// A transfer or hand-off asked through the HTTP API for seat `seat_id`.
     pub fn transfer_by_id(
         &mut self,
-        now: Instant,
+        now: Now,
         seat_id: &str,
         number: &str,
         emergency_only: bool,
@@ -200,13 +148,14 @@ impl<M: MediaIo> Core<M> {
             .seat_index(seat_id)
             .ok_or_else(|| format!("no seat {seat_id}"))?;
         let leg = self
-            .bridged_leg_of(seat)
+            .seat_leg_of(seat)
             .ok_or_else(|| TransferError::NotOnCall.to_string())?;
         if emergency_only
             && self
+                .env
                 .cfg
                 .target(number)
-                .is_some_and(|t| self.cfg.targets[t].kind != TargetKind::Emergency)
+                .is_some_and(|t| self.env.cfg.targets[t].kind != TargetKind::Emergency)
         {
             return Err(TransferError::NotEmergency(number.to_string()).to_string());
         }
@@ -216,54 +165,59 @@ impl<M: MediaIo> Core<M> {
         Ok(serde_json::json!({ "transfer": "dialling", "target": number, "name": name }))
     }
 
-    /// Starts a transfer of the caller bridged to seat leg `leg_key`; the target's name.
+    /// The caller seat leg `l` talks with, while it is confirmed and not being transferred.
+    fn caller_to_transfer(&self, l: SeatLegId) -> Result<CallerId, TransferError> {
+        let leg = self
+            .legs
+            .seats
+            .get(&l)
+            .filter(|leg| leg.is_talking())
+            .ok_or(TransferError::NotOnCall)?;
+        let k = leg.caller();
+        self.legs
+            .callers
+            .get(&k)
+            .filter(|c| c.seat_leg() == Some(l) && c.session.is_confirmed())
+            .ok_or(TransferError::NotOnCall)?;
+        if self.transfers.contains_key(&k) {
+            return Err(TransferError::InProgress);
+        }
+        Ok(k)
+    }
+
+    /// Starts a transfer of the caller seat leg `l` talks with; the target's name.
     pub(super) fn start_transfer(
         &mut self,
-        now: Instant,
-        leg_key: u64,
+        now: Now,
+        l: SeatLegId,
         number: &str,
         mode: Mode,
         by: &str,
     ) -> Result<String, TransferError> {
-        let leg = self
-            .legs
-            .get(&leg_key)
-            .filter(|l| l.state == seat_leg::LegState::Up)
-            .ok_or(TransferError::NotOnCall)?;
-        let (call_key, seat, leg_stream) = (leg.call, leg.seat, leg.stream);
-        let call = self
-            .calls
-            .get(&call_key)
-            .filter(|c| c.bridged_leg == Some(leg_key) && c.state == CallState::Confirmed)
-            .ok_or(TransferError::NotOnCall)?;
-        if self.transfers.contains_key(&call_key) {
-            return Err(TransferError::InProgress);
-        }
+        let k = self.caller_to_transfer(l)?;
+        let seat = self.legs.seats[&l].seat;
         let target = self
+            .env
             .cfg
             .target(number)
             .ok_or_else(|| TransferError::UnknownTarget(number.to_string()))?;
-        let t = &self.cfg.targets[target];
-        // An expert group is one of our queues: with nobody of it logged in the transfer
-        // fails now rather than after the caller and agent waited its whole timeout.
+        let t = &self.env.cfg.targets[target];
+        // An expert group is one of our queues: with nobody of it at work the transfer fails
+        // now rather than after the caller and agent waited its whole timeout.
         let expert_queue = match (t.kind, t.queue.as_deref()) {
             (TargetKind::Expert, Some(name)) => {
                 let q = self
+                    .env
                     .plan
                     .queues
                     .iter()
                     .position(|q| q.name == name)
+                    .map(QueueId)
                     .ok_or_else(|| TransferError::UnknownTarget(number.to_string()))?;
-                let staffed = self.members[q].iter().any(|&(i, _)| {
-                    !matches!(
-                        self.agents[i].state(),
-                        AgentState::LoggedOut | AgentState::Paused
-                    )
-                });
-                if !staffed {
+                if self.acd.at_work(q) == 0 {
                     return Err(TransferError::NoExperts(t.name.clone()));
                 }
-                Some(QueueId(q))
+                Some(q)
             }
             (TargetKind::Expert, None) => {
                 return Err(TransferError::UnknownTarget(number.to_string()));
@@ -273,39 +227,34 @@ impl<M: MediaIo> Core<M> {
         if !self.room_for(target, 1) {
             return Err(TransferError::NoCapacity);
         }
-        use rsipstack::sip::prelude::HeadersExt as _;
-        let caller = call
-            .invite
-            .from_header()
-            .ok()
-            .and_then(|f| f.uri().ok())
-            .and_then(|u| u.user().map(str::to_string))
-            .unwrap_or_default();
-        let caller_stream = call.stream;
-        let call_id = call.call_id.clone();
-        let span = call.span.clone();
-        let _g = span.enter();
-        let codec = (
-            self.media
-                .codec(caller_stream)
-                .unwrap_or(crate::media::Codec::Pcmu),
-            self.media.payload_type(caller_stream).unwrap_or(0),
+        let c = &self.legs.callers[&k];
+        let (caller, call_id, span, cs) = (
+            c.number.clone(),
+            c.call_id.clone(),
+            c.span.clone(),
+            c.stream,
         );
+        let _g = span.enter();
+        let codec = self.media.codec(cs);
         let seat_id = self.registrar.seats()[seat].id.clone();
         let extra = [
             ("X-Hotline-Transfer-By", seat_id.as_str()),
             ("X-Hotline-Call", call_id.as_str()),
         ];
+        let t = &self.env.cfg.targets[target];
         let timeout = Duration::from_secs(t.timeout_s);
         let name = t.name.clone();
-        let trunk = match expert_queue {
-            Some(_) => None,
-            None => Some(
+        let reach = match expert_queue {
+            Some(queue) => Reach::Experts {
+                queue,
+                expert: None,
+            },
+            None => Reach::Trunk(Some(
                 self.dial_target(
                     now,
                     target,
                     &caller,
-                    Purpose::Transfer { call: call_key },
+                    Purpose::Transfer(k),
                     timeout,
                     codec,
                     &extra,
@@ -314,22 +263,19 @@ impl<M: MediaIo> Core<M> {
                     DialError::NoPort => TransferError::NoCapacity,
                     e => TransferError::Dial(e.to_string()),
                 })?,
-            ),
+            )),
         };
-        self.record_started(&call_id, seat, target, mode, by, &caller);
+        self.record_started(now, &call_id, seat, target, mode, by, &caller);
         let t = Transfer {
-            trunk,
-            expert: expert_queue.map(|queue| Consult {
-                queue,
-                offers: Vec::new(),
-                leg: None,
-            }),
-            deadline: now + timeout,
-            ..Transfer::new(leg_key, seat, Some(target), mode, now)
+            reach,
+            deadline: now.mono + timeout,
+            ..Transfer::new(l, seat, Some(target), mode, now.mono)
         };
-        self.begin_dialling(call_key, caller_stream, leg_stream, t);
-        if expert_queue.is_some() {
-            self.transfer_timer_at(call_key, now + timeout);
+        self.begin_dialling(k, l, t);
+        if let Some(q) = expert_queue {
+            self.acd.wait_for_expert(k.0, q, now.mono, seat);
+            self.timers
+                .set(Timer::Transfer(k), Some(now.mono + timeout));
             self.dispatch(now);
         }
         Ok(name)
@@ -339,17 +285,20 @@ impl<M: MediaIo> Core<M> {
     /// consultations leave the reserved ones to emergency hand-offs, which are never refused
     /// for capacity.
     pub(super) fn room_for(&self, target: usize, ports: usize) -> bool {
-        self.cfg
+        self.env
+            .cfg
             .targets
             .get(target)
             .is_some_and(|t| t.kind == TargetKind::Emergency)
-            || self.media_io.free_ports() >= self.cfg.transfer.reserved_for_emergency + ports
+            || self.media.io.free_ports() >= self.env.cfg.transfer.reserved_for_emergency + ports
     }
 
-    /// The audit of a transfer's start: a `transfer` record, and a log line (a warning for an
-    /// emergency hand-off).
+    /// The audit of a transfer's start: a record, and a log line (a warning for an emergency
+    /// hand-off).
+    #[allow(clippy::too_many_arguments)]
     fn record_started(
         &mut self,
+        now: Now,
         call_id: &str,
         seat: usize,
         target: usize,
@@ -357,437 +306,410 @@ impl<M: MediaIo> Core<M> {
         by: &str,
         caller: &str,
     ) {
-        let Some(t) = self.cfg.targets.get(target) else {
-            return;
-        };
-        let (number, name, kind, unit) = (
-            t.number.clone(),
-            t.name.clone(),
-            t.kind,
-            t.unit_name().to_string(),
-        );
+        let label = self.target_label(target);
         let seat_id = &self.registrar.seats()[seat].id;
         let masked = crate::metrics::queue_log::mask_number(caller);
-        if kind == TargetKind::Emergency {
+        if label.kind == TargetKind::Emergency {
             // The audit trail of a hand-off: who, which caller, where, when (store + log).
-            warn!(seat = %seat_id, caller = %masked, number, name = %name, by, "EMERGENCY HAND-OFF started");
+            warn!(seat = %seat_id, caller = %masked, number = %label.number, name = %label.name, by, "EMERGENCY HAND-OFF started");
         } else {
-            info!(seat = %seat_id, caller = %masked, number, name = %name, by, ?mode, "transfer started");
+            info!(seat = %seat_id, caller = %masked, number = %label.number, name = %label.name, by, ?mode, "transfer started");
         }
-        let kind_v = serde_json::to_value(kind).unwrap_or_default();
-        let mode_s = mode.label();
-        self.record("transfer", Some(call_id), Some(seat), None, serde_json::json!({ "outcome": "started", "number": number, "name": name, "kind": kind_v, "unit": unit, "mode": mode_s, "by": by, "caller": caller }));
+        let event = RecordEvent::Transfer(crate::metrics::record::Transfer {
+            outcome: TransferOutcome::Started,
+            target: label,
+            mode: Some(mode),
+            by: Some(by.to_string()),
+            caller: Some(caller.to_string()),
+            answer_s: None,
+            code: None,
+            ring_s: None,
+        });
+        self.record(now, event, Some(call_id), Some(seat), None);
     }
 
-    /// Transfer `t` of caller `call` starts: the caller waits with hold music and the agent
-    /// hears that the target is being called.
-    fn begin_dialling(
+    /// A transfer's later step in the record.
+    fn transfer_record(
         &mut self,
-        call: u64,
-        caller_stream: StreamId,
-        leg_stream: StreamId,
-        t: Transfer,
+        now: Now,
+        k: CallerId,
+        outcome: TransferOutcome,
+        answer_s: Option<f64>,
+        failure: Option<(u16, f64)>,
     ) {
-        self.part(
-            call,
-            caller_stream,
-            Some("transfer/connecting"),
-            leg_stream,
-            "transfer/dialling",
-        );
-        self.transfers.insert(call, t);
-        Stats::inc(&self.stats.transfers_active);
+        let Some(t) = self.transfers.get(&k) else {
+            return;
+        };
+        let (Some(target), seat) = (t.target, t.seat) else {
+            return;
+        };
+        let event = RecordEvent::Transfer(crate::metrics::record::Transfer {
+            outcome,
+            target: self.target_label(target),
+            mode: None,
+            by: None,
+            caller: None,
+            answer_s,
+            code: failure.map(|f| f.0),
+            ring_s: failure.map(|f| f.1),
+        });
+        let call_id = self.legs.callers.get(&k).map(|c| c.call_id.clone());
+        self.record(now, event, call_id.as_deref(), Some(seat), None);
+    }
+
+    /// Transfer `t` of caller `k` starts: the caller waits with hold music and the agent
+    /// hears that the target is being called.
+    fn begin_dialling(&mut self, k: CallerId, l: SeatLegId, t: Transfer) {
+        self.part(k, Some("transfer/connecting"), l, "transfer/dialling");
+        self.transfers.insert(k, t);
+        Stats::inc(&self.env.stats.transfers_active);
     }
 
     /// Caller and agent stop hearing each other: the caller hears `caller_first` (if any) and
     /// then the queue's hold music; the agent hears `agent_hears`. Its length in ms.
     fn part(
         &mut self,
-        call: u64,
-        caller_stream: StreamId,
+        k: CallerId,
         caller_first: Option<&str>,
-        leg_stream: StreamId,
+        l: SeatLegId,
         agent_hears: &str,
     ) -> u64 {
-        if let (Some(a), Some(b)) = (self.media.tx(caller_stream), self.media.tx(leg_stream)) {
-            self.media_io.unbridge(a);
-            self.media_io.unbridge(b);
-        }
+        let (Some(cs), Some(ls)) = (
+            self.legs.callers.get(&k).map(|c| c.stream),
+            self.legs.seats.get(&l).map(|l| l.stream),
+        ) else {
+            return 0;
+        };
+        self.media.unbridge(cs);
+        self.media.unbridge(ls);
         let hold = self
-            .calls
-            .get(&call)
-            .and_then(|c| c.bridged_queue)
-            .and_then(|q| self.plan.queues.get(q.0))
+            .legs
+            .callers
+            .get(&k)
+            .and_then(|c| c.served)
+            .and_then(|s| self.env.plan.queues.get(s.queue.0))
             .map(|q| q.hold_music);
-        let first = caller_first.and_then(|p| self.media.prompts().id(p));
-        let agent = self.media.prompts().id(agent_hears);
-        let ms = agent
-            .map(|p| self.media.prompts().get(p).duration_ms())
-            .unwrap_or(0);
-        self.media.set_sending(caller_stream, true);
-        self.media.play(
-            caller_stream,
-            &first.into_iter().chain(hold).collect::<Vec<_>>(),
-            true,
-        );
-        self.media.set_sending(leg_stream, true);
+        let prompts = self.media.engine.prompts().clone();
+        let first = caller_first.and_then(|p| prompts.id(p));
+        let agent = prompts.id(agent_hears);
+        let ms = agent.map(|p| prompts.get(p).duration_ms()).unwrap_or(0);
+        self.media.engine.set_sending(cs, true);
         self.media
-            .play(leg_stream, &agent.into_iter().collect::<Vec<_>>(), false);
+            .engine
+            .play(cs, &first.into_iter().chain(hold).collect::<Vec<_>>(), true);
+        self.media.engine.set_sending(ls, true);
+        self.media
+            .engine
+            .play(ls, &agent.into_iter().collect::<Vec<_>>(), false);
         ms
     }
 
     /// A transfer code keyed on the phone was refused (unknown number, nobody of the expert
-    /// group logged in, no capacity): the agent hears 转接未成功 while the caller hears hold
+    /// group at work, no capacity): the agent hears 转接未成功 while the caller hears hold
     /// music, then they talk again, as after a failed transfer.
-    fn keyed_code_refused(&mut self, now: Instant, leg_key: u64) {
-        let Some(leg) = self.legs.get(&leg_key) else {
+    fn keyed_code_refused(&mut self, now: Now, l: SeatLegId) {
+        let Ok(k) = self.caller_to_transfer(l) else {
             return;
         };
-        let (call, seat, leg_stream) = (leg.call, leg.seat, leg.stream);
-        let Some(caller_stream) = self
-            .calls
-            .get(&call)
-            .filter(|c| c.bridged_leg == Some(leg_key) && c.state == CallState::Confirmed)
-            .map(|c| c.stream)
-        else {
-            return;
-        };
-        if self.transfers.contains_key(&call) {
-            return;
-        }
-        let ms = self.part(call, caller_stream, None, leg_stream, "transfer/failed");
+        let seat = self.legs.seats[&l].seat;
+        let ms = self.part(k, None, l, "transfer/failed");
         let t = Transfer {
             phase: Phase::Restoring,
-            ..Transfer::new(leg_key, seat, None, Mode::ThreeWay, now)
+            ..Transfer::new(l, seat, None, Mode::ThreeWay, now.mono)
         };
-        self.transfers.insert(call, t);
-        self.transfer_timer_at(call, now + Duration::from_millis(ms));
+        self.transfers.insert(k, t);
+        self.timers.set(
+            Timer::Transfer(k),
+            Some(now.mono + Duration::from_millis(ms)),
+        );
     }
 
-    fn transfer_record(&mut self, call: u64, outcome: &str, extra: serde_json::Value) {
-        let Some(t) = self.transfers.get(&call) else {
+    /// The target's call rings: a REFER's agent is told.
+    pub(super) fn transfer_ringing(&mut self, now: Now, k: CallerId) {
+        let Some(t) = self.transfers.get(&k) else {
             return;
         };
-        let Some(cfg) = t.target.and_then(|i| self.cfg.targets.get(i)) else {
-            return;
-        };
-        let mut detail = serde_json::json!({ "outcome": outcome, "number": cfg.number, "name": cfg.name, "kind": cfg.kind, "unit": cfg.unit_name() });
-        if let (Some(d), Some(e)) = (detail.as_object_mut(), extra.as_object()) {
-            d.extend(e.clone());
+        if by_refer(t.mode) {
+            let agent = t.agent;
+            self.refer_notify(now, agent, "SIP/2.0 180 Ringing", false);
         }
-        let call_id = self.calls.get(&call).map(|c| c.call_id.clone());
-        let seat = t.seat;
-        self.record("transfer", call_id.as_deref(), Some(seat), None, detail);
     }
 
-    /// The target's call progressed.
-    pub(super) fn transfer_event(
+    /// An expert's phone rings: a REFER's agent is told so, once.
+    pub(super) fn expert_ringing(&mut self, now: Now, k: CallerId) {
+        let Some(t) = self.transfers.get_mut(&k) else {
+            return;
+        };
+        if !by_refer(t.mode) || std::mem::replace(&mut t.ringing_told, true) {
+            return;
+        }
+        let agent = t.agent;
+        self.refer_notify(now, agent, "SIP/2.0 180 Ringing", false);
+    }
+
+    /// The target's call over its trunk was answered (`Ok`) or not.
+    pub(super) fn transfer_outcome(
         &mut self,
-        now: Instant,
-        call: u64,
-        trunk: u64,
-        event: uac::Event,
+        now: Now,
+        k: CallerId,
+        trunk: TrunkId,
+        outcome: Result<(), u16>,
     ) {
-        let Some(t) = self.transfers.get(&call) else {
+        let Some(t) = self.transfers.get_mut(&k) else {
             // The transfer is gone (caller hung up): nobody wants this call any more.
             return self.end_trunk(now, trunk);
         };
-        match event {
-            uac::Event::Ringing => {
-                if t.mode.by_refer() {
-                    let leg = t.seat_leg;
-                    self.refer_notify(now, leg, "SIP/2.0 180 Ringing", false);
-                }
-            }
-            uac::Event::Answered { .. } => self.transfer_answered(now, call),
-            uac::Event::Failed { code } => {
-                if let Some(t) = self.transfers.get_mut(&call) {
-                    t.trunk = None;
-                }
-                self.transfer_failed(now, call, code);
+        match outcome {
+            Ok(()) => self.transfer_answered(now, k),
+            Err(code) => {
+                t.reach = Reach::Trunk(None);
+                self.transfer_failed(now, k, code);
             }
         }
+    }
+
+    /// An expert answered the transfer's offer `l` (the agent's state, the offer's record and
+    /// the other offers are done): the three-way call starts.
+    pub(super) fn expert_answered(&mut self, now: Now, k: CallerId, l: SeatLegId) {
+        let Some(t) = self.transfers.get_mut(&k) else {
+            return self.end_seat_leg(now, l, EndedBy::Caller);
+        };
+        if let Reach::Experts { expert, .. } = &mut t.reach {
+            *expert = Some(l);
+        }
+        self.acd.stop_waiting_for_expert(k.0);
+        self.timers.cancel(&Timer::Transfer(k));
+        self.transfer_answered(now, k);
     }
 
     /// The media stream of the transfer's target: its trunk call or the expert's leg.
     fn target_stream(&self, t: &Transfer) -> Option<StreamId> {
-        match (&t.expert, t.trunk) {
-            (Some(c), _) => c.leg.and_then(|l| self.legs.get(&l)).map(|l| l.stream),
-            (None, Some(k)) => self.trunk_calls.get(&k).map(|c| c.stream),
-            (None, None) => None,
+        match t.reach {
+            Reach::Experts { expert, .. } => expert
+                .and_then(|l| self.legs.seats.get(&l))
+                .map(|l| l.stream),
+            Reach::Trunk(Some(id)) => self.legs.trunks.get(&id).map(|c| c.stream),
+            Reach::Trunk(None) | Reach::Refused => None,
         }
     }
 
     /// The target answered: a three-way call, or (blind, or the agent already gone) caller
     /// and target bridged.
-    fn transfer_answered(&mut self, now: Instant, call: u64) {
-        let Some(t) = self.transfers.get(&call) else {
+    fn transfer_answered(&mut self, now: Now, k: CallerId) {
+        let Some(t) = self.transfers.get(&k) else {
             return;
         };
-        let (seat_leg, mode, started) = (t.seat_leg, t.mode, t.started);
+        let (agent, mode, started) = (t.agent, t.mode, t.started);
         let target_stream = self.target_stream(t);
-        let answer_s = now.saturating_duration_since(started).as_secs_f64();
         self.transfer_record(
-            call,
-            "answered",
-            serde_json::json!({ "answer_s": answer_s }),
+            now,
+            k,
+            TransferOutcome::Answered,
+            Some(now.since(started).as_secs_f64()),
+            None,
         );
-        let caller_stream = self.calls.get(&call).map(|c| c.stream);
-        let leg_stream = seat_leg.and_then(|l| self.legs.get(&l)).map(|l| l.stream);
+        let caller_stream = self.legs.callers.get(&k).map(|c| c.stream);
+        let leg_stream = agent
+            .and_then(|l| self.legs.seats.get(&l))
+            .map(|l| l.stream);
         let (Some(cs), Some(ts)) = (caller_stream, target_stream) else {
             return;
         };
         for s in [Some(cs), Some(ts), leg_stream].into_iter().flatten() {
-            self.media.stop(s);
-            self.media.set_sending(s, false);
+            self.media.quiet(s);
         }
-        match (mode, seat_leg, leg_stream) {
+        match (mode, agent, leg_stream) {
             (Mode::ThreeWay, Some(_), Some(ls)) => {
                 info!("target answered: caller, agent and target in a three-way call");
-                let members: Vec<(&M::Tx, crate::media::Codec, u8)> = [cs, ls, ts]
+                let engine = &self.media.engine;
+                let members: Vec<_> = [cs, ls, ts]
                     .iter()
                     .filter_map(|&s| {
-                        Some((
-                            self.media.tx(s)?,
-                            self.media.codec(s)?,
-                            self.media.payload_type(s)?,
-                        ))
+                        Some((engine.tx(s)?, engine.codec(s)?, engine.payload_type(s)?))
                     })
                     .collect();
-                self.media_io.conference(call, &members);
-                Stats::inc(&self.stats.conferences_active);
-                if let Some(t) = self.transfers.get_mut(&call) {
+                self.media.io.conference(k.0, &members);
+                Stats::inc(&self.env.stats.conferences_active);
+                if let Some(t) = self.transfers.get_mut(&k) {
                     t.phase = Phase::Conference;
                 }
             }
             _ => {
                 info!("target answered: caller and target bridged");
                 self.bridge_to_target(cs, ts);
-                if let Some(t) = self.transfers.get_mut(&call) {
+                if let Some(t) = self.transfers.get_mut(&k) {
                     t.phase = Phase::Connected;
                 }
-                if let Some(leg) = seat_leg {
-                    // Blind: the transfer succeeded; the agent's leg is done.
-                    self.refer_notify(now, Some(leg), "SIP/2.0 200 OK", true);
-                    self.detach_agent(now, call, leg, "transfer");
-                    self.bye_leg(now, leg);
+                if let Some(l) = agent {
+                    // Blind or attended: the transfer succeeded; the agent's leg is done.
+                    self.refer_notify(now, Some(l), "SIP/2.0 200 OK", true);
+                    self.detach_agent(now, k, l, EndedBy::Transfer);
+                    self.end_seat_leg(now, l, EndedBy::Transfer);
                 }
-                self.expert_takes_over(now, call);
+                self.expert_takes_over(now, k);
             }
         }
     }
 
     /// The target was not reached (`code`: its final response, 408 for our own timeout).
-    fn transfer_failed(&mut self, now: Instant, call: u64, code: u16) {
-        let Some(t) = self.transfers.get(&call) else {
+    fn transfer_failed(&mut self, now: Now, k: CallerId, code: u16) {
+        let Some(t) = self.transfers.get(&k) else {
             return;
         };
-        let (seat_leg, mode, started) = (t.seat_leg, t.mode, t.started);
-        let outcome = match code {
-            486 | 600 | 603 => "busy",
-            408 | 480 | 487 | 0 => "no_answer",
-            _ => "failed",
-        };
-        info!(code, outcome, "transfer target not reached");
-        self.transfer_record(call, outcome, serde_json::json!({ "code": code, "ring_s": now.saturating_duration_since(started).as_secs_f64() }));
-        let frag = format!("SIP/2.0 {code} Transfer failed");
-        if mode.by_refer() {
-            self.refer_notify(now, seat_leg, &frag, true);
+        let (agent, mode, started) = (t.agent, t.mode, t.started);
+        let outcome = TransferOutcome::of_failure(code);
+        info!(code, ?outcome, "transfer target not reached");
+        self.transfer_record(
+            now,
+            k,
+            outcome,
+            None,
+            Some((code, now.since(started).as_secs_f64())),
+        );
+        if by_refer(mode) {
+            let frag = format!("SIP/2.0 {code} Transfer failed");
+            self.refer_notify(now, agent, &frag, true);
         }
-        match seat_leg.and_then(|l| self.legs.get(&l)).map(|l| l.stream) {
+        match agent
+            .and_then(|l| self.legs.seats.get(&l))
+            .map(|l| l.stream)
+        {
             Some(ls) => {
                 // The agent hears that it failed, then has the caller back.
-                let failed = self.media.prompts().id("transfer/failed");
-                let ms = failed
-                    .map(|p| self.media.prompts().get(p).duration_ms())
-                    .unwrap_or(0);
+                let prompts = self.media.engine.prompts().clone();
+                let failed = prompts.id("transfer/failed");
+                let ms = failed.map(|p| prompts.get(p).duration_ms()).unwrap_or(0);
                 self.media
+                    .engine
                     .play(ls, &failed.into_iter().collect::<Vec<_>>(), false);
-                if let Some(t) = self.transfers.get_mut(&call) {
+                if let Some(t) = self.transfers.get_mut(&k) {
                     t.phase = Phase::Restoring;
                 }
-                self.transfer_timer_at(call, now + Duration::from_millis(ms));
+                self.timers.set(
+                    Timer::Transfer(k),
+                    Some(now.mono + Duration::from_millis(ms)),
+                );
             }
-            None => self.transfer_give_up(now, call),
+            None => self.transfer_give_up(now, k),
         }
     }
 
     /// Once the agent is gone from a transfer to an expert, the expert's leg becomes the
-    /// caller's bridged seat leg like any answered offer (hang-up, survey, the expert's own
+    /// caller's seat leg like any answered offer (hang-up, survey, the expert's own
     /// transfers and figures then follow the ordinary paths), and the transfer is over.
-    fn expert_takes_over(&mut self, now: Instant, call: u64) {
-        let Some(t) = self.transfers.get(&call) else {
+    fn expert_takes_over(&mut self, now: Now, k: CallerId) {
+        let Some(t) = self.transfers.get(&k) else {
             return;
         };
-        let Some(leg) = t.expert.as_ref().and_then(|c| c.leg) else {
-            return;
-        };
-        if t.seat_leg.is_some() {
-            return;
-        }
-        let Some((seat, queue)) = self.legs.get(&leg).map(|l| (l.seat, l.queue)) else {
-            return;
-        };
-        info!(seat = %self.registrar.seats()[seat].id, "the expert has the caller");
-        if let Some(c) = self.calls.get_mut(&call) {
-            c.bridged_leg = Some(leg);
-            c.bridged_seat = Some(seat);
-            c.bridged_queue = Some(queue);
-            c.legs.push(leg);
-        }
-        self.transfer_over(call);
-        self.publish_seat(seat, now);
-    }
-
-    /// An offer of a transfer to an expert was sent (`leg`).
-    pub(super) fn consult_offered(&mut self, call: u64, leg: u64) {
-        if let Some(c) = self
-            .transfers
-            .get_mut(&call)
-            .and_then(|t| t.expert.as_mut())
-        {
-            c.offers.push(leg);
-        }
-    }
-
-    /// An expert's phone rings: a blind transfer's agent is told so, once.
-    pub(super) fn consult_ringing(&mut self, now: Instant, call: u64) {
-        let Some(t) = self.transfers.get_mut(&call) else {
-            return;
-        };
-        if !t.mode.by_refer() || std::mem::replace(&mut t.ringing_told, true) {
-            return;
-        }
-        let leg = t.seat_leg;
-        self.refer_notify(now, leg, "SIP/2.0 180 Ringing", false);
-    }
-
-    /// An offer of a transfer to an expert ended unanswered; the next dispatch offers the
-    /// transfer again.
-    pub(super) fn consult_offer_over(&mut self, call: u64, leg: u64) {
-        if let Some(c) = self
-            .transfers
-            .get_mut(&call)
-            .and_then(|t| t.expert.as_mut())
-        {
-            c.offers.retain(|&l| l != leg);
-        }
-    }
-
-    /// An expert answered the transfer's offer `leg` (the leg's media and the expert's state
-    /// are set): the other offers stop ringing and the three-way call starts.
-    pub(super) fn consult_answered(&mut self, now: Instant, call: u64, leg: u64) {
-        let Some(c) = self
-            .transfers
-            .get_mut(&call)
-            .and_then(|t| t.expert.as_mut())
+        let Reach::Experts {
+            expert: Some(l), ..
+        } = t.reach
         else {
             return;
         };
-        c.leg = Some(leg);
-        let others: Vec<u64> = std::mem::take(&mut c.offers)
-            .into_iter()
-            .filter(|&l| l != leg)
-            .collect();
-        for other in others {
-            self.offer_lost(now, other);
+        if t.agent.is_some() {
+            return;
         }
-        self.transfer_answered(now, call);
+        let Some((seat, queue)) = self.legs.seats.get(&l).map(|l| (l.seat, l.queue)) else {
+            return;
+        };
+        info!(seat = %self.registrar.seats()[seat].id, "the expert has the caller");
+        if let Some(c) = self.legs.callers.get_mut(&k) {
+            c.service = Service::Seat(l);
+            c.served = Some(super::caller::Served { seat, queue });
+        }
+        self.transfer_over(k);
+        self.publish_seat(seat, now);
     }
 
     /// The agent left while nobody reached the target: the caller is told, then hung up.
-    fn transfer_give_up(&mut self, now: Instant, call: u64) {
-        let Some(cs) = self.calls.get(&call).map(|c| c.stream) else {
+    fn transfer_give_up(&mut self, now: Now, k: CallerId) {
+        let Some(cs) = self.legs.callers.get(&k).map(|c| c.stream) else {
             return;
         };
-        let sorry = self.media.prompts().id("transfer/sorry");
-        let ms = sorry
-            .map(|p| self.media.prompts().get(p).duration_ms())
-            .unwrap_or(0);
-        self.media.set_sending(cs, true);
+        let prompts = self.media.engine.prompts().clone();
+        let sorry = prompts.id("transfer/sorry");
+        let ms = sorry.map(|p| prompts.get(p).duration_ms()).unwrap_or(0);
+        self.media.engine.set_sending(cs, true);
         self.media
+            .engine
             .play(cs, &sorry.into_iter().collect::<Vec<_>>(), false);
-        if let Some(t) = self.transfers.get_mut(&call) {
+        if let Some(t) = self.transfers.get_mut(&k) {
             t.phase = Phase::GivingUp;
         }
-        self.transfer_timer_at(call, now + Duration::from_millis(ms));
-    }
-
-    /// The transfer's next step is due at `at`.
-    fn transfer_timer_at(&mut self, call: u64, at: Instant) {
-        if let Some(t) = self.transfers.get_mut(&call) {
-            t.due = Some(at);
-            self.timers.push(at, (call, CallTimer::TransferDone));
-        }
+        self.timers.set(
+            Timer::Transfer(k),
+            Some(now.mono + Duration::from_millis(ms)),
+        );
     }
 
     /// The failure prompt has played (agent: caller back) or the apology (caller: hung up),
     /// or an expert group did not answer in time.
-    pub(super) fn transfer_timer(&mut self, now: Instant, call: u64, at: Instant) {
-        let Some(t) = self.transfers.get(&call).filter(|t| t.due == Some(at)) else {
+    pub(super) fn transfer_timer(&mut self, now: Now, k: CallerId) {
+        let Some(t) = self.transfers.get(&k) else {
             return;
         };
         match t.phase {
-            Phase::Dialling if now >= t.deadline => {
-                let Some(c) = t.expert.as_ref() else {
+            Phase::Dialling if now.mono >= t.deadline => {
+                if !matches!(t.reach, Reach::Experts { .. }) {
                     return;
-                };
-                info!("no expert answered in time");
-                for leg in c.offers.clone() {
-                    self.caller_gone(now, leg);
                 }
-                self.transfer_failed(now, call, 408);
+                info!("no expert answered in time");
+                self.acd.stop_waiting_for_expert(k.0);
+                self.withdraw_offers(now, Waiting::Transfer(k.0));
+                self.transfer_failed(now, k, 408);
             }
             Phase::Restoring => {
-                let leg = t.seat_leg;
-                self.transfer_over(call);
-                if let Some(leg) = leg {
-                    self.rebridge(call, leg);
+                let agent = t.agent;
+                self.transfer_over(k);
+                if let Some(l) = agent {
+                    self.rebridge(k, l);
                 }
             }
             Phase::GivingUp => {
-                self.transfer_over(call);
-                self.hangup(now, call);
+                self.transfer_over(k);
+                self.end_caller(now, k, None);
             }
             _ => {}
         }
     }
 
     /// Caller and agent talk again (the transfer failed, or the target left a three-way call).
-    fn rebridge(&mut self, call: u64, leg: u64) {
-        let cs = self.calls.get(&call).map(|c| c.stream);
-        let ls = self.legs.get(&leg).map(|l| l.stream);
+    fn rebridge(&mut self, k: CallerId, l: SeatLegId) {
+        let cs = self.legs.callers.get(&k).map(|c| c.stream);
+        let ls = self.legs.seats.get(&l).map(|l| l.stream);
         let (Some(cs), Some(ls)) = (cs, ls) else {
             return;
         };
-        for s in [cs, ls] {
-            self.media.stop(s);
-            self.media.set_sending(s, false);
-        }
-        if let (Some(a), Some(b)) = (self.media.tx(cs), self.media.tx(ls)) {
-            self.media_io.bridge(a, b);
-        }
+        self.media.quiet(cs);
+        self.media.quiet(ls);
+        self.media.bridge(cs, ls);
     }
 
     /// Caller and target talk without the agent; a recorded call goes on being recorded with
     /// the target as its other side.
     fn bridge_to_target(&mut self, cs: StreamId, ts: StreamId) {
-        let codec = self.media.codec(ts).unwrap_or(crate::media::Codec::Pcmu);
-        if let (Some(a), Some(b)) = (self.media.tx(cs), self.media.tx(ts)) {
-            self.media_io.bridge(a, b);
-            self.media_io.record_partner(a, b, codec);
+        let (codec, _) = self.media.codec(ts);
+        if let (Some(a), Some(b)) = (self.media.engine.tx(cs), self.media.engine.tx(ts)) {
+            self.media.io.bridge(a, b);
+            self.media.io.record_partner(a, b, codec);
         }
     }
 
-    fn transfer_over(&mut self, call: u64) {
-        if let Some(t) = self.transfers.remove(&call).filter(|t| t.target.is_some()) {
+    /// The transfer is over (its conference too); the caller goes on with whoever it has.
+    fn transfer_over(&mut self, k: CallerId) {
+        self.timers.cancel(&Timer::Transfer(k));
+        self.acd.stop_waiting_for_expert(k.0);
+        if let Some(t) = self.transfers.remove(&k).filter(|t| t.target.is_some()) {
             if t.phase == Phase::Conference {
-                self.media_io.end_conference(call);
-                self.stats
+                self.media.io.end_conference(k.0);
+                self.env
+                    .stats
                     .conferences_active
                     .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             }
-            self.stats
+            self.env
+                .stats
                 .transfers_active
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -795,59 +717,62 @@ impl<M: MediaIo> Core<M> {
 
     /// The agent's side of the call is over but the caller stays (with the target): the agent
     /// goes to wrap-up and the leg no longer belongs to the caller.
-    fn detach_agent(&mut self, now: Instant, call: u64, leg: u64, ended_by: &str) {
-        self.leg_call_ended(now, leg, ended_by);
-        if let Some(c) = self.calls.get_mut(&call) {
-            c.bridged_leg = None;
-            c.legs.retain(|&l| l != leg);
-        }
-        if let Some(t) = self.transfers.get_mut(&call) {
-            t.seat_leg = None;
+    fn detach_agent(&mut self, now: Now, k: CallerId, l: SeatLegId, ended_by: EndedBy) {
+        self.seat_call_ended(now, l, ended_by);
+        if let Some(c) = self.legs.callers.get_mut(&k)
+            && c.seat_leg() == Some(l) {
+                c.service = Service::Target;
+            }
+        if let Some(t) = self.transfers.get_mut(&k) {
+            t.agent = None;
         }
     }
 
     /// The agent hung up during a transfer (its leg's media is already released). True when
     /// the caller stays: with the target, or waiting for it.
-    pub(super) fn transfer_agent_left(&mut self, now: Instant, call: u64, leg: u64) -> bool {
-        let Some(t) = self.transfers.get(&call) else {
+    pub(super) fn transfer_agent_left(&mut self, now: Now, k: CallerId, l: SeatLegId) -> bool {
+        let Some(t) = self.transfers.get(&k) else {
             return false;
         };
-        if t.seat_leg != Some(leg) {
+        if t.agent != Some(l) {
             return false;
         }
         match t.phase {
             Phase::Dialling => {
                 info!("the agent left; the caller waits for the target");
-                self.detach_agent(now, call, leg, "seat");
+                self.detach_agent(now, k, l, EndedBy::Seat);
                 true
             }
             Phase::Conference => {
                 info!("the agent left the three-way call; caller and target stay connected");
-                self.media_io.end_conference(call);
-                self.stats
+                self.media.io.end_conference(k.0);
+                self.env
+                    .stats
                     .conferences_active
                     .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                self.detach_agent(now, call, leg, "seat");
-                if let Some(t) = self.transfers.get_mut(&call) {
+                self.detach_agent(now, k, l, EndedBy::Seat);
+                if let Some(t) = self.transfers.get_mut(&k) {
                     t.phase = Phase::Connected;
                 }
-                let cs = self.calls.get(&call).map(|c| c.stream);
-                let ts = self
-                    .transfers
-                    .get(&call)
-                    .and_then(|t| self.target_stream(t));
+                let cs = self.legs.callers.get(&k).map(|c| c.stream);
+                let ts = self.transfers.get(&k).and_then(|t| self.target_stream(t));
                 if let (Some(cs), Some(ts)) = (cs, ts) {
                     self.bridge_to_target(cs, ts);
                 }
-                self.expert_takes_over(now, call);
+                self.expert_takes_over(now, k);
                 true
             }
             Phase::Restoring => {
                 // Nobody is left to take the caller back: the normal end of the call, and of
                 // its recording.
-                self.transfer_over(call);
-                if let Some(tx) = self.calls.get(&call).and_then(|c| self.media.tx(c.stream)) {
-                    self.media_io.stop_recording(tx);
+                self.transfer_over(k);
+                if let Some(tx) = self
+                    .legs
+                    .callers
+                    .get(&k)
+                    .and_then(|c| self.media.engine.tx(c.stream))
+                {
+                    self.media.io.stop_recording(tx);
                 }
                 false
             }
@@ -856,144 +781,139 @@ impl<M: MediaIo> Core<M> {
     }
 
     /// The target hung up.
-    pub(super) fn transfer_target_left(&mut self, now: Instant, call: u64, _trunk: u64) {
-        let Some(t) = self.transfers.get(&call) else {
+    pub(super) fn transfer_target_left(&mut self, now: Now, k: CallerId) {
+        let Some(t) = self.transfers.get(&k) else {
             return;
         };
-        let (phase, leg) = (t.phase, t.seat_leg);
+        let (phase, agent) = (t.phase, t.agent);
         info!("the transfer target hung up");
-        self.transfer_over(call);
-        match (phase, leg) {
-            (Phase::Conference, Some(leg)) => self.rebridge(call, leg),
-            _ => self.hangup(now, call),
+        self.transfer_over(k);
+        match (phase, agent) {
+            (Phase::Conference, Some(l)) => self.rebridge(k, l),
+            _ => self.end_caller(now, k, None),
         }
     }
 
-    /// The expert of a transfer hung up (its leg is already gone); false if `leg` was not the
-    /// expert of a transfer of `call`.
-    pub(super) fn transfer_expert_left(&mut self, now: Instant, call: u64, leg: u64) -> bool {
-        let Some(c) = self
-            .transfers
-            .get_mut(&call)
-            .and_then(|t| t.expert.as_mut())
+    /// The expert of a transfer hung up (its leg is already gone); false if `l` was not the
+    /// expert of a transfer of `k`.
+    pub(super) fn transfer_expert_left(&mut self, now: Now, k: CallerId, l: SeatLegId) -> bool {
+        let Some(Reach::Experts { expert, .. }) = self.transfers.get_mut(&k).map(|t| &mut t.reach)
         else {
             return false;
         };
-        if c.leg != Some(leg) {
+        if *expert != Some(l) {
             return false;
         }
-        c.leg = None;
-        self.transfer_target_left(now, call, leg);
+        *expert = None;
+        self.transfer_target_left(now, k);
         true
     }
 
-    /// The caller is gone: the target's call is cancelled or hung up.
-    pub(super) fn transfer_caller_gone(&mut self, now: Instant, call: u64) {
-        let Some(t) = self.transfers.get_mut(&call) else {
+    /// The caller is gone: the target's call is cancelled or hung up, the experts stop
+    /// ringing.
+    pub(super) fn transfer_caller_gone(&mut self, now: Now, k: CallerId) {
+        let Some(t) = self.transfers.get(&k) else {
             return;
         };
-        let (trunk, phase) = (t.trunk, t.phase);
-        let (offers, expert) = t
-            .expert
-            .as_mut()
-            .map(|c| (std::mem::take(&mut c.offers), c.leg.take()))
-            .unwrap_or_default();
+        let (reach, phase) = (t.reach, t.phase);
         if phase == Phase::Dialling {
-            self.transfer_record(call, "abandoned", serde_json::json!({}));
+            self.transfer_record(now, k, TransferOutcome::Abandoned, None, None);
         }
-        self.transfer_over(call);
-        if let Some(k) = trunk {
-            self.end_trunk(now, k);
-        }
-        for leg in offers {
-            self.caller_gone(now, leg);
-        }
-        if let Some(leg) = expert {
-            self.bye_leg(now, leg);
+        self.transfer_over(k);
+        match reach {
+            Reach::Trunk(Some(id)) => self.end_trunk(now, id),
+            Reach::Experts { expert, .. } => {
+                self.withdraw_offers(now, Waiting::Transfer(k.0));
+                if let Some(l) = expert {
+                    self.end_seat_leg(now, l, EndedBy::Caller);
+                }
+            }
+            Reach::Trunk(None) | Reach::Refused => {}
         }
     }
 
     /// A DTMF digit from a seat leg: `<prefix><number>#` starts a three-way transfer.
-    pub(super) fn leg_digit(&mut self, now: Instant, key: u64, d: char) {
-        let timeout = Duration::from_secs(self.cfg.transfer.digit_timeout_s);
-        let prefix = self.cfg.transfer.prefix.clone();
-        let Some(leg) = self.legs.get_mut(&key) else {
+    pub(super) fn leg_digit(&mut self, now: Now, l: SeatLegId, d: char) {
+        let timeout = Duration::from_secs(self.env.cfg.transfer.digit_timeout_s);
+        let prefix = self.env.cfg.transfer.prefix.clone();
+        let Some(leg) = self.legs.seats.get_mut(&l) else {
             return;
         };
-        if leg
-            .digits_at
-            .is_some_and(|t| now.saturating_duration_since(t) > timeout)
-        {
-            leg.digits.clear();
+        let seat = leg.seat;
+        let Some(talk) = leg.talk() else {
+            return;
+        };
+        if talk.digits_at.is_some_and(|t| now.since(t) > timeout) {
+            talk.digits.clear();
         }
-        leg.digits_at = Some(now);
+        talk.digits_at = Some(now.mono);
         if d != '#' {
-            if leg.digits.len() < 32 {
-                leg.digits.push(d);
+            if talk.digits.len() < 32 {
+                talk.digits.push(d);
             }
             // A code that can no longer become `<prefix>…` is dropped at once.
-            let n = leg.digits.len().min(prefix.len());
-            if leg.digits[..n] != prefix[..n] {
-                leg.digits.clear();
+            let n = talk.digits.len().min(prefix.len());
+            if talk.digits[..n] != prefix[..n] {
+                talk.digits.clear();
             }
             return;
         }
-        let code = std::mem::take(&mut leg.digits);
+        let code = std::mem::take(&mut talk.digits);
         let Some(number) = code.strip_prefix(prefix.as_str()).filter(|n| !n.is_empty()) else {
             return;
         };
-        let seat = self.registrar.seats()[leg.seat].id.clone();
+        let seat = self.registrar.seats()[seat].id.clone();
         let number = number.to_string();
         if let Err(e) = self.start_transfer(
             now,
-            key,
+            l,
             &number,
             Mode::ThreeWay,
             &format!("seat {seat} (DTMF)"),
         ) {
             warn!(seat = %seat, number = %number, error = %e, "transfer by DTMF refused");
             if !matches!(e, TransferError::InProgress | TransferError::NotOnCall) {
-                self.keyed_code_refused(now, key);
+                self.keyed_code_refused(now, l);
             }
         }
     }
 
-    /// REFER from the seat's softphone: a blind transfer to the Refer-To number.
+    /// REFER from the seat's softphone: a blind transfer to the Refer-To number, or with
+    /// Replaces an attended one.
     pub(super) fn leg_refer(
         &mut self,
-        now: Instant,
-        key: u64,
+        now: Now,
+        l: SeatLegId,
         req: &Request,
         info: &RequestInfo,
         peer: Peer,
     ) {
-        let Some(leg) = self.legs.get(&key) else {
+        let Some(leg) = self.legs.seats.get(&l) else {
             return;
+        };
+        let refuse = |core: &mut Self, code: u16, reason: &str, why: Option<&str>| {
+            let w = why.map(|w| format!("399 hotline \"{}\"", w.replace('"', "'")));
+            let hdrs: Vec<(&str, &str)> = w.iter().map(|w| ("Warning", w.as_str())).collect();
+            let spec = ResponseSpec {
+                headers: &hdrs,
+                ..ResponseSpec::new(code, reason)
+            };
+            core.respond_in(Leg::Seat(l), req, info, peer, &spec);
         };
         // The dialog is the one we opened to this registered seat; the REFER must also come
         // from where the seat is, not from someone who learned the Call-ID and tags.
-        if peer.addr != leg.peer.addr {
+        if peer.addr != leg.session.dialog.peer.addr {
             warn!(src = %peer.addr, "REFER in a seat's dialog from another address refused");
-            return self.respond(now, req, info, peer, &ResponseSpec::new(403, "Forbidden"));
+            return refuse(self, 403, "Forbidden", None);
         }
         let seat = self.registrar.seats()[leg.seat].id.clone();
         let refer_to = message::header(req, "Refer-To").unwrap_or("").to_string();
         if refer_to.is_empty() {
             warn!(seat = %seat, "REFER without Refer-To refused");
-            let hdrs = [("Warning", "399 hotline \"REFER needs a Refer-To\"")];
-            return self.respond(
-                now,
-                req,
-                info,
-                peer,
-                &ResponseSpec {
-                    headers: &hdrs,
-                    ..ResponseSpec::new(400, "Bad Request")
-                },
-            );
+            return refuse(self, 400, "Bad Request", Some("REFER needs a Refer-To"));
         }
         if let Some(replaces) = replaces_of(&refer_to) {
-            return self.attended_transfer(now, key, req, info, peer, &replaces);
+            return self.attended_transfer(now, l, req, info, peer, &replaces);
         }
         let uri = message::addr_spec(&refer_to);
         let number = uri
@@ -1006,30 +926,25 @@ impl<M: MediaIo> Core<M> {
             .to_string();
         match self.start_transfer(
             now,
-            key,
+            l,
             &number,
             Mode::Blind,
             &format!("seat {seat} (REFER)"),
         ) {
             Ok(_) => {
-                self.respond(now, req, info, peer, &ResponseSpec::new(202, "Accepted"));
-                self.refer_notify(now, Some(key), "SIP/2.0 100 Trying", false);
-            }
-            Err(e) => {
-                warn!(seat = %seat, number = %number, error = %e, "REFER refused");
-                let w = format!("399 hotline \"{}\"", e.to_string().replace('"', "'"));
-                let (code, reason) = e.sip_status();
-                let hdrs = [("Warning", w.as_str())];
-                self.respond(
-                    now,
+                self.respond_in(
+                    Leg::Seat(l),
                     req,
                     info,
                     peer,
-                    &ResponseSpec {
-                        headers: &hdrs,
-                        ..ResponseSpec::new(code, reason)
-                    },
+                    &ResponseSpec::new(202, "Accepted"),
                 );
+                self.refer_notify(now, Some(l), "SIP/2.0 100 Trying", false);
+            }
+            Err(e) => {
+                warn!(seat = %seat, number = %number, error = %e, "REFER refused");
+                let (code, reason) = e.sip_status();
+                refuse(self, code, reason, Some(&e.to_string()));
             }
         }
     }
@@ -1039,8 +954,8 @@ impl<M: MediaIo> Core<M> {
     /// both of the agent's dialogs end.
     fn attended_transfer(
         &mut self,
-        now: Instant,
-        leg_key: u64,
+        now: Now,
+        l: SeatLegId,
         req: &Request,
         info: &RequestInfo,
         peer: Peer,
@@ -1054,11 +969,9 @@ impl<M: MediaIo> Core<M> {
                 headers: &hdrs,
                 ..ResponseSpec::new(code, reason)
             };
-            core.respond(now, req, info, peer, &spec);
+            core.respond_in(Leg::Seat(l), req, info, peer, &spec);
         };
-        let Some((call_key, seat, leg_stream)) =
-            self.legs.get(&leg_key).map(|l| (l.call, l.seat, l.stream))
-        else {
+        let Some(seat) = self.legs.seats.get(&l).map(|leg| leg.seat) else {
             return;
         };
         let Some((cid, a, b)) = parse_replaces(replaces) else {
@@ -1070,15 +983,17 @@ impl<M: MediaIo> Core<M> {
             );
         };
         // Our consultation dialog with this seat, whichever way round its tags are given.
-        let consult_key = [(&a, &b), (&b, &a)]
+        let consultation = [(&a, &b), (&b, &a)]
             .into_iter()
             .find_map(|(remote, local)| {
-                let k = *self.dialogs.get(&(cid.clone(), remote.clone()))?;
-                let c = self.calls.get(&k)?;
-                (c.local_tag == *local && c.consult.as_ref().is_some_and(|s| s.seat == seat))
-                    .then_some(k)
+                let Leg::Consultation(c) = self.sip.dialog(&cid, local)? else {
+                    return None;
+                };
+                let x = self.legs.consultations.get(&c)?;
+                (x.session.dialog.remote_tag.as_deref() == Some(remote.as_str()) && x.seat == seat)
+                    .then_some(c)
             });
-        let Some(consult_key) = consult_key else {
+        let Some(c) = consultation else {
             return refuse(
                 self,
                 481,
@@ -1087,10 +1002,10 @@ impl<M: MediaIo> Core<M> {
             );
         };
         let Some((target, trunk)) = self
-            .calls
-            .get(&consult_key)
-            .and_then(|c| c.consult.as_ref())
-            .and_then(|s| Some((s.target, s.trunk?)))
+            .legs
+            .consultations
+            .get(&c)
+            .and_then(|x| Some((x.target, x.trunk?)))
         else {
             return refuse(
                 self,
@@ -1099,41 +1014,21 @@ impl<M: MediaIo> Core<M> {
                 "the consultation call has no target call",
             );
         };
-        let Some((caller_stream, call_id, caller)) = self
-            .calls
-            .get(&call_key)
-            .filter(|c| c.bridged_leg == Some(leg_key) && c.state == CallState::Confirmed)
-            .map(|c| (c.stream, c.call_id.clone(), self.caller_number(&c.invite)))
-        else {
-            let (code, reason) = TransferError::NotOnCall.sip_status();
-            return refuse(
-                self,
-                code,
-                reason,
-                "the seat has no answered call to transfer",
-            );
+        let k = match self.caller_to_transfer(l) {
+            Ok(k) => k,
+            Err(e) => {
+                let (code, reason) = e.sip_status();
+                return refuse(self, code, reason, &e.to_string());
+            }
         };
-        if self.transfers.contains_key(&call_key) {
-            let (code, reason) = TransferError::InProgress.sip_status();
-            return refuse(
-                self,
-                code,
-                reason,
-                "a transfer of this call is already under way",
-            );
-        }
         // The target's call (ringing or up) is the caller's from now on.
         let live = self
-            .trunk_calls
+            .legs
+            .trunks
             .get(&trunk)
-            .map(|t| t.uac.state())
-            .filter(|s| {
-                matches!(
-                    s,
-                    uac::State::Calling | uac::State::Proceeding | uac::State::Up
-                )
-            });
-        let Some(state) = live else {
+            .map(|t| (t.session.is_early(), t.session.is_up()))
+            .filter(|(early, up)| *early || *up);
+        let Some((_, up)) = live else {
             return refuse(
                 self,
                 481,
@@ -1141,21 +1036,20 @@ impl<M: MediaIo> Core<M> {
                 "the target's call is gone",
             );
         };
-        let up = state == uac::State::Up;
-        if let Some(t) = self.trunk_calls.get_mut(&trunk) {
-            t.purpose = Purpose::Transfer { call: call_key };
+        if let Some(t) = self.legs.trunks.get_mut(&trunk) {
+            t.purpose = Purpose::Transfer(k);
         }
-        if let Some(c) = self
-            .calls
-            .get_mut(&consult_key)
-            .and_then(|c| c.consult.as_mut())
-        {
-            c.trunk = None;
+        if let Some(x) = self.legs.consultations.get_mut(&c) {
+            x.trunk = None;
         }
-        let span = self.calls.get(&call_key).map(|c| c.span.clone());
-        let _g = span.as_ref().map(|s| s.enter());
+        let (call_id, caller, span) = {
+            let c = &self.legs.callers[&k];
+            (c.call_id.clone(), c.number.clone(), c.span.clone())
+        };
+        let _g = span.enter();
         let seat_id = self.registrar.seats()[seat].id.clone();
         self.record_started(
+            now,
             &call_id,
             seat,
             target,
@@ -1164,22 +1058,33 @@ impl<M: MediaIo> Core<M> {
             &caller,
         );
         let t = Transfer {
-            trunk: Some(trunk),
-            ..Transfer::new(leg_key, seat, Some(target), Mode::Attended, now)
+            reach: Reach::Trunk(Some(trunk)),
+            ..Transfer::new(l, seat, Some(target), Mode::Attended, now.mono)
         };
-        self.begin_dialling(call_key, caller_stream, leg_stream, t);
-        self.respond(now, req, info, peer, &ResponseSpec::new(202, "Accepted"));
-        self.refer_notify(now, Some(leg_key), "SIP/2.0 100 Trying", false);
+        self.begin_dialling(k, l, t);
+        self.respond_in(
+            Leg::Seat(l),
+            req,
+            info,
+            peer,
+            &ResponseSpec::new(202, "Accepted"),
+        );
+        self.refer_notify(now, Some(l), "SIP/2.0 100 Trying", false);
         if up {
-            self.transfer_answered(now, call_key);
+            self.transfer_answered(now, k);
         }
         // The consultation's dialog is over: its target now talks with the caller.
-        self.hangup(now, consult_key);
+        self.end_consultation(now, c, None);
     }
 
     /// NOTIFY of the REFER's implicit subscription (RFC 3515), with the target's status.
-    fn refer_notify(&mut self, now: Instant, leg: Option<u64>, sipfrag: &str, last: bool) {
-        let Some(key) = leg else { return };
+    fn refer_notify(&mut self, now: Now, l: Option<SeatLegId>, sipfrag: &str, last: bool) {
+        let Some(l) = l else { return };
+        if !self.legs.seats.get(&l).is_some_and(|leg| {
+            matches!(leg.state, LegState::Talking(_) | LegState::Done) && leg.session.is_up()
+        }) {
+            return;
+        }
         let state = if last {
             "terminated;reason=noresource"
         } else {
@@ -1191,7 +1096,16 @@ impl<M: MediaIo> Core<M> {
             ("Subscription-State", state),
             ("Content-Type", "message/sipfrag;version=2.0"),
         ];
-        self.leg_request(now, key, "NOTIFY", &hdrs, body.as_bytes());
+        self.seat_notify(now, l, &hdrs, body.as_bytes());
+    }
+
+    /// Whether seat `seat`'s agent is at work (for expert groups).
+    #[allow(dead_code)]
+    fn at_work(&self, seat: usize) -> bool {
+        !matches!(
+            self.acd.state(seat),
+            AgentState::LoggedOut | AgentState::Paused
+        )
     }
 }
 

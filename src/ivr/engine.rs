@@ -17,7 +17,7 @@ const MAX_OVERFLOWS: u32 = 4;
 const SURVEY_WAIT: Duration = Duration::from_secs(5);
 const SURVEY_RETRIES: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TimerKind {
     MenuTimeout,
     HoldPrompt,

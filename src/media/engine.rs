@@ -41,22 +41,6 @@ pub struct StreamParams {
     pub first_ts: u32,
 }
 
-impl StreamParams {
-    /// A new stream of `codec` as payload type `payload_type`, with the random SSRC, first
-    /// sequence number and timestamp RFC 3550 asks for.
-    pub fn random(codec: Codec, payload_type: u8) -> StreamParams {
-        use rand::RngExt as _;
-        let mut rng = rand::rng();
-        StreamParams {
-            codec,
-            payload_type,
-            ssrc: rng.random(),
-            first_seq: rng.random(),
-            first_ts: rng.random(),
-        }
-    }
-}
-
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StreamStats {
     pub packets_sent: u64,

@@ -2,7 +2,7 @@
 //! [`Record`]s that go to the durable store. Call control folds them live; `hotline figures`
 //! folds the stored rows of a day; the same code on the same events gives the same numbers.
 
-use super::Record;
+use super::record::{Event, OfferOutcome, QueueExit, Record, TargetLabel, TransferOutcome};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -135,27 +135,17 @@ pub struct Figures {
     pub whole_period: bool,
 }
 
-fn num(r: &Record, key: &str) -> f64 {
-    r.detail.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0)
-}
-
 impl Figures {
-    fn target(&mut self, number: &str, r: &Record) -> &mut TargetFigures {
-        let t = self.targets.entry(number.to_string()).or_default();
-        for (field, key) in [
-            (&mut t.name, "name"),
-            (&mut t.kind, "kind"),
-            (&mut t.unit, "unit"),
-        ] {
-            if let Some(v) = r.detail.get(key).and_then(|v| v.as_str()) {
-                v.clone_into(field);
-            }
-        }
-        t
+    fn target(&mut self, t: &TargetLabel) -> &mut TargetFigures {
+        let f = self.targets.entry(t.number.clone()).or_default();
+        t.name.clone_into(&mut f.name);
+        kind_name(t.kind).clone_into(&mut f.kind);
+        t.unit.clone_into(&mut f.unit);
+        f
     }
 
     pub fn apply(&mut self, r: &Record) {
-        let day = r.at.get(..10).unwrap_or("");
+        let day = r.day();
         if day != self.day && !self.whole_period {
             if day < self.day.as_str() {
                 return; // a late record of a closed day (clock step): not today's
@@ -165,27 +155,25 @@ impl Figures {
                 ..Figures::default()
             };
         }
-        match r.kind {
-            "offer" => {
+        match &r.event {
+            Event::Offer {
+                outcome, ring_s, ..
+            } => {
                 let Some(seat) = &r.seat else { return };
                 let s = self.seats.entry(seat.clone()).or_default();
-                let outcome = r
-                    .detail
-                    .get("outcome")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("");
                 let counter = match outcome {
-                    "answered" => &mut s.answered,
-                    "missed" => &mut s.missed,
-                    "rejected" => &mut s.rejected,
-                    "failed" => &mut s.failed,
-                    "withdrawn" => &mut s.withdrawn,
-                    _ => return, // answered elsewhere (ring-all): not an offer to this seat
+                    OfferOutcome::Answered => &mut s.answered,
+                    OfferOutcome::Missed => &mut s.missed,
+                    OfferOutcome::Rejected => &mut s.rejected,
+                    OfferOutcome::Failed => &mut s.failed,
+                    OfferOutcome::Withdrawn => &mut s.withdrawn,
+                    // Ring-all: not an offer to this seat.
+                    OfferOutcome::AnsweredElsewhere => return,
                 };
                 *counter += 1;
                 s.offered += 1;
-                if outcome == "answered" {
-                    s.answer_time_s += num(r, "ring_s");
+                if *outcome == OfferOutcome::Answered {
+                    s.answer_time_s += ring_s;
                 }
                 s.answer_rate = if s.offered == 0 {
                     1.0
@@ -193,21 +181,21 @@ impl Figures {
                     s.answered as f64 / s.offered as f64
                 };
             }
-            "talk_end" => {
+            Event::TalkEnd { talk_s, wrap_s, .. } => {
                 if let Some(seat) = &r.seat {
                     let s = self.seats.entry(seat.clone()).or_default();
-                    s.talk_time_s += num(r, "talk_s");
-                    s.wrap_up_time_s += num(r, "wrap_s");
+                    s.talk_time_s += talk_s;
+                    s.wrap_up_time_s += wrap_s;
                 }
                 if let Some(q) = &r.queue {
                     let q = self.queues.entry(q.clone()).or_default();
                     q.handled += 1;
-                    q.handle_s += num(r, "talk_s") + num(r, "wrap_s");
+                    q.handle_s += talk_s + wrap_s;
                     q.aht_s = q.handle_s / q.handled as f64;
                 }
             }
-            "survey" => {
-                let rating = r.detail.get("rating").and_then(|v| v.as_u64());
+            Event::Survey { rating, .. } => {
+                let rating = rating.map(u64::from);
                 if let Some(seat) = &r.seat {
                     self.seats
                         .entry(seat.clone())
@@ -219,25 +207,19 @@ impl Figures {
                     self.queues.entry(q.clone()).or_default().survey.add(rating);
                 }
             }
-            "transfer" => {
-                let Some(number) = r.detail.get("number").and_then(|v| v.as_str()) else {
-                    return;
-                };
-                let t = self.target(number, r);
-                match r
-                    .detail
-                    .get("outcome")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                {
-                    "started" => t.transfers += 1,
-                    "answered" => {
+            Event::Transfer(x) => {
+                let t = self.target(&x.target);
+                match x.outcome {
+                    TransferOutcome::Started => t.transfers += 1,
+                    TransferOutcome::Answered => {
                         t.transfers_answered += 1;
-                        t.answer_s += num(r, "answer_s");
+                        t.answer_s += x.answer_s.unwrap_or(0.0);
                         t.transfer_asa_s = t.answer_s / t.transfers_answered as f64;
                     }
-                    "abandoned" => t.transfers_abandoned += 1,
-                    _ => t.transfers_failed += 1,
+                    TransferOutcome::Abandoned => t.transfers_abandoned += 1,
+                    TransferOutcome::Busy | TransferOutcome::NoAnswer | TransferOutcome::Failed => {
+                        t.transfers_failed += 1
+                    }
                 }
                 let tried = t.transfers_answered + t.transfers_failed;
                 t.transfer_answer_rate = if tried == 0 {
@@ -245,65 +227,55 @@ impl Figures {
                 } else {
                     t.transfers_answered as f64 / tried as f64
                 };
-                if r.detail.get("outcome").and_then(|v| v.as_str()) == Some("started") {
-                    if let Some(seat) = &r.seat {
+                if x.outcome == TransferOutcome::Started
+                    && let Some(seat) = &r.seat {
                         self.seats.entry(seat.clone()).or_default().transferred += 1;
                     }
-                }
             }
-            "probe" => {
-                let Some(number) = r.detail.get("number").and_then(|v| v.as_str()) else {
-                    return;
-                };
-                let t = self.target(number, r);
-                t.probe_attempts += 1;
+            Event::Probe { target, .. } => {
+                self.target(target).probe_attempts += 1;
             }
-            "probe_round" => {
-                let Some(number) = r.detail.get("number").and_then(|v| v.as_str()) else {
-                    return;
-                };
-                let t = self.target(number, r);
+            Event::ProbeRound {
+                target, answered, ..
+            } => {
+                let t = self.target(target);
                 t.probe_rounds += 1;
-                if r.detail.get("answered").and_then(|v| v.as_bool()) == Some(false) {
+                if !answered {
                     t.probe_failures += 1;
                 }
             }
-            "queue_enter" => {
+            Event::QueueEnter { .. } => {
                 if let Some(q) = &r.queue {
                     self.queues.entry(q.clone()).or_default().offered += 1;
                 }
             }
-            "queue_exit" => {
+            Event::QueueExit {
+                reason,
+                waited_s,
+                short,
+                ..
+            } => {
                 let Some(q) = &r.queue else { return };
                 let q = self.queues.entry(q.clone()).or_default();
-                let waited = num(r, "waited_s");
+                let waited = *waited_s;
                 q.longest_wait_s = q.longest_wait_s.max(waited);
-                match r
-                    .detail
-                    .get("reason")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                {
-                    "answered" => {
+                match reason {
+                    QueueExit::Answered => {
                         q.answered += 1;
                         q.wait_answered_s += waited;
                         q.asa_s = q.wait_answered_s / q.answered as f64;
                         q.answered_within_15s += u64::from(waited <= SL_SHORT_S);
                         q.answered_within_30s += u64::from(waited <= SL_LONG_S);
                     }
-                    "abandoned" => {
+                    QueueExit::Abandoned => {
                         q.abandoned += 1;
-                        if r.detail
-                            .get("short")
-                            .and_then(|v| v.as_bool())
-                            .unwrap_or(false)
-                        {
+                        if *short {
                             q.short_abandoned += 1;
                         }
                     }
-                    "timeout" => q.timed_out += 1,
-                    "no_agents" => q.no_agents += 1,
-                    _ => {}
+                    QueueExit::Timeout => q.timed_out += 1,
+                    QueueExit::NoAgents => q.no_agents += 1,
+                    QueueExit::Shutdown => {}
                 }
                 let base = (q.answered + q.abandoned).saturating_sub(q.short_abandoned);
                 let rate = |n: u64| {
@@ -321,6 +293,18 @@ impl Figures {
     }
 }
 
+/// The target kind as figures and reports print it.
+pub fn kind_name(k: crate::config::TargetKind) -> &'static str {
+    use crate::config::TargetKind;
+    match k {
+        TargetKind::Subcentre => "subcentre",
+        TargetKind::Retained => "retained",
+        TargetKind::Expert => "expert",
+        TargetKind::Emergency => "emergency",
+        TargetKind::Utility => "utility",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,14 +316,15 @@ mod tests {
         queue: Option<&str>,
         detail: serde_json::Value,
     ) -> Record {
-        Record {
-            at: at.into(),
+        Record::from_parts(
+            at.into(),
             kind,
-            call_id: None,
-            seat: seat.map(Into::into),
-            queue: queue.map(Into::into),
+            None,
+            seat.map(Into::into),
+            queue.map(Into::into),
             detail,
-        }
+        )
+        .expect("a known kind with its detail")
     }
 
     #[test]

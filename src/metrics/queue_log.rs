@@ -4,7 +4,7 @@
 //! records that go to the store (and written by the store's thread). Caller numbers are
 //! masked (138****5678); the full number stays in the store.
 
-use super::Record;
+use super::record::{EndedBy, Event, OfferOutcome, QueueExit, Record};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
@@ -35,14 +35,6 @@ pub fn mask_number(n: &str) -> String {
     chars[..3].iter().collect::<String>()
         + &"*".repeat(stars.max(1))
         + &chars[chars.len() - 4..].iter().collect::<String>()
-}
-
-fn num(r: &Record, key: &str) -> f64 {
-    r.detail.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0)
-}
-
-fn text<'a>(r: &'a Record, key: &str) -> &'a str {
-    r.detail.get(key).and_then(|v| v.as_str()).unwrap_or("")
 }
 
 /// A field for the `|`-separated line: no separators or line breaks from the data.
@@ -77,34 +69,39 @@ impl Translator {
             l
         };
         let secs = |s: f64| format!("{}", s.round() as i64);
-        match r.kind {
-            "call_start" => {
+        match &r.event {
+            Event::CallStart { caller, .. } => {
                 if let Some(id) = &r.call_id {
                     self.calls.insert(
                         id.clone(),
                         CallInfo {
-                            caller: mask_number(text(r, "caller")),
+                            caller: mask_number(caller),
                             ..Default::default()
                         },
                     );
                 }
                 vec![]
             }
-            "call_end" => {
+            Event::CallEnd(_) => {
                 if let Some(id) = &r.call_id {
                     self.calls.remove(id);
                 }
                 vec![]
             }
-            "queue_enter" => {
+            Event::QueueEnter { position, .. } => {
                 let info = self.info(r);
-                info.orig_position = num(r, "position") as u64;
+                info.orig_position = position.unwrap_or(0) as u64;
                 let caller = field(&info.caller);
                 vec![line(&queue, "NONE", "ENTERQUEUE", &[String::new(), caller])]
             }
-            "queue_exit" => {
-                let waited = num(r, "waited_s");
-                let position = num(r, "position") as u64;
+            Event::QueueExit {
+                reason,
+                waited_s,
+                position,
+                ..
+            } => {
+                let waited = *waited_s;
+                let position = position.unwrap_or(0) as u64;
                 let info = self.info(r);
                 info.hold_s = waited;
                 let (orig, ring, answered_by) =
@@ -117,36 +114,43 @@ impl Translator {
                         &[position.to_string(), orig.to_string(), secs(waited)],
                     )]
                 };
-                match text(r, "reason") {
+                match reason {
                     // The seat of CONNECT comes from the offer record just before.
-                    "answered" => vec![line(
+                    QueueExit::Answered => vec![line(
                         &queue,
                         &answered_by,
                         "CONNECT",
                         &[secs(waited), callid.clone(), secs(ring)],
                     )],
-                    "abandoned" => exit("ABANDON"),
-                    "timeout" => exit("EXITWITHTIMEOUT"),
-                    "no_agents" => exit("EXITEMPTY"),
-                    _ => vec![],
+                    QueueExit::Abandoned => exit("ABANDON"),
+                    QueueExit::Timeout => exit("EXITWITHTIMEOUT"),
+                    QueueExit::NoAgents => exit("EXITEMPTY"),
+                    QueueExit::Shutdown => vec![],
                 }
             }
-            "offer" => {
-                let ring_ms = format!("{}", (num(r, "ring_s") * 1000.0).round() as i64);
-                let mut out = match text(r, "outcome") {
-                    "answered" => {
+            Event::Offer {
+                outcome,
+                ring_s,
+                agent_state_after,
+                ..
+            } => {
+                let ring_ms = format!("{}", (ring_s * 1000.0).round() as i64);
+                let mut out = match outcome {
+                    OfferOutcome::Answered => {
                         let info = self.info(r);
-                        info.ring_s = num(r, "ring_s");
+                        info.ring_s = *ring_s;
                         info.agent = agent.clone();
                         vec![]
                     }
-                    "missed" | "rejected" | "failed" => {
+                    OfferOutcome::Missed | OfferOutcome::Rejected | OfferOutcome::Failed => {
                         vec![line(&queue, &agent, "RINGNOANSWER", &[ring_ms])]
                     }
-                    "withdrawn" => vec![line(&queue, &agent, "RINGCANCELED", &[ring_ms])],
-                    _ => vec![],
+                    OfferOutcome::Withdrawn => {
+                        vec![line(&queue, &agent, "RINGCANCELED", &[ring_ms])]
+                    }
+                    OfferOutcome::AnsweredElsewhere => vec![],
                 };
-                if text(r, "agent_state_after") == "paused" {
+                if *agent_state_after == Some(crate::acd::agent::State::Paused) {
                     out.push(line(
                         "NONE",
                         &agent,
@@ -156,10 +160,12 @@ impl Translator {
                 }
                 out
             }
-            "talk_end" => {
+            Event::TalkEnd {
+                talk_s, ended_by, ..
+            } => {
                 let info = self.info(r);
                 let (hold, orig) = (info.hold_s, info.orig_position);
-                let event = if text(r, "ended_by") == "seat" {
+                let event = if *ended_by == EndedBy::Seat {
                     "COMPLETEAGENT"
                 } else {
                     "COMPLETECALLER"
@@ -168,18 +174,14 @@ impl Translator {
                     &queue,
                     &agent,
                     event,
-                    &[secs(hold), secs(num(r, "talk_s")), orig.to_string()],
+                    &[secs(hold), secs(*talk_s), orig.to_string()],
                 )]
             }
-            "agent_state" => {
-                let action = text(r, "action");
-                let reason = field(
-                    r.detail
-                        .get("reason")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or(""),
-                );
-                let by = field(text(r, "by"));
+            Event::AgentState {
+                action, reason, by, ..
+            } => {
+                let reason = field(reason.as_deref().unwrap_or(""));
+                let by = field(by);
                 if action == "Login" {
                     vec![line("NONE", &agent, "AGENTLOGIN", &[by])]
                 } else if action == "Logout" {
@@ -247,14 +249,15 @@ mod tests {
         queue: Option<&str>,
         detail: serde_json::Value,
     ) -> Record {
-        Record {
-            at: format!("2026-11-23T10:00:{at_s:02}.000+08:00"),
+        Record::from_parts(
+            format!("2026-11-23T10:00:{at_s:02}.000+08:00"),
             kind,
-            call_id: Some("c1".into()),
-            seat: seat.map(Into::into),
-            queue: queue.map(Into::into),
+            Some("c1".into()),
+            seat.map(Into::into),
+            queue.map(Into::into),
             detail,
-        }
+        )
+        .expect("a known kind with its detail")
     }
 
     #[test]

@@ -541,13 +541,16 @@ mod tests {
         )
         .unwrap();
         let at = "2026-11-23T10:00:00.000+08:00";
-        let rec = |kind: &'static str, seat: Option<&str>, detail: serde_json::Value| Record {
-            at: at.into(),
-            kind,
-            call_id: None,
-            seat: seat.map(Into::into),
-            queue: Some("general".into()),
-            detail,
+        let rec = |kind: &'static str, seat: Option<&str>, detail: serde_json::Value| {
+            Record::from_parts(
+                at.into(),
+                kind,
+                None,
+                seat.map(Into::into),
+                Some("general".into()),
+                detail,
+            )
+            .expect("a known kind with its detail")
         };
         let mut records = vec![];
         for rating in [1, 3, 3, 2] {

@@ -130,19 +130,11 @@ pub fn read_day(path: &Path, day: &str) -> Result<Vec<Record>, StoreError> {
     let mut out = Vec::new();
     for row in rows {
         let (at, kind, call_id, seat, queue, detail) = row.map_err(sql)?;
-        // Kinds this version doesn't know (written by a newer one) are skipped.
-        let Some(kind) = super::KINDS.iter().find(|k| **k == kind) else {
-            continue;
-        };
         let detail = serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null);
-        out.push(Record {
-            at,
-            kind,
-            call_id,
-            seat,
-            queue,
-            detail,
-        });
+        // Kinds this version doesn't know (written by a newer one) are skipped.
+        if let Some(r) = Record::from_parts(at, &kind, call_id, seat, queue, detail) {
+            out.push(r);
+        }
     }
     Ok(out)
 }
@@ -154,11 +146,11 @@ fn write(conn: &mut rusqlite::Connection, batch: &[Record]) -> rusqlite::Result<
         for r in batch {
             stmt.execute(rusqlite::params![
                 r.at,
-                r.kind,
+                r.event.kind(),
                 r.call_id,
                 r.seat,
                 r.queue,
-                r.detail.to_string()
+                r.event.detail().to_string()
             ])?;
         }
     }

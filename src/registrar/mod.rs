@@ -7,9 +7,8 @@
 //! Sans-IO like the rest: `register` takes the request, the source and the time, and returns
 //! an [`Outcome`]; [`Outcome::status`] is the one table from outcome to SIP status.
 
-pub mod digest;
-
 use crate::config::{RegistrarConfig, SeatConfig};
+use crate::sip::digest;
 use crate::sip::message::RequestInfo;
 use crate::sip::{Peer, Request};
 use digest::{AuthError, Credentials, Nonces};
@@ -100,6 +99,8 @@ pub struct Registrar {
     bindings: Vec<Vec<Binding>>,
     nonces: Nonces,
     failures: HashMap<IpAddr, Failures>,
+    /// When keep-alives last went out.
+    last_qualify: Option<Instant>,
 }
 
 impl Registrar {
@@ -123,6 +124,7 @@ impl Registrar {
             bindings,
             nonces,
             failures: HashMap::new(),
+            last_qualify: None,
         }
     }
 
@@ -144,8 +146,22 @@ impl Registrar {
             .filter(move |b| b.expires_at > now)
     }
 
-    pub fn challenges(&self, now_s: u64, stale: bool) -> Vec<String> {
-        self.nonces.challenges(now_s, stale)
+    /// Whether keep-alives are due (every `every`; never when it is zero); if so, they are
+    /// taken as sent now.
+    pub fn qualify_due(&mut self, now: Instant, every: Duration) -> bool {
+        if every.is_zero()
+            || self
+                .last_qualify
+                .is_some_and(|t| now.duration_since(t) < every)
+        {
+            return false;
+        }
+        self.last_qualify = Some(now);
+        true
+    }
+
+    pub fn challenges(&self, now_s: u64, salt: u64, stale: bool) -> Vec<String> {
+        self.nonces.challenges(now_s, salt, stale)
     }
 
     /// Drops expired bindings and old failure records.
@@ -383,11 +399,10 @@ impl Registrar {
         let list = &mut self.bindings[seat];
         list.retain(|b| b.expires_at > now);
         for (uri, _) in &updates {
-            if let Some(b) = list.iter().find(|b| &b.uri == uri) {
-                if b.call_id == info.call_id && info.cseq <= b.cseq {
+            if let Some(b) = list.iter().find(|b| &b.uri == uri)
+                && b.call_id == info.call_id && info.cseq <= b.cseq {
                     return Outcome::OutOfOrder;
                 }
-            }
         }
         for (uri, expires) in updates {
             list.retain(|b| b.uri != uri);

@@ -91,12 +91,20 @@ pub async fn run(
     if !cfg.reports.folder.as_os_str().is_empty() {
         tokio::spawn(daily_reports(cfg.clone(), clock.clone()));
     }
-    let mut core = Core::new(cfg.clone(), plan, prompts, clock, stats.clone(), rtp_io);
+    let mut core = Core::new(
+        clock.now(),
+        cfg.clone(),
+        plan,
+        prompts,
+        stats.clone(),
+        rtp_io,
+        crate::entropy::Entropy::from_os(),
+    );
     match crate::metrics::store::read_day(&cfg.store.path, &today) {
         Ok(records) => core.preload_figures(&records),
         Err(e) => warn!(error = %e, "today's figures start from zero"),
     }
-    core.start(std::time::Instant::now());
+    core.start(clock.now());
     let (api_tx, mut api_rx) = mpsc::channel::<http::ApiCommand>(64);
     tokio::spawn(http::serve(
         http,
@@ -126,7 +134,7 @@ pub async fn run(
             .unwrap_or_else(|| Instant::now() + far);
         tokio::select! {
             r = udp.recv_from(&mut buf) => {
-                let now = std::time::Instant::now();
+                let now = clock.now();
                 match r {
                     Ok((n, addr)) => core.handle_datagram(now, &buf[..n], Peer { transport: Transport::Udp, addr }),
                     Err(e) => warn!(error = %e, "SIP UDP receive failed"),
@@ -140,19 +148,19 @@ pub async fn run(
                 }
             }
             Some(m) = tcp_rx.recv() => {
-                core.handle_datagram(std::time::Instant::now(), &m.bytes, Peer { transport: Transport::Tcp(m.conn), addr: m.addr });
+                core.handle_datagram(clock.now(), &m.bytes, Peer { transport: Transport::Tcp(m.conn), addr: m.addr });
             }
-            Some(ev) = rtp_rx.recv() => core.handle_rtp_event(std::time::Instant::now(), ev),
+            Some(ev) = rtp_rx.recv() => core.handle_rtp_event(clock.now(), ev),
             Some(cmd) = api_rx.recv() => {
-                let now = std::time::Instant::now();
+                let now = clock.now();
                 let r = match cmd.action {
                     http::ApiAction::State(action) => core.agent_action_by_id(now, &cmd.seat, action, &cmd.by).map(|state| serde_json::json!({ "state": state })),
                     http::ApiAction::Transfer { number, emergency } => core.transfer_by_id(now, &cmd.seat, &number, emergency, &cmd.by),
                 };
                 let _ = cmd.reply.send(r);
             }
-            _ = ticker.tick() => core.tick_media(std::time::Instant::now()),
-            _ = tokio::time::sleep_until(next) => core.handle_timeout(std::time::Instant::now()),
+            _ = ticker.tick() => core.tick_media(clock.now()),
+            _ = tokio::time::sleep_until(next) => core.handle_timeout(clock.now()),
             _ = recv_signal(&mut sigterm), if draining.is_none() => {
                 info!(calls = core.active_calls(), grace_s = cfg.sip.shutdown_grace_s, "SIGTERM: refusing new calls, draining");
                 core.begin_shutdown();
@@ -164,8 +172,8 @@ pub async fn run(
                 draining = Some(Instant::now() + Duration::from_secs(cfg.sip.shutdown_grace_s));
             }
         }
-        let now = std::time::Instant::now();
-        if core.poll_timeout().is_some_and(|t| t <= now) {
+        let now = clock.now();
+        if core.poll_timeout().is_some_and(|t| t <= now.mono) {
             core.handle_timeout(now);
         }
         while let Some(r) = core.poll_record() {
@@ -198,7 +206,7 @@ pub async fn run(
                     calls = core.active_calls(),
                     "grace period over; hanging up the remaining calls"
                 );
-                core.hangup_all(std::time::Instant::now());
+                core.hangup_all(clock.now());
                 hung_up_all = true;
                 draining = Some(Instant::now() + Duration::from_secs(5));
             } else if Instant::now() >= deadline {

@@ -9,7 +9,7 @@
 //! CPU at 1,000 calls).
 
 use crate::config::Config;
-use crate::core::{MediaIo, RtpEvent};
+use crate::core::{Leg, MediaIo, RtpEvent};
 use crate::media::dtmf::DtmfReceiver;
 use crate::stats::Stats;
 use std::collections::HashSet;
@@ -184,7 +184,7 @@ impl RtpIo {
 impl MediaIo for RtpIo {
     type Tx = RtpTx;
 
-    fn open(&mut self, key: u64) -> Option<(RtpTx, u16)> {
+    fn open(&mut self, key: Leg) -> Option<(RtpTx, u16)> {
         let slots = ((self.port_max - self.port_min) / 2 + 1) as usize;
         for _ in 0..slots {
             let port = self.next;
@@ -382,12 +382,11 @@ impl MediaIo for RtpIo {
         self.stop_recording_port(tx.port);
         tx.learning.mixing.store(false, Ordering::Relaxed);
         let member = tx.learning.mix.lock().ok().and_then(|mut m| m.take());
-        if let Some((mix, key)) = member {
-            if let Ok(mut m) = mix.lock() {
+        if let Some((mix, key)) = member
+            && let Ok(mut m) = mix.lock() {
                 m.conf.leave(key);
                 m.outs.remove(&key);
             }
-        }
         tx.reader.abort();
         if let Ok(mut f) = tx.learning.forward.lock() {
             *f = None;
@@ -448,7 +447,7 @@ impl MediaIo for RtpIo {
 
 async fn read_loop(
     socket: Arc<AsyncFd<UdpSocket>>,
-    key: u64,
+    key: Leg,
     event_pt: Arc<AtomicU8>,
     learning: Arc<Learning>,
     events: mpsc::UnboundedSender<RtpEvent>,
@@ -491,7 +490,7 @@ async fn read_loop(
 fn on_packet(
     packet: &[u8],
     src: SocketAddr,
-    key: u64,
+    key: Leg,
     event_pt: &AtomicU8,
     learning: &Learning,
     events: &mpsc::UnboundedSender<RtpEvent>,
@@ -532,22 +531,19 @@ fn on_packet(
     // In a conference: the audio goes to the mixer instead of the other leg.
     if learning.mixing.load(Ordering::Relaxed) {
         let mix = learning.mix.lock().ok().and_then(|m| m.clone());
-        if let Some((mix, member)) = mix {
-            if let Ok(mut m) = mix.lock() {
+        if let Some((mix, member)) = mix
+            && let Ok(mut m) = mix.lock() {
                 m.conf.push(member, rtp.payload_type(), rtp.payload());
             }
-        }
     }
     // Bridged: relay the packet to the other leg's peer, unchanged.
     let relay = learning.forward.lock().ok().and_then(|f| f.clone());
     let relayed = relay.is_some();
-    if let Some(relay) = relay {
-        if let Some(dst) = relay.learning.remote.lock().ok().and_then(|r| *r) {
-            if relay.socket.get_ref().send_to(packet, dst).is_ok() {
+    if let Some(relay) = relay
+        && let Some(dst) = relay.learning.remote.lock().ok().and_then(|r| *r)
+            && relay.socket.get_ref().send_to(packet, dst).is_ok() {
                 Stats::inc(&stats.rtp_relayed);
             }
-        }
-    }
     // Recorded: the caller whatever it is connected to (a transfer's hold or conference
     // included); the seat side only while it is what the caller hears.
     if learning.recording.load(Ordering::Relaxed)
@@ -558,12 +554,10 @@ fn on_packet(
         tap.audio(codec, rtp.payload());
     }
     let pt = event_pt.load(Ordering::Relaxed);
-    if pt != NO_PT && rtp.payload_type() == pt {
-        if let Some(d) = dtmf.on_packet(rtp.timestamp(), rtp.payload()) {
-            if events.send(RtpEvent::Digit(key, d)).is_err() {
+    if pt != NO_PT && rtp.payload_type() == pt
+        && let Some(d) = dtmf.on_packet(rtp.timestamp(), rtp.payload())
+            && events.send(RtpEvent::Digit(key, d)).is_err() {
                 return false;
             }
-        }
-    }
     true
 }

@@ -119,6 +119,88 @@ pub fn request_info(req: &Request) -> Result<RequestInfo, MessageError> {
     })
 }
 
+/// What a UAC needs of a response, checked once.
+#[derive(Debug, Clone)]
+pub struct ResponseInfo {
+    pub code: u16,
+    pub branch: String,
+    pub cseq: u32,
+    pub method: Method,
+    /// The To header, verbatim (an ACK of a failure copies it).
+    pub to: String,
+    pub to_tag: Option<String>,
+    /// The Contact URI (the remote target once a dialog is up).
+    pub contact: Option<String>,
+    /// Record-Route values, in the order received.
+    pub record_route: Vec<String>,
+    /// A 401/407 challenge: header name and value.
+    pub challenge: Option<(&'static str, String)>,
+    pub body: bytes::Bytes,
+}
+
+/// The fields of a response a UAC needs; `None` when Via (branch), CSeq or To are unusable.
+pub fn response_info(resp: &rsipstack::sip::Response) -> Option<ResponseInfo> {
+    let via = resp.via_header().ok()?;
+    let via = rsipstack::sip::typed::Via::parse(via.value()).ok()?;
+    let branch = via.branch().map(|b| b.to_string())?;
+    let cseq = resp.cseq_header().ok()?;
+    let cseq = rsipstack::sip::typed::CSeq::parse(cseq.value()).ok()?;
+    let to = resp.to_header().ok()?.value().to_string();
+    let to_tag = tag_of(&to);
+    let mut contact = None;
+    let mut record_route = Vec::new();
+    let mut challenge = None;
+    for h in resp.headers.iter() {
+        match h {
+            Header::Contact(c) if contact.is_none() => {
+                contact = Some(addr_spec(c.value()).to_string())
+            }
+            Header::RecordRoute(r) => record_route.push(r.value().to_string()),
+            Header::WwwAuthenticate(v) if challenge.is_none() => {
+                challenge = Some(("WWW-Authenticate", v.value().to_string()))
+            }
+            Header::ProxyAuthenticate(v) if challenge.is_none() => {
+                challenge = Some(("Proxy-Authenticate", v.value().to_string()))
+            }
+            _ => {}
+        }
+    }
+    Some(ResponseInfo {
+        code: resp.status_code.code(),
+        branch,
+        cseq: cseq.seq,
+        method: cseq.method,
+        to,
+        to_tag,
+        contact,
+        record_route,
+        challenge,
+        body: bytes::Bytes::copy_from_slice(&resp.body),
+    })
+}
+
+/// The `tag` parameter of a From/To value (after the name-addr's closing `>`).
+pub fn tag_of(name_addr: &str) -> Option<String> {
+    let params = match name_addr.rfind('>') {
+        Some(i) => &name_addr[i..],
+        None => name_addr,
+    };
+    params.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k.trim().eq_ignore_ascii_case("tag") && !v.trim().is_empty()).then(|| v.trim().to_string())
+    })
+}
+
+/// The user part of a From/To value's URI (empty when it has none).
+pub fn user_of(name_addr: &str) -> &str {
+    let uri = addr_spec(name_addr);
+    let rest = uri.split_once(':').map(|(_, r)| r).unwrap_or(uri);
+    match rest.split_once('@') {
+        Some((user, _)) => user.split(';').next().unwrap_or(""),
+        None => "",
+    }
+}
+
 /// Header value of the first header named `name` (long or compact form), verbatim.
 pub fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers

@@ -1,16 +1,20 @@
-//! SIP: a thin façade over rsipstack's message parser (kept behind this module so the library
-//! can be swapped), our stream framing, and our own sans-IO transaction layer.
+//! SIP, in layers: rsipstack's message parser behind [`message`] (so the library can be
+//! swapped), stream [`framing`], our sans-IO [`transaction`] layer, [`dialog`]s with the one
+//! INVITE session every call leg uses, the [`endpoint`] that routes each message to its
+//! session, and [`digest`] authentication (both sides).
 //!
 //! rsipstack's transactions and dialogs run their own tasks and sockets; ours are state
 //! machines driven by call control with an explicit `now`, so retransmission timers and CANCEL
 //! races are tested without sleeping. The parser is what we take from it: compact headers,
 //! folded lines and bracketed IPv6 work there, which rsip 0.4 gets wrong.
 
+pub mod dialog;
+pub mod digest;
+pub mod endpoint;
 pub mod framing;
 pub mod message;
 pub mod pending_ok;
 pub mod transaction;
-pub mod uac;
 
 pub use rsipstack::sip::{Method, Request, Response, SipMessage};
 
@@ -19,11 +23,8 @@ pub const T1: std::time::Duration = std::time::Duration::from_millis(500);
 pub const T2: std::time::Duration = std::time::Duration::from_secs(4);
 pub const T4: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// 64 random bits in hex: tags, branches, Call-IDs.
-pub fn random_token() -> String {
-    use rand::RngExt as _;
-    format!("{:016x}", rand::rng().random::<u64>())
-}
+/// The methods we answer, for Allow.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER";
 
 /// Which transport a message came on or leaves by. TCP connections are numbered by the runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

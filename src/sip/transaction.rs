@@ -270,17 +270,19 @@ impl ServerTransactions {
     }
 }
 
-/// Outcome of a client transaction.
+/// Outcome of a client transaction: its owner, its branch, and the final status (`None`: it
+/// timed out).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientOutcome {
-    Response { owner: u64, code: u16 },
-    Timeout { owner: u64 },
+pub struct ClientOutcome<O> {
+    pub owner: O,
+    pub branch: String,
+    pub code: Option<u16>,
 }
 
 #[derive(Debug)]
-struct ClientTx {
-    /// Whoever started it (a call key), told of the outcome.
-    owner: u64,
+struct ClientTx<O> {
+    /// Whoever started it, told of the outcome.
+    owner: O,
     transmit: Transmit,
     interval: Duration,
     next_retransmit: Option<Instant>,
@@ -288,20 +290,23 @@ struct ClientTx {
 }
 
 /// Non-INVITE client transactions (timers E and F).
-#[derive(Debug, Default)]
-pub struct ClientTransactions {
-    txs: HashMap<String, ClientTx>,
+#[derive(Debug)]
+pub struct ClientTransactions<O> {
+    txs: HashMap<String, ClientTx<O>>,
     timers: TimerQueue<String>,
 }
 
-impl ClientTransactions {
-    pub fn start(
-        &mut self,
-        now: Instant,
-        branch: &str,
-        owner: u64,
-        transmit: Transmit,
-    ) -> Transmit {
+impl<O> Default for ClientTransactions<O> {
+    fn default() -> Self {
+        ClientTransactions {
+            txs: HashMap::new(),
+            timers: TimerQueue::default(),
+        }
+    }
+}
+
+impl<O> ClientTransactions<O> {
+    pub fn start(&mut self, now: Instant, branch: &str, owner: O, transmit: Transmit) -> Transmit {
         let deadline = now + 64 * T1;
         let next = (!transmit.peer.transport.reliable()).then(|| now + T1);
         if let Some(at) = next {
@@ -322,23 +327,28 @@ impl ClientTransactions {
     }
 
     /// A response with this top-Via branch arrived.
-    pub fn on_response(&mut self, now: Instant, branch: &str, code: u16) -> Option<ClientOutcome> {
+    pub fn on_response(
+        &mut self,
+        now: Instant,
+        branch: &str,
+        code: u16,
+    ) -> Option<ClientOutcome<O>> {
         if code >= 200 {
             let tx = self.txs.remove(branch)?;
-            return Some(ClientOutcome::Response {
+            return Some(ClientOutcome {
                 owner: tx.owner,
-                code,
+                branch: branch.to_string(),
+                code: Some(code),
             });
         }
         // Provisional: keep retransmitting, but at T2 (RFC 3261 §17.1.2.2).
-        if let Some(tx) = self.txs.get_mut(branch) {
-            if tx.next_retransmit.is_some() {
+        if let Some(tx) = self.txs.get_mut(branch)
+            && tx.next_retransmit.is_some() {
                 tx.interval = T2;
                 let at = now + T2;
                 tx.next_retransmit = Some(at);
                 self.timers.push(at, branch.to_string());
             }
-        }
         None
     }
 
@@ -350,15 +360,20 @@ impl ClientTransactions {
         &mut self,
         now: Instant,
         out: &mut Vec<Transmit>,
-        done: &mut Vec<ClientOutcome>,
+        done: &mut Vec<ClientOutcome<O>>,
     ) {
         while let Some((at, branch)) = self.timers.pop_due(now) {
             let Some(tx) = self.txs.get_mut(&branch) else {
                 continue;
             };
             if at == tx.deadline {
-                let tx = self.txs.remove(&branch).expect("present");
-                done.push(ClientOutcome::Timeout { owner: tx.owner });
+                if let Some(tx) = self.txs.remove(&branch) {
+                    done.push(ClientOutcome {
+                        owner: tx.owner,
+                        branch,
+                        code: None,
+                    });
+                }
             } else if tx.next_retransmit == Some(at) {
                 out.push(tx.transmit.clone());
                 tx.interval = (tx.interval * 2).min(T2);
@@ -487,7 +502,7 @@ mod tests {
 
     #[test]
     fn client_timer_e_and_f() {
-        let mut c = ClientTransactions::default();
+        let mut c = ClientTransactions::<u64>::default();
         let t0 = Instant::now();
         let t = Transmit {
             peer: udp(),
@@ -499,9 +514,10 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(
             c.on_response(t0, "z1", 200),
-            Some(ClientOutcome::Response {
+            Some(ClientOutcome {
                 owner: 1,
-                code: 200
+                branch: "z1".into(),
+                code: Some(200)
             })
         );
         c.start(
@@ -518,7 +534,14 @@ mod tests {
             now += Duration::from_millis(250);
             c.handle_timeout(now, &mut out, &mut done);
         }
-        assert_eq!(done, vec![ClientOutcome::Timeout { owner: 2 }]);
+        assert_eq!(
+            done,
+            vec![ClientOutcome {
+                owner: 2,
+                branch: "z2".into(),
+                code: None
+            }]
+        );
         assert_eq!(now - t0, 64 * T1);
     }
 }

@@ -830,7 +830,7 @@ pub fn register_contact(
     contact_port: u16,
     expires: u32,
 ) {
-    use hotline::registrar::digest::{Algorithm, ha1};
+    use hotline::sip::digest::{Algorithm, ha1};
     let port = from_port;
     let sock = UdpSocket::bind(("127.0.0.1", port)).expect("bind agent port");
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();

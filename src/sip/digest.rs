@@ -7,6 +7,8 @@
 //!
 //! rsipstack's typed `Authorization` parses `nc` as a u8 (fails from the 256th use of a nonce)
 //! and re-serialises `uri`, which breaks the hash; so the raw parameters are read here.
+//!
+//! The client side ([`authorization`]) answers a trunk's challenge to our INVITE.
 
 use hmac::{KeyInit, Mac};
 use md5::Md5;
@@ -170,15 +172,14 @@ impl Nonces {
 
     /// A fresh nonce for a challenge at wall-clock second `now_s`: issue time, a random salt
     /// (every challenge gets its own nonce, also within one second) and their HMAC.
-    pub fn issue(&self, now_s: u64) -> String {
-        let salt: u64 = rand::random();
+    pub fn issue(&self, now_s: u64, salt: u64) -> String {
         format!("{now_s:016x}{salt:016x}{}", self.mac(now_s, salt))
     }
 
     /// The `WWW-Authenticate` values for a challenge, one per algorithm, most preferred first
     /// (RFC 8760 §2.4).
-    pub fn challenges(&self, now_s: u64, stale: bool) -> Vec<String> {
-        let nonce = self.issue(now_s);
+    pub fn challenges(&self, now_s: u64, salt: u64, stale: bool) -> Vec<String> {
+        let nonce = self.issue(now_s, salt);
         let stale = if stale { ", stale=true" } else { "" };
         self.algorithms
             .iter()
@@ -272,6 +273,63 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The `Authorization` (401) or `Proxy-Authorization` (407) header, name and value, that
+/// answers `challenge` (a `WWW-Authenticate`/`Proxy-Authenticate` value) for `method` to `uri`
+/// with `user` and `password`; `None` when the challenge is not a usable digest challenge.
+pub fn authorization(
+    code: u16,
+    challenge: &str,
+    (user, password): (&str, &str),
+    method: &str,
+    uri: &str,
+    cnonce: &str,
+) -> Option<(&'static str, String)> {
+    let tok = rsipstack::sip::typed::tokenizers::AuthTokenizer::parse(challenge).ok()?;
+    if !tok.scheme.eq_ignore_ascii_case("digest") {
+        return None;
+    }
+    let get = |k: &str| {
+        tok.params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.trim_matches('"').to_string())
+    };
+    let realm = get("realm")?;
+    let nonce = get("nonce")?;
+    let alg = match get("algorithm") {
+        None => Algorithm::Md5,
+        Some(a) => Algorithm::from_name(&a)?,
+    };
+    let h1 = ha1(alg, user, &realm, password);
+    let h2 = alg.hash_hex(&format!("{method}:{uri}"));
+    let qop_auth =
+        get("qop").is_some_and(|q| q.split(',').any(|x| x.trim().eq_ignore_ascii_case("auth")));
+    let mut value = format!(
+        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm={}",
+        alg.name()
+    );
+    if qop_auth {
+        let response = alg.hash_hex(&format!("{h1}:{nonce}:00000001:{cnonce}:auth:{h2}"));
+        value.push_str(&format!(
+            ", qop=auth, nc=00000001, cnonce=\"{cnonce}\", response=\"{response}\""
+        ));
+    } else {
+        let response = alg.hash_hex(&format!("{h1}:{nonce}:{h2}"));
+        value.push_str(&format!(", response=\"{response}\""));
+    }
+    if let Some(opaque) = get("opaque") {
+        value.push_str(&format!(", opaque=\"{opaque}\""));
+    }
+    Some((
+        if code == 407 {
+            "Proxy-Authorization"
+        } else {
+            "Authorization"
+        },
+        value,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,8 +375,8 @@ mod tests {
             [7; 32],
             vec![Algorithm::Md5, Algorithm::Sha256],
         );
-        for alg in [Algorithm::Md5, Algorithm::Sha256] {
-            let nonce = n.issue(1000);
+        for (salt, alg) in [(1, Algorithm::Md5), (2, Algorithm::Sha256)] {
+            let nonce = n.issue(1000, salt);
             let stored = ha1(alg, "1001", "hotline", "secret");
             let h = client(
                 alg,
@@ -376,7 +434,7 @@ mod tests {
             vec![Algorithm::Md5, Algorithm::Sha256],
         );
         let stored = ha1(Algorithm::Md5, "u", "hotline", "p");
-        let old = n.issue(1000);
+        let old = n.issue(1000, 2);
         let c = Credentials::parse(&client(
             Algorithm::Md5,
             "u",
@@ -393,9 +451,9 @@ mod tests {
         );
         let forged = format!("{:016x}{:016x}{}", 5000u64, 1u64, "0".repeat(32));
         assert_ne!(
-            n.issue(5000),
-            n.issue(5000),
-            "every challenge has its own nonce"
+            n.issue(5000, 3),
+            n.issue(5000, 4),
+            "every challenge has its own nonce (its own salt)"
         );
         let c = Credentials::parse(&client(
             Algorithm::Md5,
@@ -417,7 +475,7 @@ mod tests {
             "u",
             "p",
             "hotline",
-            &n.issue(10),
+            &n.issue(10, 5),
             "sip:x",
             1,
         )

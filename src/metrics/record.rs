@@ -1,0 +1,360 @@
+//! Typed records: one variant per call or state event. Call control makes them; the store
+//! keeps each as its kind and a JSON detail (the SQLite schema is unchanged), and reads them
+//! back into the same types, so figures, reports and the queue_log match on variants, never on
+//! strings.
+
+use crate::acd::agent::State as AgentState;
+use crate::config::TargetKind;
+use serde::{Deserialize, Serialize};
+
+/// One call or state event, as call control produces it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    /// Wall-clock time, RFC 3339 (Asia/Shanghai offset).
+    pub at: String,
+    pub call_id: Option<String>,
+    pub seat: Option<String>,
+    pub queue: Option<String>,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// What happened. Serialised as `{"kind": "<snake_case>", "detail": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
+pub enum Event {
+    CallStart {
+        #[serde(default)]
+        dialled: String,
+        #[serde(default)]
+        caller: String,
+        #[serde(default)]
+        source: String,
+        #[serde(default)]
+        transport: String,
+    },
+    CallRefused {
+        dialled: String,
+        code: u16,
+        reason: String,
+        source: String,
+    },
+    CallAnswered {},
+    CallEnd(CallEnd),
+    AgentState {
+        state: AgentState,
+        /// `Login`, `Logout`, `Pause("…")`, `Unpause`.
+        action: String,
+        by: String,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    QueueEnter {
+        #[serde(default)]
+        priority: u8,
+        #[serde(default)]
+        position: Option<usize>,
+    },
+    QueueExit {
+        reason: QueueExit,
+        waited_s: f64,
+        #[serde(default)]
+        short: bool,
+        #[serde(default)]
+        position: Option<usize>,
+    },
+    Offer {
+        outcome: OfferOutcome,
+        ring_s: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_state_after: Option<AgentState>,
+        /// An offer of a transfer to an expert group (not of a waiting caller).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        transfer: bool,
+    },
+    TalkEnd {
+        talk_s: f64,
+        #[serde(default)]
+        wrap_s: f64,
+        #[serde(default)]
+        ended_by: EndedBy,
+    },
+    Recording {
+        path: String,
+    },
+    Survey {
+        rating: Option<u8>,
+        #[serde(default)]
+        label: String,
+    },
+    Transfer(Transfer),
+    Probe {
+        #[serde(flatten)]
+        target: TargetLabel,
+        round: u64,
+        attempt: u32,
+        outcome: ProbeOutcome,
+        code: Option<u16>,
+        ring_s: f64,
+    },
+    ProbeRound {
+        #[serde(flatten)]
+        target: TargetLabel,
+        round: u64,
+        attempts: u32,
+        answered: bool,
+    },
+}
+
+impl Event {
+    /// The kind as the store's `kind` column holds it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::CallStart { .. } => "call_start",
+            Event::CallRefused { .. } => "call_refused",
+            Event::CallAnswered {} => "call_answered",
+            Event::CallEnd(_) => "call_end",
+            Event::AgentState { .. } => "agent_state",
+            Event::QueueEnter { .. } => "queue_enter",
+            Event::QueueExit { .. } => "queue_exit",
+            Event::Offer { .. } => "offer",
+            Event::TalkEnd { .. } => "talk_end",
+            Event::Recording { .. } => "recording",
+            Event::Survey { .. } => "survey",
+            Event::Transfer(_) => "transfer",
+            Event::Probe { .. } => "probe",
+            Event::ProbeRound { .. } => "probe_round",
+        }
+    }
+
+    /// The detail as the store's `detail` column holds it (JSON).
+    pub fn detail(&self) -> serde_json::Value {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(mut m)) => m.remove("detail").unwrap_or_default(),
+            _ => serde_json::Value::Null,
+        }
+    }
+}
+
+impl Record {
+    /// A record from the store's columns; `None` for a kind or detail this version does not
+    /// know (written by a newer one).
+    pub fn from_parts(
+        at: String,
+        kind: &str,
+        call_id: Option<String>,
+        seat: Option<String>,
+        queue: Option<String>,
+        detail: serde_json::Value,
+    ) -> Option<Record> {
+        let event =
+            serde_json::from_value(serde_json::json!({ "kind": kind, "detail": detail })).ok()?;
+        Some(Record {
+            at,
+            call_id,
+            seat,
+            queue,
+            event,
+        })
+    }
+
+    /// The day (YYYY-MM-DD, Asia/Shanghai) of the record.
+    pub fn day(&self) -> &str {
+        self.at.get(..10).unwrap_or("")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CallEnd {
+    pub answered: bool,
+    pub duration_s: Option<f64>,
+    pub waited_s: Option<f64>,
+    /// The caller talked with a seat.
+    pub bridged: bool,
+    #[serde(default)]
+    pub digits: String,
+}
+
+/// Why a caller left a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueExit {
+    Answered,
+    Abandoned,
+    Timeout,
+    NoAgents,
+    /// The daemon stopped while the caller waited (not an abandon).
+    Shutdown,
+}
+
+/// How an offer to a seat ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfferOutcome {
+    Answered,
+    Missed,
+    Rejected,
+    Failed,
+    /// The caller went away (or the offer was taken back) while it rang.
+    Withdrawn,
+    /// Ring-all: another seat answered first (not counted as an offer to this one).
+    AnsweredElsewhere,
+}
+
+/// Who ended a seat's conversation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedBy {
+    Seat,
+    #[default]
+    Caller,
+    /// The agent left by handing the caller on.
+    Transfer,
+}
+
+/// A transfer target as records name it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetLabel {
+    pub number: String,
+    pub name: String,
+    pub kind: TargetKind,
+    #[serde(default)]
+    pub unit: String,
+}
+
+/// A transfer's step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub outcome: TransferOutcome,
+    #[serde(flatten)]
+    pub target: TargetLabel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<TransferMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferOutcome {
+    Started,
+    Answered,
+    Busy,
+    NoAnswer,
+    Failed,
+    /// The caller (or the agent of a blind transfer) went first.
+    Abandoned,
+}
+
+impl TransferOutcome {
+    /// A failed call's final status as an outcome.
+    pub fn of_failure(code: u16) -> TransferOutcome {
+        match code {
+            486 | 600 | 603 => TransferOutcome::Busy,
+            408 | 480 | 487 | 0 => TransferOutcome::NoAnswer,
+            _ => TransferOutcome::Failed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferMode {
+    ThreeWay,
+    /// REFER: the agent leaves as soon as the target answers.
+    Blind,
+    /// REFER with Replaces, after the agent consulted the target.
+    Attended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeOutcome {
+    Answered,
+    Busy,
+    NoAnswer,
+    Failed,
+    /// No attempt could be placed (no port, no trunk): not the unit's failure.
+    NotPlaced,
+}
+
+impl ProbeOutcome {
+    pub fn of_failure(code: u16) -> ProbeOutcome {
+        match TransferOutcome::of_failure(code) {
+            TransferOutcome::Busy => ProbeOutcome::Busy,
+            TransferOutcome::NoAnswer => ProbeOutcome::NoAnswer,
+            _ => ProbeOutcome::Failed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_keep_the_stores_kind_and_detail_and_read_back_the_same() {
+        let e = Event::Offer {
+            outcome: OfferOutcome::Missed,
+            ring_s: 15.0,
+            agent_state_after: Some(AgentState::Paused),
+            transfer: false,
+        };
+        assert_eq!(e.kind(), "offer");
+        assert_eq!(
+            e.detail(),
+            serde_json::json!({ "outcome": "missed", "ring_s": 15.0, "agent_state_after": "paused" })
+        );
+        let t = Event::Transfer(Transfer {
+            outcome: TransferOutcome::Started,
+            target: TargetLabel {
+                number: "12366".into(),
+                name: "税务".into(),
+                kind: TargetKind::Subcentre,
+                unit: "省税务局".into(),
+            },
+            mode: Some(TransferMode::ThreeWay),
+            by: Some("seat 1001 (DTMF)".into()),
+            caller: Some("138".into()),
+            answer_s: None,
+            code: None,
+            ring_s: None,
+        });
+        assert_eq!(
+            t.detail(),
+            serde_json::json!({ "outcome": "started", "number": "12366", "name": "税务", "kind": "subcentre", "unit": "省税务局", "mode": "three_way", "by": "seat 1001 (DTMF)", "caller": "138" })
+        );
+        for e in [e, t, Event::CallAnswered {}] {
+            let back = Record::from_parts(
+                "2026-12-03T10:00:00.000+08:00".into(),
+                e.kind(),
+                Some("c".into()),
+                None,
+                None,
+                e.detail(),
+            )
+            .unwrap();
+            assert_eq!(back.event, e);
+        }
+        assert!(
+            Record::from_parts(
+                "x".into(),
+                "from_the_future",
+                None,
+                None,
+                None,
+                serde_json::json!({})
+            )
+            .is_none()
+        );
+    }
+}
