@@ -8,6 +8,7 @@ cores. Prints figures; asserts nothing (speed is measured, not tested).
   scripts/bench.py --only bridge   # caller-seat calls bridged through the daemon
   scripts/bench.py --only dispatch # how fast a seat turning free is offered the next caller
   scripts/bench.py --only threeway # three-way calls (caller, seat, sub-centre) mixed by the daemon
+  scripts/bench.py --bins OLD,NEW  # the same workloads against each daemon binary, in one run
 
 Workloads
 - prompt: N calls to 12345 each hearing the welcome and menu prompts (~23 s of speech);
@@ -43,6 +44,8 @@ CLK = os.sysconf("SC_CLK_TCK")
 # CPUSchedulingPolicy=fifo; FreeSWITCH -rp, Asterisk -p): on loopback the kernel's packet
 # work (ksoftirqd) otherwise preempts it for tens of ms. BENCH_DAEMON_PREFIX="" measures without.
 PREFIX = os.environ.get("BENCH_DAEMON_PREFIX", "chrt -f 10").split()
+# The daemon binary measured (--bins runs several in turn).
+DAEMON_BIN = f"{ROOT}/target/release/hotline"
 
 
 def cpu_seconds(pid):
@@ -82,7 +85,7 @@ def start_daemon(config=None, extra_env=None):
     env.pop("RUST_LOG", None)
     env.update(extra_env or {})
     log = open("/tmp/hotline-bench.log", "w")
-    p = subprocess.Popen(PREFIX + ["taskset", "-c", DAEMON_CORE, f"{ROOT}/target/release/hotline", "run", "--config",
+    p = subprocess.Popen(PREFIX + ["taskset", "-c", DAEMON_CORE, DAEMON_BIN, "run", "--config",
                           config], env=env, stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(100):
         try:
@@ -363,22 +366,36 @@ def dispatch_run(seats=50, rate=60, seconds=20, talk_s=1.0):
 
 
 def main():
+    global DAEMON_BIN
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["prompt", "rate", "bridge", "dispatch", "threeway"])
+    ap.add_argument("--only", help="comma-separated workloads: prompt, rate, bridge, dispatch, threeway (default: all)")
     ap.add_argument("--threeways", default="250,500,750", help="three-way calls for the threeway workload")
     ap.add_argument("--bridges", default="500,1000,1500,2000", help="bridged calls for the bridge workload")
     ap.add_argument("--levels", default="1000,2000,3000,4000", help="concurrent calls for the prompt workload")
     ap.add_argument("--rates", default="500,1000,1500,2000,2500", help="calls/s for the rate workload")
+    ap.add_argument("--bins", help="comma-separated daemon binaries to measure in turn (default: this build)")
     args = ap.parse_args()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     subprocess.run(["cargo", "build", "--release", "--bin", "hotline", "--example", "rtp_sink"], cwd=ROOT, check=True)
     print(f"daemon on core {DAEMON_CORE}; SIPp, the RTP sink and the seat pool on core {LOAD_CORE}", flush=True)
-    if args.only in (None, "dispatch"):
+    bins = args.bins.split(",") if args.bins else [DAEMON_BIN]
+    for b in bins:
+        DAEMON_BIN = os.path.abspath(b)
+        print(f"=== daemon binary {DAEMON_BIN}", flush=True)
+        workloads(args)
+
+
+def want(args, workload):
+    return args.only is None or workload in args.only.split(",")
+
+
+def workloads(args):
+    if want(args, "dispatch"):
         r = dispatch_run()
         print("dispatch", json.dumps(r), flush=True)
         print(f"RESULT seat turning free -> next INVITE: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms", flush=True)
-    if args.only in (None, "bridge"):
+    if want(args, "bridge"):
         levels = [int(x) for x in args.bridges.split(",")]
         daemon = seats_daemon(max(levels))
         try:
@@ -392,7 +409,7 @@ def main():
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=30)
-    if args.only in (None, "threeway"):
+    if want(args, "threeway"):
         levels = [int(x) for x in args.threeways.split(",")]
         daemon = seats_daemon(max(levels))
         try:
@@ -406,11 +423,11 @@ def main():
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=30)
-    if args.only in ("bridge", "dispatch", "threeway"):
+    if not (want(args, "prompt") or want(args, "rate")):
         return
     daemon = start_daemon()
     try:
-        if args.only in (None, "prompt"):
+        if want(args, "prompt"):
             best = None
             for n in [int(x) for x in args.levels.split(",")]:
                 r = prompt_run(daemon, n, rate=400)
@@ -418,7 +435,7 @@ def main():
                 if r["failed"] == 0 and r["gaps_over_40ms"] == 0 and r["active_in_window"] >= n:
                     best = r
             print("RESULT concurrent prompt calls without RTP gaps >40 ms:", best and best["calls"], flush=True)
-        if args.only in (None, "rate"):
+        if want(args, "rate"):
             best = None
             for rate in [int(x) for x in args.rates.split(",")]:
                 r = rate_run(daemon, rate)
