@@ -1,7 +1,9 @@
 //! `hotline run` starts the daemon; `hotline check` validates configuration, dialplans and
-//! prompts and prints every problem with its file and reason.
+//! prompts and prints every problem with its file and reason. `hotline man DIR` and
+//! `hotline completions SHELL` (hidden) generate the man pages and shell completions from this
+//! CLI for the Debian package (`scripts/package`).
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use hotline::config::Config;
 use hotline::ivr::dialplan;
 use hotline::media::prompts::PromptStore;
@@ -13,9 +15,10 @@ use std::sync::Arc;
 #[derive(Parser)]
 #[command(name = "hotline", version, about = "12345 hotline SIP/RTP daemon")]
 struct Cli {
-    /// Configuration file.
-    #[arg(long, short, global = true, default_value = "config/hotline.toml")]
-    config: PathBuf,
+    /// Configuration file [default: config/hotline.toml, or else the Debian package's
+    /// /etc/hotline/hotline.toml].
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,6 +61,94 @@ enum Command {
         #[arg(long, default_value = "hotline")]
         realm: String,
     },
+    /// Write the man pages (hotline.1 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
+    /// Print the completion script for SHELL.
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+}
+
+/// `config/hotline.toml` in a source tree; where it is missing and the Debian package's
+/// configuration exists, that one (so `hotline report` works without --config on a server).
+fn default_config() -> PathBuf {
+    let local = PathBuf::from("config/hotline.toml");
+    let packaged = PathBuf::from("/etc/hotline/hotline.toml");
+    if !local.exists() && packaged.exists() {
+        packaged
+    } else {
+        local
+    }
+}
+
+/// The man page's sections after the generated ones: where the Debian package puts things.
+const MAN_FILES: &str = r#".SH FILES
+.TP
+\fI/etc/hotline/hotline.toml\fR
+The configuration of the Debian package (a conffile: an upgrade keeps local changes). Relative
+paths in it are taken from its folder.
+.TP
+\fI/etc/hotline/dialplans/\fR, \fI/etc/hotline/scoring.toml\fR
+Dial plans and the assessment rules of \fBhotline report\fR.
+.TP
+\fI/usr/share/hotline/prompts/\fR
+The shipped voice prompts.
+.TP
+\fI/var/lib/hotline/\fR
+The call store (hotline.sqlite), queue_log, recordings/ and reports/, owned by the user hotline.
+.SH ENVIRONMENT
+.TP
+\fBHOTLINE__\fISECTION\fB__\fIKEY\fR
+Overrides a configuration key, e.g. HOTLINE__SIP__LISTEN=127.0.0.1:15060.
+.TP
+\fBRUST_LOG\fR
+A tracing filter that wins over log.level.
+.TP
+\fBHOTLINE_NOW\fR
+An RFC 3339 time the wall clock starts at (drills of calendar rules).
+.SH SEE ALSO
+\fBsystemctl\fR(1), \fBjournalctl\fR(1); the unit hotline.service.
+"#;
+
+/// hotline.1 (the generated sections, then [`MAN_FILES`]) and a page per visible subcommand.
+fn man_pages(dir: &std::path::Path) -> std::io::Result<()> {
+    // No page for `help`; built, each subcommand is named hotline-<sub> (its page's file name)
+    // and shown as `hotline <sub>` in its synopsis.
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let source = format!("hotline {}", env!("CARGO_PKG_VERSION"));
+    let page = |c: &clap::Command| {
+        clap_mangen::Man::new(c.clone())
+            .source(source.clone())
+            .manual("12345 hotline")
+    };
+    std::fs::create_dir_all(dir)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        page(sub).generate_to(dir)?;
+    }
+    let man = page(&cmd);
+    let mut page = Vec::new();
+    man.render_title(&mut page)?;
+    man.render_name_section(&mut page)?;
+    man.render_synopsis_section(&mut page)?;
+    man.render_description_section(&mut page)?;
+    man.render_options_section(&mut page)?;
+    man.render_subcommands_section(&mut page)?;
+    page.extend_from_slice(MAN_FILES.as_bytes());
+    man.render_version_section(&mut page)?;
+    // Each render_* call starts with the same two-line preamble: keep the first.
+    let text = String::from_utf8_lossy(&page);
+    let mut lines: Vec<&str> = text.lines().collect();
+    let preamble = lines[..2].to_vec();
+    let mut i = 2;
+    while i + 1 < lines.len() {
+        if lines[i..i + 2] == preamble[..] {
+            lines.drain(i..i + 2);
+        } else {
+            i += 1;
+        }
+    }
+    std::fs::write(dir.join("hotline.1"), lines.join("\n") + "\n")
 }
 
 fn main() -> ExitCode {
@@ -79,7 +170,29 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let cfg = match Config::load(&cli.config) {
+    match &cli.command {
+        Command::Man { dir } => {
+            return match man_pages(dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", dir.display());
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "hotline",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let config = cli.config.clone().unwrap_or_else(default_config);
+    let cfg = match Config::load(&config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -99,7 +212,9 @@ fn main() -> ExitCode {
             let rules = rules.unwrap_or_else(|| cfg.reports.rules.clone());
             report(&cfg, day, month, csv, &rules)
         }
-        Command::Passwd { .. } => ExitCode::SUCCESS,
+        Command::Passwd { .. } | Command::Man { .. } | Command::Completions { .. } => {
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -337,6 +337,42 @@ async fn metrics(State(a): State<AppState>) -> String {
             q.waiting
         ));
     }
+    // Who can answer each queue (as on the wallboard): the alert on a seat group with nobody
+    // logged in needs the members, so that queues without seats (lines sent on elsewhere) stay
+    // quiet.
+    type QueueCount = fn(&crate::core::QueueView, &[crate::core::SeatView]) -> usize;
+    let staffing: [(&str, &str, QueueCount); 3] = [
+        (
+            "hotline_queue_members",
+            "Seats configured to serve the queue",
+            |q, seats| {
+                seats
+                    .iter()
+                    .filter(|s| s.seat.queues.contains(&q.name))
+                    .count()
+            },
+        ),
+        (
+            "hotline_queue_agents_logged_in",
+            "Members logged in (available, busy, in wrap-up or paused)",
+            |q, _| q.agents_logged_in,
+        ),
+        (
+            "hotline_queue_agents_available",
+            "Members free to take the next caller",
+            |q, _| q.agents_available,
+        ),
+    ];
+    for (name, help, get) in staffing {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for q in &queues {
+            out.push_str(&format!(
+                "{name}{{queue=\"{}\"}} {}\n",
+                label(&q.name),
+                get(q, &seats)
+            ));
+        }
+    }
     out.push_str("# HELP hotline_queue_longest_wait_seconds The longest current wait\n# TYPE hotline_queue_longest_wait_seconds gauge\n");
     for q in &queues {
         out.push_str(&format!(

@@ -3,6 +3,7 @@
 //! moves bytes and sleeps until the core's next deadline.
 
 pub mod http;
+pub mod notify;
 pub mod rtp;
 pub mod tcp;
 
@@ -126,6 +127,7 @@ pub async fn run(
     let mut hung_up_all = false;
     let mut buf = vec![0u8; 65536];
     let far = Duration::from_secs(3600);
+    let mut watchdog = notify::ready(&cfg);
 
     loop {
         let next = core
@@ -173,6 +175,7 @@ pub async fn run(
             }
         }
         let now = clock.now();
+        watchdog.tick(now.mono);
         if core.poll_timeout().is_some_and(|t| t <= now.mono) {
             core.handle_timeout(now);
         }
