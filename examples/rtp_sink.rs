@@ -90,9 +90,10 @@ fn main() {
                     a.as_sockaddr_in()
                         .map(|v4| std::net::SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
                 })
-                    && known.insert(src) {
-                        talkers.push((src, 0x5A00_0000 | talkers.len() as u32, 0, 0));
-                    }
+                && known.insert(src)
+            {
+                talkers.push((src, 0x5A00_0000 | talkers.len() as u32, 0, 0));
+            }
             (msg.bytes, ts.unwrap_or_else(now_realtime_ns))
         };
         total_pkts += 1;
@@ -106,14 +107,15 @@ fn main() {
             in_window += 1;
             streams_in_window.insert(ssrc);
             if let Some(p) = prev
-                && p - start_ns >= w0.as_nanos() as i128 {
-                    let gap = Duration::from_nanos((ts_ns - p).max(0) as u64);
-                    max_gap = max_gap.max(gap);
-                    if gap > Duration::from_millis(40) {
-                        gaps_over_40 += 1;
-                    }
-                    hist[(gap.as_millis() as usize).min(199)] += 1;
+                && p - start_ns >= w0.as_nanos() as i128
+            {
+                let gap = Duration::from_nanos((ts_ns - p).max(0) as u64);
+                max_gap = max_gap.max(gap);
+                if gap > Duration::from_millis(40) {
+                    gaps_over_40 += 1;
                 }
+                hist[(gap.as_millis() as usize).min(199)] += 1;
+            }
         }
     }
     let gaps: u64 = hist.iter().sum();

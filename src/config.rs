@@ -55,6 +55,51 @@ pub struct Config {
     pub transfer: TransferConfig,
     #[serde(default)]
     pub probes: ProbesConfig,
+    #[serde(default)]
+    pub overload: OverloadConfig,
+}
+
+/// What a caller gets when the hotline sheds new calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShedMode {
+    /// 503 Service Unavailable with Retry-After (the carrier plays its busy tone).
+    Reject,
+    /// Answered with the busy prompt (the lines are busy, call again), then hung up, while
+    /// there is room for it; 503 beyond that.
+    Prompt,
+}
+
+/// Overload control: new calls beyond what the node can serve are shed at once, before any
+/// state is made for them, on configured ceilings and on the measured event-loop lag.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverloadConfig {
+    /// Citizens' calls at once; 0: as many as the RTP ports allow.
+    pub max_calls: usize,
+    /// New calls admitted per second (a token bucket one second deep); 0: no ceiling.
+    pub calls_per_s: u32,
+    /// New calls are shed while the event loop runs this late (ms, the media clock's
+    /// lateness over 100 ms); 0: not measured.
+    pub max_lag_ms: u64,
+    pub shed: ShedMode,
+    /// Retry-After of the 503.
+    pub retry_after_s: u32,
+    /// With `shed = "prompt"`: busy prompts playing at once at most (beyond: 503).
+    pub max_busy_prompts: usize,
+}
+
+impl Default for OverloadConfig {
+    fn default() -> Self {
+        OverloadConfig {
+            max_calls: 0,
+            calls_per_s: 0,
+            max_lag_ms: 20,
+            shed: ShedMode::Reject,
+            retry_after_s: 10,
+            max_busy_prompts: 200,
+        }
+    }
 }
 
 /// A SIP gateway the daemon sends calls to.
@@ -332,9 +377,13 @@ pub struct RegistrarConfig {
     pub default_expires: u64,
     pub max_contacts: usize,
     pub nonce_ttl_s: u64,
-    /// This many failed attempts from one address within `failure_window_s` block it for
-    /// `block_s`.
+    /// This many failed attempts for one user from one address within `failure_window_s`
+    /// block that user from that address for `block_s` (other seats behind the same NAT
+    /// address go on registering).
     pub max_failures: u32,
+    /// This many failed attempts from one address, whatever the users (a scan), block the
+    /// address for every user.
+    pub max_failures_per_source: u32,
     pub failure_window_s: u64,
     pub block_s: u64,
     /// Keep-alive OPTIONS to every contact this often; 0 disables.
@@ -352,6 +401,7 @@ impl Default for RegistrarConfig {
             max_contacts: 5,
             nonce_ttl_s: 300,
             max_failures: 5,
+            max_failures_per_source: 20,
             failure_window_s: 60,
             block_s: 60,
             qualify_s: 30,
@@ -525,6 +575,19 @@ impl Default for LogConfig {
 
 impl Config {
     /// Loads `path` (which must exist) and applies `HOTLINE__…` environment overrides.
+    /// A configuration from TOML text alone (no environment), with paths relative to
+    /// `path`'s folder, validated: what the fuzzer feeds.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|source| ConfigError::Load {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Self::typed(raw, path)
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
         let raw = config::Config::builder()
@@ -546,8 +609,13 @@ impl Config {
                 path: shown.clone(),
                 source,
             })?;
+        Self::typed(raw, path)
+    }
+
+    /// Typed, with the paths made relative to the configuration's folder, and validated.
+    fn typed(raw: config::Config, path: &Path) -> Result<Config, ConfigError> {
         let mut cfg: Config = raw.try_deserialize().map_err(|source| ConfigError::Load {
-            path: shown,
+            path: path.display().to_string(),
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));

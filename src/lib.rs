@@ -28,6 +28,7 @@
 //! - [`ivr`]: typed dialplans and the per-call IVR state machine.
 //! - [`acd`]: agents, waiting lines, strategies and offers, behind one owner.
 //! - [`metrics`]: typed records, the durable store, figures, reports, queue_log.
+//! - [`overload`]: admission control of new calls (ceilings and the event loop's lateness).
 //! - [`core`]: call control: SIP events, RTP events and time in, actions out. No I/O.
 //! - [`runtime`]: the only layer that touches tokio and sockets.
 #![forbid(unsafe_code)]
@@ -36,9 +37,12 @@ pub mod acd;
 pub mod config;
 pub mod core;
 pub mod entropy;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod ivr;
 pub mod media;
 pub mod metrics;
+pub mod overload;
 pub mod registrar;
 pub mod runtime;
 pub mod sdp;

@@ -27,6 +27,22 @@ pub struct Stats {
     pub conferences_active: AtomicU64,
     pub transfers_active: AtomicU64,
     pub probes: AtomicU64,
+    /// New calls shed by overload control (503 or the busy prompt), in all and by reason.
+    pub calls_shed: AtomicU64,
+    pub calls_shed_lag: AtomicU64,
+    pub calls_shed_ceiling: AtomicU64,
+    pub calls_shed_ports: AtomicU64,
+    /// Shed callers answered with the busy prompt instead of 503.
+    pub calls_busy_prompt: AtomicU64,
+    /// 1 while new calls are shed because the event loop runs late.
+    pub overloaded: AtomicU64,
+    /// The media clock's lateness, smoothed (µs).
+    pub loop_lag_us: AtomicU64,
+    /// Calls closed without their end being seen: at shutdown with BYEs unanswered, or found
+    /// open in the store after a crash.
+    pub calls_lost: AtomicU64,
+    /// 1 once SIGTERM came: new calls are refused while the calls in progress finish.
+    pub draining: AtomicU64,
 }
 
 impl Stats {
@@ -39,7 +55,7 @@ impl Stats {
 
     /// Prometheus text exposition of every counter.
     pub fn prometheus(&self) -> String {
-        let rows: [(&str, &str, &AtomicU64, &str); 22] = [
+        let rows: [(&str, &str, &AtomicU64, &str); 29] = [
             (
                 "hotline_invites_total",
                 "counter",
@@ -172,6 +188,48 @@ impl Stats {
                 &self.probes,
                 "Answer-rate probe calls placed",
             ),
+            (
+                "hotline_calls_shed_total",
+                "counter",
+                &self.calls_shed,
+                "New calls shed by overload control (503 or the busy prompt)",
+            ),
+            (
+                "hotline_calls_shed_lag_total",
+                "counter",
+                &self.calls_shed_lag,
+                "New calls shed because the event loop ran late",
+            ),
+            (
+                "hotline_calls_shed_ceiling_total",
+                "counter",
+                &self.calls_shed_ceiling,
+                "New calls shed at overload.max_calls or overload.calls_per_s",
+            ),
+            (
+                "hotline_calls_shed_ports_total",
+                "counter",
+                &self.calls_shed_ports,
+                "New calls shed because only the ports kept for emergency hand-offs were left",
+            ),
+            (
+                "hotline_calls_busy_prompt_total",
+                "counter",
+                &self.calls_busy_prompt,
+                "Shed callers answered with the busy prompt",
+            ),
+            (
+                "hotline_overloaded",
+                "gauge",
+                &self.overloaded,
+                "1 while new calls are shed because the event loop runs late",
+            ),
+            (
+                "hotline_calls_lost_total",
+                "counter",
+                &self.calls_lost,
+                "Calls closed as lost (BYE unanswered at shutdown, or open in the store after a crash)",
+            ),
         ];
         let mut s = String::new();
         for (name, kind, v, help) in rows {
@@ -180,6 +238,11 @@ impl Stats {
                 Self::get(v)
             ));
         }
+        let name = "hotline_event_loop_lag_seconds";
+        s.push_str(&format!(
+            "# HELP {name} Lateness of the media clock (the event loop), smoothed\n# TYPE {name} gauge\n{name} {:.6}\n",
+            Self::get(&self.loop_lag_us) as f64 / 1e6
+        ));
         s
     }
 }

@@ -576,9 +576,7 @@ fn promtool_accepts_the_daemons_metrics_and_rules_and_dashboard_use_only_served_
         "promtool check metrics:\n{lint_text}"
     );
 
-    // Rules and dashboard name only metrics the daemon serves; the one exception is the
-    // overload control's counter, which comes with that work.
-    let pending: BTreeSet<String> = ["hotline_calls_shed_total".to_string()].into();
+    // Rules and dashboard name only metrics the daemon serves.
     let rules =
         std::fs::read_to_string(repo().join("deploy/prometheus/hotline.rules.yml")).unwrap();
     let exprs = dashboard_exprs();
@@ -587,10 +585,7 @@ fn promtool_accepts_the_daemons_metrics_and_rules_and_dashboard_use_only_served_
     for e in &exprs {
         used.extend(metric_names(e));
     }
-    let unknown: Vec<_> = used
-        .difference(&served)
-        .filter(|m| !pending.contains(*m))
-        .collect();
+    let unknown: Vec<_> = used.difference(&served).collect();
     assert!(unknown.is_empty(), "not on /metrics: {unknown:?}");
 
     // Each dashboard query is valid PromQL: promtool checks them as recording rules (with the

@@ -90,3 +90,87 @@ fn baresip_softphone_registers_with_digest_auth_and_unregisters_on_exit() {
         tail(&d.log_text(), 20)
     );
 }
+
+/// One digest-authenticated REGISTER attempt for `user` with `password` from 127.0.0.1:`port`
+/// (the challenge, then the answer to it); the final response's status line.
+fn register_attempt(d: &Daemon, user: &str, password: &str, port: u16) -> String {
+    use hotline::sip::digest::{Algorithm, ha1};
+    let sock = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let req = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:{host} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-ra{cseq}-{user}-{port};rport\r\n\
+             From: <sip:{user}@{host}>;tag=ra{port}\r\nTo: <sip:{user}@{host}>\r\nCall-ID: ra-{user}-{port}\r\n\
+             CSeq: {cseq} REGISTER\r\nContact: <sip:{user}@127.0.0.1:{port}>\r\nExpires: 300\r\n{auth}Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            host = d.sip
+        )
+    };
+    let mut buf = [0u8; 4096];
+    sock.send_to(req(1, "").as_bytes(), d.sip).unwrap();
+    let (n, _) = sock.recv_from(&mut buf).expect("a response");
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    let Some(nonce) = text
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+    else {
+        return text.lines().next().unwrap_or("").to_string();
+    };
+    let uri = format!("sip:{}", d.sip);
+    let h1 = ha1(Algorithm::Md5, user, "hotline", password);
+    let h2 = Algorithm::Md5.hash_hex(&format!("REGISTER:{uri}"));
+    let resp = Algorithm::Md5.hash_hex(&format!("{h1}:{nonce}:00000001:abc:auth:{h2}"));
+    let auth = format!(
+        "Authorization: Digest username=\"{user}\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc\"\r\n"
+    );
+    sock.send_to(req(2, &auth).as_bytes(), d.sip).unwrap();
+    let (n, _) = sock.recv_from(&mut buf).expect("a final response");
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn behind_one_address_a_stale_password_blocks_only_its_seat_while_a_scan_blocks_the_address() {
+    let d = Daemon::start(&[
+        ("HOTLINE__REGISTRAR__MAX_FAILURES", "3"),
+        ("HOTLINE__REGISTRAR__MAX_FAILURES_PER_SOURCE", "10"),
+    ]);
+    // Seat 1002's phone has a stale password: three failures block 1002 from this address.
+    for _ in 0..3 {
+        assert!(register_attempt(&d, "1002", "stale", free_port()).starts_with("SIP/2.0 403"));
+    }
+    let refused = register_attempt(&d, "1002", "demo-1002", free_port());
+    assert!(
+        refused.starts_with("SIP/2.0 403"),
+        "1002 blocked even with its right password: {refused}"
+    );
+    // Seat 1001, behind the same address, registers as usual.
+    let ok = register_attempt(&d, "1001", "demo-1001", free_port());
+    assert!(
+        ok.starts_with("SIP/2.0 200"),
+        "the other seat is not blocked: {ok}"
+    );
+    assert_eq!(seat(&d, "1001")["registered"], true);
+    assert!(
+        d.log_text()
+            .contains("source blocked for it (other users from this address are not)")
+    );
+    // A scan: wrong passwords for many users from the same address blocks the address.
+    for i in 0..8 {
+        let user = format!("scan{i}");
+        let r = register_attempt(&d, &user, "guess", free_port());
+        assert!(r.starts_with("SIP/2.0 403"), "{user}: {r}");
+    }
+    assert!(
+        d.log_text()
+            .contains("a scan: too many failed REGISTERs from this address")
+    );
+    let r = register_attempt(&d, "1003", "demo-1003", free_port());
+    assert!(
+        r.starts_with("SIP/2.0 403"),
+        "after a scan the address is blocked for every user: {r}"
+    );
+}

@@ -228,10 +228,11 @@ impl Agent {
     /// Wrap-up ends at its time; true when it did now.
     pub fn tick(&mut self, now: Instant) -> bool {
         if let Status::WrapUp { until } = self.status
-            && until <= now {
-                self.available(now, false);
-                return true;
-            }
+            && until <= now
+        {
+            self.available(now, false);
+            return true;
+        }
         false
     }
 

@@ -6,10 +6,10 @@ use super::*;
 use crate::ivr::dialplan::{Decision, Next};
 use crate::ivr::engine::{Action, ExitReason, Input, Ivr};
 use crate::media::engine::StreamParams;
-use crate::metrics::record::{CallEnd, QueueExit};
+use crate::metrics::record::{CallEnd, EndCause, QueueExit};
 use crate::sdp::{self, LocalMedia, RemoteMedia, SdpError};
 use crate::sip::dialog::DialogParams;
-use crate::sip::dialog::invite::{EndCause, Incoming};
+use crate::sip::dialog::invite::{EndCause as SessionEnd, Incoming};
 use crate::sip::message;
 use tracing::{Span, warn};
 
@@ -70,6 +70,10 @@ pub(super) struct Caller {
     /// The caller's business with us is over (we or it ended the call); the session may
     /// still be finishing.
     gone: bool,
+    /// A shed call hearing the busy prompt.
+    busy: bool,
+    /// What ended the call, once something did.
+    end_cause: Option<EndCause>,
 }
 
 impl Caller {
@@ -217,7 +221,7 @@ impl<M: MediaIo> Core<M> {
             }
             Some(d) => d,
         };
-        self.new_caller_with(now, req, info, peer, span, decision)
+        self.new_caller_with(now, req, info, peer, span, decision);
     }
 
     /// A call answered with `decision` (a dialplan's, or a feature code's confirmation).
@@ -229,10 +233,13 @@ impl<M: MediaIo> Core<M> {
         peer: Peer,
         span: Span,
         decision: Decision,
-    ) {
+    ) -> Option<CallerId> {
         let remote_media = match offer_of(&req) {
             Ok(m) => m,
-            Err(r) => return self.refuse_invite(now, &req, &info, peer, r),
+            Err(r) => {
+                self.refuse_invite(now, &req, &info, peer, r);
+                return None;
+            }
         };
         let k = CallerId(self.legs.next_id());
         let codec = remote_media
@@ -245,7 +252,8 @@ impl<M: MediaIo> Core<M> {
         else {
             warn!("no RTP port free");
             let r = Refusal::new(503, "Service Unavailable").with("Retry-After", "5");
-            return self.refuse_invite(now, &req, &info, peer, r);
+            self.refuse_invite(now, &req, &info, peer, r);
+            return None;
         };
         if let Some(tx) = self.media.engine.tx(stream) {
             self.media
@@ -286,6 +294,8 @@ impl<M: MediaIo> Core<M> {
                 service: Service::Ivr,
                 served: None,
                 gone: false,
+                busy: false,
+                end_cause: None,
             },
         );
         let leg = Leg::Caller(k);
@@ -301,6 +311,38 @@ impl<M: MediaIo> Core<M> {
             let at = now.mono + Duration::from_millis(self.env.cfg.sip.ring_ms);
             self.timers.set(Timer::Answer(k), Some(at));
         }
+        Some(k)
+    }
+
+    /// A shed call answered with the busy prompt (the lines are busy, call again), then hung
+    /// up (`overload.shed = "prompt"`).
+    pub(super) fn busy_caller(&mut self, now: Now, req: Request, info: RequestInfo, peer: Peer) {
+        let span = tracing::info_span!("call", call_id = %info.call_id, number = %info.ruri_user, from = %peer.addr);
+        let _g = span.clone().entered();
+        Stats::inc(&self.env.stats.invites);
+        if let Err(r) = self.admit(&req, &info, peer) {
+            return self.refuse_invite(now, &req, &info, peer, r);
+        }
+        let prompts = self.media.engine.prompts();
+        let Some(p) = prompts.id("overload-busy").or(self.env.plan.sorry) else {
+            let r = Refusal::new(503, "Service Unavailable").with("Retry-After", "10");
+            return self.refuse_invite(now, &req, &info, peer, r);
+        };
+        info!("lines busy: the caller hears the busy prompt");
+        Stats::inc(&self.env.stats.calls_busy_prompt);
+        if let Some(k) =
+            self.new_caller_with(now, req, info, peer, span.clone(), Decision::Announce(p))
+        {
+            if let Some(c) = self.legs.callers.get_mut(&k) {
+                c.busy = true;
+                self.legs.busy_prompts += 1;
+            }
+        }
+    }
+
+    /// Shed callers hearing the busy prompt now.
+    pub(super) fn busy_callers(&self) -> usize {
+        self.legs.busy_prompts
     }
 
     /// 200 OK with our SDP (an answer to the caller's offer, or our offer); the IVR starts
@@ -346,14 +388,22 @@ impl<M: MediaIo> Core<M> {
         match ev {
             SessionEvent::Confirmed { sdp } => self.caller_confirmed(now, k, sdp),
             SessionEvent::Ended(cause) => {
-                match cause {
-                    EndCause::Bye => info!("caller hung up"),
-                    EndCause::Cancel => {
+                let why = match cause {
+                    SessionEnd::Bye => {
+                        info!("caller hung up");
+                        EndCause::Caller
+                    }
+                    SessionEnd::Cancel => {
                         Stats::inc(&self.env.stats.cancelled);
                         info!("cancelled before answer");
+                        EndCause::Caller
                     }
-                    EndCause::NoAck => warn!("no ACK for our 200 OK within 64*T1; hanging up"),
-                }
+                    SessionEnd::NoAck => {
+                        warn!("no ACK for our 200 OK within 64*T1; hanging up");
+                        EndCause::NoAck
+                    }
+                };
+                self.set_end_cause(k, why);
                 self.caller_gone(now, k);
             }
             SessionEvent::Terminated { bye_timed_out } => {
@@ -717,9 +767,17 @@ impl<M: MediaIo> Core<M> {
         );
     }
 
+    /// What ended the call, unless something already did.
+    pub(super) fn set_end_cause(&mut self, k: CallerId, why: EndCause) {
+        if let Some(c) = self.legs.callers.get_mut(&k) {
+            c.end_cause.get_or_insert(why);
+        }
+    }
+
     /// We end the caller's call: everything it holds goes now; the session sends the final
     /// response (`code`, 480 by default) or BYE.
     pub(super) fn end_caller(&mut self, now: Now, k: CallerId, code: Option<(u16, &str)>) {
+        self.set_end_cause(k, EndCause::Hotline);
         self.caller_gone(now, k);
         if let Some(c) = self.legs.callers.get_mut(&k) {
             let (code, reason) = code.unwrap_or((480, "Temporarily Unavailable"));
@@ -761,6 +819,16 @@ impl<M: MediaIo> Core<M> {
         self.media.release(stream, &self.env.stats);
     }
 
+    /// The daemon stops with this call still up (its BYE unanswered): it is closed now, its
+    /// record written with the cause `shutdown`.
+    pub(super) fn close_caller(&mut self, now: Now, k: CallerId) {
+        self.set_end_cause(k, EndCause::Shutdown);
+        if let Some(c) = self.legs.callers.get_mut(&k) {
+            c.end_cause = Some(EndCause::Shutdown);
+        }
+        self.finish_caller(now, k);
+    }
+
     /// The caller's session is over: the call leaves, and its record is written.
     fn finish_caller(&mut self, now: Now, k: CallerId) {
         self.caller_gone(now, k);
@@ -768,6 +836,9 @@ impl<M: MediaIo> Core<M> {
         let Some(c) = self.legs.callers.remove(&k) else {
             return;
         };
+        if c.busy {
+            self.legs.busy_prompts = self.legs.busy_prompts.saturating_sub(1);
+        }
         self.env
             .stats
             .calls_active
@@ -787,6 +858,7 @@ impl<M: MediaIo> Core<M> {
             waited_s: c.queued_at.map(|t| now.since(t).as_secs_f64()),
             bridged: c.served.is_some(),
             digits,
+            cause: c.end_cause,
         });
         self.record(now, event, Some(&c.call_id), c.served.map(|s| s.seat), None);
     }

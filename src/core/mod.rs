@@ -41,6 +41,7 @@ use crate::metrics::{Event as RecordEvent, Record};
 use crate::registrar::Registrar;
 use crate::sip::dialog::invite::{Event as SessionEvent, InviteSession};
 use crate::sip::endpoint::{Endpoint, Input};
+use crate::sip::glance::Glance;
 use crate::sip::message::{RequestInfo, ResponseSpec};
 use crate::sip::{ALLOW, Method, Peer, Request, Transmit};
 use crate::stats::Stats;
@@ -118,6 +119,8 @@ struct Legs {
     trunks: HashMap<TrunkId, trunk::TrunkCall>,
     consultations: HashMap<ConsultationId, consultation::Consultation>,
     next: u64,
+    /// Shed callers hearing the busy prompt.
+    busy_prompts: usize,
 }
 
 impl Legs {
@@ -218,6 +221,7 @@ pub struct Core<M: MediaIo> {
     records: Records,
     views: seats::Views,
     rng: Entropy,
+    admission: crate::overload::Admission,
     shutting_down: bool,
 }
 
@@ -251,6 +255,7 @@ impl<M: MediaIo> Core<M> {
             records: Records::default(),
             views: seats::Views::default(),
             rng,
+            admission: crate::overload::Admission::new(cfg.overload.clone(), stats.clone()),
             shutting_down: false,
             env: Env {
                 queue_prompts: crate::acd::announce::QueuePrompts::new(&prompts),
@@ -353,11 +358,28 @@ impl<M: MediaIo> Core<M> {
     pub fn hangup_all(&mut self, now: Now) {
         let callers: Vec<CallerId> = self.legs.callers.keys().copied().collect();
         for k in callers {
+            self.set_end_cause(k, crate::metrics::record::EndCause::Shutdown);
             self.end_caller(now, k, Some((503, "Service Unavailable")));
         }
         let consultations: Vec<ConsultationId> = self.legs.consultations.keys().copied().collect();
         for k in consultations {
             self.end_consultation(now, k, Some((503, "Service Unavailable")));
+        }
+    }
+
+    /// The daemon exits now: calls still up (their BYE unanswered) are closed and written
+    /// ended, so no call is left open in the record.
+    pub fn close_all(&mut self, now: Now) {
+        let callers: Vec<CallerId> = self.legs.callers.keys().copied().collect();
+        if !callers.is_empty() {
+            tracing::warn!(
+                calls = callers.len(),
+                "closing calls whose BYE went unanswered"
+            );
+        }
+        for k in callers {
+            Stats::inc(&self.env.stats.calls_lost);
+            self.close_caller(now, k);
         }
     }
 
@@ -424,10 +446,11 @@ impl<M: MediaIo> Core<M> {
                     _ => None,
                 };
                 if let Some(stream) = stream
-                    && self.media.engine.remote(stream) != Some(addr) {
-                        debug!(%addr, "RTP arrives from a new address; sending there");
-                        self.media.engine.set_remote(stream, Some(addr));
-                    }
+                    && self.media.engine.remote(stream) != Some(addr)
+                {
+                    debug!(%addr, "RTP arrives from a new address; sending there");
+                    self.media.engine.set_remote(stream, Some(addr));
+                }
             }
             RtpEvent::Digit(leg, d) => {
                 Stats::inc(&self.env.stats.dtmf_digits);
@@ -468,13 +491,77 @@ impl<M: MediaIo> Core<M> {
         }
     }
 
-    /// One SIP message from the network.
+    /// The media clock ticked `lag` late (the runtime's measure of the event loop).
+    pub fn loop_lag(&mut self, now: Now, lag: Duration) {
+        self.admission.loop_lag(now.mono, lag);
+    }
+
+    /// One SIP message from the network. A new call beyond what the node can serve is shed
+    /// first, from a look at its text, before it is parsed or anything is made for it.
     pub fn handle_datagram(&mut self, now: Now, data: &[u8], peer: Peer) {
+        let mut busy = false;
+        match crate::sip::glance::glance(data) {
+            Glance::RefusalAck => return,
+            Glance::NewInvite { user, branch }
+                if !self.sip.knows_invite(branch) && !self.exempt_from_shedding(user) =>
+            {
+                if self.admission.was_shed(now.mono, branch) {
+                    // A retransmission that crossed our 503: the same answer again.
+                    return self.shed(data, peer, crate::overload::Shed::Again);
+                }
+                let calls = self.legs.callers.len();
+                let free = self.media.io.free_ports();
+                let reserved = self.env.cfg.transfer.reserved_for_emergency;
+                if let Err(why) = self.admission.admit(now.mono, calls, free, reserved) {
+                    if !self.busy_prompt_room(why) {
+                        self.admission.remember(now.mono, branch);
+                        return self.shed(data, peer, why);
+                    }
+                    busy = true;
+                }
+            }
+            _ => {}
+        }
         if let Some(input) = self
             .sip
             .handle_datagram(now.mono, data, peer, &mut self.rng)
         {
-            self.route(now, input);
+            match input {
+                Input::Request(req, info, peer) if busy && info.method == Method::Invite => {
+                    self.busy_caller(now, *req, info, peer)
+                }
+                input => self.route(now, input),
+            }
+        }
+    }
+
+    /// Feature codes and seats' consultations are never shed (they are agents at work).
+    fn exempt_from_shedding(&self, user: &str) -> bool {
+        self.feature_code(user).is_some() || self.consultation_target(user).is_some()
+    }
+
+    /// A shed call gets the busy prompt instead of 503 (`overload.shed = "prompt"`) while
+    /// there is room for it: not when the node itself is late, nor past the ports or the
+    /// configured number of busy prompts.
+    fn busy_prompt_room(&self, why: crate::overload::Shed) -> bool {
+        self.env.cfg.overload.shed == crate::config::ShedMode::Prompt
+            && matches!(
+                why,
+                crate::overload::Shed::Calls | crate::overload::Shed::Rate
+            )
+            && self.busy_callers() < self.env.cfg.overload.max_busy_prompts
+    }
+
+    /// 503 with Retry-After, from the INVITE's text; its ACK is dropped unread.
+    fn shed(&mut self, data: &[u8], peer: Peer, why: crate::overload::Shed) {
+        let retry = self.env.cfg.overload.retry_after_s;
+        if let Some(bytes) =
+            crate::sip::glance::refusal(data, peer.addr, &self.env.user_agent, retry, why.label())
+        {
+            self.sip.send_stateless(Transmit {
+                peer,
+                bytes: bytes.into(),
+            });
         }
     }
 

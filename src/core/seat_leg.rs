@@ -181,9 +181,10 @@ impl<M: MediaIo> Core<M> {
         match ev {
             SessionEvent::Ringing { code } => {
                 if let Some(leg) = self.legs.seats.get(&l)
-                    && let (Waiting::Transfer(k), true) = (leg.what, (180..190).contains(&code)) {
-                        self.expert_ringing(now, CallerId(k));
-                    }
+                    && let (Waiting::Transfer(k), true) = (leg.what, (180..190).contains(&code))
+                {
+                    self.expert_ringing(now, CallerId(k));
+                }
             }
             SessionEvent::Answered { sdp } => self.seat_answered(now, l, &sdp),
             SessionEvent::Failed { code } => {
@@ -346,9 +347,10 @@ impl<M: MediaIo> Core<M> {
     pub(super) fn withdraw_offer(&mut self, now: Now, l: SeatLegId, outcome: AgentEvent) {
         self.settle_offer(now, l, outcome);
         if let Some(leg) = self.legs.seats.get_mut(&l)
-            && matches!(leg.state, LegState::Settled) {
-                leg.session.end(now.mono, &mut self.rng);
-            }
+            && matches!(leg.state, LegState::Settled)
+        {
+            leg.session.end(now.mono, &mut self.rng);
+        }
         self.flush(now, Leg::Seat(l));
     }
 

@@ -234,7 +234,9 @@ impl<M: MediaIo> Core<M> {
         let ok = self.agent_action(now, i, action, "feature code").is_ok();
         let name = if ok { prompt } else { "agent/refused" };
         match self.media.engine.prompts().id(name).or(self.env.plan.sorry) {
-            Some(p) => self.new_caller_with(now, req, info, peer, span, Decision::Announce(p)),
+            Some(p) => {
+                self.new_caller_with(now, req, info, peer, span, Decision::Announce(p));
+            }
             None => self.refuse_invite(
                 now,
                 &req,
@@ -451,6 +453,7 @@ impl<M: MediaIo> Core<M> {
                 let _g = c.span.clone().entered();
                 info!("maximum call duration reached");
             }
+            self.set_end_cause(k, crate::metrics::record::EndCause::MaxDuration);
             self.end_caller(now, k, None);
         }
         let overdue: Vec<ConsultationId> = self

@@ -720,9 +720,10 @@ impl<M: MediaIo> Core<M> {
     fn detach_agent(&mut self, now: Now, k: CallerId, l: SeatLegId, ended_by: EndedBy) {
         self.seat_call_ended(now, l, ended_by);
         if let Some(c) = self.legs.callers.get_mut(&k)
-            && c.seat_leg() == Some(l) {
-                c.service = Service::Target;
-            }
+            && c.seat_leg() == Some(l)
+        {
+            c.service = Service::Target;
+        }
         if let Some(t) = self.transfers.get_mut(&k) {
             t.agent = None;
         }

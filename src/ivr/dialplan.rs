@@ -396,23 +396,43 @@ pub fn load(
         }
     };
     files.sort();
+    let mut texts = Vec::new();
+    let mut unreadable = Vec::new();
+    for file in files {
+        match std::fs::read_to_string(&file) {
+            Ok(t) => texts.push((file, t)),
+            Err(e) => unreadable.push(Problem {
+                file,
+                line: None,
+                reason: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    match load_from(dir, &texts, prompts, queues) {
+        Ok(plan) if unreadable.is_empty() => Ok(plan),
+        Ok(_) => Err(unreadable),
+        Err(mut problems) => {
+            unreadable.append(&mut problems);
+            Err(unreadable)
+        }
+    }
+}
+
+/// As [`load`], from the dialplan files' names and texts (`dir`: their folder, for problems
+/// of the whole).
+pub fn load_from(
+    dir: &Path,
+    files: &[(PathBuf, String)],
+    prompts: &PromptStore,
+    queues: &BTreeMap<String, QueueConfig>,
+) -> Result<Dialplan, Vec<Problem>> {
     let mut loader = Loader {
         prompts,
         problems: Vec::new(),
     };
     let mut parsed = Vec::new();
-    for file in files {
-        let text = match std::fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(e) => {
-                loader.problems.push(Problem {
-                    file,
-                    line: None,
-                    reason: format!("cannot read: {e}"),
-                });
-                continue;
-            }
-        };
+    for (file, text) in files {
+        let (file, text) = (file.clone(), text.clone());
         match toml::from_str::<RawFile>(&text) {
             Ok(raw) => parsed.push((file, text, raw)),
             Err(e) => {

@@ -2,7 +2,9 @@
 //! [`Record`]s that go to the durable store. Call control folds them live; `hotline figures`
 //! folds the stored rows of a day; the same code on the same events gives the same numbers.
 
-use super::record::{Event, OfferOutcome, QueueExit, Record, TargetLabel, TransferOutcome};
+use super::record::{
+    EndedBy, Event, OfferOutcome, QueueExit, Record, TargetLabel, TransferOutcome,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -31,6 +33,8 @@ pub struct SeatFigures {
     /// Answered calls the agent passed on to a target (three-way or blind transfer, hand-off);
     /// answered − transferred are resolved at once (即时解答).
     pub transferred: u64,
+    /// Conversations cut by a crash of the daemon (closed at the next start; no talk time).
+    pub lost: u64,
 }
 
 /// Satisfaction survey answers (满意 / 基本满意 / 不满意) and calls where none came.
@@ -74,6 +78,9 @@ pub struct QueueFigures {
     pub timed_out: u64,
     /// Sent on because no seat was logged in.
     pub no_agents: u64,
+    /// Waiting when the daemon crashed (closed at the next start): neither answered nor
+    /// abandoned.
+    pub lost: u64,
     pub answered_within_15s: u64,
     pub answered_within_30s: u64,
     /// Average speed of answer: mean wait of answered callers, seconds.
@@ -181,6 +188,14 @@ impl Figures {
                     s.answered as f64 / s.offered as f64
                 };
             }
+            Event::TalkEnd {
+                ended_by: EndedBy::Lost,
+                ..
+            } => {
+                if let Some(seat) = &r.seat {
+                    self.seats.entry(seat.clone()).or_default().lost += 1;
+                }
+            }
             Event::TalkEnd { talk_s, wrap_s, .. } => {
                 if let Some(seat) = &r.seat {
                     let s = self.seats.entry(seat.clone()).or_default();
@@ -228,9 +243,10 @@ impl Figures {
                     t.transfers_answered as f64 / tried as f64
                 };
                 if x.outcome == TransferOutcome::Started
-                    && let Some(seat) = &r.seat {
-                        self.seats.entry(seat.clone()).or_default().transferred += 1;
-                    }
+                    && let Some(seat) = &r.seat
+                {
+                    self.seats.entry(seat.clone()).or_default().transferred += 1;
+                }
             }
             Event::Probe { target, .. } => {
                 self.target(target).probe_attempts += 1;
@@ -275,6 +291,7 @@ impl Figures {
                     }
                     QueueExit::Timeout => q.timed_out += 1,
                     QueueExit::NoAgents => q.no_agents += 1,
+                    QueueExit::Lost => q.lost += 1,
                     QueueExit::Shutdown => {}
                 }
                 let base = (q.answered + q.abandoned).saturating_sub(q.short_abandoned);

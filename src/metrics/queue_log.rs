@@ -125,7 +125,8 @@ impl Translator {
                     QueueExit::Abandoned => exit("ABANDON"),
                     QueueExit::Timeout => exit("EXITWITHTIMEOUT"),
                     QueueExit::NoAgents => exit("EXITEMPTY"),
-                    QueueExit::Shutdown => vec![],
+                    // Asterisk has no event for these; the call record says what happened.
+                    QueueExit::Shutdown | QueueExit::Lost => vec![],
                 }
             }
             Event::Offer {
@@ -160,6 +161,10 @@ impl Translator {
                 }
                 out
             }
+            Event::TalkEnd {
+                ended_by: EndedBy::Lost,
+                ..
+            } => vec![],
             Event::TalkEnd {
                 talk_s, ended_by, ..
             } => {

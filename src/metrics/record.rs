@@ -174,6 +174,28 @@ pub struct CallEnd {
     pub bridged: bool,
     #[serde(default)]
     pub digits: String,
+    /// What ended it (absent in records of earlier versions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<EndCause>,
+}
+
+/// What ended a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndCause {
+    /// The caller hung up or cancelled.
+    Caller,
+    /// The hotline ended it (the IVR's end, a seat's hang-up without a survey, …).
+    Hotline,
+    /// Our 2xx was never acknowledged.
+    NoAck,
+    /// It reached `sip.max_call_s`.
+    MaxDuration,
+    /// The daemon stopped (the BYE may have gone unanswered).
+    Shutdown,
+    /// Found open in the store after a crash: closed at the last moment the daemon was known
+    /// to be alive. Not talk time, not an abandon.
+    Lost,
 }
 
 /// Why a caller left a queue.
@@ -186,6 +208,8 @@ pub enum QueueExit {
     NoAgents,
     /// The daemon stopped while the caller waited (not an abandon).
     Shutdown,
+    /// The daemon crashed while the caller waited (found open at the next start).
+    Lost,
 }
 
 /// How an offer to a seat ended.
@@ -211,6 +235,9 @@ pub enum EndedBy {
     Caller,
     /// The agent left by handing the caller on.
     Transfer,
+    /// The daemon crashed during the conversation (found open at the next start): no talk
+    /// time is counted.
+    Lost,
 }
 
 /// A transfer target as records name it.

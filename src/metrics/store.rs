@@ -2,8 +2,15 @@
 //! never waits on a disk. Events are committed as they come (a batch is only what queued up
 //! while the previous commit ran), so killing the daemon loses at most the events of the last
 //! few microseconds, never a call that had ended before.
+//!
+//! No call is left open in the record: beside the events the store keeps, in the same
+//! transactions, which calls are open (`open_calls`: waiting in which queue, talking with
+//! which seat) and when the daemon was last alive (a heartbeat every second). At the next
+//! start, a call still open was cut by a crash: it is closed as lost at the last moment the
+//! daemon was known to be alive ([`Store::open`] returns how many).
 
 use super::Record;
+use super::record::{CallEnd, EndCause, EndedBy, Event, OfferOutcome, QueueExit};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -24,8 +31,14 @@ pub enum StoreError {
 
 /// Where call control sends records; dropping it flushes and closes the store.
 pub struct Store {
-    tx: Option<mpsc::Sender<Record>>,
+    tx: Option<mpsc::Sender<Message>>,
     thread: Option<JoinHandle<()>>,
+}
+
+enum Message {
+    Record(Record),
+    /// The daemon is alive at this time (RFC 3339, as records are stamped).
+    Alive(String),
 }
 
 const SCHEMA: &str = "
@@ -42,11 +55,25 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_at ON events(at);
 CREATE INDEX IF NOT EXISTS events_seat ON events(seat, at);
+CREATE TABLE IF NOT EXISTS open_calls (
+    call_id    TEXT PRIMARY KEY,
+    started    TEXT NOT NULL,
+    answered   INTEGER NOT NULL DEFAULT 0,
+    queue      TEXT,
+    entered    TEXT,
+    seat       TEXT,
+    talk_queue TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 ";
 
 impl Store {
-    /// Opens the store at `path`, and the queue_log at `queue_log` unless it is empty.
-    pub fn open(path: &Path, queue_log: &Path) -> Result<Store, StoreError> {
+    /// Opens the store at `path`, and the queue_log at `queue_log` unless it is empty. Calls
+    /// a crash left open are closed first, as lost: the second value is how many.
+    pub fn open(path: &Path, queue_log: &Path) -> Result<(Store, usize), StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
                 path: dir.to_path_buf(),
@@ -59,6 +86,7 @@ impl Store {
         };
         let mut conn = rusqlite::Connection::open(path).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
+        let lost = reconcile(&mut conn).map_err(sql)?;
         let mut qlog = if queue_log.as_os_str().is_empty() {
             None
         } else {
@@ -69,15 +97,21 @@ impl Store {
                 })?,
             )
         };
-        let (tx, rx) = mpsc::channel::<Record>();
+        let (tx, rx) = mpsc::channel::<Message>();
         let shown = path.display().to_string();
         let thread = std::thread::Builder::new()
             .name("store".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    batch.extend(rx.try_iter().take(1023));
-                    if let Err(e) = write(&mut conn, &batch) {
+                    let mut alive = None;
+                    let mut batch = Vec::new();
+                    for m in std::iter::once(first).chain(rx.try_iter().take(1023)) {
+                        match m {
+                            Message::Record(r) => batch.push(r),
+                            Message::Alive(at) => alive = Some(at),
+                        }
+                    }
+                    if let Err(e) = write(&mut conn, &batch, alive.as_deref()) {
                         tracing::error!(store = %shown, error = %e, lost = batch.len(), "cannot write call records");
                     }
                     if let Some(q) = qlog.as_mut() {
@@ -89,17 +123,114 @@ impl Store {
                 }
             })
             .map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
-        Ok(Store {
-            tx: Some(tx),
-            thread: Some(thread),
-        })
+        Ok((
+            Store {
+                tx: Some(tx),
+                thread: Some(thread),
+            },
+            lost,
+        ))
     }
 
     pub fn record(&self, r: Record) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(r);
+            let _ = tx.send(Message::Record(r));
         }
     }
+
+    /// The daemon is alive at `at` (a record stamp): a crash after it closes open calls at
+    /// this time.
+    pub fn alive(&self, at: String) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Message::Alive(at));
+        }
+    }
+}
+
+/// Closes the calls a crash left open: each is written ended as lost (its wait and its
+/// conversation too) at the last moment the daemon was known to be alive. How many.
+fn reconcile(conn: &mut rusqlite::Connection) -> rusqlite::Result<usize> {
+    let alive: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'alive_at'", [], |r| {
+            r.get(0)
+        })
+        .ok();
+    let last_event: Option<String> = conn
+        .query_row("SELECT MAX(at) FROM events", [], |r| r.get(0))
+        .ok()
+        .flatten();
+    let at = match (alive, last_event) {
+        (Some(a), Some(e)) => a.max(e),
+        (a, e) => a.or(e).unwrap_or_default(),
+    };
+    type Open = (
+        String,
+        bool,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let open: Vec<Open> = {
+        let mut stmt = conn.prepare(
+            "SELECT call_id, answered, queue, entered, seat, talk_queue FROM open_calls ORDER BY started",
+        )?;
+        stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get::<_, i64>(1)? != 0,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    if open.is_empty() {
+        return Ok(0);
+    }
+    let since = |t: &Option<String>| {
+        let a = chrono::DateTime::parse_from_rfc3339(&at).ok()?;
+        let b = chrono::DateTime::parse_from_rfc3339(t.as_deref()?).ok()?;
+        Some((a - b).num_milliseconds().max(0) as f64 / 1000.0)
+    };
+    let mut records = Vec::new();
+    for (call_id, answered, queue, entered, seat, talk_queue) in &open {
+        let rec = |event, seat: Option<String>, queue: Option<String>| Record {
+            at: at.clone(),
+            call_id: Some(call_id.clone()),
+            seat,
+            queue,
+            event,
+        };
+        if queue.is_some() {
+            let event = Event::QueueExit {
+                reason: QueueExit::Lost,
+                waited_s: since(entered).unwrap_or(0.0),
+                short: false,
+                position: None,
+            };
+            records.push(rec(event, None, queue.clone()));
+        }
+        if seat.is_some() {
+            let event = Event::TalkEnd {
+                talk_s: 0.0,
+                wrap_s: 0.0,
+                ended_by: EndedBy::Lost,
+            };
+            records.push(rec(event, seat.clone(), talk_queue.clone()));
+        }
+        let event = Event::CallEnd(CallEnd {
+            answered: *answered,
+            cause: Some(EndCause::Lost),
+            ..CallEnd::default()
+        });
+        records.push(rec(event, None, None));
+    }
+    tracing::warn!(calls = open.len(), at = %at, "calls left open by a crash closed as lost");
+    write(conn, &records, None)?;
+    Ok(open.len())
 }
 
 /// The stored records of one day (`YYYY-MM-DD`, Asia/Shanghai), in the order written.
@@ -139,7 +270,11 @@ pub fn read_day(path: &Path, day: &str) -> Result<Vec<Record>, StoreError> {
     Ok(out)
 }
 
-fn write(conn: &mut rusqlite::Connection, batch: &[Record]) -> rusqlite::Result<()> {
+fn write(
+    conn: &mut rusqlite::Connection,
+    batch: &[Record],
+    alive: Option<&str>,
+) -> rusqlite::Result<()> {
     let t = conn.transaction()?;
     {
         let mut stmt = t.prepare_cached("INSERT INTO events (at, kind, call_id, seat, queue, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
@@ -152,9 +287,60 @@ fn write(conn: &mut rusqlite::Connection, batch: &[Record]) -> rusqlite::Result<
                 r.queue,
                 r.event.detail().to_string()
             ])?;
+            track_open(&t, r)?;
+        }
+        let last = batch.last().map(|r| r.at.as_str());
+        if let Some(at) = alive.into_iter().chain(last).max() {
+            t.prepare_cached("INSERT INTO meta (key, value) VALUES ('alive_at', ?1) ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)")?
+                .execute([at])?;
         }
     }
     t.commit()
+}
+
+/// Keeps `open_calls` in step with the record: which calls are open, in which queue, with
+/// which seat.
+fn track_open(t: &rusqlite::Transaction, r: &Record) -> rusqlite::Result<()> {
+    let Some(call_id) = &r.call_id else {
+        return Ok(());
+    };
+    let (sql, params): (&str, Vec<Option<&str>>) = match &r.event {
+        Event::CallStart { .. } => (
+            "INSERT OR REPLACE INTO open_calls (call_id, started) VALUES (?1, ?2)",
+            vec![Some(call_id), Some(&r.at)],
+        ),
+        Event::CallAnswered {} => (
+            "UPDATE open_calls SET answered = 1 WHERE call_id = ?1",
+            vec![Some(call_id)],
+        ),
+        Event::QueueEnter { .. } => (
+            "UPDATE open_calls SET queue = ?2, entered = ?3 WHERE call_id = ?1",
+            vec![Some(call_id), r.queue.as_deref(), Some(&r.at)],
+        ),
+        Event::QueueExit { .. } => (
+            "UPDATE open_calls SET queue = NULL, entered = NULL WHERE call_id = ?1",
+            vec![Some(call_id)],
+        ),
+        Event::Offer {
+            outcome: OfferOutcome::Answered,
+            ..
+        } => (
+            "UPDATE open_calls SET seat = ?2, talk_queue = ?3 WHERE call_id = ?1",
+            vec![Some(call_id), r.seat.as_deref(), r.queue.as_deref()],
+        ),
+        Event::TalkEnd { .. } => (
+            "UPDATE open_calls SET seat = NULL, talk_queue = NULL WHERE call_id = ?1 AND seat IS ?2",
+            vec![Some(call_id), r.seat.as_deref()],
+        ),
+        Event::CallEnd(_) => (
+            "DELETE FROM open_calls WHERE call_id = ?1",
+            vec![Some(call_id)],
+        ),
+        _ => return Ok(()),
+    };
+    t.prepare_cached(sql)?
+        .execute(rusqlite::params_from_iter(params))?;
+    Ok(())
 }
 
 impl Drop for Store {

@@ -98,7 +98,12 @@ pub struct Registrar {
     by_user: HashMap<String, usize>,
     bindings: Vec<Vec<Binding>>,
     nonces: Nonces,
-    failures: HashMap<IpAddr, Failures>,
+    /// Failed attempts per (source address, user): a seat with a stale password is blocked
+    /// from its address without blocking the other seats behind the same NAT address.
+    failures: HashMap<(IpAddr, String), Failures>,
+    /// Failed attempts per source, whatever the user, with a higher ceiling: a scan of many
+    /// users from one address is still blocked.
+    source_failures: HashMap<IpAddr, Failures>,
     /// When keep-alives last went out.
     last_qualify: Option<Instant>,
 }
@@ -124,6 +129,7 @@ impl Registrar {
             bindings,
             nonces,
             failures: HashMap::new(),
+            source_failures: HashMap::new(),
             last_qualify: None,
         }
     }
@@ -174,12 +180,14 @@ impl Registrar {
             }
         }
         let window = Duration::from_secs(self.cfg.failure_window_s);
-        self.failures.retain(|_, f| {
+        let keep = |f: &Failures| {
             f.blocked_until.is_some_and(|t| t > now)
                 || f.times
                     .back()
                     .is_some_and(|&t| now.duration_since(t) < window)
-        });
+        };
+        self.failures.retain(|_, f| keep(f));
+        self.source_failures.retain(|_, f| keep(f));
     }
 
     /// Marks a contact reachable or not (keep-alive OPTIONS answered or not).
@@ -209,21 +217,33 @@ impl Registrar {
             .collect()
     }
 
-    fn fail(&mut self, now: Instant, ip: IpAddr, seat: &str, why: &str) {
-        warn!(%ip, seat, reason = why, "REGISTER refused");
+    /// A failed attempt from `ip` for `user`: blocks the pair after `max_failures`, and the
+    /// whole source after `max_failures_per_source` (a scan of many users).
+    fn fail(&mut self, now: Instant, ip: IpAddr, user: &str, why: &str) {
+        warn!(%ip, user, reason = why, "REGISTER refused");
         let window = Duration::from_secs(self.cfg.failure_window_s);
-        let f = self.failures.entry(ip).or_default();
-        f.times.push_back(now);
-        while f
-            .times
-            .front()
-            .is_some_and(|&t| now.duration_since(t) > window)
-        {
-            f.times.pop_front();
+        let block = now + Duration::from_secs(self.cfg.block_s);
+        let count = |f: &mut Failures| {
+            f.times.push_back(now);
+            while f
+                .times
+                .front()
+                .is_some_and(|&t| now.duration_since(t) > window)
+            {
+                f.times.pop_front();
+            }
+            f.times.len() as u32
+        };
+        let f = self.failures.entry((ip, user.to_string())).or_default();
+        if count(f) >= self.cfg.max_failures {
+            f.blocked_until = Some(block);
+            warn!(%ip, user, failures = f.times.len(), block_s = self.cfg.block_s, "too many failed REGISTERs for this user; source blocked for it (other users from this address are not)");
         }
-        if f.times.len() as u32 >= self.cfg.max_failures {
-            f.blocked_until = Some(now + Duration::from_secs(self.cfg.block_s));
-            warn!(%ip, failures = f.times.len(), block_s = self.cfg.block_s, "too many failed REGISTERs; source blocked");
+        let f = self.source_failures.entry(ip).or_default();
+        if count(f) >= self.cfg.max_failures_per_source {
+            f.blocked_until = Some(block);
+            let users = self.failures.keys().filter(|(i, _)| *i == ip).count();
+            warn!(%ip, failures = f.times.len(), users, block_s = self.cfg.block_s, "a scan: too many failed REGISTERs from this address; source blocked for every user");
         }
     }
 
@@ -239,12 +259,16 @@ impl Registrar {
         peer: Peer,
     ) -> AuthOutcome {
         let ip = peer.addr.ip();
-        if let Some(until) = self
-            .failures
-            .get(&ip)
-            .and_then(|f| f.blocked_until)
-            .filter(|&t| t > now)
-        {
+        let blocked = [
+            self.failures.get(&(ip, user.to_string())),
+            self.source_failures.get(&ip),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.blocked_until)
+        .filter(|&t| t > now)
+        .max();
+        if let Some(until) = blocked {
             return AuthOutcome::Throttled {
                 retry_after_s: until.duration_since(now).as_secs().max(1),
             };
@@ -275,7 +299,7 @@ impl Registrar {
             if !self.nonces.nonce_is_ours_and_fresh(now_s, &creds) {
                 return AuthOutcome::Challenge { stale: false };
             }
-            self.fail(now, ip, &seat_id, "username does not match the seat");
+            self.fail(now, ip, user, "username does not match the seat");
             return AuthOutcome::Forbidden("username does not match the seat");
         }
         let ha1 = match creds.algorithm {
@@ -302,11 +326,11 @@ impl Registrar {
             Err(AuthError::Algorithm(_)) => return AuthOutcome::Challenge { stale: false },
             Err(AuthError::Malformed(m)) => return AuthOutcome::BadRequest(m),
             Err(e @ (AuthError::WrongRealm(_) | AuthError::WrongResponse)) => {
-                self.fail(now, ip, &seat_id, &e.to_string());
+                self.fail(now, ip, user, &e.to_string());
                 return AuthOutcome::Forbidden("wrong credentials");
             }
         }
-        if let Some(f) = self.failures.get_mut(&ip) {
+        if let Some(f) = self.failures.get_mut(&(ip, user.to_string())) {
             f.times.clear();
         }
         AuthOutcome::Seat(seat)
@@ -400,9 +424,11 @@ impl Registrar {
         list.retain(|b| b.expires_at > now);
         for (uri, _) in &updates {
             if let Some(b) = list.iter().find(|b| &b.uri == uri)
-                && b.call_id == info.call_id && info.cseq <= b.cseq {
-                    return Outcome::OutOfOrder;
-                }
+                && b.call_id == info.call_id
+                && info.cseq <= b.cseq
+            {
+                return Outcome::OutOfOrder;
+            }
         }
         for (uri, expires) in updates {
             list.retain(|b| b.uri != uri);

@@ -45,6 +45,42 @@ struct AppState {
     tokens: Arc<Vec<(String, String)>>,
 }
 
+/// Serves HTTP on a thread of its own (with its own small runtime), so `/healthz` and
+/// `/metrics` answer whatever load the call-control thread carries: they read only shared
+/// counters and the views call control publishes.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    stats: Arc<Stats>,
+    seats: SeatDirectory,
+    queues: QueueDirectory,
+    commands: mpsc::Sender<ApiCommand>,
+    tokens: std::collections::BTreeMap<String, String>,
+) {
+    let started = std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the HTTP runtime");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => serve(l, stats, seats, queues, commands, tokens).await,
+                    Err(e) => tracing::error!(error = %e, "HTTP listener unusable"),
+                }
+            });
+        });
+    if let Err(e) = started {
+        tracing::error!(error = %e, "cannot start the HTTP thread");
+    }
+}
+
 pub async fn serve(
     listener: tokio::net::TcpListener,
     stats: Arc<Stats>,
@@ -252,18 +288,36 @@ async fn wallboard() -> impl axum::response::IntoResponse {
     )
 }
 
-async fn healthz(State(a): State<AppState>) -> Json<serde_json::Value> {
+/// The daemon's state for monitors and load balancers: 200 when it takes new calls, 503 while
+/// it sheds them for lateness (`overloaded`) or drains after SIGTERM (`draining`).
+async fn healthz(State(a): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let s = &a.stats;
-    Json(serde_json::json!({
-        "status": "ok",
-        "calls_active": Stats::get(&s.calls_active),
-        "calls_answered": Stats::get(&s.calls_answered),
-        "invites": Stats::get(&s.invites),
-        "sip_malformed_answered": Stats::get(&s.malformed_answered),
-        "sip_malformed_dropped": Stats::get(&s.malformed_dropped),
-        "rtp_sent": Stats::get(&s.rtp_sent),
-        "rtp_frames_skipped": Stats::get(&s.rtp_frames_skipped),
-    }))
+    let (status, code) = if Stats::get(&s.draining) == 1 {
+        ("draining", StatusCode::SERVICE_UNAVAILABLE)
+    } else if Stats::get(&s.overloaded) == 1 {
+        ("overloaded", StatusCode::SERVICE_UNAVAILABLE)
+    } else {
+        ("ok", StatusCode::OK)
+    };
+    (
+        code,
+        Json(serde_json::json!({
+            "status": status,
+            "calls_shed": Stats::get(&s.calls_shed),
+            "calls_shed_lag": Stats::get(&s.calls_shed_lag),
+            "calls_shed_ceiling": Stats::get(&s.calls_shed_ceiling),
+            "calls_shed_ports": Stats::get(&s.calls_shed_ports),
+            "calls_busy_prompt": Stats::get(&s.calls_busy_prompt),
+            "event_loop_lag_us": Stats::get(&s.loop_lag_us),
+            "calls_active": Stats::get(&s.calls_active),
+            "calls_answered": Stats::get(&s.calls_answered),
+            "invites": Stats::get(&s.invites),
+            "sip_malformed_answered": Stats::get(&s.malformed_answered),
+            "sip_malformed_dropped": Stats::get(&s.malformed_dropped),
+            "rtp_sent": Stats::get(&s.rtp_sent),
+            "rtp_frames_skipped": Stats::get(&s.rtp_frames_skipped),
+        })),
+    )
 }
 
 async fn metrics(State(a): State<AppState>) -> String {

@@ -72,8 +72,8 @@ pub async fn run(
             addr: cfg.sip.listen,
             source,
         })?;
-    let http = tokio::net::TcpListener::bind(cfg.http.listen)
-        .await
+    let http = std::net::TcpListener::bind(cfg.http.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|_| l))
         .map_err(|source| RuntimeError::BindHttp {
             addr: cfg.http.listen,
             source,
@@ -83,8 +83,11 @@ pub async fn run(
     let conns: Arc<DashMap<u64, mpsc::UnboundedSender<bytes::Bytes>>> = Arc::new(DashMap::new());
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<StreamMessage>(4096);
     tokio::spawn(tcp::accept_loop(tcp, conns.clone(), tcp_tx));
-    let store = crate::metrics::store::Store::open(&cfg.store.path, &cfg.store.queue_log)
+    let (store, lost) = crate::metrics::store::Store::open(&cfg.store.path, &cfg.store.queue_log)
         .map_err(RuntimeError::Store)?;
+    stats
+        .calls_lost
+        .fetch_add(lost as u64, std::sync::atomic::Ordering::Relaxed);
     info!(path = %cfg.store.path.display(), "call records go to the store");
     let (rtp_tx, mut rtp_rx) = mpsc::unbounded_channel::<RtpEvent>();
     let rtp_io = rtp::RtpIo::new(&cfg, rtp_tx, stats.clone());
@@ -107,14 +110,14 @@ pub async fn run(
     }
     core.start(clock.now());
     let (api_tx, mut api_rx) = mpsc::channel::<http::ApiCommand>(64);
-    tokio::spawn(http::serve(
+    http::spawn(
         http,
         stats.clone(),
         core.seat_directory(),
         core.queue_directory(),
         api_tx,
         cfg.http.tokens.clone(),
-    ));
+    );
 
     // The media clock ticks four times per frame: each stream's frames fall due at its own
     // phase (its call's start), so a finer tick spreads the sends over the 20 ms instead of
@@ -126,6 +129,8 @@ pub async fn run(
     let mut draining: Option<Instant> = None;
     let mut hung_up_all = false;
     let mut buf = vec![0u8; 65536];
+    let mut alive_sent = std::time::Instant::now();
+    store.alive(clock.now().stamp());
     let far = Duration::from_secs(3600);
     let mut watchdog = notify::ready(&cfg);
 
@@ -161,16 +166,23 @@ pub async fn run(
                 };
                 let _ = cmd.reply.send(r);
             }
-            _ = ticker.tick() => core.tick_media(clock.now()),
+            at = ticker.tick() => {
+                let now = clock.now();
+                // How late the media clock ticks: the event loop's lag, for overload control.
+                core.loop_lag(now, now.mono.saturating_duration_since(at.into_std()));
+                core.tick_media(now);
+            }
             _ = tokio::time::sleep_until(next) => core.handle_timeout(clock.now()),
             _ = recv_signal(&mut sigterm), if draining.is_none() => {
                 info!(calls = core.active_calls(), grace_s = cfg.sip.shutdown_grace_s, "SIGTERM: refusing new calls, draining");
                 core.begin_shutdown();
+                stats.draining.store(1, std::sync::atomic::Ordering::Relaxed);
                 draining = Some(Instant::now() + Duration::from_secs(cfg.sip.shutdown_grace_s));
             }
             _ = recv_signal(&mut sigint), if draining.is_none() => {
                 info!(calls = core.active_calls(), "SIGINT: refusing new calls, draining");
                 core.begin_shutdown();
+                stats.draining.store(1, std::sync::atomic::Ordering::Relaxed);
                 draining = Some(Instant::now() + Duration::from_secs(cfg.sip.shutdown_grace_s));
             }
         }
@@ -181,6 +193,11 @@ pub async fn run(
         }
         while let Some(r) = core.poll_record() {
             store.record(r);
+        }
+        // The store's heartbeat: after a crash, calls still open are closed at this time.
+        if now.mono.saturating_duration_since(alive_sent) >= Duration::from_secs(1) {
+            alive_sent = now.mono;
+            store.alive(now.stamp());
         }
         while let Some(t) = core.poll_transmit() {
             match t.peer.transport {
@@ -217,6 +234,7 @@ pub async fn run(
                     calls = core.active_calls(),
                     "BYEs unanswered; exiting anyway"
                 );
+                core.close_all(clock.now());
                 break;
             }
         }

@@ -383,10 +383,11 @@ impl MediaIo for RtpIo {
         tx.learning.mixing.store(false, Ordering::Relaxed);
         let member = tx.learning.mix.lock().ok().and_then(|mut m| m.take());
         if let Some((mix, key)) = member
-            && let Ok(mut m) = mix.lock() {
-                m.conf.leave(key);
-                m.outs.remove(&key);
-            }
+            && let Ok(mut m) = mix.lock()
+        {
+            m.conf.leave(key);
+            m.outs.remove(&key);
+        }
         tx.reader.abort();
         if let Ok(mut f) = tx.learning.forward.lock() {
             *f = None;
@@ -532,18 +533,20 @@ fn on_packet(
     if learning.mixing.load(Ordering::Relaxed) {
         let mix = learning.mix.lock().ok().and_then(|m| m.clone());
         if let Some((mix, member)) = mix
-            && let Ok(mut m) = mix.lock() {
-                m.conf.push(member, rtp.payload_type(), rtp.payload());
-            }
+            && let Ok(mut m) = mix.lock()
+        {
+            m.conf.push(member, rtp.payload_type(), rtp.payload());
+        }
     }
     // Bridged: relay the packet to the other leg's peer, unchanged.
     let relay = learning.forward.lock().ok().and_then(|f| f.clone());
     let relayed = relay.is_some();
     if let Some(relay) = relay
         && let Some(dst) = relay.learning.remote.lock().ok().and_then(|r| *r)
-            && relay.socket.get_ref().send_to(packet, dst).is_ok() {
-                Stats::inc(&stats.rtp_relayed);
-            }
+        && relay.socket.get_ref().send_to(packet, dst).is_ok()
+    {
+        Stats::inc(&stats.rtp_relayed);
+    }
     // Recorded: the caller whatever it is connected to (a transfer's hold or conference
     // included); the seat side only while it is what the caller hears.
     if learning.recording.load(Ordering::Relaxed)
@@ -554,10 +557,12 @@ fn on_packet(
         tap.audio(codec, rtp.payload());
     }
     let pt = event_pt.load(Ordering::Relaxed);
-    if pt != NO_PT && rtp.payload_type() == pt
+    if pt != NO_PT
+        && rtp.payload_type() == pt
         && let Some(d) = dtmf.on_packet(rtp.timestamp(), rtp.payload())
-            && events.send(RtpEvent::Digit(key, d)).is_err() {
-                return false;
-            }
+        && events.send(RtpEvent::Digit(key, d)).is_err()
+    {
+        return false;
+    }
     true
 }

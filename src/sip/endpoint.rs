@@ -131,6 +131,11 @@ impl<H: Copy + Eq + Hash + std::fmt::Debug, O: Clone> Endpoint<H, O> {
             .copied()
     }
 
+    /// Whether an INVITE with this branch is one we are already serving (a retransmission).
+    pub fn knows_invite(&self, branch: &str) -> bool {
+        self.server.contains(branch, Method::Invite)
+    }
+
     /// Whether an INVITE with this Call-ID and From tag (and no To tag) repeats one we have
     /// on another branch: a merged or looped request.
     pub fn is_merged(&self, call_id: &str, from_tag: &str) -> bool {
@@ -215,6 +220,11 @@ impl<H: Copy + Eq + Hash + std::fmt::Debug, O: Clone> Endpoint<H, O> {
             peer,
             bytes: bytes.into(),
         });
+    }
+
+    /// A message built elsewhere, sent as it is (a shed call's 503).
+    pub fn send_stateless(&mut self, t: Transmit) {
+        self.out.push_back(t);
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {

@@ -340,15 +340,19 @@ fn has_tag(name_addr: &str) -> bool {
         .any(|p| p.trim().to_ascii_lowercase().starts_with("tag="))
 }
 
-/// For a message the parser refused: if it looks like a request (not ACK) and the headers a
-/// response needs can be found as text, a response with `code` (400, or 501 for an unknown
-/// method) is built; otherwise `None` and the message is dropped.
-pub fn fallback_response(
-    data: &[u8],
-    src: SocketAddr,
-    server: &str,
-    reason: &str,
-) -> Option<Vec<u8>> {
+/// The head of a request found as text, without the parser: what a response needs.
+pub(crate) struct TextHead<'a> {
+    pub method: &'a str,
+    pub vias: Vec<&'a str>,
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub call_id: Option<&'a str>,
+    pub cseq: Option<&'a str>,
+}
+
+/// A request's head as text (long and compact header names); `None` when it does not look
+/// like a SIP request at all.
+pub(crate) fn text_head(data: &[u8]) -> Option<TextHead<'_>> {
     let text = std::str::from_utf8(data).ok()?;
     let head = text.split("\r\n\r\n").next()?;
     let mut lines = head.split("\r\n");
@@ -359,28 +363,75 @@ pub fn fallback_response(
     if parts.next()? != "SIP/2.0" || method.is_empty() || !method.bytes().all(is_token_char) {
         return None;
     }
-    if method.eq_ignore_ascii_case("ACK") {
-        return None;
-    }
-    let (mut vias, mut from, mut to, mut call_id, mut cseq) = (vec![], None, None, None, None);
+    let mut h = TextHead {
+        method,
+        vias: Vec::new(),
+        from: None,
+        to: None,
+        call_id: None,
+        cseq: None,
+    };
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
-        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-        match name.as_str() {
-            "via" | "v" => vias.push(value),
-            "from" | "f" => from = Some(value),
-            "to" | "t" => to = Some(value),
-            "call-id" | "i" => call_id = Some(value),
-            "cseq" => cseq = Some(value),
-            _ => {}
+        let (name, value) = (name.trim(), value.trim());
+        let is = |long: &str, short: &str| {
+            name.eq_ignore_ascii_case(long) || name.eq_ignore_ascii_case(short)
+        };
+        if is("via", "v") {
+            h.vias.push(value);
+        } else if is("from", "f") {
+            h.from = Some(value);
+        } else if is("to", "t") {
+            h.to = Some(value);
+        } else if is("call-id", "i") {
+            h.call_id = Some(value);
+        } else if name.eq_ignore_ascii_case("cseq") {
+            h.cseq = Some(value);
         }
     }
-    if vias.is_empty() {
+    Some(h)
+}
+
+/// A response built from a request's text head alone (no parse, no transaction): for messages
+/// the parser refused, and for new calls shed under overload. `None` when the head lacks what
+/// a response needs.
+pub(crate) fn stateless_response(
+    head: &TextHead,
+    src: SocketAddr,
+    server: &str,
+    spec: &ResponseSpec,
+) -> Option<Vec<u8>> {
+    if head.vias.is_empty() {
         return None;
     }
-    let known = method.parse::<Method>().is_ok();
+    Some(build_response(
+        &head.vias,
+        head.from?,
+        head.to?,
+        head.call_id?,
+        head.cseq?,
+        src,
+        server,
+        spec,
+    ))
+}
+
+/// For a message the parser refused: if it looks like a request (not ACK) and the headers a
+/// response needs can be found as text, a response with `code` (400, or 501 for an unknown
+/// method) is built; otherwise `None` and the message is dropped.
+pub fn fallback_response(
+    data: &[u8],
+    src: SocketAddr,
+    server: &str,
+    reason: &str,
+) -> Option<Vec<u8>> {
+    let head = text_head(data)?;
+    if head.method.eq_ignore_ascii_case("ACK") {
+        return None;
+    }
+    let known = head.method.parse::<Method>().is_ok();
     let (code, why) = if known {
         (400, reason)
     } else {
@@ -400,9 +451,7 @@ pub fn fallback_response(
         headers: &hdrs,
         ..spec
     };
-    Some(build_response(
-        &vias, from?, to?, call_id?, cseq?, src, server, &spec,
-    ))
+    stateless_response(&head, src, server, &spec)
 }
 
 fn is_token_char(b: u8) -> bool {

@@ -12,6 +12,7 @@ pub mod dialog;
 pub mod digest;
 pub mod endpoint;
 pub mod framing;
+pub mod glance;
 pub mod message;
 pub mod pending_ok;
 pub mod transaction;

@@ -228,6 +228,12 @@ impl ServerTransactions {
         out
     }
 
+    /// Whether a transaction for this branch and method exists (a retransmission of its
+    /// request is not new).
+    pub fn contains(&self, branch: &str, method: Method) -> bool {
+        self.txs.contains_key(&TxKey::new(branch, method))
+    }
+
     /// State of the transaction, e.g. whether a CANCEL can still take effect.
     pub fn state(&self, branch: &str, method: Method) -> Option<ServerState> {
         self.txs.get(&TxKey::new(branch, method)).map(|t| t.state)
@@ -343,12 +349,13 @@ impl<O> ClientTransactions<O> {
         }
         // Provisional: keep retransmitting, but at T2 (RFC 3261 §17.1.2.2).
         if let Some(tx) = self.txs.get_mut(branch)
-            && tx.next_retransmit.is_some() {
-                tx.interval = T2;
-                let at = now + T2;
-                tx.next_retransmit = Some(at);
-                self.timers.push(at, branch.to_string());
-            }
+            && tx.next_retransmit.is_some()
+        {
+            tx.interval = T2;
+            let at = now + T2;
+            tx.next_retransmit = Some(at);
+            self.timers.push(at, branch.to_string());
+        }
         None
     }
 

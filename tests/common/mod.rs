@@ -105,6 +105,9 @@ impl Daemon {
             .env("HOTLINE__RTP__PORT_MAX", (base + 4000).to_string())
             .env("HOTLINE__RTP__BIND_IP", "127.0.0.1")
             .env("HOTLINE__LOG__LEVEL", "debug")
+            // Lag-based shedding measures this machine, which parallel tests keep busy: off
+            // unless a test turns it on (tests/overload.rs does).
+            .env("HOTLINE__OVERLOAD__MAX_LAG_MS", "0")
             .env("HOTLINE__STORE__PATH", &store)
             .env("HOTLINE__HTTP__TOKENS__TESTS", API_TOKEN)
             .env("HOTLINE__REPORTS__FOLDER", store.with_extension("reports"))

@@ -570,13 +570,14 @@ impl InviteSession {
             peer,
         });
         if info.method == Method::Invite
-            && let State::Up { unacked, .. } = &mut self.state {
-                // A 2xx still waiting for its ACK is superseded by this one.
-                *unacked = Some(Unacked {
-                    ok: PendingOk::new(now, bytes, info.cseq, peer.transport.reliable()),
-                    initial: false,
-                });
-            }
+            && let State::Up { unacked, .. } = &mut self.state
+        {
+            // A 2xx still waiting for its ACK is superseded by this one.
+            *unacked = Some(Unacked {
+                ok: PendingOk::new(now, bytes, info.cseq, peer.transport.reliable()),
+                initial: false,
+            });
+        }
     }
 
     /// A request of ours in the dialog (NOTIFY) while it is up; its outcome is not watched.
@@ -792,9 +793,10 @@ impl InviteSession {
                     self.dialog.remote_cseq = Some(info.cseq);
                 }
                 if info.method == Method::Update
-                    && let Some(c) = message::header(req, "Contact") {
-                        self.dialog.remote_target = message::addr_spec(c).to_string();
-                    }
+                    && let Some(c) = message::header(req, "Contact")
+                {
+                    self.dialog.remote_target = message::addr_spec(c).to_string();
+                }
                 Some(Incoming::Request)
             }
         }
@@ -828,10 +830,11 @@ impl InviteSession {
             return;
         }
         if let Some(tag) = &r.to_tag
-            && ((200..300).contains(&r.code) || self.dialog.remote_tag.is_none()) {
-                // The dialog's tag is the 2xx's (a 1xx may come from another fork).
-                self.dialog.set_remote_tag(tag);
-            }
+            && ((200..300).contains(&r.code) || self.dialog.remote_tag.is_none())
+        {
+            // The dialog's tag is the 2xx's (a 1xx may come from another fork).
+            self.dialog.set_remote_tag(tag);
+        }
         match &mut self.state {
             State::Calling { invite, heard, .. } => {
                 if r.cseq != invite.cseq {
@@ -919,9 +922,10 @@ impl InviteSession {
             State::Up { .. } | State::Ending { .. } | State::Terminated => {
                 // A retransmitted 2xx: our ACK was lost.
                 if (200..300).contains(&r.code)
-                    && let Some(ack) = &self.ack {
-                        self.out.push_back(Out::Send(ack.clone()));
-                    }
+                    && let Some(ack) = &self.ack
+                {
+                    self.out.push_back(Out::Send(ack.clone()));
+                }
             }
             State::Offered { .. } => {}
         }
@@ -976,9 +980,10 @@ impl InviteSession {
     /// when it timed out.
     pub fn handle_request_done(&mut self, branch: &str, code: Option<u16>) {
         if let State::Ending { branch: b } = &self.state
-            && b == branch {
-                self.terminate(code.is_none());
-            }
+            && b == branch
+        {
+            self.terminate(code.is_none());
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Instant, rng: &mut Entropy) {
@@ -1001,29 +1006,29 @@ impl InviteSession {
                 cancel_sent,
                 deadline,
             } => {
-                if !*cancel_sent
-                    && let Some(r) = invite.retransmit.as_mut().filter(|r| r.at <= now) {
-                        r.interval *= 2;
-                        r.at = now + r.interval;
-                        self.out.push_back(Out::Send(invite.bytes.clone()));
-                    }
+                if !*cancel_sent && let Some(r) = invite.retransmit.as_mut().filter(|r| r.at <= now)
+                {
+                    r.interval *= 2;
+                    r.at = now + r.interval;
+                    self.out.push_back(Out::Send(invite.bytes.clone()));
+                }
                 if *deadline <= now {
                     // No final response within 64·T1 of the CANCEL: nobody is there.
                     self.terminate(false);
                 }
             }
-            State::Completed { until, .. }
-                if *until <= now => {
-                    self.terminate(false);
-                }
+            State::Completed { until, .. } if *until <= now => {
+                self.terminate(false);
+            }
             State::Up {
                 unacked: Some(u),
                 bye_after_ack,
             } => {
                 if let Some(at) = u.ok.next_retransmit().filter(|&at| at <= now)
-                    && let Some((bytes, _)) = u.ok.retransmit(now, at) {
-                        self.out.push_back(Out::Send(bytes));
-                    }
+                    && let Some((bytes, _)) = u.ok.retransmit(now, at)
+                {
+                    self.out.push_back(Out::Send(bytes));
+                }
                 if u.ok.deadline <= now {
                     // No ACK within 64·T1: the dialog is over (§13.3.1.4).
                     let told = *bye_after_ack;
