@@ -8,6 +8,9 @@ cores. Prints figures; asserts nothing (speed is measured, not tested).
   scripts/bench.py --only bridge   # caller-seat calls bridged through the daemon
   scripts/bench.py --only dispatch # how fast a seat turning free is offered the next caller
   scripts/bench.py --only threeway # three-way calls (caller, seat, sub-centre) mixed by the daemon
+  scripts/bench.py --only overload # 2x and 4x the capacity offered: shedding, goodput, health
+  scripts/bench.py --only crash    # kill -9 with 500 calls up, restart: every call closed
+  scripts/bench.py --only loss     # 20 % of SIP datagrams lost each way (network namespace)
   scripts/bench.py --bins OLD,NEW  # the same workloads against each daemon binary, in one run
 
 Workloads
@@ -30,6 +33,17 @@ Workloads
   members (caller from the sink, seat and sub-centre echoing). Reported per N: conferences
   held, mixed packets/s, gaps of what the callers hear, daemon CPU and RSS, CPU of the three
   SIPp processes and the sink.
+- overload: --capacity calls/s (the rate workload's figure) offered at 2x and 4x for 20 s
+  (1 s calls; a shed caller gets 503 and ACKs it). Before the surge 200 calls hold a prompt
+  and the RTP sink measures their gaps during it. /healthz is polled every 100 ms. Reported
+  per factor: goodput (calls served per second, and as a share of capacity), shed, failed
+  (time-outs), SIPp's retransmissions, the health poll latencies, how long SIPp ran past its
+  last call, the pre-surge calls' gaps, daemon CPU, SIPp CPU.
+- crash: 250 callers in the 12345 menu and 250 waiting in line-12333 (no seat at work), then
+  kill -9 and a restart on the same store: calls closed as lost, and the queue's lost count,
+  against what SIPp placed.
+- loss: in a network namespace of its own (nftables, 20 % of SIP datagrams dropped each way),
+  N calls to 12345; every call must complete through retransmission.
 Every run is bounded by SIPp's -m (call count) and -timeout, and by our own timeouts.
 """
 import argparse, json, os, re, resource, signal, subprocess, sys, time
@@ -63,12 +77,16 @@ def rss_kib(pid):
 
 
 def health():
-    import urllib.request
-    with urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT}/healthz", timeout=2) as r:
-        return json.load(r)
+    """/healthz as JSON, whatever its status (503 while overloaded or draining)."""
+    import urllib.request, urllib.error
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT}/healthz", timeout=2) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as e:
+        return json.load(e)
 
 
-def start_daemon(config=None, extra_env=None):
+def start_daemon(config=None, extra_env=None, keep_store=False):
     config = config or f"{ROOT}/config/hotline.toml"
     env = dict(os.environ,
                HOTLINE__PATHS__PROMPTS=f"{ROOT}/prompts", HOTLINE__PATHS__DIALPLANS=f"{ROOT}/dialplans",
@@ -79,7 +97,8 @@ def start_daemon(config=None, extra_env=None):
                HOTLINE__HTTP__TOKENS__BENCH=seatpool.API_TOKEN)
     for suffix in ("", "-wal", "-shm"):
         try:
-            os.remove("/tmp/hotline-bench.sqlite" + suffix)
+            if not keep_store:
+                os.remove("/tmp/hotline-bench.sqlite" + suffix)
         except FileNotFoundError:
             pass
     env.pop("RUST_LOG", None)
@@ -103,6 +122,19 @@ def sipp(extra, timeout, scenario="uac_call.xml", service="12345", port=26060):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/tmp")
 
 
+def sipp_retrans(out):
+    """The sum of SIPp's Retrans column (its final screen)."""
+    total = 0
+    for line in out.splitlines():
+        if "---------->" in line or "<----------" in line:
+            cols = line.split()
+            i = next((k for k, c in enumerate(cols) if "----" in c), None)
+            nums = [c for c in cols[i + 1:] if c.isdigit()] if i is not None else []
+            if len(nums) >= 2:
+                total += int(nums[1])
+    return total
+
+
 def sipp_result(p, timeout):
     try:
         out, err = p.communicate(timeout=timeout)
@@ -112,7 +144,8 @@ def sipp_result(p, timeout):
     def row(name):
         m = re.findall(rf"{name}\s*\|\s*\d+\s*\|\s*(\d+)", out)
         return int(m[-1]) if m else None
-    return {"successful": row("Successful call"), "failed": row("Failed call"), "exit": p.returncode}
+    return {"successful": row("Successful call"), "failed": row("Failed call"), "exit": p.returncode,
+            "retransmissions": sipp_retrans(out)}
 
 
 def wait_idle(limit=60):
@@ -160,6 +193,7 @@ def rate_run(daemon, rate, seconds=10):
                              str(seconds + 8), "2", str(seconds)], stdout=subprocess.PIPE, text=True)
     time.sleep(0.3)
     c0, t0 = cpu_seconds(daemon.pid), time.time()
+    shed0 = metric("hotline_calls_shed_total")
     sp = sipp(["-r", str(rate), "-m", str(n), "-l", str(rate * 4), "-d", "1000"], seconds + 40)
     s_cpu = 0.0
     try:
@@ -171,11 +205,208 @@ def rate_run(daemon, rate, seconds=10):
     res = sipp_result(sp, seconds + 60)
     dt = time.time() - t0
     c1 = cpu_seconds(daemon.pid)
-    sink.kill()
+    try:
+        sink_out = json.loads(sink.communicate(timeout=60)[0].strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, IndexError, ValueError):
+        sink.kill()
+        sink_out = {}
     wait_idle()
     return {"rate": rate, "calls": n, "successful": res["successful"], "failed": res["failed"],
+            "max_gap_ms": sink_out.get("max_gap_ms"), "p999_gap_ms": sink_out.get("p999_gap_ms"),
+            "gaps_over_40ms": sink_out.get("gaps_over_40ms"),
+            "shed": int(metric("hotline_calls_shed_total") - shed0),
             "seconds": round(dt, 1), "daemon_cpu_pct": round(100 * (c1 - c0) / dt, 1),
             "sipp_cpu_pct": round(100 * s_cpu / dt, 1)}
+
+
+def udp_drops(port):
+    """Datagrams the kernel dropped for the socket bound to this local port (receive buffer
+    full), from /proc/net/udp."""
+    total = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                if int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    total += int(cols[-1])
+    return total
+
+
+def overload_run(daemon, capacity, factor, seconds=20, held=200):
+    """`factor` times `capacity` new calls a second for `seconds`, on top of `held` calls
+    that keep a prompt playing throughout (their gaps are measured during the surge)."""
+    import threading, urllib.request
+    rate = int(capacity * factor)
+    n = rate * seconds
+    # The held calls' audio goes to the measuring sink; the surge's to a second sink.
+    window = (3, 3 + seconds)
+    sink = subprocess.Popen(["taskset", "-c", LOAD_CORE, f"{ROOT}/target/release/examples/rtp_sink", str(SINK_PORT),
+                             str(seconds + 12), str(window[0]), str(window[1])], stdout=subprocess.PIPE, text=True)
+    discard = subprocess.Popen(["taskset", "-c", LOAD_CORE, f"{ROOT}/target/release/examples/rtp_sink", str(SINK_PORT + 2),
+                                str(seconds + 40), "0", "1"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    held_p = sipp(["-r", "200", "-l", str(held), "-m", str(held), "-d", str((seconds + 8) * 1000)], seconds + 60,
+                  port=26070)
+    time.sleep(held / 200 + 1)
+    polls, stop = [], threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            t = time.time()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT}/healthz", timeout=5) as r:
+                    body = json.load(r)
+            except urllib.error.HTTPError as e:
+                body = json.load(e)
+            except Exception:
+                body = None
+            polls.append((time.time() - t, body))
+            stop.wait(0.1)
+    poller = threading.Thread(target=poll)
+    poller.start()
+    answered0, shed0 = metric("hotline_calls_answered_total"), metric("hotline_calls_shed_total")
+    drops0 = (udp_drops(SIP_PORT), udp_drops(26060))
+    c0, t0 = cpu_seconds(daemon.pid), time.time()
+    sp = subprocess.Popen(["taskset", "-c", LOAD_CORE, "sipp", f"127.0.0.1:{SIP_PORT}", "-sf",
+                           f"{ROOT}/sipp-scenarios/uac_call_or_503.xml", "-s", "12345", "-i", "127.0.0.1", "-p", "26060",
+                           "-key", "rtp_port", str(SINK_PORT + 2), "-nostdin", "-timeout", str(seconds + 90),
+                           "-timeout_error", "-max_socket", "60000", "-buff_size", "8388608",
+                           "-r", str(rate), "-m", str(n), "-l", str(n), "-d", "1000"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/tmp")
+    s_cpu = 0.0
+    while sp.poll() is None:
+        try:
+            s_cpu = cpu_seconds(sp.pid)
+        except FileNotFoundError:
+            pass
+        time.sleep(0.2)
+    t_end = time.time()
+    out = sp.communicate()[0]
+    c1 = cpu_seconds(daemon.pid)
+    stop.set()
+    poller.join()
+    drops = (udp_drops(SIP_PORT) - drops0[0], udp_drops(26060) - drops0[1])
+    served = metric("hotline_calls_answered_total") - answered0
+    shed = metric("hotline_calls_shed_total") - shed0
+    row = lambda name: int((re.findall(rf"{name}\s*\|\s*\d+\s*\|\s*(\d+)", out) or [0])[-1])
+    held_res = sipp_result(held_p, seconds + 60)
+    sink_out = json.loads(sink.communicate(timeout=60)[0].strip().splitlines()[-1])
+    discard.kill()
+    wait_idle(120)
+    lat = sorted(p[0] * 1000 for p in polls)
+    dt = t_end - t0
+    return {
+        "capacity": capacity, "factor": factor, "offered_per_s": rate, "offered": n,
+        "served": int(served), "goodput_per_s": round(served / seconds, 1),
+        "goodput_of_capacity": round(served / seconds / capacity, 3),
+        "shed": int(shed), "failed": row("Failed call"), "failed_share": round(row("Failed call") / n, 5),
+        "retransmissions": sipp_retrans(out), "retrans_share": round(sipp_retrans(out) / n, 4),
+        "sipp_seconds": round(dt, 1), "over_after_last_call_s": round(dt - seconds - 1, 1),
+        "health_polls": len(lat), "health_max_ms": round(lat[-1], 1) if lat else None,
+        "health_p99_ms": round(lat[int(len(lat) * 0.99) - 1], 1) if lat else None,
+        "health_over_100ms": sum(1 for x in lat if x > 100),
+        "health_unanswered": sum(1 for p in polls if p[1] is None),
+        "said_overloaded": sum(1 for p in polls if p[1] and p[1].get("status") == "overloaded"),
+        "held_failed": held_res["failed"], "held_max_gap_ms": sink_out["max_gap_ms"],
+        "held_p999_gap_ms": sink_out["p999_gap_ms"], "held_gaps_over_40ms": sink_out["gaps_over_40ms"],
+        "daemon_cpu_pct": round(100 * (c1 - c0) / dt, 1), "sipp_cpu_pct": round(100 * s_cpu / dt, 1),
+        "kernel_drops_daemon_sip": drops[0], "kernel_drops_sipp": drops[1],
+    }
+
+
+def crash_run(ivr=250, queued=250):
+    """Calls up in the IVR and in a queue, kill -9, restart on the same store."""
+    daemon = start_daemon(extra_env={"HOTLINE__QUEUES__LINE-12333__MAX_WAIT_S": "600"})
+    sink = subprocess.Popen(["taskset", "-c", LOAD_CORE, f"{ROOT}/target/release/examples/rtp_sink", str(SINK_PORT),
+                             "60", "0", "1"], stdout=subprocess.PIPE, text=True)
+    a = sipp(["-r", "100", "-l", str(ivr), "-m", str(ivr), "-d", "120000"], 150)
+    b = sipp(["-r", "100", "-l", str(queued), "-m", str(queued), "-d", "120000"], 150, service="12333", port=26061)
+    deadline = time.time() + 60
+    while time.time() < deadline and health()["calls_active"] < ivr + queued:
+        time.sleep(0.2)
+    time.sleep(12)  # the queued callers are past 12333's greeting, waiting in line-12333
+    up = health()["calls_active"]
+    waiting = [q for q in json.loads(api_get("/api/queues")) if q["name"] == "line-12333"][0]["waiting"]
+    time.sleep(1.5)  # a store heartbeat after the last event
+    daemon.kill()
+    daemon.wait()
+    for p in (a, b):
+        p.kill()
+        p.communicate()
+    sink.kill()
+    t0 = time.time()
+    daemon = start_daemon(keep_store=True)
+    restart_s = time.time() - t0
+    try:
+        import sqlite3
+        db = sqlite3.connect("/tmp/hotline-bench.sqlite")
+        count = lambda sql: db.execute(sql).fetchone()[0]
+        started = count("SELECT COUNT(*) FROM events WHERE kind='call_start'")
+        ended = count("SELECT COUNT(*) FROM events WHERE kind='call_end'")
+        lost = count("SELECT COUNT(*) FROM events WHERE kind='call_end' AND detail LIKE '%\"cause\":\"lost\"%'")
+        queue_lost = [q for q in json.loads(api_get("/api/queues")) if q["name"] == "line-12333"][0]["today"]["lost"]
+        open_calls = count("SELECT COUNT(*) FROM open_calls")
+        return {"placed": ivr + queued, "up_at_kill": up, "waiting_in_queue_at_kill": waiting,
+                "calls_started": started, "calls_ended": ended, "closed_as_lost": lost, "left_open": open_calls,
+                "queue_lost_live": queue_lost, "lost_metric": metric("hotline_calls_lost_total"),
+                "restart_s": round(restart_s, 2)}
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+
+
+def api_get(path):
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{HTTP_PORT}{path}", headers={"Authorization": f"Bearer {seatpool.API_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.read().decode()
+
+
+def loss_run(calls=300, rate=20, drop=20):
+    """`calls` calls to 12345 in a network namespace where `drop` % of the SIP datagrams are
+    dropped each way (nftables); every call must complete."""
+    ns = f"hl-bench-loss-{os.getpid()}"
+    run = lambda *a: subprocess.run(["ip", "netns", "exec", ns, *a], check=True, capture_output=True)
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        run("ip", "link", "set", "lo", "up")
+        run("nft", "add", "table", "inet", "loss")
+        run("nft", "add chain inet loss in { type filter hook input priority 0; }")
+        for d in ("dport", "sport"):
+            run("nft", f"add rule inet loss in udp {d} 5060 numgen random mod 100 < {drop} drop")
+        env = dict(os.environ, HOTLINE__SIP__LISTEN="127.0.0.1:5060", HOTLINE__HTTP__LISTEN="127.0.0.1:8080",
+                   HOTLINE__RTP__BIND_IP="127.0.0.1", HOTLINE__LOG__LEVEL="warn",
+                   HOTLINE__STORE__PATH="/tmp/hotline-bench-loss.sqlite", HOTLINE__STORE__QUEUE_LOG="")
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.remove("/tmp/hotline-bench-loss.sqlite" + suffix)
+            except FileNotFoundError:
+                pass
+        d = subprocess.Popen(["ip", "netns", "exec", ns, DAEMON_BIN, "run", "--config", f"{ROOT}/config/hotline.toml"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.5)
+        t0 = time.time()
+        sp = subprocess.run(["ip", "netns", "exec", ns, "sipp", "127.0.0.1:5060", "-sf", f"{ROOT}/sipp-scenarios/uac_call.xml",
+                             "-s", "12345", "-i", "127.0.0.1", "-p", "5070", "-key", "rtp_port", "9", "-nostdin",
+                             "-r", str(rate), "-m", str(calls), "-l", str(calls), "-d", "2000", "-max_retrans", "12",
+                             "-timeout", "300", "-timeout_error"], capture_output=True, text=True, cwd="/tmp", timeout=400)
+        dt = time.time() - t0
+        row = lambda name: int((re.findall(rf"{name}\s*\|\s*\d+\s*\|\s*(\d+)", sp.stdout) or [0])[-1])
+        time.sleep(40)  # the daemon's own retransmissions and transactions run out
+        h = json.loads(subprocess.run(["ip", "netns", "exec", ns, "curl", "-s", "http://127.0.0.1:8080/healthz"],
+                                      capture_output=True, text=True).stdout)
+        d.send_signal(signal.SIGTERM)
+        d.wait(timeout=30)
+        import sqlite3
+        db = sqlite3.connect("/tmp/hotline-bench-loss.sqlite")
+        ended = db.execute("SELECT COUNT(*) FROM events WHERE kind='call_end'").fetchone()[0]
+        return {"calls": calls, "drop_pct_each_way": drop, "successful": row("Successful call"),
+                "failed": row("Failed call"), "sipp_retransmissions": sipp_retrans(sp.stdout),
+                "seconds": round(dt, 1), "daemon_calls_active_after": h["calls_active"], "written_ended": ended}
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def metric(name):
@@ -374,6 +605,8 @@ def main():
     ap.add_argument("--levels", default="1000,2000,3000,4000", help="concurrent calls for the prompt workload")
     ap.add_argument("--rates", default="500,1000,1500,2000,2500", help="calls/s for the rate workload")
     ap.add_argument("--bins", help="comma-separated daemon binaries to measure in turn (default: this build)")
+    ap.add_argument("--capacity", type=int, default=2000, help="calls/s the overload workload takes as capacity")
+    ap.add_argument("--factors", default="2,4", help="multiples of the capacity the overload workload offers")
     args = ap.parse_args()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -386,8 +619,13 @@ def main():
         workloads(args)
 
 
+DEFAULT_WORKLOADS = ("prompt", "rate", "bridge", "dispatch", "threeway")
+
+
 def want(args, workload):
-    return args.only is None or workload in args.only.split(",")
+    if args.only is None:
+        return workload in DEFAULT_WORKLOADS
+    return workload in args.only.split(",")
 
 
 def workloads(args):
@@ -423,6 +661,28 @@ def workloads(args):
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=30)
+    if want(args, "overload"):
+        daemon = start_daemon()
+        try:
+            for f in [float(x) for x in args.factors.split(",")]:
+                r = overload_run(daemon, args.capacity, f)
+                print("overload", json.dumps(r), flush=True)
+                print(f"RESULT offered {f:g}x capacity: goodput {r['goodput_of_capacity']:.1%} of capacity, "
+                      f"time-outs {r['failed_share']:.3%}, retransmissions {r['retrans_share']:.1%}, "
+                      f"health max {r['health_max_ms']} ms, held calls' max gap {r['held_max_gap_ms']} ms", flush=True)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=30)
+    if want(args, "crash"):
+        r = crash_run()
+        print("crash", json.dumps(r), flush=True)
+        print(f"RESULT kill -9 with {r['up_at_kill']} calls up: {r['closed_as_lost']} closed as lost, "
+              f"{r['left_open']} left open", flush=True)
+    if want(args, "loss"):
+        r = loss_run()
+        print("loss", json.dumps(r), flush=True)
+        print(f"RESULT {r['drop_pct_each_way']} % SIP loss each way: {r['successful']} of {r['calls']} calls completed",
+              flush=True)
     if not (want(args, "prompt") or want(args, "rate")):
         return
     daemon = start_daemon()

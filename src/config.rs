@@ -94,7 +94,7 @@ impl Default for OverloadConfig {
         OverloadConfig {
             max_calls: 0,
             calls_per_s: 0,
-            max_lag_ms: 20,
+            max_lag_ms: 5,
             shed: ShedMode::Reject,
             retry_after_s: 10,
             max_busy_prompts: 200,

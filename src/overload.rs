@@ -22,6 +22,15 @@ const WINDOW: Duration = Duration::from_millis(100);
 const REMEMBER: Duration = Duration::from_secs(32);
 /// At most this many are remembered (8,000 sheds a second for 32 s); the oldest go first.
 const REMEMBER_MAX: usize = 262_144;
+/// After the loop ran late, new calls are paced (not let in by bursts): the pace starts at
+/// this share of what was admitted while it ran late, …
+const PACE_CUT: f64 = 0.8;
+/// … grows by this share each window that stays on time while calls are still shed, …
+const PACE_GROWTH: f64 = 1.05;
+/// … never starts below this (calls a second), …
+const PACE_FLOOR: f64 = 20.0;
+/// … and ends after this long with nothing shed.
+const PACE_END: Duration = Duration::from_secs(5);
 
 /// Why a new call was shed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,19 +59,35 @@ impl Shed {
     }
 }
 
+/// Admissions paced after the event loop ran late (additive increase, multiplicative
+/// decrease), so calls come in evenly instead of by bursts at each window's edge.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    rate: f64,
+    tokens: f64,
+    filled: Instant,
+    last_shed: Instant,
+}
+
 pub struct Admission {
     cfg: OverloadConfig,
     stats: Arc<Stats>,
     /// Tokens of the per-second bucket, and when it was last filled.
     tokens: f64,
     filled: Option<Instant>,
-    /// The window being measured: its start and the largest lateness in it.
-    window: Option<(Instant, Duration)>,
+    /// The start of the window being measured.
+    window: Option<Instant>,
     /// Shedding on lateness (with hysteresis: it ends when a window stays under half the
     /// limit).
     lagging: bool,
     /// Smoothed lateness, in µs (for /metrics).
     lag_ewma_us: f64,
+    /// Calls admitted in the present window, and whether any was shed in it.
+    window_admitted: u32,
+    window_shed: bool,
+    /// The pace new calls are let in at, after the loop ran late (calls a second), its
+    /// bucket, and the last time a call was shed for it.
+    pace: Option<Pace>,
     /// Hashes of the branches of INVITEs shed lately, oldest first.
     shed: std::collections::VecDeque<(Instant, u64)>,
     shed_set: std::collections::HashSet<u64>,
@@ -78,6 +103,9 @@ impl Admission {
             window: None,
             lagging: false,
             lag_ewma_us: 0.0,
+            window_admitted: 0,
+            window_shed: false,
+            pace: None,
             shed: Default::default(),
             shed_set: Default::default(),
         }
@@ -126,21 +154,46 @@ impl Admission {
         self.stats
             .loop_lag_us
             .store(self.lag_ewma_us as u64, Ordering::Relaxed);
-        let (start, max) = self.window.get_or_insert((now, Duration::ZERO));
-        *max = (*max).max(lag);
-        if now.saturating_duration_since(*start) < WINDOW {
+        let start = *self.window.get_or_insert(now);
+        let span = now.saturating_duration_since(start);
+        if span < WINDOW {
             return;
         }
-        let worst = *max;
-        self.window = Some((now, Duration::ZERO));
+        self.window = Some(now);
+        let (admitted, shed) = (
+            std::mem::take(&mut self.window_admitted),
+            std::mem::take(&mut self.window_shed),
+        );
         if self.cfg.max_lag_ms == 0 {
             return;
         }
+        // The smoothed lateness (a time constant of about ten ticks), not a window's worst
+        // tick: a single slow pass is not overload; a loop falling behind is.
         let limit = Duration::from_millis(self.cfg.max_lag_ms);
-        if worst > limit {
+        let smoothed = Duration::from_micros(self.lag_ewma_us as u64);
+        let rate_seen = f64::from(admitted) / span.as_secs_f64().max(0.001);
+        if smoothed > limit {
+            // Late: shed, and let calls in again at a lower pace than what made it late.
             self.lagging = true;
-        } else if worst < limit / 2 {
+            let rate = self
+                .pace
+                .map_or(rate_seen, |p| p.rate.min(rate_seen.max(p.rate * PACE_CUT)))
+                * PACE_CUT;
+            self.pace = Some(Pace {
+                rate: rate.max(PACE_FLOOR),
+                tokens: 0.0,
+                filled: now,
+                last_shed: now,
+            });
+        } else if smoothed < limit / 2 {
             self.lagging = false;
+            if let Some(p) = self.pace.as_mut() {
+                if shed {
+                    p.rate *= PACE_GROWTH;
+                } else if now.saturating_duration_since(p.last_shed) >= PACE_END {
+                    self.pace = None;
+                }
+            }
         }
         self.publish();
     }
@@ -186,7 +239,20 @@ impl Admission {
         reserved: usize,
     ) -> Result<(), Shed> {
         if self.lagging {
+            self.window_shed = true;
             return Err(Shed::Lag);
+        }
+        if let Some(p) = self.pace.as_mut() {
+            let elapsed = now.saturating_duration_since(p.filled).as_secs_f64();
+            // A bucket 20 ms deep: the pace, not bursts.
+            p.tokens = (p.tokens + elapsed * p.rate).min((p.rate * 0.02).max(1.0));
+            p.filled = now;
+            if p.tokens < 1.0 {
+                p.last_shed = now;
+                self.window_shed = true;
+                return Err(Shed::Lag);
+            }
+            p.tokens -= 1.0;
         }
         if free_ports <= reserved {
             return Err(Shed::Ports);
@@ -207,6 +273,7 @@ impl Admission {
             }
             self.tokens -= 1.0;
         }
+        self.window_admitted += 1;
         Ok(())
     }
 }
@@ -252,23 +319,40 @@ mod tests {
         let t0 = Instant::now();
         let mut a = adm(|c| c.max_lag_ms = 20);
         let ms = Duration::from_millis;
-        // Ticks on time: nothing shed.
+        // Ticks on time, and one slow pass: nothing shed (it is not a loop falling behind).
         for i in 0..30 {
-            a.loop_lag(t0 + ms(5 * i), ms(1));
+            a.loop_lag(t0 + ms(5 * i), ms(if i == 10 { 40 } else { 1 }));
         }
         assert_eq!(a.admit(t0 + ms(150), 0, 100, 2), Ok(()));
-        // One tick 35 ms late: the window ends over the limit.
-        a.loop_lag(t0 + ms(160), ms(35));
-        a.loop_lag(t0 + ms(260), ms(1));
+        // The loop falls behind: every tick 35 ms late; at the window's end calls are shed.
+        for i in 0..20 {
+            a.loop_lag(t0 + ms(155 + 5 * i), ms(35));
+        }
+        a.loop_lag(t0 + ms(260), ms(35));
         assert_eq!(a.admit(t0 + ms(260), 0, 100, 2), Err(Shed::Lag));
-        // A window at 15 ms (between half the limit and the limit): still shedding.
-        a.loop_lag(t0 + ms(300), ms(15));
+        // Catching up, the lateness smoothed between half the limit and the limit: still
+        // shedding.
+        for i in 0..4 {
+            a.loop_lag(t0 + ms(300 + 25 * i), ms(1));
+        }
         a.loop_lag(t0 + ms(370), ms(1));
         assert!(a.lagging());
-        // A window under half the limit: calls are taken again.
-        a.loop_lag(t0 + ms(420), ms(2));
+        // On time again: calls are taken again, at a pace (20 a second at least, since none
+        // came while it was late), not all at once.
+        for i in 0..20 {
+            a.loop_lag(t0 + ms(372 + 5 * i), ms(1));
+        }
         a.loop_lag(t0 + ms(480), ms(1));
         assert!(!a.lagging());
-        assert_eq!(a.admit(t0 + ms(480), 0, 100, 2), Ok(()));
+        assert_eq!(a.admit(t0 + ms(530), 0, 100, 2), Ok(()));
+        assert_eq!(a.admit(t0 + ms(531), 0, 100, 2), Err(Shed::Lag), "paced");
+        assert_eq!(a.admit(t0 + ms(590), 0, 100, 2), Ok(()), "50 ms later, the next");
+        // With nothing shed for 5 s the pace ends.
+        for i in 0..60 {
+            a.loop_lag(t0 + ms(600 + 100 * i), ms(1));
+        }
+        for i in 0..10 {
+            assert_eq!(a.admit(t0 + ms(6600) + Duration::from_micros(i), 0, 100, 2), Ok(()));
+        }
     }
 }

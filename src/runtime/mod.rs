@@ -44,6 +44,8 @@ pub enum RuntimeError {
 }
 
 const MEDIA_TICK_MS: u64 = 5;
+/// An event-loop pass this long is logged (it delays every call's media).
+const SLOW_ITERATION: Duration = Duration::from_millis(20);
 
 /// A SIP message read from a TCP connection.
 pub struct StreamMessage {
@@ -66,6 +68,7 @@ pub async fn run(
             addr: cfg.sip.listen,
             source,
         })?;
+    grow_buffers(&udp);
     let tcp = tokio::net::TcpListener::bind(cfg.sip.listen)
         .await
         .map_err(|source| RuntimeError::BindTcp {
@@ -130,6 +133,7 @@ pub async fn run(
     let mut hung_up_all = false;
     let mut buf = vec![0u8; 65536];
     let mut alive_sent = std::time::Instant::now();
+    let mut yielded = std::time::Instant::now();
     store.alive(clock.now().stamp());
     let far = Duration::from_secs(3600);
     let mut watchdog = notify::ready(&cfg);
@@ -139,9 +143,12 @@ pub async fn run(
             .poll_timeout()
             .map(Instant::from_std)
             .unwrap_or_else(|| Instant::now() + far);
+        let woke;
+        let branch: &str;
         tokio::select! {
             r = udp.recv_from(&mut buf) => {
                 let now = clock.now();
+                (woke, branch) = (now.mono, "sip");
                 match r {
                     Ok((n, addr)) => core.handle_datagram(now, &buf[..n], Peer { transport: Transport::Udp, addr }),
                     Err(e) => warn!(error = %e, "SIP UDP receive failed"),
@@ -155,11 +162,16 @@ pub async fn run(
                 }
             }
             Some(m) = tcp_rx.recv() => {
+                (woke, branch) = (std::time::Instant::now(), "tcp");
                 core.handle_datagram(clock.now(), &m.bytes, Peer { transport: Transport::Tcp(m.conn), addr: m.addr });
             }
-            Some(ev) = rtp_rx.recv() => core.handle_rtp_event(clock.now(), ev),
+            Some(ev) = rtp_rx.recv() => {
+                (woke, branch) = (std::time::Instant::now(), "rtp event");
+                core.handle_rtp_event(clock.now(), ev)
+            }
             Some(cmd) = api_rx.recv() => {
                 let now = clock.now();
+                (woke, branch) = (now.mono, "api");
                 let r = match cmd.action {
                     http::ApiAction::State(action) => core.agent_action_by_id(now, &cmd.seat, action, &cmd.by).map(|state| serde_json::json!({ "state": state })),
                     http::ApiAction::Transfer { number, emergency } => core.transfer_by_id(now, &cmd.seat, &number, emergency, &cmd.by),
@@ -168,18 +180,24 @@ pub async fn run(
             }
             at = ticker.tick() => {
                 let now = clock.now();
+                (woke, branch) = (now.mono, "media tick");
                 // How late the media clock ticks: the event loop's lag, for overload control.
                 core.loop_lag(now, now.mono.saturating_duration_since(at.into_std()));
                 core.tick_media(now);
             }
-            _ = tokio::time::sleep_until(next) => core.handle_timeout(clock.now()),
+            _ = tokio::time::sleep_until(next) => {
+                (woke, branch) = (std::time::Instant::now(), "timers");
+                core.handle_timeout(clock.now())
+            }
             _ = recv_signal(&mut sigterm), if draining.is_none() => {
+                (woke, branch) = (std::time::Instant::now(), "signal");
                 info!(calls = core.active_calls(), grace_s = cfg.sip.shutdown_grace_s, "SIGTERM: refusing new calls, draining");
                 core.begin_shutdown();
                 stats.draining.store(1, std::sync::atomic::Ordering::Relaxed);
                 draining = Some(Instant::now() + Duration::from_secs(cfg.sip.shutdown_grace_s));
             }
             _ = recv_signal(&mut sigint), if draining.is_none() => {
+                (woke, branch) = (std::time::Instant::now(), "signal");
                 info!(calls = core.active_calls(), "SIGINT: refusing new calls, draining");
                 core.begin_shutdown();
                 stats.draining.store(1, std::sync::atomic::Ordering::Relaxed);
@@ -215,6 +233,16 @@ pub async fn run(
                     }
                 }
             }
+        }
+        let took = std::time::Instant::now().saturating_duration_since(woke);
+        if took >= SLOW_ITERATION {
+            warn!(branch, ms = took.as_millis() as u64, "slow event-loop pass");
+        }
+        // Real-time scheduling gives the other threads of the same priority (HTTP for
+        // /healthz, the store) the core only when this one yields: every millisecond at least.
+        if now.mono.saturating_duration_since(yielded) >= Duration::from_millis(1) {
+            std::thread::yield_now();
+            yielded = std::time::Instant::now();
         }
         if let Some(deadline) = draining {
             if core.active_calls() == 0 {
@@ -282,6 +310,31 @@ async fn daily_reports(cfg: Arc<Config>, clock: WallClock) {
             Err(e) => warn!(error = %e, "daily report task failed"),
         }
     }
+}
+
+/// The SIP socket's kernel buffers: 8 MiB each way. The default (about 200 KiB, some 90
+/// datagrams) overflows in a few milliseconds of a surge, and every datagram the kernel drops
+/// comes back as a retransmission. With CAP_NET_ADMIN (root) the size is forced past
+/// `net.core.rmem_max`/`wmem_max`; without, it is capped there (raise them with sysctl; the
+/// Debian package does).
+fn grow_buffers(udp: &UdpSocket) {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    const SIZE: usize = 8 << 20;
+    if setsockopt(udp, sockopt::RcvBufForce, &SIZE).is_err() {
+        let _ = setsockopt(udp, sockopt::RcvBuf, &SIZE);
+    }
+    if setsockopt(udp, sockopt::SndBufForce, &SIZE).is_err() {
+        let _ = setsockopt(udp, sockopt::SndBuf, &SIZE);
+    }
+    let rcv = getsockopt(udp, sockopt::RcvBuf).unwrap_or(0);
+    let snd = getsockopt(udp, sockopt::SndBuf).unwrap_or(0);
+    if rcv < SIZE {
+        warn!(
+            receive_buffer = rcv,
+            "the SIP socket's receive buffer is small: a surge overflows it (raise net.core.rmem_max)"
+        );
+    }
+    debug!(receive_buffer = rcv, send_buffer = snd, "SIP socket buffers");
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {
