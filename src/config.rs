@@ -57,6 +57,37 @@ pub struct Config {
     pub probes: ProbesConfig,
     #[serde(default)]
     pub overload: OverloadConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// The certificate SIP over TLS presents (RFC 3261 §26.2.1), re-read on SIGHUP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first; relative to the config file. Empty: no TLS.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    pub key: PathBuf,
+    /// A client that has not finished its handshake by then is dropped.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            handshake_timeout_ms: 5000,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether a certificate and key are configured.
+    pub fn configured(&self) -> bool {
+        !self.cert.as_os_str().is_empty() && !self.key.as_os_str().is_empty()
+    }
 }
 
 /// What a caller gets when the hotline sheds new calls.
@@ -414,6 +445,8 @@ impl Default for RegistrarConfig {
 pub struct SipConfig {
     /// Address for both UDP and TCP.
     pub listen: SocketAddr,
+    /// Address for SIP over TLS (RFC 3261 §26); empty: off. It needs `[tls]` cert and key.
+    pub tls_listen: String,
     /// Address written into Contact and Via when `listen` is a wildcard; defaults to the address
     /// the request was sent to (its Request-URI host) or the listen address.
     pub public_ip: Option<IpAddr>,
@@ -430,6 +463,7 @@ impl Default for SipConfig {
     fn default() -> Self {
         SipConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5060),
+            tls_listen: "0.0.0.0:5061".into(),
             public_ip: None,
             ring_ms: 0,
             shutdown_grace_s: 30,
@@ -633,11 +667,38 @@ impl Config {
             cfg.reports.folder = base.join(&cfg.reports.folder);
         }
         cfg.reports.rules = base.join(&cfg.reports.rules);
+        if cfg.tls.configured() {
+            cfg.tls.cert = base.join(&cfg.tls.cert);
+            cfg.tls.key = base.join(&cfg.tls.key);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
 
+    /// Where SIP over TLS listens: `None` when `sip.tls_listen` is empty or no certificate is
+    /// configured.
+    pub fn tls_listen(&self) -> Option<SocketAddr> {
+        let a = self.sip.tls_listen.trim();
+        if a.is_empty() || !self.tls.configured() {
+            return None;
+        }
+        a.parse().ok()
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        if !self.sip.tls_listen.trim().is_empty()
+            && self.sip.tls_listen.trim().parse::<SocketAddr>().is_err()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "sip.tls_listen {:?} is not an address:port (or empty for no TLS)",
+                self.sip.tls_listen
+            )));
+        }
+        if self.tls.cert.as_os_str().is_empty() != self.tls.key.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid(
+                "tls.cert and tls.key go together: set both or neither".into(),
+            ));
+        }
         if self.rtp.port_min == 0 || self.rtp.port_min > self.rtp.port_max {
             return Err(ConfigError::Invalid(format!(
                 "rtp.port_min ({}) must be non-zero and not above rtp.port_max ({})",

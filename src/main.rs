@@ -390,11 +390,19 @@ fn check(cfg: &Config) -> ExitCode {
     if let Err(e) = hotline::metrics::report::load_rules(&cfg.reports.rules) {
         problems.push(e.to_string());
     }
+    let tls = hotline::runtime::tls::check(cfg, std::time::SystemTime::now());
+    problems.extend(tls.errors);
     for p in &problems {
         println!("error: {p}");
     }
-    for w in demo_credentials(cfg) {
+    for w in demo_credentials(cfg).into_iter().chain(tls.warnings) {
         println!("warning: {w}");
+    }
+    if let Some(addr) = cfg.tls_listen() {
+        println!(
+            "tls: SIP over TLS on {addr} with {}",
+            cfg.tls.cert.display()
+        );
     }
     match loaded {
         Some((prompts, plan)) if problems.is_empty() => {

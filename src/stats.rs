@@ -43,6 +43,12 @@ pub struct Stats {
     pub calls_lost: AtomicU64,
     /// 1 once SIGTERM came: new calls are refused while the calls in progress finish.
     pub draining: AtomicU64,
+    /// TLS handshakes that failed or did not finish in time.
+    pub tls_handshake_failures: AtomicU64,
+    /// SRTP packets dropped: authentication tag wrong (tampered, or the wrong key).
+    pub srtp_auth_failures: AtomicU64,
+    /// SRTP packets dropped as replays (already seen, or too old for the replay window).
+    pub srtp_replays: AtomicU64,
 }
 
 impl Stats {
@@ -55,7 +61,7 @@ impl Stats {
 
     /// Prometheus text exposition of every counter.
     pub fn prometheus(&self) -> String {
-        let rows: [(&str, &str, &AtomicU64, &str); 29] = [
+        let rows: [(&str, &str, &AtomicU64, &str); 32] = [
             (
                 "hotline_invites_total",
                 "counter",
@@ -229,6 +235,24 @@ impl Stats {
                 "counter",
                 &self.calls_lost,
                 "Calls closed as lost (BYE unanswered at shutdown, or open in the store after a crash)",
+            ),
+            (
+                "hotline_tls_handshake_failures_total",
+                "counter",
+                &self.tls_handshake_failures,
+                "TLS handshakes on the SIP TLS port that failed or did not finish in time",
+            ),
+            (
+                "hotline_srtp_auth_failures_total",
+                "counter",
+                &self.srtp_auth_failures,
+                "SRTP packets dropped for a wrong authentication tag",
+            ),
+            (
+                "hotline_srtp_replays_total",
+                "counter",
+                &self.srtp_replays,
+                "SRTP packets dropped as replays",
             ),
         ];
         let mut s = String::new();

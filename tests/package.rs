@@ -335,8 +335,11 @@ fn systemd_analyze_verifies_the_unit_and_rates_its_exposure_low() {
     ] {
         assert!(unit.lines().any(|l| l == line), "unit lacks {line:?}");
     }
-    // The daemon handles no SIGHUP: no reload that would end it.
-    assert!(!unit.lines().any(|l| l.starts_with("ExecReload=")));
+    // SIGHUP re-reads the TLS certificate (tests/tls.rs shows no call is dropped).
+    assert!(
+        unit.lines()
+            .any(|l| l == "ExecReload=/bin/kill -HUP $MAINPID")
+    );
 
     let (path, man) = unit_under_test("unit-verify");
     let verify = run_cmd(

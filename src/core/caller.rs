@@ -142,11 +142,7 @@ impl<M: MediaIo> Core<M> {
     ) -> DialogParams {
         let host = self.local_host(peer.addr.ip());
         let user = req.uri.user().unwrap_or("hotline").to_string();
-        let transport = if peer.transport.reliable() {
-            ";transport=tcp"
-        } else {
-            ""
-        };
+        let transport = peer.transport.uri_param();
         let remote_target = message::header(req, "Contact")
             .map(|c| message::addr_spec(c).to_string())
             .unwrap_or_else(|| req.uri.to_string());

@@ -496,6 +496,16 @@ impl<M: MediaIo> Core<M> {
         self.admission.loop_lag(now.mono, lag);
     }
 
+    /// A stream connection (TCP or TLS) closed: the contacts registered over it can no longer
+    /// be reached (we do not open connections to phones; RFC 5626 §4.4.1), so they end now
+    /// rather than at their expiry, and a seat left without one is no longer offered calls.
+    pub fn connection_closed(&mut self, now: Now, peer: Peer) {
+        for seat in self.registrar.drop_connection(peer.transport) {
+            self.seat_contacts_changed(now, seat);
+            self.publish_seat(seat, now);
+        }
+    }
+
     /// One SIP message from the network. A new call beyond what the node can serve is shed
     /// first, from a look at its text, before it is parsed or anything is made for it.
     pub fn handle_datagram(&mut self, now: Now, data: &[u8], peer: Peer) {

@@ -107,11 +107,7 @@ impl<M: MediaIo> Core<M> {
         let host = self.local_host(binding.peer.addr.ip());
         let seat_cfg = &self.registrar.seats()[seat];
         let queue_name = self.env.plan.queues[q.0].name.clone();
-        let transport = if binding.peer.transport.reliable() {
-            ";transport=tcp"
-        } else {
-            ""
-        };
+        let transport = binding.peer.transport.uri_param();
         let dialog = DialogParams {
             call_id: format!("{}@hotline", self.rng.token()),
             local_tag: self.rng.token(),

@@ -190,6 +190,24 @@ impl Registrar {
         self.source_failures.retain(|_, f| keep(f));
     }
 
+    /// Ends every binding made over the stream connection `transport` (it closed); returns
+    /// the seats that lost one.
+    pub fn drop_connection(&mut self, transport: crate::sip::Transport) -> Vec<usize> {
+        if transport.connection().is_none() {
+            return Vec::new();
+        }
+        let mut seats = Vec::new();
+        for (i, list) in self.bindings.iter_mut().enumerate() {
+            let before = list.len();
+            list.retain(|b| b.peer.transport != transport);
+            if list.len() < before {
+                info!(seat = %self.seats[i].id, left = list.len(), transport = transport.via_name(), "connection closed; its contacts unregistered");
+                seats.push(i);
+            }
+        }
+        seats
+    }
+
     /// Marks a contact reachable or not (keep-alive OPTIONS answered or not).
     pub fn set_reachable(&mut self, seat: usize, uri: &str, reachable: bool) {
         if let Some(b) = self
@@ -353,6 +371,18 @@ impl Registrar {
             Some(u) => u,
             None => return Outcome::BadRequest("To has no user".into()),
         };
+        // 远端座席 reach the centre over public networks: their REGISTER (and so their digest
+        // exchange and every request to them) must be encrypted. Refused before any challenge,
+        // so no digest crosses the wire in the clear.
+        if !peer.transport.secure()
+            && let Some(&seat) = self.by_user.get(&user)
+            && self.seats[seat].remote
+        {
+            warn!(seat = %self.seats[seat].id, from = %peer.addr, transport = peer.transport.via_name(), "a remote seat registering without TLS; refused");
+            return Outcome::Forbidden(
+                "a remote seat must register over TLS (sips or transport=tls)",
+            );
+        }
         match self.authenticate(now, now_s, req, &user, "Authorization", peer) {
             AuthOutcome::Seat(seat) => self.update_bindings(now, seat, req, info, peer),
             AuthOutcome::Challenge { stale } => Outcome::Challenge { stale },

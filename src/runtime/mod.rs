@@ -6,6 +6,7 @@ pub mod http;
 pub mod notify;
 pub mod rtp;
 pub mod tcp;
+pub mod tls;
 
 use crate::config::Config;
 use crate::core::{Core, RtpEvent};
@@ -39,6 +40,13 @@ pub enum RuntimeError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot bind SIP TLS {addr}: {source}")]
+    BindTls {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Store(crate::metrics::store::StoreError),
 }
@@ -47,11 +55,19 @@ const MEDIA_TICK_MS: u64 = 5;
 /// An event-loop pass this long is logged (it delays every call's media).
 const SLOW_ITERATION: Duration = Duration::from_millis(20);
 
-/// A SIP message read from a TCP connection.
-pub struct StreamMessage {
-    pub conn: u64,
-    pub addr: std::net::SocketAddr,
-    pub bytes: bytes::Bytes,
+/// What a stream connection (TCP or TLS) tells the core.
+pub enum StreamEvent {
+    /// A SIP message read from it.
+    Message {
+        transport: Transport,
+        addr: std::net::SocketAddr,
+        bytes: bytes::Bytes,
+    },
+    /// It is closed: bindings made over it end.
+    Closed {
+        transport: Transport,
+        addr: std::net::SocketAddr,
+    },
 }
 
 /// Runs the daemon until SIGTERM/SIGINT and a graceful drain.
@@ -83,8 +99,32 @@ pub async fn run(
         })?;
     info!(sip = %cfg.sip.listen, http = %cfg.http.listen, numbers = plan.numbers(), prompts = prompts.len(), "hotline listening (SIP over UDP and TCP)");
 
-    let conns: Arc<DashMap<u64, mpsc::UnboundedSender<bytes::Bytes>>> = Arc::new(DashMap::new());
-    let (tcp_tx, mut tcp_rx) = mpsc::channel::<StreamMessage>(4096);
+    let conns: tcp::Connections = Arc::new(DashMap::new());
+    let (tcp_tx, mut tcp_rx) = mpsc::channel::<StreamEvent>(4096);
+    let certs = match cfg.tls_listen() {
+        Some(addr) => {
+            let certs = tls::Certificates::load(&cfg.tls)?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| RuntimeError::BindTls { addr, source })?;
+            info!(tls = %addr, cert = %cfg.tls.cert.display(), "SIP over TLS listening");
+            tokio::spawn(tls::accept_loop(
+                l,
+                certs.clone(),
+                Duration::from_millis(cfg.tls.handshake_timeout_ms),
+                conns.clone(),
+                tcp_tx.clone(),
+                stats.clone(),
+            ));
+            Some(certs)
+        }
+        None => {
+            if !cfg.sip.tls_listen.trim().is_empty() {
+                info!("no [tls] certificate configured: SIP over TLS is off");
+            }
+            None
+        }
+    };
     tokio::spawn(tcp::accept_loop(tcp, conns.clone(), tcp_tx));
     let (store, lost) = crate::metrics::store::Store::open(&cfg.store.path, &cfg.store.queue_log)
         .map_err(RuntimeError::Store)?;
@@ -129,6 +169,7 @@ pub async fn run(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate());
     let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt());
+    let mut sighup = signal(tokio::signal::unix::SignalKind::hangup());
     let mut draining: Option<Instant> = None;
     let mut hung_up_all = false;
     let mut buf = vec![0u8; 65536];
@@ -161,9 +202,20 @@ pub async fn run(
                     }
                 }
             }
-            Some(m) = tcp_rx.recv() => {
-                (woke, branch) = (std::time::Instant::now(), "tcp");
-                core.handle_datagram(clock.now(), &m.bytes, Peer { transport: Transport::Tcp(m.conn), addr: m.addr });
+            Some(ev) = tcp_rx.recv() => {
+                (woke, branch) = (std::time::Instant::now(), "stream");
+                match ev {
+                    StreamEvent::Message { transport, addr, bytes } => core.handle_datagram(clock.now(), &bytes, Peer { transport, addr }),
+                    StreamEvent::Closed { transport, addr } => core.connection_closed(clock.now(), Peer { transport, addr }),
+                }
+            }
+            _ = recv_signal(&mut sighup) => {
+                (woke, branch) = (std::time::Instant::now(), "signal");
+                match certs.as_ref().map(|c| c.reload()) {
+                    Some(Ok(())) => info!(cert = %cfg.tls.cert.display(), "SIGHUP: TLS certificate and key re-read; new connections use them"),
+                    Some(Err(e)) => error!(error = %e, "SIGHUP: TLS certificate not re-read; the old one stays in use"),
+                    None => info!("SIGHUP: nothing to re-read (no TLS certificate configured)"),
+                }
             }
             Some(ev) = rtp_rx.recv() => {
                 (woke, branch) = (std::time::Instant::now(), "rtp event");
@@ -227,7 +279,7 @@ pub async fn run(
                         debug!(error = %e, to = %t.peer.addr, "SIP UDP send failed");
                     }
                 }
-                Transport::Tcp(id) => {
+                Transport::Tcp(id) | Transport::Tls(id) => {
                     if let Some(c) = conns.get(&id) {
                         let _ = c.send(t.bytes);
                     }
@@ -334,7 +386,11 @@ fn grow_buffers(udp: &UdpSocket) {
             "the SIP socket's receive buffer is small: a surge overflows it (raise net.core.rmem_max)"
         );
     }
-    debug!(receive_buffer = rcv, send_buffer = snd, "SIP socket buffers");
+    debug!(
+        receive_buffer = rcv,
+        send_buffer = snd,
+        "SIP socket buffers"
+    );
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {

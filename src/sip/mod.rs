@@ -27,21 +27,45 @@ pub const T4: std::time::Duration = std::time::Duration::from_secs(5);
 /// The methods we answer, for Allow.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER";
 
-/// Which transport a message came on or leaves by. TCP connections are numbered by the runtime.
+/// Which transport a message came on or leaves by. Stream connections (TCP, TLS) are numbered
+/// by the runtime; a request to a phone goes back over the connection it registered on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     Udp,
     Tcp(u64),
+    Tls(u64),
 }
 
 impl Transport {
     pub fn reliable(self) -> bool {
-        matches!(self, Transport::Tcp(_))
+        matches!(self, Transport::Tcp(_) | Transport::Tls(_))
+    }
+    /// Whether the signalling is encrypted on the wire (SIP over TLS): SDES keys for SRTP
+    /// are offered and accepted only then (RFC 4568 §8.3).
+    pub fn secure(self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
+    /// The stream connection, if any.
+    pub fn connection(self) -> Option<u64> {
+        match self {
+            Transport::Udp => None,
+            Transport::Tcp(c) | Transport::Tls(c) => Some(c),
+        }
     }
     pub fn via_name(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp(_) => "TCP",
+            Transport::Tls(_) => "TLS",
+        }
+    }
+    /// The `transport` URI parameter for our Contact (RFC 5630 §3: `transport=tls`, not a
+    /// `sips:` URI, which would demand TLS on every hop).
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Transport::Udp => "",
+            Transport::Tcp(_) => ";transport=tcp",
+            Transport::Tls(_) => ";transport=tls",
         }
     }
 }
