@@ -6,6 +6,13 @@ use rand::{RngExt as _, SeedableRng as _, rngs::StdRng};
 
 pub struct Entropy(StdRng);
 
+/// The generator for secret keys (SRTP master keys and salts): the operating system's, read
+/// for each key, never a seeded sequence. Key generation takes any cryptographic generator so
+/// that a test can pass a seeded one; the daemon passes this.
+pub fn key_rng() -> rand::rngs::SysRng {
+    rand::rngs::SysRng
+}
+
 impl Entropy {
     /// Seeded from the operating system (the daemon).
     pub fn from_os() -> Entropy {

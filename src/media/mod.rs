@@ -1,5 +1,5 @@
-//! Media: G.711, prompts kept as encoded frames, RFC 4733 DTMF, and the engine that one clock
-//! paces for every call.
+//! Media: G.711, prompts kept as encoded frames, RFC 4733 DTMF, the engine that one clock
+//! paces for every call, and SRTP with SDES keys (`sdes`, `srtp`) for encrypted streams.
 
 pub mod dtmf;
 pub mod engine;
@@ -7,6 +7,8 @@ pub mod g711;
 pub mod mixer;
 pub mod prompts;
 pub mod recorder;
+pub mod sdes;
+pub mod srtp;
 
 /// Samples per 20 ms frame at 8 kHz.
 pub const FRAME_SAMPLES: usize = 160;
