@@ -508,6 +508,12 @@ mod tests {
     }
 
     #[test]
+    fn a_session_can_move_to_a_media_worker_thread() {
+        fn send<T: Send>() {}
+        send::<SrtpSession>();
+    }
+
+    #[test]
     fn directions_keyed_with_different_suites_are_refused() {
         let mut r = StdRng::seed_from_u64(9);
         let a = CryptoAttr::generate(1, Suite::AesCm128HmacSha1_80, &mut r).unwrap();
