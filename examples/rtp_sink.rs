@@ -10,8 +10,19 @@
 //! 20 ms back (its own SSRC per source), as a caller's phone would; for bridged calls that is
 //! the audio the seat echoes.
 //!
-//! usage: rtp_sink PORT SECONDS WINDOW_START WINDOW_END [talk]
+//! With `srtp=SUITE:KEY` (an `a=crypto` suite and its base64 inline key||salt, e.g.
+//! `srtp=AES_CM_128_HMAC_SHA1_80:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR`), what it receives
+//! is SRTP: each packet is authenticated and decrypted with that key before it is counted, and
+//! packets that fail (bad tag, replay, unreadable) are counted apart and not as arrivals. What
+//! it says with `talk` is encrypted with the same key, or with `srtp_tx=SUITE:KEY` when the
+//! daemon expects another; a benchmark keys every call with these, so one sink serves them all
+//! (SRTP keeps a rollover counter and replay window per SSRC). The JSON line then also has
+//! `srtp_auth_failures`, `srtp_replays` and `srtp_malformed`. Without it, nothing changes.
+//!
+//! usage: rtp_sink PORT SECONDS WINDOW_START WINDOW_END [talk] [srtp=SUITE:KEY] [srtp_tx=SUITE:KEY]
 
+use hotline::media::sdes::CryptoAttr;
+use hotline::media::srtp::SrtpSession;
 use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
 };
@@ -25,7 +36,22 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize, d: f64| args.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(d);
     let port = arg(1, 40000.0) as u16;
-    let talk = args.get(5).is_some_and(|a| a == "talk");
+    let talk = args.iter().skip(5).any(|a| a == "talk");
+    let key_arg = |name: &str| {
+        args.iter()
+            .skip(5)
+            .find_map(|a| a.strip_prefix(name))
+            .map(|k| {
+                CryptoAttr::from_suite_and_inline(k)
+                    .unwrap_or_else(|e| panic!("{name}{k}: {e} (want SUITE:BASE64KEY)"))
+            })
+    };
+    // SRTP: inbound keyed with srtp=, outbound with srtp_tx= (else the same key).
+    let mut srtp = key_arg("srtp=").map(|rx| {
+        let tx = key_arg("srtp_tx=").unwrap_or_else(|| rx.clone());
+        SrtpSession::new(&tx, &rx).unwrap_or_else(|e| panic!("SRTP keys: {e}"))
+    });
+    let (mut plain, mut wire) = (Vec::with_capacity(2048), Vec::with_capacity(2048));
     // (peer, ssrc, seq, ts) of every source, spoken to every 20 ms from its first packet on.
     let mut talkers: Vec<(std::net::SocketAddr, u32, u16, u32)> = Vec::new();
     let mut known: std::collections::HashSet<std::net::SocketAddr> =
@@ -63,7 +89,13 @@ fn main() {
                 pkt[2..4].copy_from_slice(&seq.to_be_bytes());
                 pkt[4..8].copy_from_slice(&ts.to_be_bytes());
                 pkt[8..12].copy_from_slice(&ssrc.to_be_bytes());
-                let _ = sock.send_to(&pkt, *peer);
+                if let Some(s) = srtp.as_mut() {
+                    if s.protect_rtp(&pkt, &mut wire).is_ok() {
+                        let _ = sock.send_to(&wire, *peer);
+                    }
+                } else {
+                    let _ = sock.send_to(&pkt, *peer);
+                }
                 *seq = seq.wrapping_add(1);
                 *ts = ts.wrapping_add(160);
             }
@@ -95,6 +127,14 @@ fn main() {
                 talkers.push((src, 0x5A00_0000 | talkers.len() as u32, 0, 0));
             }
             (msg.bytes, ts.unwrap_or_else(now_realtime_ns))
+        };
+        // SRTP: only what authenticates (and is no replay) arrives; the rest is counted apart.
+        let (buf, n) = match srtp.as_mut() {
+            Some(s) => match s.unprotect_rtp(&buf[..n], &mut plain) {
+                Ok(()) => (&plain[..], plain.len()),
+                Err(_) => continue,
+            },
+            None => (&buf[..], n),
         };
         total_pkts += 1;
         if n < 12 {
@@ -131,8 +171,15 @@ fn main() {
         199
     };
     let secs = (w1 - w0).as_secs_f64();
+    let srtp_figures = srtp.map_or(String::new(), |s| {
+        let c = s.counters();
+        format!(
+            ",\"srtp_auth_failures\":{},\"srtp_replays\":{},\"srtp_malformed\":{}",
+            c.auth_failures, c.replays, c.malformed
+        )
+    });
     println!(
-        "{{\"packets_total\":{total_pkts},\"packets_window\":{in_window},\"pps_window\":{:.0},\"streams_window\":{},\"max_gap_ms\":{:.1},\"gaps_over_40ms\":{gaps_over_40},\"p99_gap_ms\":{},\"p999_gap_ms\":{}}}",
+        "{{\"packets_total\":{total_pkts},\"packets_window\":{in_window},\"pps_window\":{:.0},\"streams_window\":{},\"max_gap_ms\":{:.1},\"gaps_over_40ms\":{gaps_over_40},\"p99_gap_ms\":{},\"p999_gap_ms\":{}{srtp_figures}}}",
         in_window as f64 / secs,
         streams_in_window.len(),
         max_gap.as_secs_f64() * 1000.0,

@@ -124,7 +124,9 @@ fn libsrtp_and_we_read_each_others_srtp_and_srtcp_in_every_common_suite() {
             rtcp_plain.push(hex(&p));
             rtcp_from_rust.push(hex(&wire));
         }
-        session.protect_rtp(&rtp(20, 0, 0xCAFE_0001), &mut wire).unwrap();
+        session
+            .protect_rtp(&rtp(20, 0, 0xCAFE_0001), &mut wire)
+            .unwrap();
         let last = wire.len() - 1;
         wire[last] ^= 1;
         cases.push(json!({
@@ -163,7 +165,12 @@ fn libsrtp_and_we_read_each_others_srtp_and_srtcp_in_every_common_suite() {
     let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON from python");
 
     let mut checked = Vec::new();
-    for (case, (suite, session)) in answer["cases"].as_array().unwrap().iter().zip(&mut sessions) {
+    for (case, (suite, session)) in answer["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&mut sessions)
+    {
         assert_eq!(case["suite"], suite.name());
         if case["skipped"].as_bool() == Some(true) {
             continue;
@@ -177,7 +184,10 @@ fn libsrtp_and_we_read_each_others_srtp_and_srtcp_in_every_common_suite() {
                 // Tampered with on the way: refused; the genuine packet is still taken.
                 let mut bad = wire.clone();
                 bad[30] ^= 4;
-                assert_eq!(session.unprotect_rtp(&bad, &mut plain), Err(SrtpError::AuthFailed));
+                assert_eq!(
+                    session.unprotect_rtp(&bad, &mut plain),
+                    Err(SrtpError::AuthFailed)
+                );
             }
             session
                 .unprotect_rtp(&wire, &mut plain)
@@ -193,9 +203,16 @@ fn libsrtp_and_we_read_each_others_srtp_and_srtcp_in_every_common_suite() {
         }
         // libsrtp's packet replayed.
         let again = unhex(from_py[3].as_str().unwrap());
-        assert_eq!(session.unprotect_rtp(&again, &mut plain), Err(SrtpError::Replayed));
+        assert_eq!(
+            session.unprotect_rtp(&again, &mut plain),
+            Err(SrtpError::Replayed)
+        );
         let counters = session.counters();
-        assert_eq!((counters.auth_failures, counters.replays), (1, 1), "{suite}");
+        assert_eq!(
+            (counters.auth_failures, counters.replays),
+            (1, 1),
+            "{suite}"
+        );
         checked.push(*suite);
     }
     // The AES-CM suites are in every libsrtp; GCM in those built with it (pylibsrtp ≥ 0.10).

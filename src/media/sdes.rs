@@ -124,7 +124,11 @@ pub enum SdesError {
     #[error("inline key is not base64")]
     BadBase64,
     #[error("inline key||salt is {got} bytes; {suite} needs {want}")]
-    KeyLength { suite: Suite, want: usize, got: usize },
+    KeyLength {
+        suite: Suite,
+        want: usize,
+        got: usize,
+    },
     #[error("key lifetime {0:?} is not a number or 2^n")]
     BadLifetime(String),
     #[error("key lifetime of {0} packets is shorter than 2^31: we do not rekey")]
@@ -178,7 +182,9 @@ impl CryptoAttr {
         let mut fields = value.split_ascii_whitespace();
         let tag_s = fields.next().ok_or(SdesError::Syntax("empty"))?;
         let suite_s = fields.next().ok_or(SdesError::Syntax("no crypto suite"))?;
-        let key_params = fields.next().ok_or(SdesError::Syntax("no key parameters"))?;
+        let key_params = fields
+            .next()
+            .ok_or(SdesError::Syntax("no key parameters"))?;
 
         if tag_s.is_empty() || tag_s.len() > 9 || !tag_s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(SdesError::BadTag(tag_s.to_string()));
@@ -186,8 +192,8 @@ impl CryptoAttr {
         let tag: u32 = tag_s
             .parse()
             .map_err(|_| SdesError::BadTag(tag_s.to_string()))?;
-        let suite =
-            Suite::from_name(suite_s).ok_or_else(|| SdesError::UnknownSuite(suite_s.to_string()))?;
+        let suite = Suite::from_name(suite_s)
+            .ok_or_else(|| SdesError::UnknownSuite(suite_s.to_string()))?;
 
         if key_params.contains(';') {
             return Err(SdesError::SeveralKeys);
@@ -429,7 +435,10 @@ mod tests {
         for (i, suite) in Suite::ALL.into_iter().enumerate() {
             let a = CryptoAttr::generate(i as u32 + 7, suite, &mut r).unwrap();
             let line = a.to_string();
-            assert!(line.starts_with(&format!("{} {} inline:", i + 7, suite.name())), "{line}");
+            assert!(
+                line.starts_with(&format!("{} {} inline:", i + 7, suite.name())),
+                "{line}"
+            );
             assert_eq!(CryptoAttr::parse(&line).unwrap(), a);
             assert_eq!(line.parse::<CryptoAttr>().unwrap(), a);
             assert_eq!(a.salt.len(), suite.salt_len());
@@ -468,7 +477,10 @@ mod tests {
         let cases: &[(&str, SdesError)] = &[
             ("", SdesError::Syntax("empty")),
             ("1", SdesError::Syntax("no crypto suite")),
-            ("1 AES_CM_128_HMAC_SHA1_80", SdesError::Syntax("no key parameters")),
+            (
+                "1 AES_CM_128_HMAC_SHA1_80",
+                SdesError::Syntax("no key parameters"),
+            ),
             (
                 &format!("x1 AES_CM_128_HMAC_SHA1_80 inline:{KEY80}"),
                 SdesError::BadTag("x1".into()),
@@ -489,8 +501,14 @@ mod tests {
                 "1 AES_CM_128_HMAC_SHA1_80 uri:https://example.org/k",
                 SdesError::KeyMethod("uri".into()),
             ),
-            ("1 AES_CM_128_HMAC_SHA1_80 inline", SdesError::Syntax("key parameter has no method")),
-            ("1 AES_CM_128_HMAC_SHA1_80 inline:not*base64!", SdesError::BadBase64),
+            (
+                "1 AES_CM_128_HMAC_SHA1_80 inline",
+                SdesError::Syntax("key parameter has no method"),
+            ),
+            (
+                "1 AES_CM_128_HMAC_SHA1_80 inline:not*base64!",
+                SdesError::BadBase64,
+            ),
             (
                 "1 AES_CM_128_HMAC_SHA1_80 inline:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
                 SdesError::KeyLength {
@@ -594,9 +612,32 @@ mod tests {
     }
 
     #[test]
+    fn mangled_lines_are_refused_and_never_panic() {
+        use rand::RngExt as _;
+        let good = format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY80}|2^31 WSH=64");
+        let alphabet = b" :|^;=0129AZaz+/_\t\xff";
+        let mut r = rng();
+        for _ in 0..5000 {
+            let mut b = good.clone().into_bytes();
+            for _ in 0..r.random_range(1..4) {
+                let at = r.random_range(0..b.len());
+                match r.random_range(0..3) {
+                    0 => b[at] = alphabet[r.random_range(0..alphabet.len())],
+                    1 => b.truncate(at),
+                    _ => b.insert(at, alphabet[r.random_range(0..alphabet.len())]),
+                }
+                if b.is_empty() {
+                    break;
+                }
+            }
+            let _ = CryptoAttr::parse(&String::from_utf8_lossy(&b));
+        }
+    }
+
+    #[test]
     fn a_suite_and_inline_key_from_a_command_line_parse() {
-        let a = CryptoAttr::from_suite_and_inline(&format!("AES_CM_128_HMAC_SHA1_80:{KEY80}"))
-            .unwrap();
+        let a =
+            CryptoAttr::from_suite_and_inline(&format!("AES_CM_128_HMAC_SHA1_80:{KEY80}")).unwrap();
         assert_eq!((a.tag, a.suite), (1, Suite::AesCm128HmacSha1_80));
         assert!(CryptoAttr::from_suite_and_inline("nonsense").is_err());
     }

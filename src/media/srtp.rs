@@ -182,7 +182,10 @@ impl SrtpSession {
     pub fn protect_rtp(&mut self, rtp: &[u8], out: &mut Vec<u8>) -> Result<(), SrtpError> {
         out.clear();
         let r = if rtp.len() < RTP_HEADER {
-            Err(SrtpError::Malformed(format!("RTP packet of {} bytes", rtp.len())))
+            Err(SrtpError::Malformed(format!(
+                "RTP packet of {} bytes",
+                rtp.len()
+            )))
         } else {
             self.outbound
                 .encrypt_rtp(rtp)
@@ -199,7 +202,10 @@ impl SrtpSession {
     pub fn unprotect_rtp(&mut self, srtp: &[u8], out: &mut Vec<u8>) -> Result<(), SrtpError> {
         out.clear();
         let r = if srtp.len() < RTP_HEADER + self.suite.rtp_overhead() {
-            Err(SrtpError::Malformed(format!("SRTP packet of {} bytes", srtp.len())))
+            Err(SrtpError::Malformed(format!(
+                "SRTP packet of {} bytes",
+                srtp.len()
+            )))
         } else if srtp[0] >> 6 != 2 {
             Err(SrtpError::Malformed("not RTP version 2".into()))
         } else {
@@ -217,7 +223,10 @@ impl SrtpSession {
     pub fn protect_rtcp(&mut self, rtcp: &[u8], out: &mut Vec<u8>) -> Result<(), SrtpError> {
         out.clear();
         let r = if rtcp.len() < RTCP_HEADER {
-            Err(SrtpError::Malformed(format!("RTCP packet of {} bytes", rtcp.len())))
+            Err(SrtpError::Malformed(format!(
+                "RTCP packet of {} bytes",
+                rtcp.len()
+            )))
         } else {
             self.outbound
                 .encrypt_rtcp(rtcp)
@@ -235,7 +244,10 @@ impl SrtpSession {
         out.clear();
         let overhead = self.suite.rtcp_overhead();
         let r = if srtcp.len() < RTCP_HEADER + overhead {
-            Err(SrtpError::Malformed(format!("SRTCP packet of {} bytes", srtcp.len())))
+            Err(SrtpError::Malformed(format!(
+                "SRTCP packet of {} bytes",
+                srtcp.len()
+            )))
         } else if srtcp[0] >> 6 != 2 {
             Err(SrtpError::Malformed("not RTCP version 2".into()))
         } else if srtcp[srtcp.len() - self.suite.srtcp_e_flag_from_end()] & 0x80 == 0 {
@@ -280,7 +292,10 @@ mod tests {
         let mut r = StdRng::seed_from_u64(seed);
         let a = CryptoAttr::generate(1, suite, &mut r).unwrap();
         let b = CryptoAttr::generate(1, suite, &mut r).unwrap();
-        (SrtpSession::new(&a, &b).unwrap(), SrtpSession::new(&b, &a).unwrap())
+        (
+            SrtpSession::new(&a, &b).unwrap(),
+            SrtpSession::new(&b, &a).unwrap(),
+        )
     }
 
     #[test]
@@ -334,7 +349,10 @@ mod tests {
                 late_sender.protect_rtp(&rtp(s, 0, 77), &mut late).unwrap();
             }
             // 65530 was already received: a replay; nothing else has changed.
-            assert_eq!(bob.unprotect_rtp(&late, &mut plain), Err(SrtpError::Replayed));
+            assert_eq!(
+                bob.unprotect_rtp(&late, &mut plain),
+                Err(SrtpError::Replayed)
+            );
         }
     }
 
@@ -366,7 +384,11 @@ mod tests {
             for at in [1usize, 20, wire.len() - 1] {
                 let mut bad = wire.clone();
                 bad[at] ^= 0x01;
-                assert_eq!(bob.unprotect_rtp(&bad, &mut plain), Err(SrtpError::AuthFailed), "{suite} byte {at}");
+                assert_eq!(
+                    bob.unprotect_rtp(&bad, &mut plain),
+                    Err(SrtpError::AuthFailed),
+                    "{suite} byte {at}"
+                );
                 assert!(plain.is_empty());
             }
             // The genuine packet still passes: a forgery does not move the replay window.
@@ -374,16 +396,25 @@ mod tests {
             // A packet under another key fails too.
             let (mut mallory, _) = pair(suite, 99);
             mallory.protect_rtp(&rtp(11, 0, 1), &mut wire).unwrap();
-            assert_eq!(bob.unprotect_rtp(&wire, &mut plain), Err(SrtpError::AuthFailed));
+            assert_eq!(
+                bob.unprotect_rtp(&wire, &mut plain),
+                Err(SrtpError::AuthFailed)
+            );
             // SRTCP: a flipped bit, and a packet whose E flag was cleared.
             alice.protect_rtcp(&rtcp_sr(1), &mut wire).unwrap();
             let mut bad = wire.clone();
             bad[10] ^= 0x80;
-            assert_eq!(bob.unprotect_rtcp(&bad, &mut plain), Err(SrtpError::AuthFailed));
+            assert_eq!(
+                bob.unprotect_rtcp(&bad, &mut plain),
+                Err(SrtpError::AuthFailed)
+            );
             let mut clear = wire.clone();
             let e = clear.len() - suite.srtcp_e_flag_from_end();
             clear[e] &= 0x7F;
-            assert_eq!(bob.unprotect_rtcp(&clear, &mut plain), Err(SrtpError::AuthFailed));
+            assert_eq!(
+                bob.unprotect_rtcp(&clear, &mut plain),
+                Err(SrtpError::AuthFailed)
+            );
             bob.unprotect_rtcp(&wire, &mut plain).unwrap();
             assert_eq!(bob.counters().auth_failures, 6, "{suite}");
         }
@@ -404,10 +435,14 @@ mod tests {
             // 100..140 in a shuffled order: every packet is accepted once.
             let order = [0usize, 3, 1, 2, 10, 4, 39, 5, 6, 7, 8, 9];
             for &i in order.iter().chain((11..39).collect::<Vec<_>>().iter()) {
-                bob.unprotect_rtp(&wires[i], &mut plain).unwrap_or_else(|e| panic!("{suite} {i}: {e}"));
+                bob.unprotect_rtp(&wires[i], &mut plain)
+                    .unwrap_or_else(|e| panic!("{suite} {i}: {e}"));
             }
             for &i in &[0usize, 39, 10] {
-                assert_eq!(bob.unprotect_rtp(&wires[i], &mut plain), Err(SrtpError::Replayed));
+                assert_eq!(
+                    bob.unprotect_rtp(&wires[i], &mut plain),
+                    Err(SrtpError::Replayed)
+                );
             }
             // SRTCP replay.
             let mut w = Vec::new();
@@ -428,7 +463,10 @@ mod tests {
             alice.protect_rtp(&rtp(s, 0, 3), &mut wire).unwrap();
             bob.unprotect_rtp(&wire, &mut plain).unwrap();
         }
-        assert_eq!(bob.unprotect_rtp(&old, &mut plain), Err(SrtpError::Replayed));
+        assert_eq!(
+            bob.unprotect_rtp(&old, &mut plain),
+            Err(SrtpError::Replayed)
+        );
     }
 
     #[test]
@@ -436,10 +474,22 @@ mod tests {
         for suite in Suite::ALL {
             let (mut alice, mut bob) = pair(suite, 7);
             let mut out = Vec::new();
-            assert!(matches!(alice.protect_rtp(&[0x80; 5], &mut out), Err(SrtpError::Malformed(_))));
-            assert!(matches!(bob.unprotect_rtp(&[0x80; 13], &mut out), Err(SrtpError::Malformed(_))));
-            assert!(matches!(bob.unprotect_rtp(&[0x40; 60], &mut out), Err(SrtpError::Malformed(_))));
-            assert!(matches!(bob.unprotect_rtcp(&[0x80; 12], &mut out), Err(SrtpError::Malformed(_))));
+            assert!(matches!(
+                alice.protect_rtp(&[0x80; 5], &mut out),
+                Err(SrtpError::Malformed(_))
+            ));
+            assert!(matches!(
+                bob.unprotect_rtp(&[0x80; 13], &mut out),
+                Err(SrtpError::Malformed(_))
+            ));
+            assert!(matches!(
+                bob.unprotect_rtp(&[0x40; 60], &mut out),
+                Err(SrtpError::Malformed(_))
+            ));
+            assert!(matches!(
+                bob.unprotect_rtcp(&[0x80; 12], &mut out),
+                Err(SrtpError::Malformed(_))
+            ));
             // Random bytes of every length: an error, never a panic.
             let mut r = StdRng::seed_from_u64(8);
             for i in 0..3000usize {
@@ -455,6 +505,12 @@ mod tests {
             }
             assert_eq!(bob.counters().unprotected, 0);
         }
+    }
+
+    #[test]
+    fn a_session_can_move_to_a_media_worker_thread() {
+        fn send<T: Send>() {}
+        send::<SrtpSession>();
     }
 
     #[test]
