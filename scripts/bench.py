@@ -11,6 +11,7 @@ cores. Prints figures; asserts nothing (speed is measured, not tested).
   scripts/bench.py --only overload # 2x and 4x the capacity offered: shedding, goodput, health
   scripts/bench.py --only crash    # kill -9 with 500 calls up, restart: every call closed
   scripts/bench.py --only loss     # 20 % of SIP datagrams lost each way (network namespace)
+  scripts/bench.py --only srtp     # prompt calls over TLS with SRTP beside the same in plain RTP
   scripts/bench.py --bins OLD,NEW  # the same workloads against each daemon binary, in one run
 
 Workloads
@@ -115,8 +116,8 @@ def start_daemon(config=None, extra_env=None, keep_store=False):
     sys.exit("daemon did not start; see /tmp/hotline-bench.log")
 
 
-def sipp(extra, timeout, scenario="uac_call.xml", service="12345", port=26060):
-    cmd = ["taskset", "-c", LOAD_CORE, "sipp", f"127.0.0.1:{SIP_PORT}", "-sf", f"{ROOT}/sipp-scenarios/{scenario}",
+def sipp(extra, timeout, scenario="uac_call.xml", service="12345", port=26060, to=None):
+    cmd = ["taskset", "-c", LOAD_CORE, "sipp", to or f"127.0.0.1:{SIP_PORT}", "-sf", f"{ROOT}/sipp-scenarios/{scenario}",
            "-s", service, "-i", "127.0.0.1", "-p", str(port), "-key", "rtp_port", str(SINK_PORT), "-nostdin",
            "-timeout", str(timeout), "-timeout_error", "-max_socket", "60000", "-buff_size", "8388608"] + extra
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/tmp")
@@ -157,7 +158,7 @@ def wait_idle(limit=60):
     return False
 
 
-def prompt_run(daemon, n, rate):
+def prompt_run(daemon, n, rate, sipp_extra=(), scenario="uac_call.xml", sipp_to=None, extra_cpu=()):
     ramp = n / rate
     hold_ms = int((ramp + 14) * 1000)  # every call still listening through the window
     w0, w1 = ramp + 3, ramp + 13
@@ -167,11 +168,14 @@ def prompt_run(daemon, n, rate):
                              str(total), str(w0), str(w1)], stdout=subprocess.PIPE, text=True)
     time.sleep(0.3)
     t0 = time.time()
-    sp = sipp(["-r", str(rate), "-l", str(n), "-m", str(n), "-d", str(hold_ms)], int(total + 60))
+    sp = sipp(["-r", str(rate), "-l", str(n), "-m", str(n), "-d", str(hold_ms)] + list(sipp_extra), int(total + 60),
+              scenario=scenario, to=sipp_to)
     time.sleep(max(0, w0 - (time.time() - t0)))
     c0, s0, k0, tw = cpu_seconds(daemon.pid), cpu_seconds(sp.pid), cpu_seconds(sink.pid), time.time()
+    e0 = sum(cpu_seconds(p) for p in extra_cpu)
     time.sleep(max(0, w1 - (time.time() - t0)))
     c1, s1, k1, tw1 = cpu_seconds(daemon.pid), cpu_seconds(sp.pid), cpu_seconds(sink.pid), time.time()
+    e1 = sum(cpu_seconds(p) for p in extra_cpu)
     active, rss1 = health()["calls_active"], rss_kib(daemon.pid)
     res = sipp_result(sp, total + 90)
     sink_out = json.loads(sink.communicate(timeout=60)[0].strip().splitlines()[-1])
@@ -182,9 +186,66 @@ def prompt_run(daemon, n, rate):
         "rtp_pps": sink_out["pps_window"], "streams": sink_out["streams_window"],
         "max_gap_ms": sink_out["max_gap_ms"], "p999_gap_ms": sink_out["p999_gap_ms"], "gaps_over_40ms": sink_out["gaps_over_40ms"],
         "daemon_cpu_pct": round(100 * (c1 - c0) / dt, 1), "sipp_cpu_pct": round(100 * (s1 - s0) / dt, 1),
-        "sink_cpu_pct": round(100 * (k1 - k0) / dt, 1),
+        "sink_cpu_pct": round(100 * (k1 - k0) / dt, 1), "other_load_cpu_pct": round(100 * (e1 - e0) / dt, 1),
+        "daemon_us_per_call_s": round(1e6 * (c1 - c0) / dt / max(active, 1), 1),
         "rss_mib": round(rss1 / 1024, 1), "rss_per_call_kib": round((rss1 - rss0) / max(active, 1), 1),
     }
+
+
+TLS_PORT = SIP_PORT + 1
+TLS_DIR = "/tmp/hotline-bench-tls"
+
+
+def tls_env():
+    """A test CA and a certificate for 127.0.0.1, and the daemon's TLS settings."""
+    os.makedirs(TLS_DIR, exist_ok=True)
+    ca, cert = f"{TLS_DIR}/ca.pem", f"{TLS_DIR}/cert.pem"
+    q = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=bench CA",
+                    "-keyout", f"{TLS_DIR}/ca.key", "-out", ca], **q)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-CA", ca,
+                    "-CAkey", f"{TLS_DIR}/ca.key", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-addext", "basicConstraints=critical,CA:FALSE", "-keyout", f"{TLS_DIR}/cert.key", "-out", cert], **q)
+    return {"HOTLINE__SIP__TLS_LISTEN": f"127.0.0.1:{TLS_PORT}", "HOTLINE__TLS__CERT": cert,
+            "HOTLINE__TLS__KEY": f"{TLS_DIR}/cert.key"}
+
+
+def stunnel(port):
+    """SIPp's TCP wrapped in TLS to the daemon (Debian's SIPp has no TLS), on the load core."""
+    conf = f"{TLS_DIR}/stunnel.conf"
+    with open(conf, "w") as f:
+        f.write(f"foreground = yes\npid =\ndebug = 3\n[sip]\nclient = yes\naccept = 127.0.0.1:{port}\n"
+                f"connect = 127.0.0.1:{TLS_PORT}\nCAfile = {TLS_DIR}/ca.pem\nverifyChain = yes\n")
+    p = subprocess.Popen(["taskset", "-c", LOAD_CORE, "stunnel4", conf], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return p
+
+
+def srtp_runs(levels):
+    """The prompt workload in plain RTP (SIPp over UDP) and in SRTP (SIPp over TLS through
+    stunnel, RTP/SAVP with an SDES key), in one run against one daemon: the sink counts and
+    times the packets either way (the SRTP header is RTP's)."""
+    daemon = start_daemon(extra_env=tls_env())
+    tunnel_port = SIP_PORT + 2
+    tunnel = stunnel(tunnel_port)
+    try:
+        for n in levels:
+            plain = prompt_run(daemon, n, rate=400)
+            print("srtp-plain", json.dumps(plain), flush=True)
+            sec = prompt_run(daemon, n, rate=400, sipp_extra=["-t", "t1"], scenario="uac_call_srtp.xml",
+                             sipp_to=f"127.0.0.1:{tunnel_port}", extra_cpu=[tunnel.pid])
+            print("srtp", json.dumps(sec), flush=True)
+            print(f"RESULT {n} prompt calls: plain RTP {plain['daemon_cpu_pct']} % "
+                  f"({plain['daemon_us_per_call_s']} us CPU per call-second, max gap {plain['max_gap_ms']} ms, "
+                  f"{plain['gaps_over_40ms']} gaps > 40 ms); SRTP {sec['daemon_cpu_pct']} % "
+                  f"({sec['daemon_us_per_call_s']} us per call-second, max gap {sec['max_gap_ms']} ms, "
+                  f"{sec['gaps_over_40ms']} gaps > 40 ms, {sec['successful']} of {n} calls; stunnel "
+                  f"{sec['other_load_cpu_pct']} %, SIPp {sec['sipp_cpu_pct']} %)", flush=True)
+    finally:
+        tunnel.kill()
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
 
 
 def rate_run(daemon, rate, seconds=10):
@@ -605,6 +666,7 @@ def main():
     ap.add_argument("--levels", default="1000,2000,3000,4000", help="concurrent calls for the prompt workload")
     ap.add_argument("--rates", default="500,1000,1500,2000,2500", help="calls/s for the rate workload")
     ap.add_argument("--bins", help="comma-separated daemon binaries to measure in turn (default: this build)")
+    ap.add_argument("--srtp-levels", default="500,1000,2000", help="concurrent calls for the srtp workload")
     ap.add_argument("--capacity", type=int, default=2000, help="calls/s the overload workload takes as capacity")
     ap.add_argument("--factors", default="2,4", help="multiples of the capacity the overload workload offers")
     args = ap.parse_args()
@@ -673,6 +735,8 @@ def workloads(args):
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=30)
+    if want(args, "srtp"):
+        srtp_runs([int(x) for x in args.srtp_levels.split(",")])
     if want(args, "crash"):
         r = crash_run()
         print("crash", json.dumps(r), flush=True)

@@ -53,12 +53,7 @@ pub fn sip_message(data: &[u8]) {
 /// An SDP body: parsed, then answered (and a codec-kept offer built) when it parses.
 pub fn sdp(data: &[u8]) {
     if let Ok(m) = crate::sdp::parse(data) {
-        let local = crate::sdp::LocalMedia {
-            ip: std::net::IpAddr::from([127, 0, 0, 1]),
-            port: 4000,
-            session_id: 1,
-            version: 1,
-        };
+        let local = crate::sdp::LocalMedia::plain(std::net::IpAddr::from([127, 0, 0, 1]), 4000, 1);
         let _ = crate::sdp::answer(&local, &m);
         let (codec, pt) = m.primary();
         let _ = crate::sdp::offer_codec(&local, codec, pt);

@@ -15,7 +15,9 @@ pub enum SdpError {
     NoAddress,
     #[error("no common codec: we speak PCMU and PCMA")]
     NoCommonCodec,
-    #[error("only secure RTP (SAVP) offered; we speak RTP/AVP")]
+    #[error(
+        "only a media profile we do not speak offered (we speak RTP/AVP, and RTP/SAVP with SDES keys over TLS)"
+    )]
     SecureOnly,
 }
 
@@ -62,6 +64,10 @@ pub struct RemoteMedia {
     /// the answer must have as many m-lines, the others rejected with port 0 (RFC 3264 §6).
     pub lines: Vec<(String, String, String)>,
     pub audio_line: usize,
+    /// The audio line is RTP/SAVP (SRTP, RFC 3711) …
+    pub secure: bool,
+    /// … keyed by these `a=crypto` values (RFC 4568), in the peer's order.
+    pub crypto: Vec<String>,
 }
 
 impl RemoteMedia {
@@ -75,10 +81,8 @@ pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
     let desc = sdp::SessionDescription::unmarshal(&mut Cursor::new(body))
         .map_err(|e| SdpError::Syntax(e.to_string()))?;
     let is_avp = |m: &sdp::description::media::MediaDescription| {
-        m.media_name
-            .protos
-            .join("/")
-            .eq_ignore_ascii_case("RTP/AVP")
+        let p = m.media_name.protos.join("/");
+        p.eq_ignore_ascii_case("RTP/AVP") || p.eq_ignore_ascii_case("RTP/SAVP")
     };
     let candidates = |m: &&sdp::description::media::MediaDescription| {
         m.media_name.media == "audio" && m.media_name.port.value != 0
@@ -172,6 +176,17 @@ pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
     let direction = dir_of(&audio.attributes)
         .or_else(|| dir_of(&desc.attributes))
         .unwrap_or(Direction::SendRecv);
+    let secure = audio
+        .media_name
+        .protos
+        .join("/")
+        .eq_ignore_ascii_case("RTP/SAVP");
+    let crypto = audio
+        .attributes
+        .iter()
+        .filter(|a| a.key == "crypto")
+        .filter_map(|a| a.value.clone())
+        .collect();
     Ok(RemoteMedia {
         addr,
         codecs,
@@ -179,6 +194,8 @@ pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
         direction,
         lines,
         audio_line,
+        secure,
+        crypto,
     })
 }
 
@@ -189,6 +206,24 @@ pub struct LocalMedia {
     pub port: u16,
     pub session_id: u64,
     pub version: u64,
+    /// SRTP with SDES keys (RFC 4568): the `a=crypto` lines of our SDP (several in an offer,
+    /// the one agreed in an answer) and the peer's agreed key. Empty: plain RTP/AVP.
+    pub crypto: Vec<crate::media::sdes::CryptoAttr>,
+    pub theirs: Option<crate::media::sdes::CryptoAttr>,
+}
+
+impl LocalMedia {
+    /// A plain RTP endpoint.
+    pub fn plain(ip: IpAddr, port: u16, session_id: u64) -> LocalMedia {
+        LocalMedia {
+            ip,
+            port,
+            session_id,
+            version: 1,
+            crypto: Vec::new(),
+            theirs: None,
+        }
+    }
 }
 
 /// Answer to `offer`: every common codec in the caller's order (we send the first), and
@@ -246,8 +281,17 @@ fn session(local: &LocalMedia) -> String {
 
 fn render_audio(local: &LocalMedia, fmts: &[u8], maps: &str, dir: Direction) -> String {
     let fmts: Vec<String> = fmts.iter().map(|f| f.to_string()).collect();
+    let proto = if local.crypto.is_empty() {
+        "RTP/AVP"
+    } else {
+        "RTP/SAVP"
+    };
+    let mut crypto = String::new();
+    for c in &local.crypto {
+        crypto.push_str(&format!("a=crypto:{c}\r\n"));
+    }
     format!(
-        "m=audio {} RTP/AVP {}\r\n{maps}a=ptime:20\r\na={}\r\n",
+        "m=audio {} {proto} {}\r\n{maps}{crypto}a=ptime:20\r\na={}\r\n",
         local.port,
         fmts.join(" "),
         dir.attr()
@@ -268,12 +312,7 @@ mod tests {
         assert_eq!(o.codecs, vec![(Codec::Pcma, 8), (Codec::Pcmu, 0)]);
         assert_eq!(o.telephone_event, Some(101));
         assert_eq!(o.addr, Some("10.0.0.5:4000".parse().unwrap()));
-        let local = LocalMedia {
-            ip: "127.0.0.1".parse().unwrap(),
-            port: 20000,
-            session_id: 9,
-            version: 1,
-        };
+        let local = LocalMedia::plain("127.0.0.1".parse().unwrap(), 20000, 9);
         let a = answer(&local, &o);
         assert!(a.contains("m=audio 20000 RTP/AVP 8 0 101\r\n"), "{a}");
         let back = parse(a.as_bytes()).unwrap();
@@ -293,26 +332,57 @@ mod tests {
     }
 
     #[test]
-    fn video_line_is_rejected_in_place_and_srtp_only_refused() {
+    fn video_line_is_rejected_in_place_and_dtls_only_refused() {
         let with_video = OFFER.replace(
             "m=audio",
             "m=video 5000 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\nm=audio",
         );
         let o = parse(with_video.as_bytes()).unwrap();
-        let local = LocalMedia {
-            ip: "127.0.0.1".parse().unwrap(),
-            port: 20000,
-            session_id: 9,
-            version: 1,
-        };
+        let local = LocalMedia::plain("127.0.0.1".parse().unwrap(), 20000, 9);
         let a = answer(&local, &o);
         let v = a.find("m=video 0 RTP/AVP 96\r\n").expect(&a);
         assert!(
             v < a.find("m=audio 20000").unwrap(),
             "m-lines keep the offer's order"
         );
-        let srtp = OFFER.replace("RTP/AVP", "RTP/SAVP");
-        assert_eq!(parse(srtp.as_bytes()), Err(SdpError::SecureOnly));
+        let dtls = OFFER.replace("RTP/AVP", "UDP/TLS/RTP/SAVPF");
+        assert_eq!(parse(dtls.as_bytes()), Err(SdpError::SecureOnly));
+    }
+
+    #[test]
+    fn sdes_offer_is_parsed_and_answered_with_our_key() {
+        let key = "PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR";
+        let srtp = format!(
+            "{}a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\na=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{key}\r\n",
+            OFFER.replace("RTP/AVP", "RTP/SAVP")
+        );
+        let o = parse(srtp.as_bytes()).unwrap();
+        assert!(o.secure);
+        assert_eq!(o.crypto.len(), 2);
+        assert!(o.crypto[0].starts_with("1 AES_CM_128_HMAC_SHA1_80 inline:"));
+        let mut local = LocalMedia::plain("127.0.0.1".parse().unwrap(), 20000, 9);
+        let ours = crate::media::sdes::CryptoAttr::parse(&format!(
+            "1 AES_CM_128_HMAC_SHA1_80 inline:{key}"
+        ))
+        .unwrap();
+        local.crypto = vec![ours];
+        let a = answer(&local, &o);
+        assert!(a.contains("m=audio 20000 RTP/SAVP "), "{a}");
+        assert!(
+            a.contains(&format!(
+                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n"
+            )),
+            "{a}"
+        );
+        // Plain: no crypto, RTP/AVP.
+        let plain = answer(
+            &LocalMedia::plain("127.0.0.1".parse().unwrap(), 20000, 9),
+            &o,
+        );
+        assert!(
+            plain.contains("RTP/AVP") && !plain.contains("a=crypto"),
+            "{plain}"
+        );
     }
 
     #[test]

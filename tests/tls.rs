@@ -455,3 +455,285 @@ fn sighup_rereads_the_certificate_and_keeps_connections_up() {
     );
     assert_eq!(t.d.http_get("/healthz").is_some(), true);
 }
+
+#[test]
+fn a_remote_baresip_seat_over_tls_and_srtp_talks_with_a_plain_caller() {
+    let t = start(&[]);
+    let d = &t.d;
+    let agent = Baresip::start_tls(t.tls, &t.dir.join("ca.pem"), "1003", "demo-1003", 440);
+    wait_seat(
+        d,
+        "1003",
+        Duration::from_secs(10),
+        "registered over TLS",
+        |s| s["registered"] == true,
+    );
+    agent_api(d, "1003", "login");
+    let sink = RtpSink::new();
+    let port = sink.port.to_string();
+    let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
+    let talk_ms = greeting_ms + 6000;
+    let out = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            sipp(
+                d,
+                "uac_call.xml",
+                "12348",
+                &["-key", "rtp_port", &port, "-d", &talk_ms.to_string()],
+            )
+        });
+        let from = sink.wait_first(Duration::from_secs(10));
+        sink.send_tone(from, 1000.0, talk_ms - 500);
+        run.join().unwrap()
+    });
+    assert_sipp_ok(&out, d);
+    let view = wait_seat(d, "1003", Duration::from_secs(8), "answered", |s| {
+        s["counters"]["answered"] == 1
+    });
+    assert_eq!(view["counters"]["offered"], 1);
+    // The plain caller heard the remote seat's tone, which crossed the wire as SRTP.
+    let heard = decode_pcmu(&sink.packets());
+    assert_heard_at(&heard, "greetings/12348", 0);
+    let tail = &heard[heard.len().saturating_sub(16000)..];
+    let share = tone_share(tail, 440.0);
+    assert!(
+        share > 0.5,
+        "caller hears the seat's 440 Hz tone (share {share:.2})"
+    );
+    assert_eq!(d.metric("hotline_srtp_auth_failures_total"), 0);
+    assert!(d.log_text().contains("SRTP keyed"));
+    let log = agent.log_text();
+    assert!(log.contains("SRTP is Enabled"), "baresip used SRTP:\n{log}");
+    // The seat heard the caller, decrypted by baresip.
+    let dir = agent.dir.clone();
+    drop(agent);
+    let recs: Vec<_> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(!recs.is_empty(), "baresip recorded the call");
+    let pcm = wav_pcm(&recs[0]);
+    let mid = &pcm[pcm.len() / 3..pcm.len() * 2 / 3];
+    let share = tone_share(mid, 1000.0);
+    assert!(
+        share > 0.5,
+        "the seat hears the caller's 1 kHz tone (share {share:.2})"
+    );
+}
+
+/// An INVITE over TLS with an SRTP offer keyed by `ours`; returns the 200's SDP.
+fn invite_srtp(
+    s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    d: &Daemon,
+    rtp_port: u16,
+    crypto: &str,
+) -> String {
+    let local = s.sock.local_addr().unwrap().port();
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/SAVP 0 101\r\n\
+         a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=crypto:{crypto}\r\na=sendrecv\r\n"
+    );
+    let invite = format!(
+        "INVITE sip:12345@{host} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:{local};branch=z9hG4bK-srtp{local}\r\n\
+         From: <sip:13800000000@127.0.0.1>;tag=s{local}\r\nTo: <sip:12345@{host}>\r\nCall-ID: srtp-{local}\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:13800000000@127.0.0.1:{local};transport=tls>\r\nMax-Forwards: 70\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len(),
+        host = d.sip
+    );
+    s.write_all(invite.as_bytes()).unwrap();
+    loop {
+        let m = read_message(s);
+        if m.starts_with("SIP/2.0 1") {
+            continue;
+        }
+        assert!(m.starts_with("SIP/2.0 200"), "{m}");
+        let to = m
+            .lines()
+            .find(|l| l.starts_with("To:"))
+            .unwrap()
+            .to_string();
+        let ack = format!(
+            "ACK sip:12345@{host} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:{local};branch=z9hG4bK-srtpack{local}\r\n\
+             From: <sip:13800000000@127.0.0.1>;tag=s{local}\r\n{to}\r\nCall-ID: srtp-{local}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            host = d.sip
+        );
+        s.write_all(ack.as_bytes()).unwrap();
+        return m.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    }
+}
+
+#[test]
+fn srtp_caller_hears_the_welcome_and_tampered_or_replayed_packets_are_dropped() {
+    use hotline::media::sdes::CryptoAttr;
+    use hotline::media::srtp::SrtpSession;
+    let t = start(&[]);
+    let d = &t.d;
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rtp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let ours = CryptoAttr::parse(
+        "1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR",
+    )
+    .unwrap();
+    let mut s = connect(t.tls, &t.dir.join("ca.pem"));
+    let answer = invite_srtp(
+        &mut s,
+        d,
+        rtp.local_addr().unwrap().port(),
+        &ours.to_string(),
+    );
+    assert!(answer.contains("RTP/SAVP"), "{answer}");
+    let line = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=crypto:"))
+        .expect("the answer carries our key");
+    let theirs = CryptoAttr::parse(line).unwrap();
+    assert_eq!((theirs.tag, theirs.suite), (ours.tag, ours.suite));
+    assert_ne!(theirs.key, ours.key, "the daemon keys its own direction");
+    let media_port: u16 = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let daemon_rtp: std::net::SocketAddr = format!("127.0.0.1:{media_port}").parse().unwrap();
+    let mut session = SrtpSession::new(&ours, &theirs).unwrap();
+
+    // What the daemon sends decrypts with its key: the welcome prompt.
+    let mut heard: Vec<i16> = Vec::new();
+    let mut buf = [0u8; 2048];
+    let mut plain = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < deadline && heard.len() < 8000 * 3 {
+        let Ok(n) = rtp.recv(&mut buf) else { break };
+        session
+            .unprotect_rtp(&buf[..n], &mut plain)
+            .expect("the daemon's SRTP authenticates");
+        heard.extend(
+            plain[12..]
+                .iter()
+                .map(|&b| hotline::media::g711::ulaw_decode(b)),
+        );
+    }
+    let welcome = prompt_pcm("welcome");
+    let (at, c) = find_prompt(&heard, &welcome[..8000], 0).expect("the welcome, decrypted");
+    assert!(at < 1600 && c > 0.9, "welcome at {at} (correlation {c:.2})");
+
+    // Ours to the daemon: good packets are taken, a tampered one and a replay are dropped.
+    let mut out = Vec::new();
+    let packet = |seq: u16| {
+        let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p.extend(std::iter::repeat_n(0xFFu8, 160));
+        p
+    };
+    let received0 = d.metric("hotline_rtp_received_total");
+    let mut sent = Vec::new();
+    for seq in 1..=20u16 {
+        session.protect_rtp(&packet(seq), &mut out).unwrap();
+        rtp.send_to(&out, daemon_rtp).unwrap();
+        sent.push(out.clone());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // New packets (a replayed index is refused before its tag is checked, RFC 3711 §3.3).
+    session.protect_rtp(&packet(21), &mut out).unwrap();
+    let mut tampered = out.clone();
+    tampered[20] ^= 0x01; // the payload
+    rtp.send_to(&tampered, daemon_rtp).unwrap();
+    session.protect_rtp(&packet(22), &mut out).unwrap();
+    let mut forged = out.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 0x80; // the tag itself
+    rtp.send_to(&forged, daemon_rtp).unwrap();
+    rtp.send_to(&sent[5], daemon_rtp).unwrap(); // a replay
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while d.metric("hotline_srtp_replays_total") < 1
+        || d.metric("hotline_srtp_auth_failures_total") < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "tampered {} replayed {}",
+            d.metric("hotline_srtp_auth_failures_total"),
+            d.metric("hotline_srtp_replays_total")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(d.metric("hotline_srtp_auth_failures_total"), 2);
+    assert_eq!(d.metric("hotline_srtp_replays_total"), 1);
+    assert!(
+        d.metric("hotline_rtp_received_total") - received0 >= 20,
+        "the good packets were taken"
+    );
+    assert_eq!(d.http_get("/healthz").is_some(), true);
+}
+
+#[test]
+fn sdes_keys_in_the_clear_and_a_plain_remote_seat_are_refused() {
+    let t = start(&[]);
+    let d = &t.d;
+    let key = "1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR";
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let invite = |from: &str, proto: &str, crypto: &str| {
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 {proto} 0\r\na=rtpmap:0 PCMU/8000\r\n{crypto}"
+        );
+        format!(
+            "INVITE sip:12345@{host} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{from}{proto}\r\n\
+             From: <sip:{from}@127.0.0.1>;tag=c{port}\r\nTo: <sip:12345@{host}>\r\nCall-ID: clear-{from}-{proto}\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:{from}@127.0.0.1:{port}>\r\nMax-Forwards: 70\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len(),
+            host = d.sip
+        )
+    };
+    let mut buf = [0u8; 4096];
+    let mut final_answer = |req: String| {
+        udp.send_to(req.as_bytes(), d.sip).unwrap();
+        loop {
+            let (n, _) = udp.recv_from(&mut buf).unwrap();
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if !text.starts_with("SIP/2.0 1") {
+                return text;
+            }
+        }
+    };
+    // Keys over plain UDP: refused, the reason in a Warning.
+    let r = final_answer(invite(
+        "13800000000",
+        "RTP/SAVP",
+        &format!("a=crypto:{key}\r\n"),
+    ));
+    assert!(r.starts_with("SIP/2.0 488"), "{r}");
+    assert!(r.contains("only over TLS"), "{r}");
+
+    // A remote seat's plain offer over TLS: refused.
+    let mut s = connect(t.tls, &t.dir.join("ca.pem"));
+    let local = s.sock.local_addr().unwrap().port();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let req = format!(
+        "INVITE sip:12345@{host} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:{local};branch=z9hG4bK-plainremote\r\n\
+         From: <sip:1003@127.0.0.1>;tag=p{local}\r\nTo: <sip:12345@{host}>\r\nCall-ID: plain-remote-{local}\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:1003@127.0.0.1:{local};transport=tls>\r\nMax-Forwards: 70\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len(),
+        host = d.sip
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let r = loop {
+        let m = read_message(&mut s);
+        if !m.starts_with("SIP/2.0 1") {
+            break m;
+        }
+    };
+    assert!(r.starts_with("SIP/2.0 488"), "{r}");
+    assert!(r.contains("remote seat must use SRTP"), "{r}");
+    d.wait_idle(Duration::from_secs(3));
+}

@@ -57,7 +57,7 @@ pub(super) struct Caller {
     pub(super) number: String,
     pub(super) dialled: String,
     pub(super) stream: StreamId,
-    local_media: LocalMedia,
+    pub(super) local_media: LocalMedia,
     pub(super) remote_media: Option<RemoteMedia>,
     script: Option<Script>,
     /// The epoch of each IVR timer kind armed last.
@@ -190,12 +190,11 @@ impl<M: MediaIo> Core<M> {
         self.media.engine.set_sending(stream, false);
         self.media.streams.insert(stream, leg);
         let local_ip = self.local_ip(peer);
-        let local = LocalMedia {
-            ip: self.env.cfg.rtp.public_ip.unwrap_or(local_ip),
+        let local = LocalMedia::plain(
+            self.env.cfg.rtp.public_ip.unwrap_or(local_ip),
             port,
-            session_id: u64::from(self.rng.u32()),
-            version: 1,
-        };
+            u64::from(self.rng.u32()),
+        );
         Some((stream, local))
     }
 
@@ -237,13 +236,20 @@ impl<M: MediaIo> Core<M> {
                 return None;
             }
         };
+        let keys = match self.new_leg_keys(&req, remote_media.as_ref(), peer) {
+            Ok(keys) => keys,
+            Err(r) => {
+                self.refuse_invite(now, &req, &info, peer, r);
+                return None;
+            }
+        };
         let k = CallerId(self.legs.next_id());
         let codec = remote_media
             .as_ref()
             .map(|m| m.primary())
             .unwrap_or((crate::media::Codec::Pcmu, 0));
         let remote_addr = remote_media.as_ref().and_then(|m| m.addr);
-        let Some((stream, local_media)) =
+        let Some((stream, mut local_media)) =
             self.open_media(now, Leg::Caller(k), peer.addr.ip(), remote_addr, codec)
         else {
             warn!("no RTP port free");
@@ -251,11 +257,16 @@ impl<M: MediaIo> Core<M> {
             self.refuse_invite(now, &req, &info, peer, r);
             return None;
         };
+        let session = keys.apply(&mut local_media);
         if let Some(tx) = self.media.engine.tx(stream) {
             self.media
                 .io
                 .set_event_pt(tx, remote_media.as_ref().and_then(|m| m.telephone_event));
             self.media.io.media_changed(tx, remote_addr);
+            if session.is_some() {
+                info!("SRTP keyed");
+                self.media.io.set_srtp(tx, session);
+            }
         }
         let number = message::header(&req, "From")
             .map(message::user_of)
@@ -526,7 +537,10 @@ impl<M: MediaIo> Core<M> {
                         &ResponseSpec::new(200, "OK"),
                     );
                 }
-                match sdp::parse(&req.body) {
+                match sdp::parse(&req.body)
+                    .map_err(|e| e.to_string())
+                    .and_then(|m| self.rekey(Leg::Caller(k), &m, peer, false).map(|()| m))
+                {
                     Ok(m) => {
                         self.apply_caller_media(k, m.clone());
                         let Some(c) = self.legs.callers.get_mut(&k) else {
@@ -607,12 +621,18 @@ impl<M: MediaIo> Core<M> {
         }
         let why = match sdp::parse(&req.body) {
             Ok(mut m) => match codec {
-                None => return Ok(Some(m)),
-                Some(c) if m.codecs.iter().any(|x| x.0 == c) => {
-                    m.codecs.retain(|x| x.0 == c);
-                    return Ok(Some(m));
+                Some(c) if !m.codecs.iter().any(|x| x.0 == c) => {
+                    "the call's codec must stay the same".to_string()
                 }
-                Some(_) => "the call's codec must stay the same".to_string(),
+                _ => match self.rekey(leg, &m, peer, false) {
+                    Ok(()) => {
+                        if let Some(c) = codec {
+                            m.codecs.retain(|x| x.0 == c);
+                        }
+                        return Ok(Some(m));
+                    }
+                    Err(why) => why,
+                },
             },
             Err(e) => e.to_string(),
         };

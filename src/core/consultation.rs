@@ -23,8 +23,8 @@ pub(super) struct Consultation {
     /// The caller's codec: the consultation keeps it, since the target's call is handed to
     /// the caller as it is (no transcoding in a bridge).
     codec: crate::media::Codec,
-    stream: StreamId,
-    local_media: LocalMedia,
+    pub(super) stream: StreamId,
+    pub(super) local_media: LocalMedia,
     remote_media: Option<crate::sdp::RemoteMedia>,
     /// The target's call over its trunk, while there is one.
     pub(super) trunk: Option<TrunkId>,
@@ -92,8 +92,12 @@ impl<M: MediaIo> Core<M> {
             }
             Err(r) => return self.refuse_invite(now, &req, &info, peer, r),
         };
+        let keys = match self.new_leg_keys(&req, Some(&offer), peer) {
+            Ok(keys) => keys,
+            Err(r) => return self.refuse_invite(now, &req, &info, peer, r),
+        };
         let c = ConsultationId(self.legs.next_id());
-        let Some((stream, local_media)) = self.open_media(
+        let Some((stream, mut local_media)) = self.open_media(
             now,
             Leg::Consultation(c),
             peer.addr.ip(),
@@ -104,9 +108,13 @@ impl<M: MediaIo> Core<M> {
             let r = Refusal::new(503, "Service Unavailable").with("Retry-After", "5");
             return self.refuse_invite(now, &req, &info, peer, r);
         };
+        let session = keys.apply(&mut local_media);
         if let Some(tx) = self.media.engine.tx(stream) {
             self.media.io.set_event_pt(tx, offer.telephone_event);
             self.media.io.media_changed(tx, offer.addr);
+            if session.is_some() {
+                self.media.io.set_srtp(tx, session);
+            }
         }
         let dialogue = self.uas_dialog(&req, &info, peer);
         let session = InviteSession::incoming(req, &info, dialogue);

@@ -17,6 +17,11 @@ pub trait MediaIo {
     /// The peer's SDP changed: RTP from `sdp_addr` is accepted at once, and the first other
     /// source is learned again (symmetric RTP); any other source is ignored after that.
     fn media_changed(&mut self, tx: &Self::Tx, sdp_addr: Option<SocketAddr>);
+    /// SRTP for this endpoint from now on (`None`: plain RTP): what it receives is checked
+    /// and decrypted before anything else sees it, and what it sends (our streams, the relay
+    /// from the other leg, a conference's mix) is encrypted, so bridges, conferences, the
+    /// recorder and DTMF work on plain G.711 whatever each side speaks.
+    fn set_srtp(&mut self, _tx: &Self::Tx, _session: Option<crate::media::srtp::SrtpSession>) {}
     /// Our address on the route to `peer`, for Contact, Via and SDP when listening on a
     /// wildcard address.
     fn local_ip_for(&mut self, peer: IpAddr) -> Option<IpAddr>;

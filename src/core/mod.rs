@@ -22,6 +22,7 @@ mod media;
 mod probe;
 mod seat_leg;
 mod seats;
+mod srtp;
 mod transfer;
 mod trunk;
 mod waiting;

@@ -21,7 +21,7 @@ pub(super) struct SeatLeg {
     /// What this leg offers: a waiting caller, or a caller's transfer to an expert group.
     pub(super) what: Waiting,
     pub(super) stream: StreamId,
-    local_media: LocalMedia,
+    pub(super) local_media: LocalMedia,
     /// The contact it rings (an offer to a contact that unregisters is withdrawn).
     contact: String,
     offered_at: Instant,
@@ -98,7 +98,7 @@ impl<M: MediaIo> Core<M> {
             .unwrap_or((crate::media::Codec::Pcmu, 0));
         let (caller, dialled) = (presentable(&c.number).to_string(), c.dialled.clone());
         let l = SeatLegId(self.legs.next_id());
-        let Some((stream, local)) =
+        let Some((stream, mut local)) =
             self.open_media(now, Leg::Seat(l), binding.peer.addr.ip(), None, codec)
         else {
             warn!("no RTP port free for the seat leg; the caller keeps waiting");
@@ -106,6 +106,7 @@ impl<M: MediaIo> Core<M> {
         };
         let host = self.local_host(binding.peer.addr.ip());
         let seat_cfg = &self.registrar.seats()[seat];
+        let seat_cfg_remote = seat_cfg.remote;
         let queue_name = self.env.plan.queues[q.0].name.clone();
         let transport = binding.peer.transport.uri_param();
         let dialog = DialogParams {
@@ -136,6 +137,14 @@ impl<M: MediaIo> Core<M> {
         ];
         if let Some(by) = &by {
             extra.push(("X-Hotline-Transfer-By", by.as_str()));
+        }
+        // A remote seat (远端座席) registered over TLS is offered SRTP only.
+        if seat_cfg_remote && binding.peer.transport.secure() {
+            if let Err(why) = super::srtp::offer_keys(&mut local) {
+                warn!(error = %why, "no SRTP keys for the seat leg; the caller keeps waiting");
+                self.media.release(stream, &self.env.stats);
+                return false;
+            }
         }
         let sdp = sdp::offer_codec(&local, codec.0, codec.1);
         let ring_timeout = self.env.plan.queues[q.0].ring_timeout;
@@ -233,9 +242,28 @@ impl<M: MediaIo> Core<M> {
             .get(&k)
             .filter(|c| !c.session.is_over())
             .map(|c| c.stream);
-        let answer = sdp::parse(body);
+        let answer = sdp::parse(body).map_err(|e| e.to_string());
         let (m, caller_stream) = match (answer, caller_stream) {
-            (Ok(m), Some(cs)) => (m, cs),
+            (Ok(m), Some(cs)) => {
+                let keys = self
+                    .legs
+                    .seats
+                    .get_mut(&l)
+                    .map(|leg| super::srtp::accept_answer_keys(&mut leg.local_media, &m));
+                match keys {
+                    Some(Ok(session)) => {
+                        if session.is_some() {
+                            self.key_leg(Leg::Seat(l), session);
+                        }
+                    }
+                    Some(Err(why)) => {
+                        warn!(seat = %seat_id, error = %why, "seat answered with unusable SRTP keys; hanging up the seat");
+                        return self.withdraw_offer(now, l, AgentEvent::Failed);
+                    }
+                    None => {}
+                }
+                (m, cs)
+            }
             (Err(e), _) => {
                 warn!(seat = %seat_id, error = %e, "seat answered with unusable SDP; hanging up the seat");
                 return self.withdraw_offer(now, l, AgentEvent::Failed);

@@ -27,7 +27,7 @@ pub(super) struct TrunkCall {
     pub(super) stream: StreamId,
     pub(super) started: Instant,
     /// Our media as offered; its SDP version goes up only when what we answer changes.
-    local: LocalMedia,
+    pub(super) local: LocalMedia,
     last_sdp: String,
 }
 

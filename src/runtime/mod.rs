@@ -104,18 +104,19 @@ pub async fn run(
     let certs = match cfg.tls_listen() {
         Some(addr) => {
             let certs = tls::Certificates::load(&cfg.tls)?;
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
+            let l = std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|_| l))
                 .map_err(|source| RuntimeError::BindTls { addr, source })?;
             info!(tls = %addr, cert = %cfg.tls.cert.display(), "SIP over TLS listening");
-            tokio::spawn(tls::accept_loop(
+            tls::spawn(
                 l,
                 certs.clone(),
                 Duration::from_millis(cfg.tls.handshake_timeout_ms),
                 conns.clone(),
                 tcp_tx.clone(),
                 stats.clone(),
-            ));
+            )
+            .map_err(|source| RuntimeError::BindTls { addr, source })?;
             Some(certs)
         }
         None => {

@@ -54,10 +54,37 @@ struct Learning {
     mix: std::sync::Mutex<Option<(Arc<std::sync::Mutex<Mix>>, u64)>>,
     /// Whether `mix` is set: packets of calls not in a conference skip its lock.
     mixing: std::sync::atomic::AtomicBool,
+    /// SRTP (RFC 3711) of this leg: inbound checked and decrypted by the reader, outbound
+    /// encrypted by whoever sends to the peer (the core, the other leg's relay, the mixer).
+    srtp: std::sync::Mutex<Option<Srtp>>,
+    /// Whether `srtp` is set: plain calls skip its lock.
+    secure: std::sync::atomic::AtomicBool,
     /// Set once the peer's SDP is known (call control called `media_changed`): before that
     /// (a seat leg still ringing) no source is learned, so a sprayed packet can't become "the
     /// seat".
     armed: std::sync::atomic::AtomicBool,
+}
+
+/// A leg's SRTP session and the buffer its packets are encrypted into (kept across packets).
+struct Srtp {
+    session: crate::media::srtp::SrtpSession,
+    out: Vec<u8>,
+}
+
+/// Sends `packet` to `dst` from `socket` for the leg `learning`: encrypted first when the leg
+/// speaks SRTP. False when it could not be sent.
+fn send_rtp(socket: &UdpSocket, learning: &Learning, packet: &[u8], dst: SocketAddr) -> bool {
+    if !learning.secure.load(Ordering::Relaxed) {
+        return socket.send_to(packet, dst).is_ok();
+    }
+    let Ok(mut guard) = learning.srtp.lock() else {
+        return false;
+    };
+    let Some(srtp) = guard.as_mut() else {
+        return socket.send_to(packet, dst).is_ok();
+    };
+    let Srtp { session, out } = srtp;
+    session.protect_rtp(packet, out).is_ok() && socket.send_to(out, dst).is_ok()
 }
 
 /// The other leg of a bridge, as a reader task sees it.
@@ -143,7 +170,7 @@ impl RtpIo {
                     tap.audio_as(1, codec, packet.get(12..).unwrap_or_default());
                 }
                 if let Some(dst) = out.learning.remote.lock().ok().and_then(|r| *r) {
-                    if out.socket.get_ref().send_to(packet, dst).is_ok() {
+                    if send_rtp(out.socket.get_ref(), &out.learning, packet, dst) {
                         Stats::inc(&self.stats.rtp_mixed);
                     } else {
                         Stats::inc(&self.stats.rtp_send_errors);
@@ -227,7 +254,7 @@ impl MediaIo for RtpIo {
     }
 
     fn send(&mut self, tx: &RtpTx, packet: &[u8], to: SocketAddr) {
-        if tx.socket.get_ref().send_to(packet, to).is_err() {
+        if !send_rtp(tx.socket.get_ref(), &tx.learning, packet, to) {
             Stats::inc(&self.stats.rtp_send_errors);
         }
     }
@@ -416,6 +443,17 @@ impl MediaIo for RtpIo {
         }
     }
 
+    fn set_srtp(&mut self, tx: &RtpTx, session: Option<crate::media::srtp::SrtpSession>) {
+        let on = session.is_some();
+        if let Ok(mut s) = tx.learning.srtp.lock() {
+            *s = session.map(|session| Srtp {
+                session,
+                out: Vec::with_capacity(256),
+            });
+        }
+        tx.learning.secure.store(on, Ordering::Relaxed);
+    }
+
     fn set_event_pt(&mut self, tx: &RtpTx, pt: Option<u8>) {
         tx.event_pt.store(pt.unwrap_or(NO_PT), Ordering::Relaxed);
     }
@@ -455,6 +493,7 @@ async fn read_loop(
     stats: Arc<Stats>,
 ) {
     let mut buf = [0u8; 2048];
+    let mut plain: Vec<u8> = Vec::with_capacity(2048);
     let mut last_src: Option<SocketAddr> = None;
     let mut dtmf = DtmfReceiver::default();
     loop {
@@ -469,8 +508,15 @@ async fn read_loop(
                 Ok(Err(_)) => continue,
                 Err(_would_block) => break,
             };
+            let mut packet = &buf[..n];
+            if learning.secure.load(Ordering::Relaxed) {
+                match unprotect(&learning, packet, &mut plain, &stats) {
+                    true => packet = &plain,
+                    false => continue,
+                }
+            }
             if !on_packet(
-                &buf[..n],
+                packet,
                 src,
                 key,
                 &event_pt,
@@ -482,6 +528,35 @@ async fn read_loop(
             ) {
                 return;
             }
+        }
+    }
+}
+
+/// Checks and decrypts an SRTP packet into `plain`; false (counted) when it is to be dropped:
+/// a wrong tag (tampered, or not keyed by the peer's key), a replay, or not SRTP at all.
+fn unprotect(learning: &Learning, packet: &[u8], plain: &mut Vec<u8>, stats: &Stats) -> bool {
+    use crate::media::srtp::SrtpError;
+    let Ok(mut guard) = learning.srtp.lock() else {
+        return false;
+    };
+    let Some(srtp) = guard.as_mut() else {
+        plain.clear();
+        plain.extend_from_slice(packet);
+        return true;
+    };
+    match srtp.session.unprotect_rtp(packet, plain) {
+        Ok(()) => true,
+        Err(SrtpError::Replayed) => {
+            Stats::inc(&stats.srtp_replays);
+            false
+        }
+        Err(SrtpError::AuthFailed) => {
+            Stats::inc(&stats.srtp_auth_failures);
+            false
+        }
+        Err(_) => {
+            Stats::inc(&stats.rtp_malformed);
+            false
         }
     }
 }
@@ -543,7 +618,7 @@ fn on_packet(
     let relayed = relay.is_some();
     if let Some(relay) = relay
         && let Some(dst) = relay.learning.remote.lock().ok().and_then(|r| *r)
-        && relay.socket.get_ref().send_to(packet, dst).is_ok()
+        && send_rtp(relay.socket.get_ref(), &relay.learning, packet, dst)
     {
         Stats::inc(&stats.rtp_relayed);
     }

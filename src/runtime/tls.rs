@@ -115,7 +115,35 @@ impl Certificates {
     }
 }
 
-pub async fn accept_loop(
+/// Runs the TLS side (accepting, handshakes, encryption, framing) on a thread of its own with
+/// its own runtime: a handshake's signature (about a millisecond with RSA-2048, many in a debug
+/// build) and every record's encryption stay off the call thread, whose media clock must not
+/// wait. Messages reach the core by the same channel as TCP's.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    certs: Certificates,
+    handshake: Duration,
+    conns: Connections,
+    to_core: mpsc::Sender<StreamEvent>,
+    stats: Arc<Stats>,
+) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("sip-tls".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => accept_loop(l, certs, handshake, conns, to_core, stats).await,
+                    Err(e) => warn!(error = %e, "SIP TLS listener unusable"),
+                }
+            })
+        })?;
+    Ok(())
+}
+
+async fn accept_loop(
     listener: TcpListener,
     certs: Certificates,
     handshake: Duration,

@@ -621,7 +621,22 @@ impl Baresip {
 
     /// Same, with a microphone playing a `hz` tone.
     pub fn start_with_tone(d: &Daemon, user: &str, password: &str, hz: u32) -> Baresip {
-        let dir = temp_dir(&format!("baresip-{user}-{}", free_port()));
+        let account = format!("<sip:{user}@{}>;auth_pass={password}", d.sip);
+        Baresip::start_account(&account, "", hz)
+    }
+
+    /// A remote seat: registering over TLS at `tls` (trusting the CA in `ca`) and using SRTP
+    /// with SDES keys only (`mediaenc=srtp-mand`).
+    #[allow(dead_code)]
+    pub fn start_tls(tls: SocketAddr, ca: &Path, user: &str, password: &str, hz: u32) -> Baresip {
+        let account =
+            format!("<sip:{user}@{tls};transport=tls>;auth_pass={password};mediaenc=srtp-mand");
+        let extra = format!("sip_cafile {}\nmodule srtp.so\n", ca.display());
+        Baresip::start_account(&account, &extra, hz)
+    }
+
+    fn start_account(account: &str, extra_config: &str, hz: u32) -> Baresip {
+        let dir = temp_dir(&format!("baresip-{}", free_port()));
         let sip_port = free_port();
         let ctrl_port = free_port();
         // A long tone as the microphone: baresip hangs up when its audio file ends.
@@ -639,7 +654,7 @@ impl Baresip {
                 "module_path /usr/lib/baresip/modules\nsip_listen 127.0.0.1:{sip_port}\naudio_source aufile,{}\naudio_player aubridge,x\n\
                  ausrc_srate 8000\nauplay_srate 8000\nmodule g711.so\nmodule aufile.so\nmodule aubridge.so\n\
                  module sndfile.so\nsnd_path {}\nmodule_tmp uuid.so\nmodule_tmp account.so\nmodule_app menu.so\n\
-                 module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl_port}\n",
+                 module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl_port}\n{extra_config}",
                 tone.display(),
                 dir.display()
             ),
@@ -647,7 +662,7 @@ impl Baresip {
         .unwrap();
         std::fs::write(
             dir.join("accounts"),
-            format!("<sip:{user}@{}>;auth_pass={password};regint=60;answermode=auto;audio_codecs=pcmu\n", d.sip),
+            format!("{account};regint=60;answermode=auto;audio_codecs=pcmu\n"),
         )
         .unwrap();
         let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
