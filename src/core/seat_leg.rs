@@ -251,16 +251,14 @@ impl<M: MediaIo> Core<M> {
                     .get_mut(&l)
                     .map(|leg| super::srtp::accept_answer_keys(&mut leg.local_media, &m));
                 match keys {
-                    Some(Ok(session)) => {
-                        if session.is_some() {
-                            self.key_leg(Leg::Seat(l), session);
-                        }
+                    Some(Ok(session)) if session.is_some() => {
+                        self.key_leg(Leg::Seat(l), session);
                     }
                     Some(Err(why)) => {
                         warn!(seat = %seat_id, error = %why, "seat answered with unusable SRTP keys; hanging up the seat");
                         return self.withdraw_offer(now, l, AgentEvent::Failed);
                     }
-                    None => {}
+                    _ => {}
                 }
                 (m, cs)
             }

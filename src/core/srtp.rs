@@ -29,7 +29,7 @@ pub(super) enum Keys {
     New {
         ours: CryptoAttr,
         theirs: CryptoAttr,
-        session: SrtpSession,
+        session: Box<SrtpSession>,
     },
 }
 
@@ -46,7 +46,7 @@ impl Keys {
             } => {
                 local.crypto = vec![ours];
                 local.theirs = Some(theirs);
-                Some(session)
+                Some(*session)
             }
         }
     }
@@ -91,7 +91,7 @@ pub(super) fn answer_keys(
     Ok(Keys::New {
         ours,
         theirs,
-        session,
+        session: Box::new(session),
     })
 }
 
@@ -151,14 +151,14 @@ impl<M: MediaIo> Core<M> {
         let from = crate::sip::message::header(req, "From")
             .map(crate::sip::message::user_of)
             .unwrap_or("");
-        answer_keys(None, m, peer, self.from_remote_seat(from)).map_err(|why| {
+        answer_keys(None, m, peer, self.is_remote_seat(from)).map_err(|why| {
             super::Refusal::new(488, "Not Acceptable Here")
                 .with("Warning", format!("399 hotline \"{why}\""))
         })
     }
 
     /// Whether the From user of a request is a seat that must use SRTP.
-    pub(super) fn from_remote_seat(&self, from_user: &str) -> bool {
+    pub(super) fn is_remote_seat(&self, from_user: &str) -> bool {
         self.registrar
             .seats()
             .iter()
