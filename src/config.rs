@@ -137,13 +137,68 @@ impl Default for OverloadConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
-    /// host:port of the gateway (UDP).
+    /// host:port of the gateway.
     pub address: SocketAddr,
     /// Digest credentials, when the gateway challenges our INVITEs.
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// How SIP reaches the gateway: "udp" (default), "tcp" or "tls" (a connection the daemon
+    /// keeps open and re-opens, RFC 5626-like; calls fail at once while it is down).
+    #[serde(default)]
+    pub transport: TrunkTransport,
+    /// SRTP towards the gateway (needs `transport = "tls"`): "off" (default), "optional"
+    /// (RTP/AVP offered with keys; plain if the answer has none) or "mandatory" (RTP/SAVP).
+    #[serde(default)]
+    pub srtp: SrtpMode,
+    /// PEM certificates of the authorities the gateway's TLS certificate must chain to
+    /// (relative to the config file); required for `transport = "tls"`.
+    #[serde(default)]
+    pub ca: PathBuf,
+    /// The name (or IP address) the gateway's certificate must be for; default: its address.
+    #[serde(default)]
+    pub server_name: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrunkTransport {
+    #[default]
+    Udp,
+    Tcp,
+    Tls,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SrtpMode {
+    #[default]
+    Off,
+    Optional,
+    Mandatory,
+}
+
+/// Stream connections to trunks are numbered from here (in the order of the trunks' names),
+/// apart from those the runtime numbers as phones connect.
+pub const TRUNK_CONNECTIONS: u64 = 1 << 62;
+
+impl Config {
+    /// The transport the daemon reaches trunk `name` by.
+    pub fn trunk_transport(&self, name: &str) -> Option<crate::sip::Transport> {
+        use crate::sip::Transport;
+        let (i, t) = self
+            .trunks
+            .iter()
+            .enumerate()
+            .find(|(_, (n, _))| *n == name)?;
+        let id = TRUNK_CONNECTIONS + i as u64;
+        Some(match t.1.transport {
+            TrunkTransport::Udp => Transport::Udp,
+            TrunkTransport::Tcp => Transport::Tcp(id),
+            TrunkTransport::Tls => Transport::Tls(id),
+        })
+    }
 }
 
 /// What a transfer target is.
@@ -667,6 +722,11 @@ impl Config {
             cfg.reports.folder = base.join(&cfg.reports.folder);
         }
         cfg.reports.rules = base.join(&cfg.reports.rules);
+        for t in cfg.trunks.values_mut() {
+            if !t.ca.as_os_str().is_empty() {
+                t.ca = base.join(&t.ca);
+            }
+        }
         if cfg.tls.configured() {
             cfg.tls.cert = base.join(&cfg.tls.cert);
             cfg.tls.key = base.join(&cfg.tls.key);
@@ -693,6 +753,18 @@ impl Config {
                 "sip.tls_listen {:?} is not an address:port (or empty for no TLS)",
                 self.sip.tls_listen
             )));
+        }
+        for (name, t) in &self.trunks {
+            if t.srtp != SrtpMode::Off && t.transport != TrunkTransport::Tls {
+                return Err(ConfigError::Invalid(format!(
+                    "trunks.{name}: srtp needs transport = \"tls\" (SDES keys travel only over TLS)"
+                )));
+            }
+            if t.transport == TrunkTransport::Tls && t.ca.as_os_str().is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "trunks.{name}: transport = \"tls\" needs ca, the authorities its certificate must chain to"
+                )));
+            }
         }
         if self.tls.cert.as_os_str().is_empty() != self.tls.key.as_os_str().is_empty() {
             return Err(ConfigError::Invalid(

@@ -392,6 +392,7 @@ fn check(cfg: &Config) -> ExitCode {
     }
     let tls = hotline::runtime::tls::check(cfg, std::time::SystemTime::now());
     problems.extend(tls.errors);
+    problems.extend(hotline::runtime::trunk_link::check(cfg));
     for p in &problems {
         println!("error: {p}");
     }

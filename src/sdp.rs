@@ -210,6 +210,9 @@ pub struct LocalMedia {
     /// the one agreed in an answer) and the peer's agreed key. Empty: plain RTP/AVP.
     pub crypto: Vec<crate::media::sdes::CryptoAttr>,
     pub theirs: Option<crate::media::sdes::CryptoAttr>,
+    /// Keys offered on RTP/AVP (best-effort SRTP, a trunk's `srtp = "optional"`): a plain
+    /// answer keeps the call plain.
+    pub best_effort: bool,
 }
 
 impl LocalMedia {
@@ -222,6 +225,7 @@ impl LocalMedia {
             version: 1,
             crypto: Vec::new(),
             theirs: None,
+            best_effort: false,
         }
     }
 }
@@ -281,7 +285,7 @@ fn session(local: &LocalMedia) -> String {
 
 fn render_audio(local: &LocalMedia, fmts: &[u8], maps: &str, dir: Direction) -> String {
     let fmts: Vec<String> = fmts.iter().map(|f| f.to_string()).collect();
-    let proto = if local.crypto.is_empty() {
+    let proto = if local.crypto.is_empty() || local.best_effort {
         "RTP/AVP"
     } else {
         "RTP/SAVP"

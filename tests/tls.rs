@@ -737,3 +737,129 @@ fn sdes_keys_in_the_clear_and_a_plain_remote_seat_are_refused() {
     assert!(r.contains("remote seat must use SRTP"), "{r}");
     d.wait_idle(Duration::from_secs(3));
 }
+
+/// stunnel in server mode: TLS in on a free port (with `cert`/`key`), plain TCP out to `to`.
+fn stunnel_server(dir: &Path, cert: &Path, key: &Path, to: u16) -> Stunnel {
+    let port = free_port();
+    let conf = dir.join(format!("stunnel-server-{port}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "foreground = yes\npid =\ndebug = 4\n[trunk]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{to}\ncert = {}\nkey = {}\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("stunnel4")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("stunnel-server-{port}.log"))).unwrap())
+        .spawn()
+        .expect("stunnel4");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "stunnel did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Stunnel { child, port }
+}
+
+#[test]
+fn a_trunk_over_tls_with_srtp_answers_and_an_untrusted_one_is_refused() {
+    let dir = temp_dir(&format!("tls-trunk-{}", free_port()));
+    // The sub-centre's gateway: a certificate from the CA the daemon trusts.
+    let (cert, key) = make_cert(&dir, "gateway", 90);
+    // An impostor: a certificate from another CA.
+    let other = temp_dir(&format!("tls-other-{}", free_port()));
+    let (bad_cert, bad_key) = make_cert(&other, "impostor", 90);
+    let (uas_port, bad_uas_port) = (free_port(), free_port());
+    let uas = Command::new("timeout")
+        .args(["60", "sipp", "-sf"])
+        .arg(repo().join("sipp-scenarios/probe_answer_srtp.xml"))
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &uas_port.to_string(),
+            "-t",
+            "t1",
+            "-m",
+            "1",
+        ])
+        .args([
+            "-nostdin",
+            "-timeout",
+            "50",
+            "-timeout_error",
+            "-key",
+            "rtp_port",
+            "9",
+            "-d",
+            "100",
+        ])
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let good = stunnel_server(&dir, &cert, &key, uas_port);
+    let bad = stunnel_server(&other, &bad_cert, &bad_key, bad_uas_port);
+    let targets = format!(
+        "[trunks.secure]\naddress = \"127.0.0.1:{}\"\ntransport = \"tls\"\nsrtp = \"mandatory\"\nca = \"{}\"\n\
+         [trunks.impostor]\naddress = \"127.0.0.1:{}\"\ntransport = \"tls\"\nca = \"{}\"\n\
+         [[targets]]\nnumber = \"12366\"\nname = \"税务 12366\"\nkind = \"subcentre\"\ntrunk = \"secure\"\nunit = \"省税务局\"\nprobe = true\n\
+         [[targets]]\nnumber = \"12360\"\nname = \"海关 12360\"\nkind = \"subcentre\"\ntrunk = \"impostor\"\nunit = \"海关\"\nprobe = true\n",
+        good.port,
+        dir.join("ca.pem").display(),
+        bad.port,
+        dir.join("ca.pem").display(),
+    );
+    let d = Daemon::start_with_targets(
+        &targets,
+        &[
+            ("HOTLINE__PROBES__ENABLED", "true"),
+            ("HOTLINE__PROBES__FIRST_AFTER_S", "2"),
+            ("HOTLINE__PROBES__SPACING_S", "1"),
+            ("HOTLINE__PROBES__RING_TIMEOUT_S", "5"),
+        ],
+    );
+    child_ok(uas, "the sub-centre answering over TLS with SRTP");
+    // The impostor's link never comes up: its probes are not placed (a fault of ours, not
+    // counted against the unit), each at once instead of after 32 s of retransmission.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !d.log_text().contains(
+        "no probe attempt of this round could be placed; not counted against the unit number=12360",
+    ) {
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rounds: Vec<serde_json::Value> = d
+        .stored_events()
+        .iter()
+        .filter(|e| e.0 == "probe_round")
+        .map(|e| e.4.clone())
+        .collect();
+    assert_eq!(rounds.len(), 1, "{rounds:?}");
+    assert_eq!(
+        (
+            rounds[0]["number"].as_str(),
+            rounds[0]["answered"].as_bool()
+        ),
+        (Some("12366"), Some(true))
+    );
+    let log = d.log_text();
+    assert!(log.contains("trunk link up trunk=secure"), "{log}");
+    assert!(
+        log.contains("SRTP keyed suite=Some(AesCm128HmacSha1_80)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("trunk=impostor") && log.contains("invalid peer certificate"),
+        "the impostor's certificate is refused with the reason:\n{log}"
+    );
+    assert!(!log.contains("trunk link up trunk=impostor"));
+    assert!(d.metric("hotline_tls_handshake_failures_total") >= 1);
+    drop((good, bad));
+    d.wait_idle(Duration::from_secs(3));
+}

@@ -197,6 +197,8 @@ impl<M: MediaIo> Core<M> {
                 let code = match e {
                     DialError::NoPort => (503, "Service Unavailable"),
                     DialError::NoTrunk(_) => (502, "Bad Gateway"),
+                    DialError::LinkDown(_) => (503, "Service Unavailable"),
+                    DialError::Keys(_) => (500, "Server Internal Error"),
                 };
                 self.end_consultation(now, c, Some(code));
             }

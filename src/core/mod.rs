@@ -223,6 +223,8 @@ pub struct Core<M: MediaIo> {
     views: seats::Views,
     rng: Entropy,
     admission: crate::overload::Admission,
+    /// Stream links to trunks that are up (their connection numbers).
+    links_up: std::collections::HashSet<u64>,
     shutting_down: bool,
 }
 
@@ -257,6 +259,7 @@ impl<M: MediaIo> Core<M> {
             views: seats::Views::default(),
             rng,
             admission: crate::overload::Admission::new(cfg.overload.clone(), stats.clone()),
+            links_up: Default::default(),
             shutting_down: false,
             env: Env {
                 queue_prompts: crate::acd::announce::QueuePrompts::new(&prompts),
@@ -497,10 +500,20 @@ impl<M: MediaIo> Core<M> {
         self.admission.loop_lag(now.mono, lag);
     }
 
+    /// A link the daemon opened to a trunk is up: calls to the trunk may be placed.
+    pub fn connection_up(&mut self, peer: Peer) {
+        if let Some(c) = peer.transport.connection() {
+            self.links_up.insert(c);
+        }
+    }
+
     /// A stream connection (TCP or TLS) closed: the contacts registered over it can no longer
     /// be reached (we do not open connections to phones; RFC 5626 §4.4.1), so they end now
     /// rather than at their expiry, and a seat left without one is no longer offered calls.
     pub fn connection_closed(&mut self, now: Now, peer: Peer) {
+        if let Some(c) = peer.transport.connection() {
+            self.links_up.remove(&c);
+        }
         for seat in self.registrar.drop_connection(peer.transport) {
             self.seat_contacts_changed(now, seat);
             self.publish_seat(seat, now);

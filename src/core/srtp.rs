@@ -64,7 +64,9 @@ pub(super) fn answer_keys(
         Some(l) => (l.crypto.first(), l.theirs.as_ref()),
         None => (None, None),
     };
-    if !m.secure {
+    // Best effort (keys on RTP/AVP, a trunk's `srtp = "optional"`): keys make it SRTP.
+    let best_effort = local.is_some_and(|l| l.best_effort) && !m.crypto.is_empty();
+    if !m.secure && !best_effort {
         if must_be_secure {
             return Err("a remote seat must use SRTP (RTP/SAVP with a=crypto)".into());
         }
@@ -118,7 +120,11 @@ pub(super) fn accept_answer_keys(
     if local.theirs.is_some() {
         return Ok(None); // keyed already (an answer repeated)
     }
-    if !m.secure {
+    if m.crypto.is_empty() && local.best_effort {
+        local.crypto.clear(); // best effort: the call stays plain
+        return Ok(None);
+    }
+    if !m.secure && !local.best_effort {
         return Err("answered without SRTP to an SRTP offer".into());
     }
     let mut why = "no a=crypto line in the answer".to_string();

@@ -38,6 +38,10 @@ pub(super) enum DialError {
     NoPort,
     #[error("target {0} has no trunk")]
     NoTrunk(String),
+    #[error("the link to trunk {0} is down")]
+    LinkDown(String),
+    #[error("no SRTP keys: {0}")]
+    Keys(String),
 }
 
 impl<M: MediaIo> Core<M> {
@@ -59,11 +63,31 @@ impl<M: MediaIo> Core<M> {
         };
         let (gateway, number) = (trunk.address, t.number.clone());
         let credentials = trunk.username.clone().zip(trunk.password.clone());
+        let trunk_name = t.trunk.clone().unwrap_or_default();
+        let transport = self
+            .env
+            .cfg
+            .trunk_transport(&trunk_name)
+            .unwrap_or(crate::sip::Transport::Udp);
+        if let Some(c) = transport.connection()
+            && !self.links_up.contains(&c)
+        {
+            return Err(DialError::LinkDown(trunk_name));
+        }
+        let srtp = trunk.srtp;
         let id = TrunkId(self.legs.next_id());
-        let Some((stream, local)) = self.open_media(now, Leg::Trunk(id), gateway.ip(), None, codec)
+        let Some((stream, mut local)) =
+            self.open_media(now, Leg::Trunk(id), gateway.ip(), None, codec)
         else {
             return Err(DialError::NoPort);
         };
+        if srtp != crate::config::SrtpMode::Off {
+            if let Err(why) = super::srtp::offer_keys(&mut local) {
+                self.media.release(stream, &self.env.stats);
+                return Err(DialError::Keys(why));
+            }
+            local.best_effort = srtp == crate::config::SrtpMode::Optional;
+        }
         let sdp = sdp::offer_codec(&local, codec.0, codec.1);
         let host = self.local_host(gateway.ip());
         let host_for_uri = match gateway {
@@ -73,7 +97,7 @@ impl<M: MediaIo> Core<M> {
         let caller = presentable(caller).to_string();
         let target_uri = format!("sip:{number}@{host_for_uri}");
         let peer = Peer {
-            transport: crate::sip::Transport::Udp,
+            transport,
             addr: gateway,
         };
         let dialog = DialogParams {
@@ -85,7 +109,7 @@ impl<M: MediaIo> Core<M> {
             remote_target: target_uri.clone(),
             route_set: vec![],
             peer,
-            contact: format!("<sip:hotline@{host}>"),
+            contact: format!("<sip:hotline@{host}{}>", transport.uri_param()),
             via_host: host,
             user_agent: self.env.user_agent.clone(),
         };
@@ -123,22 +147,32 @@ impl<M: MediaIo> Core<M> {
         };
         let purpose = t.purpose;
         match ev {
-            SessionEvent::Answered { sdp: body } => match sdp::parse(&body) {
-                Ok(m) => {
-                    let stream = t.stream;
-                    if let Some(tx) = self.media.engine.tx(stream) {
-                        self.media.io.media_changed(tx, m.addr);
-                        self.media.io.set_event_pt(tx, m.telephone_event);
+            SessionEvent::Answered { sdp: body } => {
+                match sdp::parse(&body).map_err(|e| e.to_string()).and_then(|m| {
+                    let t = self.legs.trunks.get_mut(&id).ok_or("gone")?;
+                    super::srtp::accept_answer_keys(&mut t.local, &m).map(|s| (m, s))
+                }) {
+                    Ok((m, session)) => {
+                        if session.is_some() {
+                            self.key_leg(Leg::Trunk(id), session);
+                        }
+                        let Some(stream) = self.legs.trunks.get(&id).map(|t| t.stream) else {
+                            return;
+                        };
+                        if let Some(tx) = self.media.engine.tx(stream) {
+                            self.media.io.media_changed(tx, m.addr);
+                            self.media.io.set_event_pt(tx, m.telephone_event);
+                        }
+                        self.media.engine.set_remote(stream, m.addr);
+                        self.trunk_outcome(now, id, purpose, Ok(()));
                     }
-                    self.media.engine.set_remote(stream, m.addr);
-                    self.trunk_outcome(now, id, purpose, Ok(()));
+                    Err(e) => {
+                        warn!(error = %e, "the trunk answered with unusable SDP; hanging up");
+                        self.end_trunk(now, id);
+                        self.trunk_outcome(now, id, purpose, Err(488));
+                    }
                 }
-                Err(e) => {
-                    warn!(error = %e, "the trunk answered with unusable SDP; hanging up");
-                    self.end_trunk(now, id);
-                    self.trunk_outcome(now, id, purpose, Err(488));
-                }
-            },
+            }
             SessionEvent::Failed { code } => {
                 self.release_trunk_media(id);
                 self.trunk_outcome(now, id, purpose, Err(code));

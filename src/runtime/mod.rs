@@ -7,6 +7,7 @@ pub mod notify;
 pub mod rtp;
 pub mod tcp;
 pub mod tls;
+pub mod trunk_link;
 
 use crate::config::Config;
 use crate::core::{Core, RtpEvent};
@@ -48,6 +49,8 @@ pub enum RuntimeError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
+    TrunkLink(#[from] trunk_link::LinkError),
+    #[error(transparent)]
     Store(crate::metrics::store::StoreError),
 }
 
@@ -62,6 +65,11 @@ pub enum StreamEvent {
         transport: Transport,
         addr: std::net::SocketAddr,
         bytes: bytes::Bytes,
+    },
+    /// A link the daemon opened (to a trunk) is up.
+    Up {
+        transport: Transport,
+        addr: std::net::SocketAddr,
     },
     /// It is closed: bindings made over it end.
     Closed {
@@ -126,6 +134,7 @@ pub async fn run(
             None
         }
     };
+    trunk_link::spawn(&cfg, conns.clone(), tcp_tx.clone(), stats.clone())?;
     tokio::spawn(tcp::accept_loop(tcp, conns.clone(), tcp_tx));
     let (store, lost) = crate::metrics::store::Store::open(&cfg.store.path, &cfg.store.queue_log)
         .map_err(RuntimeError::Store)?;
@@ -207,6 +216,7 @@ pub async fn run(
                 (woke, branch) = (std::time::Instant::now(), "stream");
                 match ev {
                     StreamEvent::Message { transport, addr, bytes } => core.handle_datagram(clock.now(), &bytes, Peer { transport, addr }),
+                    StreamEvent::Up { transport, addr } => core.connection_up(Peer { transport, addr }),
                     StreamEvent::Closed { transport, addr } => core.connection_closed(clock.now(), Peer { transport, addr }),
                 }
             }
