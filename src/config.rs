@@ -474,6 +474,10 @@ pub struct RegistrarConfig {
     pub block_s: u64,
     /// Keep-alive OPTIONS to every contact this often; 0 disables.
     pub qualify_s: u64,
+    /// Secret the digest nonces are made with; the nodes of one centre behind a proxy share it,
+    /// so a challenge one issued is good at the other. Empty: a random one per start.
+    #[serde(skip_serializing)]
+    pub nonce_secret: String,
 }
 
 impl Default for RegistrarConfig {
@@ -491,6 +495,7 @@ impl Default for RegistrarConfig {
             failure_window_s: 60,
             block_s: 60,
             qualify_s: 30,
+            nonce_secret: String::new(),
         }
     }
 }
@@ -502,6 +507,10 @@ pub struct SipConfig {
     pub listen: SocketAddr,
     /// Address for SIP over TLS (RFC 3261 §26); empty: off. It needs `[tls]` cert and key.
     pub tls_listen: String,
+    /// SIP proxies in front of the daemon (Kamailio): for requests they forward, throttling
+    /// and blocking count the address the proxy vouches for (the `received`/host of the Via
+    /// below its own), not the proxy's.
+    pub trusted_proxies: Vec<IpAddr>,
     /// Address written into Contact and Via when `listen` is a wildcard; defaults to the address
     /// the request was sent to (its Request-URI host) or the listen address.
     pub public_ip: Option<IpAddr>,
@@ -519,6 +528,7 @@ impl Default for SipConfig {
         SipConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5060),
             tls_listen: "0.0.0.0:5061".into(),
+            trusted_proxies: Vec::new(),
             public_ip: None,
             ring_ms: 0,
             shutdown_grace_s: 30,
@@ -691,7 +701,8 @@ impl Config {
                     .separator("__")
                     .try_parsing(true)
                     .list_separator(",")
-                    .with_list_parse_key("registrar.algorithms"),
+                    .with_list_parse_key("registrar.algorithms")
+                    .with_list_parse_key("sip.trusted_proxies"),
             )
             .build()
             .map_err(|source| ConfigError::Load {

@@ -240,7 +240,16 @@ impl<M: MediaIo> Core<M> {
         mut rng: Entropy,
     ) -> Self {
         let user_agent: Arc<str> = Arc::from(cfg.sip.user_agent.as_str());
-        let registrar = Registrar::new(cfg.registrar.clone(), cfg.seats.clone(), rng.key());
+        // The nodes of one centre share the nonce secret: a challenge from one is good at the
+        // other behind the same proxy.
+        let key = if cfg.registrar.nonce_secret.is_empty() {
+            rng.key()
+        } else {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(cfg.registrar.nonce_secret.as_bytes()).into()
+        };
+        let mut registrar = Registrar::new(cfg.registrar.clone(), cfg.seats.clone(), key);
+        registrar.trust_proxies(&cfg.sip.trusted_proxies);
         let acd = Acd::new(&plan, &cfg.seats, now.mono, cfg.agents.auto_pause_after);
         Core {
             sip: Endpoint::new(user_agent.clone(), stats.clone()),

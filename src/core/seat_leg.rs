@@ -116,7 +116,7 @@ impl<M: MediaIo> Core<M> {
             remote: format!("<sip:{}@{host}>", seat_cfg.user),
             remote_tag: None,
             remote_target: binding.uri.clone(),
-            route_set: vec![],
+            route_set: binding.path.clone(),
             peer: binding.peer,
             contact: format!("<sip:hotline@{host}{transport}>"),
             via_host: host,

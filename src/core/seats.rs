@@ -409,7 +409,7 @@ impl<M: MediaIo> Core<M> {
             to: &to,
             call_id: &call_id,
             cseq: 1,
-            routes: &[],
+            routes: &b.path,
             user_agent: &self.env.user_agent,
             extra: &[],
         });

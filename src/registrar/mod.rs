@@ -30,6 +30,35 @@ pub struct Binding {
     pub cseq: u32,
     /// False after a keep-alive OPTIONS went unanswered.
     pub reachable: bool,
+    /// The proxies between us and the phone (RFC 3327 Path, in the REGISTER's order): the
+    /// route set of every request to this contact.
+    pub path: Vec<String>,
+}
+
+/// The name-addrs of a header value that may list several, split at the commas outside
+/// angle brackets and quotes.
+fn split_name_addrs(v: &str) -> Vec<String> {
+    let (mut out, mut cur, mut angle, mut quote) = (Vec::new(), String::new(), false, false);
+    for c in v.chars() {
+        match c {
+            '"' => quote = !quote,
+            '<' if !quote => angle = true,
+            '>' if !quote => angle = false,
+            ',' if !quote && !angle => {
+                if !cur.trim().is_empty() {
+                    out.push(cur.trim().to_string());
+                }
+                cur.clear();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
 }
 
 /// What a REGISTER gets.
@@ -106,6 +135,8 @@ pub struct Registrar {
     source_failures: HashMap<IpAddr, Failures>,
     /// When keep-alives last went out.
     last_qualify: Option<Instant>,
+    /// Proxies whose forwarded requests are counted against the address they vouch for.
+    trusted: Vec<IpAddr>,
 }
 
 impl Registrar {
@@ -131,7 +162,47 @@ impl Registrar {
             failures: HashMap::new(),
             source_failures: HashMap::new(),
             last_qualify: None,
+            trusted: Vec::new(),
         }
+    }
+
+    /// Requests from these proxies are counted against the address they vouch for.
+    pub fn trust_proxies(&mut self, proxies: &[IpAddr]) {
+        self.trusted = proxies.to_vec();
+    }
+
+    /// The address a request is counted against for throttling and blocking: its source, or,
+    /// from a trusted proxy, the `received` (else the host) of the Via below the proxy's.
+    pub fn source_of(&self, req: &Request, peer: Peer) -> IpAddr {
+        let ip = peer.addr.ip();
+        if !self.trusted.contains(&ip) {
+            return ip;
+        }
+        let vias: Vec<&str> = crate::sip::message::vias(req)
+            .flat_map(|v| v.split(','))
+            .collect();
+        let Some(below) = vias.get(1) else {
+            return ip;
+        };
+        let param = |name: &str| {
+            below.split(';').skip(1).find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+            })
+        };
+        let host = below
+            .split_whitespace()
+            .nth(1)
+            .and_then(|sent_by| sent_by.split(';').next())
+            .map(|h| {
+                h.trim_start_matches('[')
+                    .rsplit_once(']')
+                    .map_or_else(|| h.rsplit_once(':').map_or(h, |x| x.0), |x| x.0)
+            });
+        param("received")
+            .or(host)
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(ip)
     }
 
     pub fn seats(&self) -> &[SeatConfig] {
@@ -276,7 +347,7 @@ impl Registrar {
         auth_header: &str,
         peer: Peer,
     ) -> AuthOutcome {
-        let ip = peer.addr.ip();
+        let ip = self.source_of(req, peer);
         let blocked = [
             self.failures.get(&(ip, user.to_string())),
             self.source_failures.get(&ip),
@@ -450,6 +521,13 @@ impl Registrar {
                 ));
             }
         }
+        // RFC 3327: the Path headers, top first, are the route to the phone.
+        let path: Vec<String> = req
+            .headers
+            .iter()
+            .filter(|h| h.name().eq_ignore_ascii_case("Path"))
+            .flat_map(|h| split_name_addrs(h.value()))
+            .collect();
         let list = &mut self.bindings[seat];
         list.retain(|b| b.expires_at > now);
         for (uri, _) in &updates {
@@ -479,6 +557,7 @@ impl Registrar {
                 call_id: info.call_id.clone(),
                 cseq: info.cseq,
                 reachable: true,
+                path: path.clone(),
             });
         }
         self.registered(seat, now)
@@ -492,5 +571,57 @@ impl Registrar {
                 .map(|b| (b.uri.clone(), b.expires_at.duration_since(now).as_secs()))
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    #[test]
+    fn path_values_split_outside_brackets_and_quotes() {
+        assert_eq!(
+            split_name_addrs("<sip:a@p1;lr>, \"x, y\" <sip:p2;lr>,<sip:p3,x;lr>"),
+            vec!["<sip:a@p1;lr>", "\"x, y\" <sip:p2;lr>", "<sip:p3,x;lr>"]
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_vouches_for_the_address_below_it() {
+        let cfg = RegistrarConfig::default();
+        let mut r = Registrar::new(cfg, Vec::new(), [7; 32]);
+        let text = "REGISTER sip:hotline SIP/2.0\r\n\
+            Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-proxy\r\n\
+            Via: SIP/2.0/UDP 192.168.1.20:5062;branch=z9hG4bK-phone;received=203.0.113.7;rport=40000\r\n\
+            From: <sip:1001@hotline>;tag=1\r\nTo: <sip:1001@hotline>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n\
+            Content-Length: 0\r\n\r\n";
+        let crate::sip::SipMessage::Request(req) =
+            crate::sip::message::parse(text.as_bytes()).unwrap()
+        else {
+            panic!("a request")
+        };
+        let proxy = Peer {
+            transport: crate::sip::Transport::Udp,
+            addr: "10.0.0.1:5060".parse().unwrap(),
+        };
+        assert_eq!(
+            r.source_of(&req, proxy),
+            proxy.addr.ip(),
+            "not trusted: its own"
+        );
+        r.trust_proxies(&["10.0.0.1".parse().unwrap()]);
+        assert_eq!(
+            r.source_of(&req, proxy),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        let other = Peer {
+            addr: "10.0.0.9:5060".parse().unwrap(),
+            ..proxy
+        };
+        assert_eq!(
+            r.source_of(&req, other),
+            other.addr.ip(),
+            "only the trusted proxy vouches"
+        );
     }
 }
