@@ -57,6 +57,58 @@ pub struct Config {
     pub probes: ProbesConfig,
     #[serde(default)]
     pub overload: OverloadConfig,
+    /// Which province's lists decide each number's mode, name and unit; the deployment's
+    /// merge dates and after-window behaviour.
+    #[serde(default)]
+    pub dialplan: DialplanConfig,
+}
+
+/// The deployment's side of the dialplans (`[dialplan]`): the files in `dialplans/` are the
+/// seeds' lists for every province; this picks one and sets what only a deployment knows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DialplanConfig {
+    /// The province profile: entries whose `provinces` list names it are routed, with that
+    /// province's names and units (shipped "gansu"; "anhui" is the other seeded profile).
+    pub province: String,
+    /// Merge date of every whole-merge number (its transition window starts that day), unless
+    /// `lines.<number>.merged_on` says otherwise.
+    pub merged_on: Option<chrono::NaiveDate>,
+    /// After the window, for every whole-merge number unless `lines.<number>` says otherwise.
+    pub after_window: crate::ivr::dialplan::AfterWindow,
+    /// Where a retained-seat line's caller goes when the line's own seats do not answer
+    /// (the 7×24 rule: 12345's agents take the call).
+    pub retained_fallback: String,
+    /// Per number: the deployment's merge date, after-window behaviour, or (dual-number
+    /// lines) whether its seats are merged into 12345 or retained.
+    pub lines: BTreeMap<String, LineConfig>,
+}
+
+impl Default for DialplanConfig {
+    fn default() -> Self {
+        DialplanConfig {
+            province: "gansu".into(),
+            merged_on: None,
+            after_window: crate::ivr::dialplan::AfterWindow::Continue,
+            retained_fallback: "general".into(),
+            lines: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[dialplan.lines."<number>"]`: what the deployment decided for one number.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineConfig {
+    #[serde(default)]
+    pub merged_on: Option<chrono::NaiveDate>,
+    #[serde(default)]
+    pub after_window: Option<crate::ivr::dialplan::AfterWindow>,
+    #[serde(default)]
+    pub seats: Option<crate::ivr::dialplan::Seats>,
+    /// Why the deployment departs from the list (shown by `hotline check --explain`).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// What a caller gets when the hotline sheds new calls.

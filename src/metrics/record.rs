@@ -301,6 +301,8 @@ pub enum TransferMode {
     Blind,
     /// REFER with Replaces, after the agent consulted the target.
     Attended,
+    /// No agent: the dialplan passed a retained-seat line's caller to the line's own seats.
+    Line,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -334,7 +334,11 @@ fn grow_buffers(udp: &UdpSocket) {
             "the SIP socket's receive buffer is small: a surge overflows it (raise net.core.rmem_max)"
         );
     }
-    debug!(receive_buffer = rcv, send_buffer = snd, "SIP socket buffers");
+    debug!(
+        receive_buffer = rcv,
+        send_buffer = snd,
+        "SIP socket buffers"
+    );
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {

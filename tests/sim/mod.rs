@@ -97,7 +97,7 @@ pub fn core_with(start: bool, f: impl FnOnce(&mut Config)) -> SimCore {
     cfg.sip.listen = "127.0.0.1:5060".parse().expect("address");
     f(&mut cfg);
     let (prompts, _) = PromptStore::load_dir(&cfg.paths.prompts).expect("prompts");
-    let plan = dialplan::load(&cfg.paths.dialplans, &prompts, &cfg.queues).expect("dialplans");
+    let plan = dialplan::load(&cfg.paths.dialplans, &prompts, &cfg).expect("dialplans");
     let mut core = Core::new(
         t0(),
         Arc::new(cfg),
