@@ -282,6 +282,9 @@ pub struct ReportsConfig {
     pub folder: PathBuf,
     /// The assessment rules (relative to the config file).
     pub rules: PathBuf,
+    /// Matters the platform exempted from the satisfaction deduction after review (seed 004
+    /// line 117: 客观因素或依法不能办理者不扣分); a missing file exempts none.
+    pub exemptions: PathBuf,
 }
 
 impl Default for ReportsConfig {
@@ -289,6 +292,7 @@ impl Default for ReportsConfig {
         ReportsConfig {
             folder: PathBuf::from("../data/reports"),
             rules: PathBuf::from("scoring.toml"),
+            exemptions: PathBuf::from("exemptions.toml"),
         }
     }
 }
@@ -685,6 +689,7 @@ impl Config {
             cfg.reports.folder = base.join(&cfg.reports.folder);
         }
         cfg.reports.rules = base.join(&cfg.reports.rules);
+        cfg.reports.exemptions = base.join(&cfg.reports.exemptions);
         cfg.validate()?;
         Ok(cfg)
     }

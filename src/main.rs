@@ -263,7 +263,18 @@ fn report(
         ));
     }
     let period = day.or(month).unwrap_or_default();
-    let r = match report::from_store(&cfg.store.path, &period, &days, &cfg.seat_units(), &rules) {
+    let exemptions = match report::load_exemptions(&cfg.reports.exemptions) {
+        Ok(e) => e,
+        Err(e) => return fail(e.to_string()),
+    };
+    let r = match report::from_store(
+        &cfg.store.path,
+        &period,
+        &days,
+        &cfg.seat_units(),
+        &rules,
+        &exemptions,
+    ) {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
     };
@@ -397,6 +408,9 @@ fn check(cfg: &Config, explain: Option<&str>) -> ExitCode {
     };
     let (loaded, mut problems) = load(cfg);
     if let Err(e) = hotline::metrics::report::load_rules(&cfg.reports.rules) {
+        problems.push(e.to_string());
+    }
+    if let Err(e) = hotline::metrics::report::load_exemptions(&cfg.reports.exemptions) {
         problems.push(e.to_string());
     }
     for p in &problems {

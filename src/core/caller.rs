@@ -758,6 +758,7 @@ impl<M: MediaIo> Core<M> {
         let event = RecordEvent::Survey {
             rating,
             label: label.to_string(),
+            matter: None, // the call itself
         };
         self.record(
             now,
