@@ -108,6 +108,7 @@ fn the_deb_holds_the_daemon_prompts_conffiles_and_maintainer_scripts_and_lintian
         "/etc/hotline/dialplans/12345.toml",
         "/etc/hotline/dialplans/dual.toml",
         "/etc/hotline/dialplans/merged.toml",
+        "/etc/hotline/dialplans/subcentres.toml",
     ]
     .into();
     assert_eq!(conffiles, expected);
