@@ -55,7 +55,7 @@ fn the_line_s_own_seat_answers_over_its_trunk_with_audio_both_ways() {
         1,
         &["-key", "rtp_port", &seat.port.to_string(), "-d", "500"],
     );
-    let caller_ms = greeting_ms + 6000;
+    let caller_ms = greeting_ms + 4500;
     let answered = std::thread::scope(|s| {
         let run = s.spawn(|| {
             sipp(
@@ -77,7 +77,7 @@ fn the_line_s_own_seat_answers_over_its_trunk_with_audio_both_ways() {
         // The daemon's leg to the seat sends RTP once the seat answered.
         let from_daemon = seat.wait_first(Duration::from_secs(greeting_ms / 1000 + 10));
         let answered = Instant::now();
-        seat.send_tone(from_daemon, SEAT_HZ, 3500);
+        seat.send_tone(from_daemon, SEAT_HZ, 2500);
         assert_sipp_ok(&run.join().unwrap(), &d);
         answered
     });
@@ -119,10 +119,10 @@ fn when_the_line_s_seats_do_not_answer_a_12345_agent_takes_the_call() {
         "agent_talk.xml",
         agent_port,
         1,
-        &["-key", "rtp_port", &agent.port.to_string(), "-d", "3000"],
+        &["-key", "rtp_port", &agent.port.to_string(), "-d", "2500"],
     );
     let greeting_ms = prompt_frames("greetings/12369") as u64 * 20;
-    let caller_ms = greeting_ms + 7000;
+    let caller_ms = greeting_ms + 5500;
     std::thread::scope(|s| {
         let run = s.spawn(|| {
             sipp(
@@ -167,4 +167,90 @@ fn when_the_line_s_seats_do_not_answer_a_12345_agent_takes_the_call() {
     );
     let seat = seat(&d, "1001");
     assert_eq!(seat["counters"]["answered"], 1, "{seat}");
+}
+
+fn api_post(d: &Daemon, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(d.http).unwrap();
+    write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, out)
+}
+
+#[test]
+fn a_12345_agent_transfers_a_caller_to_the_line_s_own_seats() {
+    let trunk = free_port();
+    let d = Daemon::start_with_targets(
+        &retained(trunk, 10),
+        &[("HOTLINE__REGISTRAR__QUALIFY_S", "0")],
+    );
+    // Seat 1003 answers 12348's callers; it transfers one to 12369's retained seats and leaves.
+    let agent_port = free_port();
+    register_contact(&d, "1003", "demo-1003", agent_port, agent_port, 300);
+    agent_api(&d, "1003", "login");
+    let (caller, agent, seat) = (RtpSink::new(), RtpSink::new(), RtpSink::new());
+    let phone = sipp_uas_with(
+        &d,
+        "agent_talk.xml",
+        agent_port,
+        1,
+        &["-key", "rtp_port", &agent.port.to_string(), "-d", "2000"],
+    );
+    let centre = sipp_uas_with(
+        &d,
+        "trunk_answer.xml",
+        trunk,
+        1,
+        &["-key", "rtp_port", &seat.port.to_string(), "-d", "200"],
+    );
+    let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
+    let caller_ms = greeting_ms + 5500;
+    let answered = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            sipp(
+                &d,
+                "uac_call.xml",
+                "12348",
+                &[
+                    "-key",
+                    "rtp_port",
+                    &caller.port.to_string(),
+                    "-d",
+                    &caller_ms.to_string(),
+                ],
+            )
+        });
+        let to_daemon = caller.wait_first(Duration::from_secs(10));
+        let c = &caller;
+        s.spawn(move || c.send_tone(to_daemon, CALLER_HZ, caller_ms - 500));
+        agent.wait_first(Duration::from_secs(greeting_ms / 1000 + 10));
+        let (code, body) = api_post(&d, "/api/seats/1003/transfer", r#"{"number":"12369"}"#);
+        assert_eq!(code, 200, "{body}");
+        let from_daemon = seat.wait_first(Duration::from_secs(5));
+        let answered = Instant::now();
+        seat.send_tone(from_daemon, SEAT_HZ, 3500);
+        assert_sipp_ok(&run.join().unwrap(), &d);
+        answered
+    });
+    child_ok(phone, "the 12345 agent");
+    child_ok(centre, "12369's own seat");
+    // After the agent left (2 s after answering), caller and the line's seat hear each other.
+    let late = answered + Duration::from_millis(2000);
+    let (c, t) = (
+        tone_share(&heard_since(&caller, late), SEAT_HZ),
+        tone_share(&heard_since(&seat, late), CALLER_HZ),
+    );
+    assert!(
+        c > 0.5 && t > 0.5,
+        "caller hears the seat {c:.2}, the seat hears the caller {t:.2}"
+    );
+    d.wait_idle(Duration::from_secs(5));
+    let records = transfers(&d);
+    assert!(
+        records.contains(&("started".into(), "three_way".into(), "12369".into()))
+            && records.iter().any(|r| r.0 == "answered" && r.2 == "12369"),
+        "{records:?}"
+    );
 }
