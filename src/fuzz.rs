@@ -130,7 +130,7 @@ pub fn dialplan(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let (prompts, cfg) = shipped();
         let files = [(PathBuf::from("fuzz.toml"), text.to_string())];
-        let _ = crate::ivr::dialplan::load_from(Path::new("fuzz"), &files, prompts, &cfg);
+        let _ = crate::ivr::dialplan::load_from(Path::new("fuzz"), &files, prompts, cfg);
     }
 }
 

@@ -292,7 +292,7 @@ impl<M: MediaIo> Core<M> {
     /// when the seats are busy or do not answer within the target's `timeout_s`, the caller
     /// goes to `fallback`, where 12345's agents take the call (the 7×24 rule: seed 002 line
     /// 98, 003 line 41; 000 line 30: 保留座席…确保12345热线的接通率).
-    pub(super) fn to_retained(&mut self, now: Now, k: CallerId, r: Retained) {
+    pub(super) fn pass_to_retained(&mut self, now: Now, k: CallerId, r: Retained) {
         let Some(c) = self.legs.callers.get(&k) else {
             return;
         };

@@ -363,14 +363,18 @@ impl Dialplan {
                 };
                 let _ = write!(
                     o,
-                    "{number}: whole merge (整体并入) in the {province} profile\n  name: {}\n  unit: {}\n  seed: {}\n  merged on {}; transition prompt {} through {} (3 calendar months; seed 000 line 30)\n  after the window: {:?}\n  on {today}: {now}\n  continues into flow \"{}\"{}",
+                    "{number}: whole merge (整体并入) in the {province} profile\n  name: {}\n  unit: {}\n  seed: {}\n  merged on {}; transition prompt {} through {} (3 calendar months; seed 000 line 30)\n  after the window: {}\n  on {today}: {now}\n  continues into flow \"{}\"{}",
                     m.name,
                     m.unit,
                     m.provenance.seed,
                     m.merged_on,
                     m.merged_on,
                     last,
-                    m.after_window,
+                    match m.after_window {
+                        AfterWindow::Continue => "continue (served as 12345, no prompt)",
+                        AfterWindow::Announce => "announce (number-retired prompt, hang up)",
+                        AfterWindow::Reject => "reject (410 Gone)",
+                    },
                     self.flows.get(m.flow.0).map_or("?", |f| f.name.as_str()),
                     deployment(&m.provenance)
                 );
@@ -445,8 +449,15 @@ impl Dialplan {
             }
             let _ = write!(
                 o,
-                "{number}: transfer target \"{}\" ({:?}), agents key *{number}#; ",
-                t.name, t.kind
+                "{number}: transfer target \"{}\" (kind {}), agents key *{number}#; ",
+                t.name,
+                match t.kind {
+                    TargetKind::Subcentre => "subcentre",
+                    TargetKind::Retained => "retained",
+                    TargetKind::Expert => "expert",
+                    TargetKind::Emergency => "emergency",
+                    TargetKind::Utility => "utility",
+                }
             );
             match (&t.trunk, &t.queue) {
                 (_, Some(q)) if t.kind == TargetKind::Expert => {
@@ -571,6 +582,7 @@ struct Resolved {
 
 /// The entry as `province` lists it, or `None` when that province's lists do not name it
 /// (or an `as_in` names a province the entry is not in: a problem).
+#[allow(clippy::too_many_arguments)]
 fn resolve(
     province: &str,
     number: &str,
