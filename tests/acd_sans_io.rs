@@ -1227,3 +1227,46 @@ fn a_retained_line_s_caller_hanging_up_while_its_seats_ring_cancels_them() {
     }
     assert_eq!(outcomes, ["Started Some(Line)", "Abandoned None"]);
 }
+
+/// A 12345 agent transfers its caller to a retained-seat line's own seats (Gansu's 12369,
+/// kind "retained"): a three-way transfer over the retained trunk, the caller's number shown.
+#[test]
+fn a_12345_agent_transfers_its_caller_to_a_retained_line_s_own_seats() {
+    let mut c = core(|cfg| {
+        cfg.trunks.get_mut("retained").unwrap().address = TRUNK.parse().unwrap();
+    });
+    let t0 = sim::t0();
+    seat_up(&mut c, t0, "1003", S1);
+    call(&mut c, t0, "a", "13800000001", "12348");
+    let o = offers(&run(&mut c, t0, t0 + Duration::from_secs(8)));
+    let t1 = t0 + Duration::from_secs(8);
+    answer(&mut c, t1, &o[0].2, S1);
+    sent(&mut c);
+    while c.poll_record().is_some() {}
+    c.transfer_by_id(t1, "1003", "12369", false, "test")
+        .expect("12369 is a transfer target");
+    let out = sent(&mut c);
+    let invite = out
+        .iter()
+        .find(|m| m.starts_with(&format!("INVITE sip:12369@{TRUNK}")))
+        .unwrap_or_else(|| panic!("dialled over the retained trunk: {out:?}"))
+        .clone();
+    assert!(invite.contains("sip:13800000001@"), "{invite}");
+    assert!(invite.contains("X-Hotline-Transfer-By: 1003"), "{invite}");
+    trunk_answers(&mut c, t1 + Duration::from_secs(1), &invite);
+    run(&mut c, t1, t1 + Duration::from_secs(2));
+    let mut outcomes = vec![];
+    while let Some(r) = c.poll_record() {
+        if let hotline::metrics::Event::Transfer(t) = &r.event {
+            outcomes.push(format!("{:?} {:?} {}", t.outcome, t.mode, t.target.unit));
+        }
+    }
+    // The unit is the one the Gansu list names for 12369 (003 line 170).
+    assert_eq!(
+        outcomes,
+        [
+            "Started Some(ThreeWay) 省生态环境厅",
+            "Answered None 省生态环境厅"
+        ]
+    );
+}

@@ -1576,20 +1576,27 @@ mod tests {
             gansu.subcentre("12366").map(|s| s.unit.as_str()),
             Some("省税务局")
         );
-        // The name prompt is the province's own wording where the lists differ.
-        let explain = gansu
-            .explain(
-                "12393",
-                today,
-                &Config::load(
-                    &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/hotline.toml"),
-                )
-                .expect("config"),
-            )
-            .expect("routed");
+        // `hotline check --explain`.
+        let cfg =
+            Config::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/hotline.toml"))
+                .expect("config");
+        let explain = |p: &Dialplan, n: &str| p.explain(n, today, &cfg).unwrap_or_default();
+        let e = explain(&gansu, "12393");
         assert!(
-            explain.contains("whole merge") && explain.contains("through 2027-02-28"),
-            "{explain}"
+            e.contains("whole merge") && e.contains("through 2027-02-28"),
+            "{e}"
+        );
+        assert!(explain(&gansu, "12360").contains("unit: 兰州海关"));
+        assert!(explain(&anhui, "12360").contains("unit: 合肥海关"));
+        assert!(explain(&gansu, "96777").contains("that no list names"));
+        assert!(
+            explain(&gansu, "12348").contains("deployment: demo"),
+            "the deployment's note"
+        );
+        assert_eq!(
+            gansu.explain("12365", today, &cfg),
+            None,
+            "not in the Gansu list"
         );
     }
 

@@ -98,6 +98,8 @@ pub fn core_with(start: bool, f: impl FnOnce(&mut Config)) -> SimCore {
     f(&mut cfg);
     let (prompts, _) = PromptStore::load_dir(&cfg.paths.prompts).expect("prompts");
     let plan = dialplan::load(&cfg.paths.dialplans, &prompts, &cfg).expect("dialplans");
+    // As `hotline run` does: targets without a unit take the profile's list's.
+    plan.fill_target_units(&mut cfg.targets);
     let mut core = Core::new(
         t0(),
         Arc::new(cfg),
