@@ -399,6 +399,13 @@ impl Dialplan {
                             queue_name(r.fallback)
                         );
                     }
+                    (Seats::Retained, None, Some(q)) => {
+                        let _ = write!(
+                            o,
+                            "seats retained (保留座席), but no [[targets]] entry of kind \"retained\" reaches them: callers go straight to 12345's agents in queue \"{}\"",
+                            queue_name(q)
+                        );
+                    }
                     (_, _, Some(q)) => {
                         let name = queue_name(q);
                         let seats = seats_of(name);
