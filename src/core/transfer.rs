@@ -103,7 +103,7 @@ impl Transfer {
 
 /// The agent's phone asked for it (REFER) and is told the outcome by NOTIFY.
 fn by_refer(mode: Mode) -> bool {
-    mode != Mode::ThreeWay
+    matches!(mode, Mode::Blind | Mode::Attended)
 }
 
 /// Why a transfer was not started; each maps to one SIP status for REFER and one HTTP status.
