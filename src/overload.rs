@@ -346,20 +346,13 @@ mod tests {
         assert!(!a.lagging());
         assert_eq!(a.admit(t0 + ms(530), 0, 100, 2), Ok(()));
         assert_eq!(a.admit(t0 + ms(531), 0, 100, 2), Err(Shed::Lag), "paced");
-        assert_eq!(
-            a.admit(t0 + ms(590), 0, 100, 2),
-            Ok(()),
-            "50 ms later, the next"
-        );
+        assert_eq!(a.admit(t0 + ms(590), 0, 100, 2), Ok(()), "50 ms later, the next");
         // With nothing shed for 5 s the pace ends.
         for i in 0..60 {
             a.loop_lag(t0 + ms(600 + 100 * i), ms(1));
         }
         for i in 0..10 {
-            assert_eq!(
-                a.admit(t0 + ms(6600) + Duration::from_micros(i), 0, 100, 2),
-                Ok(())
-            );
+            assert_eq!(a.admit(t0 + ms(6600) + Duration::from_micros(i), 0, 100, 2), Ok(()));
         }
     }
 }

@@ -244,9 +244,7 @@ fn with_a_fifth_of_sip_datagrams_lost_each_way_every_call_completes_and_nothing_
                 "-p",
                 "5071",
             ])
-            .args([
-                "-m", "2", "-r", "1", "-rp", "3000", "-l", "1", "-d", "20000",
-            ])
+            .args(["-m", "2", "-r", "1", "-rp", "3000", "-l", "1", "-d", "20000"])
             .args(["-key", "rtp_port", "9"])
             .output()
             .unwrap()
