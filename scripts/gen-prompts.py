@@ -237,6 +237,11 @@ def main() -> None:
             written.append(speak(root, work, voice, f"count/{name}", word, DIGIT_PAD))
         for e in merged:
             written.append(speak(root, work, voice, f"names/{e['number']}", e["name"], TAIL_PAD))
+            # A province whose list words the line differently gets its own name prompt
+            # (names/<province>/<number>), which the dialplan prefers under that profile.
+            for prov, alt in sorted(e.get("as_in", {}).items()):
+                if alt.get("name") and alt["name"] != e["name"]:
+                    written.append(speak(root, work, voice, f"names/{prov}/{e['number']}", alt["name"], TAIL_PAD))
         for e in dual:
             num, name = e["number"], e["name"]
             if name.startswith(num):          # e.g. "12315市场监管投诉举报热线": say the number once

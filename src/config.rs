@@ -59,6 +59,10 @@ pub struct Config {
     pub overload: OverloadConfig,
     #[serde(default)]
     pub tls: TlsConfig,
+    /// Which province's lists decide each number's mode, name and unit; the deployment's
+    /// merge dates and after-window behaviour.
+    #[serde(default)]
+    pub dialplan: DialplanConfig,
 }
 
 /// The certificate SIP over TLS presents (RFC 3261 §26.2.1), re-read on SIGHUP.
@@ -83,11 +87,59 @@ impl Default for TlsConfig {
     }
 }
 
+/// The deployment's side of the dialplans (`[dialplan]`): the files in `dialplans/` are the
+/// seeds' lists for every province; this picks one and sets what only a deployment knows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DialplanConfig {
+    /// The province profile: entries whose `provinces` list names it are routed, with that
+    /// province's names and units (shipped "gansu"; "anhui" is the other seeded profile).
+    pub province: String,
+    /// Merge date of every whole-merge number (its transition window starts that day), unless
+    /// `lines.<number>.merged_on` says otherwise.
+    pub merged_on: Option<chrono::NaiveDate>,
+    /// After the window, for every whole-merge number unless `lines.<number>` says otherwise.
+    pub after_window: crate::ivr::dialplan::AfterWindow,
+    /// Where a retained-seat line's caller goes when the line's own seats do not answer
+    /// (the 7×24 rule: 12345's agents take the call).
+    pub retained_fallback: String,
+    /// Per number: the deployment's merge date, after-window behaviour, or (dual-number
+    /// lines) whether its seats are merged into 12345 or retained.
+    pub lines: BTreeMap<String, LineConfig>,
+}
+
+impl Default for DialplanConfig {
+    fn default() -> Self {
+        DialplanConfig {
+            province: "gansu".into(),
+            merged_on: None,
+            after_window: crate::ivr::dialplan::AfterWindow::Continue,
+            retained_fallback: "general".into(),
+            lines: BTreeMap::new(),
+        }
+    }
+}
+
 impl TlsConfig {
     /// Whether a certificate and key are configured.
     pub fn configured(&self) -> bool {
         !self.cert.as_os_str().is_empty() && !self.key.as_os_str().is_empty()
     }
+}
+
+/// `[dialplan.lines."<number>"]`: what the deployment decided for one number.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineConfig {
+    #[serde(default)]
+    pub merged_on: Option<chrono::NaiveDate>,
+    #[serde(default)]
+    pub after_window: Option<crate::ivr::dialplan::AfterWindow>,
+    #[serde(default)]
+    pub seats: Option<crate::ivr::dialplan::Seats>,
+    /// Why the deployment departs from the list (shown by `hotline check --explain`).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// What a caller gets when the hotline sheds new calls.
@@ -316,6 +368,9 @@ pub struct ReportsConfig {
     pub folder: PathBuf,
     /// The assessment rules (relative to the config file).
     pub rules: PathBuf,
+    /// Matters the platform exempted from the satisfaction deduction after review (seed 004
+    /// line 117: 客观因素或依法不能办理者不扣分); a missing file exempts none.
+    pub exemptions: PathBuf,
 }
 
 impl Default for ReportsConfig {
@@ -323,6 +378,7 @@ impl Default for ReportsConfig {
         ReportsConfig {
             folder: PathBuf::from("../data/reports"),
             rules: PathBuf::from("scoring.toml"),
+            exemptions: PathBuf::from("exemptions.toml"),
         }
     }
 }
@@ -742,6 +798,7 @@ impl Config {
             cfg.tls.cert = base.join(&cfg.tls.cert);
             cfg.tls.key = base.join(&cfg.tls.key);
         }
+        cfg.reports.exemptions = base.join(&cfg.reports.exemptions);
         cfg.validate()?;
         Ok(cfg)
     }

@@ -125,7 +125,7 @@ pub fn dialplan(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let (prompts, cfg) = shipped();
         let files = [(PathBuf::from("fuzz.toml"), text.to_string())];
-        let _ = crate::ivr::dialplan::load_from(Path::new("fuzz"), &files, prompts, &cfg.queues);
+        let _ = crate::ivr::dialplan::load_from(Path::new("fuzz"), &files, prompts, cfg);
     }
 }
 
@@ -164,7 +164,7 @@ pub fn core(data: &[u8]) {
             let mut cfg = cfg.clone();
             cfg.sip.listen = "127.0.0.1:5060".parse().expect("address");
             cfg.registrar.qualify_s = 0;
-            let plan = crate::ivr::dialplan::load(&cfg.paths.dialplans, prompts, &cfg.queues)
+            let plan = crate::ivr::dialplan::load(&cfg.paths.dialplans, prompts, &cfg)
                 .expect("shipped dialplans");
             let now = Now::at(
                 chrono::DateTime::parse_from_rfc3339("2026-12-03T10:00:00+08:00")

@@ -27,8 +27,14 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Run,
-    /// Validate configuration, dialplans and prompts; non-zero exit on any problem.
-    Check,
+    /// Validate configuration, dialplans and prompts; non-zero exit on any problem. Prints the
+    /// province profile the lists are read for.
+    Check {
+        /// How a call to this number is routed and why: mode, name, unit, window dates,
+        /// queue or target.
+        #[arg(long, value_name = "NUMBER")]
+        explain: Option<String>,
+    },
     /// Per-seat and per-queue figures of one day, rebuilt from the durable store.
     Figures {
         /// YYYY-MM-DD (Asia/Shanghai); default today.
@@ -200,7 +206,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Check => check(&cfg),
+        Command::Check { explain } => check(&cfg, explain.as_deref()),
         Command::Run => run(cfg),
         Command::Figures { day, json } => figures(&cfg, day, json),
         Command::Report {
@@ -257,7 +263,18 @@ fn report(
         ));
     }
     let period = day.or(month).unwrap_or_default();
-    let r = match report::from_store(&cfg.store.path, &period, &days, &cfg.seat_units(), &rules) {
+    let exemptions = match report::load_exemptions(&cfg.reports.exemptions) {
+        Ok(e) => e,
+        Err(e) => return fail(e.to_string()),
+    };
+    let r = match report::from_store(
+        &cfg.store.path,
+        &period,
+        &days,
+        &cfg.seat_units(),
+        &rules,
+        &exemptions,
+    ) {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
     };
@@ -371,7 +388,7 @@ fn load(
             return (None, problems);
         }
     };
-    match dialplan::load(&cfg.paths.dialplans, &prompts, &cfg.queues) {
+    match dialplan::load(&cfg.paths.dialplans, &prompts, cfg) {
         Ok(plan) if problems.is_empty() => (Some((Arc::new(prompts), Arc::new(plan))), problems),
         Ok(_) => (None, problems),
         Err(ps) => {
@@ -381,11 +398,14 @@ fn load(
     }
 }
 
-fn check(cfg: &Config) -> ExitCode {
-    if let Err(e) = WallClock::from_env() {
-        eprintln!("error: {e}");
-        return ExitCode::from(1);
-    }
+fn check(cfg: &Config, explain: Option<&str>) -> ExitCode {
+    let clock = match WallClock::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let (loaded, mut problems) = load(cfg);
     if let Err(e) = hotline::metrics::report::load_rules(&cfg.reports.rules) {
         problems.push(e.to_string());
@@ -393,11 +413,19 @@ fn check(cfg: &Config) -> ExitCode {
     let tls = hotline::runtime::tls::check(cfg, std::time::SystemTime::now());
     problems.extend(tls.errors);
     problems.extend(hotline::runtime::trunk_link::check(cfg));
+    if let Err(e) = hotline::metrics::report::load_exemptions(&cfg.reports.exemptions) {
+        problems.push(e.to_string());
+    }
     for p in &problems {
         println!("error: {p}");
     }
     for w in demo_credentials(cfg).into_iter().chain(tls.warnings) {
         println!("warning: {w}");
+    }
+    if let Some((_, plan)) = &loaded {
+        for w in &plan.warnings {
+            println!("warning: {w}");
+        }
     }
     if let Some(addr) = cfg.tls_listen() {
         println!(
@@ -407,6 +435,34 @@ fn check(cfg: &Config) -> ExitCode {
     }
     match loaded {
         Some((prompts, plan)) if problems.is_empty() => {
+            if let Some(number) = explain {
+                let mut cfg = cfg.clone();
+                plan.fill_target_units(&mut cfg.targets);
+                return match plan.explain(number, clock.today_shanghai(), &cfg) {
+                    Some(text) => {
+                        println!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    None => {
+                        println!(
+                            "{number}: not routed in the {} profile and not a transfer target: a call to it gets 404",
+                            plan.province
+                        );
+                        ExitCode::from(1)
+                    }
+                };
+            }
+            println!(
+                "profile: {} ({} whole-merge, {} dual-number of which {} with retained seats, {} sub-centres listed); dialplan.province in the configuration",
+                plan.province,
+                plan.merged.len(),
+                plan.dual.len(),
+                plan.dual
+                    .iter()
+                    .filter(|d| d.seats == dialplan::Seats::Retained)
+                    .count(),
+                plan.subcentres.len()
+            );
             println!(
                 "ok: {} numbers ({} retired whole-merge, {} dual-number), {} flows, {} queues, {} prompts ({} KiB encoded)",
                 plan.numbers(),
@@ -460,6 +516,7 @@ fn run(cfg: Config) -> ExitCode {
         }
     };
     let (loaded, problems) = load(&cfg);
+    let mut cfg = cfg;
     let Some((prompts, plan)) = loaded else {
         for p in problems {
             tracing::error!("{p}");
@@ -467,7 +524,11 @@ fn run(cfg: Config) -> ExitCode {
         tracing::error!("refusing to start; `hotline check` lists the problems");
         return ExitCode::from(2);
     };
-    tracing::info!(today = %clock.today_shanghai(), "calendar date (Asia/Shanghai) for transition windows");
+    tracing::info!(today = %clock.today_shanghai(), province = %plan.province, "calendar date (Asia/Shanghai) for transition windows; province profile");
+    plan.fill_target_units(&mut cfg.targets);
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
     for w in demo_credentials(&cfg) {
         tracing::warn!("{w}");
     }

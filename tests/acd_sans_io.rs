@@ -1183,3 +1183,90 @@ fn a_consultation_ends_when_the_caller_it_is_about_hangs_up() {
         "and so does the sub-centre's call: {out:?}"
     );
 }
+
+/// A retained-seat line (Gansu's 12369): after the greeting its own seats are dialled over
+/// the retained trunk with the caller's number; the caller hanging up while they ring CANCELs
+/// that call and the transfer is recorded abandoned (and nothing is left: the leak check).
+#[test]
+fn a_retained_line_s_caller_hanging_up_while_its_seats_ring_cancels_them() {
+    const GW: &str = "127.0.0.1:5092";
+    let mut c = core(|cfg| {
+        cfg.trunks.get_mut("retained").unwrap().address = GW.parse().unwrap();
+    });
+    let t0 = sim::t0();
+    let caller_to = call(&mut c, t0, "a", "13800000001", "12369");
+    let msgs = run(&mut c, t0, t0 + Duration::from_secs(15));
+    let (at, invite) = msgs
+        .iter()
+        .find(|(_, m)| m.starts_with("INVITE sip:12369@127.0.0.1:5092"))
+        .cloned()
+        .expect("the line's seats are dialled over the retained trunk");
+    assert!(
+        at.since(t0.mono) > Duration::from_secs(2),
+        "after the greeting, not before"
+    );
+    assert!(invite.contains("sip:13800000001@"), "{invite}");
+    ringing(&mut c, at, &invite, GW);
+    let bye = format!(
+        "BYE sip:hotline@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-bye-a\r\nFrom: <sip:13800000001@127.0.0.1>;tag=t-a\r\n\
+         {caller_to}\r\nCall-ID: a\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let t1 = t0 + Duration::from_secs(16);
+    c.handle_datagram(t1, bye.as_bytes(), udp("127.0.0.1:5070"));
+    let out = sent(&mut c);
+    assert!(
+        out.iter()
+            .any(|m| m.starts_with("CANCEL sip:12369@127.0.0.1:5092")),
+        "the line's ringing seats are CANCELled: {out:?}"
+    );
+    let mut outcomes = vec![];
+    while let Some(r) = c.poll_record() {
+        if let hotline::metrics::Event::Transfer(t) = &r.event {
+            outcomes.push(format!("{:?} {:?}", t.outcome, t.mode));
+        }
+    }
+    assert_eq!(outcomes, ["Started Some(Line)", "Abandoned None"]);
+}
+
+/// A 12345 agent transfers its caller to a retained-seat line's own seats (Gansu's 12369,
+/// kind "retained"): a three-way transfer over the retained trunk, the caller's number shown.
+#[test]
+fn a_12345_agent_transfers_its_caller_to_a_retained_line_s_own_seats() {
+    let mut c = core(|cfg| {
+        cfg.trunks.get_mut("retained").unwrap().address = TRUNK.parse().unwrap();
+    });
+    let t0 = sim::t0();
+    seat_up(&mut c, t0, "1003", S1);
+    call(&mut c, t0, "a", "13800000001", "12348");
+    let o = offers(&run(&mut c, t0, t0 + Duration::from_secs(8)));
+    let t1 = t0 + Duration::from_secs(8);
+    answer(&mut c, t1, &o[0].2, S1);
+    sent(&mut c);
+    while c.poll_record().is_some() {}
+    c.transfer_by_id(t1, "1003", "12369", false, "test")
+        .expect("12369 is a transfer target");
+    let out = sent(&mut c);
+    let invite = out
+        .iter()
+        .find(|m| m.starts_with(&format!("INVITE sip:12369@{TRUNK}")))
+        .unwrap_or_else(|| panic!("dialled over the retained trunk: {out:?}"))
+        .clone();
+    assert!(invite.contains("sip:13800000001@"), "{invite}");
+    assert!(invite.contains("X-Hotline-Transfer-By: 1003"), "{invite}");
+    trunk_answers(&mut c, t1 + Duration::from_secs(1), &invite);
+    run(&mut c, t1, t1 + Duration::from_secs(2));
+    let mut outcomes = vec![];
+    while let Some(r) = c.poll_record() {
+        if let hotline::metrics::Event::Transfer(t) = &r.event {
+            outcomes.push(format!("{:?} {:?} {}", t.outcome, t.mode, t.target.unit));
+        }
+    }
+    // The unit is the one the Gansu list names for 12369 (003 line 170).
+    assert_eq!(
+        outcomes,
+        [
+            "Started Some(ThreeWay) 省生态环境厅",
+            "Answered None 省生态环境厅"
+        ]
+    );
+}

@@ -13,7 +13,86 @@ fn shipped_config_passes_check() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("43 retired whole-merge"), "{text}");
+    // Gansu's list: 42 whole-merge lines (003 line 37) and 10 dual-number lines (003 line 41).
+    assert!(text.contains("profile: gansu"), "{text}");
+    assert!(
+        text.contains("42 retired whole-merge, 10 dual-number"),
+        "{text}"
+    );
+}
+
+/// `hotline check` under a profile, and `--explain NUMBER`.
+fn check(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .arg("check")
+        .args(args)
+        .arg("--config")
+        .arg(repo().join("config/hotline.toml"))
+        .envs(env.iter().copied())
+        .env("HOTLINE_NOW", "2026-12-15T10:00:00+08:00")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_province_profile_decides_and_explain_says_why() {
+    let anhui = [("HOTLINE__DIALPLAN__PROVINCE", "anhui")];
+    let (ok, text) = check(&[], &anhui);
+    assert!(ok, "{text}");
+    assert!(text.contains("profile: anhui"), "{text}");
+    assert!(
+        text.contains("13 retired whole-merge, 14 dual-number"),
+        "{text}"
+    );
+    // Merged seats whose queue no seat serves: a warning, not an error.
+    assert!(
+        text.contains("warning: dual number 12393 (医疗保障服务热线): its seats are merged into 12345 but no seat serves its queue \"line-12393\""),
+        "{text}"
+    );
+
+    let (ok, text) = check(&["--explain", "12393"], &[]);
+    assert!(ok, "{text}");
+    for want in [
+        "12393: whole merge (整体并入) in the gansu profile",
+        "unit: 省医保局",
+        "seed: 003 line 128",
+        "transition prompt 2026-12-01 through 2027-02-28",
+        "on 2026-12-15: inside the window",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    let (ok, text) = check(&["--explain", "12393"], &anhui);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("12393: dual number (双号并行) in the anhui profile"),
+        "{text}"
+    );
+    assert!(
+        text.contains("queued in \"line-12393\", served by NO seat"),
+        "{text}"
+    );
+
+    let (ok, text) = check(&["--explain", "12369"], &[]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("seats retained (保留座席): the caller is passed to target 12369"),
+        "{text}"
+    );
+    assert!(
+        text.contains("12345's agents in queue \"general\" take the call"),
+        "{text}"
+    );
+    // 12360's unit per province, 96777 as an example, 12348's deployment note and 12365 (not
+    // in the Gansu list): the dialplan's unit tests (`cargo test --lib dialplan`).
+    let (ok, text) = check(&[], &[("HOTLINE__DIALPLAN__PROVINCE", "henan")]);
+    assert!(
+        !ok && text.contains("dialplan.province = \"henan\": no list entry names it"),
+        "{text}"
+    );
 }
 
 #[test]

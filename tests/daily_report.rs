@@ -36,7 +36,7 @@ fn the_days_report_is_written_after_midnight() {
     let ind = std::fs::read_to_string(dir.join("indicators.csv")).unwrap();
     assert!(
         ind.lines()
-            .any(|l| l == "2026-12-15,呼损率,1.0000,0.05,false"),
+            .any(|l| l == "2026-12-15,呼损率,1.0000,0.05,operator,false"),
         "{ind}"
     );
     assert!(d.log_text().contains("daily report written"));

@@ -108,6 +108,7 @@ fn the_deb_holds_the_daemon_prompts_conffiles_and_maintainer_scripts_and_lintian
         "/etc/hotline/dialplans/12345.toml",
         "/etc/hotline/dialplans/dual.toml",
         "/etc/hotline/dialplans/merged.toml",
+        "/etc/hotline/dialplans/subcentres.toml",
     ]
     .into();
     assert_eq!(conffiles, expected);
@@ -244,7 +245,8 @@ fn the_deb_holds_the_daemon_prompts_conffiles_and_maintainer_scripts_and_lintian
     );
     let check_text = text(&check);
     assert!(check.status.success(), "{check_text}");
-    assert!(check_text.contains("ok: 54 numbers"), "{check_text}");
+    // The Gansu profile: 12345, 42 whole-merge and 10 dual-number lines.
+    assert!(check_text.contains("ok: 53 numbers"), "{check_text}");
     // The demo credentials the unit is not started with are called out.
     assert!(
         check_text.contains("warning: seat 1001 uses the demo password"),

@@ -1,6 +1,7 @@
 //! Answer-rate probes (电话接通率, seed 004) against real SIP lines: a unit whose line answers
 //! scores the full 10 points; a unit whose line is busy on all three attempts of a round has
-//! one failure recorded and scores 9, in the report built from the store.
+//! one failure recorded and scores 9, in the report built from the store. The targets set no
+//! unit: each takes the one the Gansu list names (兰州海关, 省税务局; seed 003 lines 177, 181).
 mod common;
 use common::*;
 use std::time::Duration;
@@ -10,8 +11,8 @@ fn a_round_unanswered_three_times_is_one_failure_and_costs_one_point() {
     let (up, down) = (free_port(), free_port());
     let targets = format!(
         "[trunks.up]\naddress = \"127.0.0.1:{up}\"\n[trunks.down]\naddress = \"127.0.0.1:{down}\"\n\
-         [[targets]]\nnumber = \"12366\"\nname = \"税务 12366\"\nkind = \"subcentre\"\ntrunk = \"up\"\nunit = \"市税务局\"\nprobe = true\n\
-         [[targets]]\nnumber = \"12360\"\nname = \"海关 12360\"\nkind = \"subcentre\"\ntrunk = \"down\"\nunit = \"海关\"\nprobe = true\n"
+         [[targets]]\nnumber = \"12366\"\nname = \"税务 12366\"\nkind = \"subcentre\"\ntrunk = \"up\"\nprobe = true\n\
+         [[targets]]\nnumber = \"12360\"\nname = \"海关 12360\"\nkind = \"subcentre\"\ntrunk = \"down\"\nprobe = true\n"
     );
     let d = Daemon::start_with_targets(
         &targets,
@@ -108,15 +109,16 @@ fn a_round_unanswered_three_times_is_one_failure_and_costs_one_point() {
             .to_string()
     };
     assert!(
-        line("海关").contains("probes 1 (unanswered 1)") && line("海关").contains("电话接通率 9"),
+        line("兰州海关").contains("probes 1 (unanswered 1)")
+            && line("兰州海关").contains("电话接通率 9"),
         "{}",
-        line("海关")
+        line("兰州海关")
     );
     assert!(
-        line("市税务局").contains("probes 1 (unanswered 0)")
-            && line("市税务局").contains("电话接通率 10"),
+        line("省税务局").contains("probes 1 (unanswered 0)")
+            && line("省税务局").contains("电话接通率 10"),
         "{}",
-        line("市税务局")
+        line("省税务局")
     );
     assert!(text.contains("12360 海关 12360: transfers 0, answered 0 (—), failed 0, abandoned 0, ASA 0.0 s; probe rounds 1, unanswered 1"), "{text}");
 }

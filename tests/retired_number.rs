@@ -1,13 +1,21 @@
 //! A retired whole-merge number: inside its 3-month window (set with HOTLINE_NOW) the caller
 //! hears the transition prompt naming the old number, then 12345's welcome; outside it, the
-//! welcome straight away; with `after_window = "reject"`, 410 Gone.
+//! welcome straight away; with `after_window = "reject"`, 410 Gone. The window at a month end:
+//! merged on 31 August 2028, the prompt still plays on 30 November and the number is retired
+//! on 1 December (the deployment sets both in hotline.toml [dialplan.lines]).
 mod common;
 use common::*;
 use std::time::Duration;
 
 /// Calls `number` with the daemon's clock at `now`; returns the PCM heard.
 fn heard(now: &str, number: &str, listen_ms: u64) -> Vec<i16> {
-    let d = Daemon::start(&[("HOTLINE_NOW", now)]);
+    heard_with(now, number, listen_ms, &[])
+}
+
+fn heard_with(now: &str, number: &str, listen_ms: u64, env: &[(&str, &str)]) -> Vec<i16> {
+    let mut env = env.to_vec();
+    env.push(("HOTLINE_NOW", now));
+    let d = Daemon::start(&env);
     let sink = RtpSink::new();
     let out = sipp(
         &d,
@@ -83,22 +91,36 @@ fn before_the_merge_date_there_is_no_transition_prompt() {
     assert_heard_at(&h, "welcome", 0);
 }
 
+/// 12396 merged on 31 August 2028 and refused after its window, set where a deployment sets
+/// it: `[dialplan.lines."12396"]` (here from the environment).
+const MERGED_31_AUGUST: [(&str, &str); 2] = [
+    ("HOTLINE__DIALPLAN__LINES__12396__MERGED_ON", "2028-08-31"),
+    ("HOTLINE__DIALPLAN__LINES__12396__AFTER_WINDOW", "reject"),
+];
+
+#[test]
+fn merged_on_31_august_the_prompt_plays_through_30_november() {
+    // The prompt's first parts are enough to tell it from the welcome.
+    let parts = &transition_parts("12396")[..3];
+    let ms = parts
+        .iter()
+        .map(|p| prompt_frames(p) as u64 * 20)
+        .sum::<u64>()
+        + 600;
+    let h = heard_with("2028-11-30T23:58:00+08:00", "12396", ms, &MERGED_31_AUGUST);
+    let mut at = 0;
+    for part in parts {
+        assert_heard_at(&h, part, at);
+        at += prompt_frames(part) * 160;
+    }
+}
+
 #[test]
 fn after_the_window_a_number_configured_to_reject_gets_410() {
-    let dir = temp_dir("reject");
-    copy_dir(&repo().join("dialplans"), &dir);
-    let merged = std::fs::read_to_string(dir.join("merged.toml")).unwrap();
-    let patched = merged.replacen(
-        "number = \"12396\"",
-        "number = \"12396\"\nafter_window = \"reject\"",
-        1,
-    );
-    assert_ne!(merged, patched);
-    std::fs::write(dir.join("merged.toml"), patched).unwrap();
-    let d = Daemon::start(&[
-        ("HOTLINE_NOW", "2027-06-01T09:00:00+08:00"),
-        ("HOTLINE__PATHS__DIALPLANS", dir.to_str().unwrap()),
-    ]);
+    // 1 December 2028 is the first day after the window of a merge on 31 August.
+    let mut env = MERGED_31_AUGUST.to_vec();
+    env.push(("HOTLINE_NOW", "2028-12-01T00:00:30+08:00"));
+    let d = Daemon::start(&env);
     let sink = RtpSink::new();
     let out = sipp(
         &d,

@@ -18,7 +18,7 @@ const TARGET_HZ: f64 = 1500.0;
 fn targets(trunk: u16, timeout_s: u64) -> String {
     format!(
         "[trunks.subcentres]\naddress = \"127.0.0.1:{trunk}\"\n[trunks.emergency]\naddress = \"127.0.0.1:{trunk}\"\n\
-         [[targets]]\nnumber = \"12366\"\nname = \"税务 12366\"\nkind = \"subcentre\"\ntrunk = \"subcentres\"\nunit = \"市税务局\"\ntimeout_s = {timeout_s}\n\
+         [[targets]]\nnumber = \"12366\"\nname = \"税务 12366\"\nkind = \"subcentre\"\ntrunk = \"subcentres\"\nunit = \"省税务局\"\ntimeout_s = {timeout_s}\n\
          [[targets]]\nnumber = \"110\"\nname = \"公安 110\"\nkind = \"emergency\"\ntrunk = \"emergency\"\ntimeout_s = {timeout_s}\n\
          [[targets]]\nnumber = \"8801\"\nname = \"社保专家\"\nkind = \"expert\"\nqueue = \"line-12333\"\ntimeout_s = {timeout_s}\n"
     )

@@ -716,6 +716,7 @@ impl<M: MediaIo> Core<M> {
                 Action::Enqueue { queue, priority } => self.enqueue(now, k, queue, priority),
                 Action::Announce(q) => self.announce(now, k, q),
                 Action::SurveyResult(rating) => self.survey_result(now, k, rating, None),
+                Action::Retained(r) => self.pass_to_retained(now, k, r),
                 Action::Dequeue(reason) => {
                     let reason = match reason {
                         ExitReason::Timeout => QueueExit::Timeout,
@@ -773,6 +774,7 @@ impl<M: MediaIo> Core<M> {
         let event = RecordEvent::Survey {
             rating,
             label: label.to_string(),
+            matter: None, // the call itself
         };
         self.record(
             now,

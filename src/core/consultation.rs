@@ -35,7 +35,14 @@ impl<M: MediaIo> Core<M> {
     /// The transfer target dialled, if `number` is one reached over a trunk: only a seat may
     /// call it (to consult it), so whoever sends the INVITE is challenged; the answer does
     /// not tell seat names from others (as the registrar's does not).
+    ///
+    /// A number the dialplan routes (a retained-seat line: 12369 is both the line citizens
+    /// dial and the target agents transfer to) is a citizen's call: the dialplan wins, and
+    /// agents reach that target by a keyed code or the API, not by consulting it.
     pub(super) fn consultation_target(&self, number: &str) -> Option<usize> {
+        if self.env.plan.route(number).is_some() {
+            return None;
+        }
         let target = self.env.cfg.target(number)?;
         (self.env.cfg.targets[target].kind != TargetKind::Expert).then_some(target)
     }

@@ -34,7 +34,7 @@ pub use transfer::TransferError;
 use crate::acd::Acd;
 use crate::config::Config;
 use crate::entropy::Entropy;
-use crate::ivr::dialplan::{Dialplan, QueueId};
+use crate::ivr::dialplan::{Dialplan, QueueId, Retained};
 use crate::ivr::engine::TimerKind;
 use crate::media::engine::{MediaEngine, StreamId};
 use crate::metrics::figures::Figures;

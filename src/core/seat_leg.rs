@@ -127,7 +127,9 @@ impl<M: MediaIo> Core<M> {
             Waiting::Transfer(_) => self
                 .transfers
                 .get(&k)
-                .map(|t| self.registrar.seats()[t.by_seat()].id.clone()),
+                .and_then(|t| t.by_seat())
+                .and_then(|s| self.registrar.seats().get(s))
+                .map(|s| s.id.clone()),
             Waiting::Caller(_) => None,
         };
         let mut extra = vec![

@@ -63,7 +63,11 @@ enum Reach {
 pub(super) struct Transfer {
     /// The transferring agent's leg while the agent is on the transfer.
     agent: Option<SeatLegId>,
-    seat: usize,
+    /// The seat that started it; none when the dialplan did (a retained-seat line).
+    seat: Option<usize>,
+    /// Where the caller goes when the target is not reached and no agent takes it back: the
+    /// queue of 12345's agents for a retained-seat line's caller (7×24).
+    fallback: Option<QueueId>,
     target: Option<usize>,
     reach: Reach,
     phase: Phase,
@@ -79,7 +83,8 @@ impl Transfer {
     fn new(agent: SeatLegId, seat: usize, target: Option<usize>, mode: Mode, now: Instant) -> Self {
         Transfer {
             agent: Some(agent),
-            seat,
+            seat: Some(seat),
+            fallback: None,
             target,
             reach: Reach::Refused,
             phase: Phase::Dialling,
@@ -90,15 +95,15 @@ impl Transfer {
         }
     }
 
-    /// The seat that started the transfer.
-    pub(super) fn by_seat(&self) -> usize {
+    /// The seat that started the transfer (none: the dialplan did).
+    pub(super) fn by_seat(&self) -> Option<usize> {
         self.seat
     }
 }
 
 /// The agent's phone asked for it (REFER) and is told the outcome by NOTIFY.
 fn by_refer(mode: Mode) -> bool {
-    mode != Mode::ThreeWay
+    matches!(mode, Mode::Blind | Mode::Attended)
 }
 
 /// Why a transfer was not started; each maps to one SIP status for REFER and one HTTP status.
@@ -265,7 +270,7 @@ impl<M: MediaIo> Core<M> {
                 })?,
             )),
         };
-        self.record_started(now, &call_id, seat, target, mode, by, &caller);
+        self.record_started(now, &call_id, Some(seat), target, mode, by, &caller);
         let t = Transfer {
             reach,
             deadline: now.mono + timeout,
@@ -279,6 +284,91 @@ impl<M: MediaIo> Core<M> {
             self.dispatch(now);
         }
         Ok(name)
+    }
+
+    /// A retained-seat line's caller, greeted, is passed to the line's own seats over their
+    /// trunk (its `retained` target), presenting the caller's number. Like an agent's
+    /// three-way transfer the daemon keeps the caller's leg, so the caller is never dropped:
+    /// when the seats are busy or do not answer within the target's `timeout_s`, the caller
+    /// goes to `fallback`, where 12345's agents take the call (the 7×24 rule: seed 002 line
+    /// 98, 003 line 41; 000 line 30: 保留座席…确保12345热线的接通率).
+    pub(super) fn pass_to_retained(&mut self, now: Now, k: CallerId, r: Retained) {
+        let Some(c) = self.legs.callers.get(&k) else {
+            return;
+        };
+        let (caller, call_id, dialled, cs, span) = (
+            c.number.clone(),
+            c.call_id.clone(),
+            c.dialled.clone(),
+            c.stream,
+            c.span.clone(),
+        );
+        let _g = span.enter();
+        let Some(t) = self.env.cfg.targets.get(r.target) else {
+            return self.ivr_input(now, k, crate::ivr::engine::Input::RetainedFailed);
+        };
+        let timeout = Duration::from_secs(t.timeout_s);
+        let codec = self.media.codec(cs);
+        let extra = [
+            ("X-Hotline-Call", call_id.as_str()),
+            ("X-Hotline-Dialled", dialled.as_str()),
+        ];
+        let dialled_ok = if self.room_for(r.target, 1) {
+            self.dial_target(
+                now,
+                r.target,
+                &caller,
+                Purpose::Transfer(k),
+                timeout,
+                codec,
+                &extra,
+            )
+            .map_err(|e| e.to_string())
+        } else {
+            Err("no capacity (the rest is reserved for emergency hand-offs)".into())
+        };
+        let trunk = match dialled_ok {
+            Ok(id) => id,
+            Err(why) => {
+                warn!(%why, "cannot reach the line's retained seats; 12345's agents take the call");
+                return self.ivr_input(now, k, crate::ivr::engine::Input::RetainedFailed);
+            }
+        };
+        self.record_started(
+            now,
+            &call_id,
+            None,
+            r.target,
+            Mode::Line,
+            "dialplan",
+            &caller,
+        );
+        self.transfers.insert(
+            k,
+            Transfer {
+                agent: None,
+                seat: None,
+                fallback: Some(r.fallback),
+                target: Some(r.target),
+                reach: Reach::Trunk(Some(trunk)),
+                phase: Phase::Dialling,
+                mode: Mode::Line,
+                started: now.mono,
+                deadline: now.mono + timeout,
+                ringing_told: false,
+            },
+        );
+        Stats::inc(&self.env.stats.transfers_active);
+        // The caller hears 正在为您转接, then the fallback queue's hold music.
+        let prompts = self.media.engine.prompts().clone();
+        let hold = self.env.plan.queues.get(r.fallback.0).map(|q| q.hold_music);
+        let play: Vec<_> = prompts
+            .id("transfer/connecting")
+            .into_iter()
+            .chain(hold)
+            .collect();
+        self.media.engine.set_sending(cs, true);
+        self.media.engine.play(cs, &play, true);
     }
 
     /// Whether calling `target` may take `ports` more RTP ports: ordinary transfers and
@@ -300,14 +390,16 @@ impl<M: MediaIo> Core<M> {
         &mut self,
         now: Now,
         call_id: &str,
-        seat: usize,
+        seat: Option<usize>,
         target: usize,
         mode: Mode,
         by: &str,
         caller: &str,
     ) {
         let label = self.target_label(target);
-        let seat_id = &self.registrar.seats()[seat].id;
+        let seat_id = seat
+            .and_then(|s| self.registrar.seats().get(s))
+            .map_or("-", |s| s.id.as_str());
         let masked = crate::metrics::queue_log::mask_number(caller);
         if label.kind == TargetKind::Emergency {
             // The audit trail of a hand-off: who, which caller, where, when (store + log).
@@ -325,7 +417,7 @@ impl<M: MediaIo> Core<M> {
             code: None,
             ring_s: None,
         });
-        self.record(now, event, Some(call_id), Some(seat), None);
+        self.record(now, event, Some(call_id), seat, None);
     }
 
     /// A transfer's later step in the record.
@@ -354,7 +446,7 @@ impl<M: MediaIo> Core<M> {
             ring_s: failure.map(|f| f.1),
         });
         let call_id = self.legs.callers.get(&k).map(|c| c.call_id.clone());
-        self.record(now, event, call_id.as_deref(), Some(seat), None);
+        self.record(now, event, call_id.as_deref(), seat, None);
     }
 
     /// Transfer `t` of caller `k` starts: the caller waits with hold music and the agent
@@ -546,6 +638,13 @@ impl<M: MediaIo> Core<M> {
                     self.detach_agent(now, k, l, EndedBy::Transfer);
                     self.end_seat_leg(now, l, EndedBy::Transfer);
                 }
+                if mode == Mode::Line {
+                    // A retained-seat line's own seats answered: the IVR steps aside.
+                    if let Some(c) = self.legs.callers.get_mut(&k) {
+                        c.service = Service::Target;
+                    }
+                    self.ivr_input(now, k, crate::ivr::engine::Input::Bridged);
+                }
                 self.expert_takes_over(now, k);
             }
         }
@@ -590,7 +689,15 @@ impl<M: MediaIo> Core<M> {
                     Some(now.mono + Duration::from_millis(ms)),
                 );
             }
-            None => self.transfer_give_up(now, k),
+            None => match self.transfers.get(&k).and_then(|t| t.fallback) {
+                Some(_) => {
+                    // 7×24: the line's own seats did not answer; 12345's agents take the call.
+                    info!("the retained seats did not answer; the caller goes to 12345's agents");
+                    self.transfer_over(k);
+                    self.ivr_input(now, k, crate::ivr::engine::Input::RetainedFailed);
+                }
+                None => self.transfer_give_up(now, k),
+            },
         }
     }
 
@@ -1052,7 +1159,7 @@ impl<M: MediaIo> Core<M> {
         self.record_started(
             now,
             &call_id,
-            seat,
+            Some(seat),
             target,
             Mode::Attended,
             &format!("seat {seat_id} (REFER with Replaces)"),

@@ -2,10 +2,28 @@
 //! Each file may hold `[[numbers]]` (a number → a flow), `[flows.NAME]`, `[[merged]]` (retired
 //! whole-merge numbers with their transition window) and `[[dual]]` (dual-number lines).
 //! Numbers match the Request-URI user part exactly: never by prefix or substring.
+//!
+//! **Province profiles.** The files hold the seeds' lists for every province at once (Anhui,
+//! seed 002 attachment; Gansu, seed 003 attachment): each entry says which `provinces` list
+//! it (none: every province) and, under `as_in.<province>`, where that province's list names
+//! the line or its unit differently, or keeps its seats. `dialplan.province` in the
+//! configuration picks the profile; only its entries are routed. So 12393 is a whole-merge
+//! entry for `gansu` (003 line 124) and a dual-number entry for `anhui` (002 line 120) in the
+//! same folder. `[[subcentre]]` entries are not routed (callers do not reach sub-centres
+//! through us): they give the sub-centre transfer targets their names and units.
+//!
+//! **Transition window** (整体并入: 3 months of voice prompt, seed 000 line 30): the prompt
+//! plays from the merge date through the day before the same date three months later; where
+//! that date does not exist (31 August → "31 November") the window runs through the end of
+//! that month. Every window thus covers three whole calendar months (89 to 92 days) and a
+//! later merge never ends earlier; clamping back instead would cut 31 August's window to
+//! 29 November, like 30 August's (31 January and 1 February do end alike, on 30 April).
+//! The merge dates and the behaviour after the window are the deployment's, set in one place:
+//! `[dialplan]` and `[dialplan.lines."<number>"]` of the configuration.
 
-use crate::config::QueueConfig;
+use crate::config::{Config, TargetKind};
 use crate::media::prompts::{PromptId, PromptStore};
-use chrono::{Months, NaiveDate};
+use chrono::{Datelike, Months, NaiveDate};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -113,24 +131,84 @@ pub enum AfterWindow {
     Reject,
 }
 
+/// A dual-number line's seats (双号并行, seed 002 line 98, 003 line 41): merged into 12345
+/// (the line is a skill group of our ACD) or retained (the line's own seats, reached over a
+/// trunk, with a call-transfer link to 12345).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Seats {
+    Merged,
+    Retained,
+}
+
+/// Where a line's name, unit and mode come from: the list entry (seed lines) and, where the
+/// deployment departs from it, its note.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    /// Seed references of the profile's list, e.g. "003 line 112".
+    pub seed: String,
+    /// The deployment's `[dialplan.lines."<number>"]` note, when it set something.
+    pub deployment: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct MergedLine {
     pub number: String,
     pub name: String,
+    pub unit: String,
     pub merged_on: NaiveDate,
-    /// First day after the 3-calendar-month transition window.
+    /// First day after the 3-calendar-month transition window (see [`window_end`]).
     pub window_end: NaiveDate,
     pub after_window: AfterWindow,
     pub transition: Vec<PromptId>,
     pub flow: FlowId,
+    pub provenance: Provenance,
+}
+
+/// The retained seats of a dual-number line: the `retained` transfer target that reaches
+/// them, and where its callers go when they do not answer (the 7×24 rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retained {
+    /// Index into the configuration's `[[targets]]`.
+    pub target: usize,
+    pub fallback: QueueId,
 }
 
 #[derive(Debug, Clone)]
 pub struct DualLine {
     pub number: String,
     pub name: String,
+    pub unit: String,
+    pub seats: Seats,
+    /// 设专家座席: the line sets up expert seats.
+    pub expert: bool,
+    /// The expert group's transfer target (`[[targets]]` kind expert with this number).
+    pub expert_target: Option<usize>,
     pub greeting: PromptId,
-    pub queue: QueueId,
+    /// The line's skill group (merged seats).
+    pub queue: Option<QueueId>,
+    pub retained: Option<Retained>,
+    pub provenance: Provenance,
+}
+
+/// A sub-centre (设分中心) as the profile's list names it; not routed.
+#[derive(Debug, Clone)]
+pub struct ListedLine {
+    pub number: String,
+    pub name: String,
+    pub unit: String,
+    pub seed: String,
+}
+
+/// The first day after the transition window of a number merged on `merged_on`: the same
+/// date three months later, or, where that date does not exist, the first day of the month
+/// after (31 August → 1 December: the prompt plays through 30 November).
+pub fn window_end(merged_on: NaiveDate) -> Option<NaiveDate> {
+    let first = merged_on.with_day(1)?.checked_add_months(Months::new(3))?;
+    match first.with_day(merged_on.day()) {
+        Some(same) => Some(same),
+        None => first.checked_add_months(Months::new(1)),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +234,9 @@ pub enum Decision {
 pub enum Next {
     Flow(FlowId),
     Queue(QueueId),
+    /// The retained seats of a dual-number line, over their trunk; to the fallback queue
+    /// when they do not answer.
+    Retained(Retained),
     Hangup,
 }
 
@@ -165,6 +246,12 @@ pub struct Dialplan {
     pub queues: Vec<Queue>,
     pub merged: Vec<MergedLine>,
     pub dual: Vec<DualLine>,
+    pub subcentres: Vec<ListedLine>,
+    /// The province profile the lists were read for.
+    pub province: String,
+    /// What `hotline check` should say but that does not stop the daemon (e.g. a merged
+    /// line's queue that no seat serves).
+    pub warnings: Vec<String>,
     routes: HashMap<String, Route>,
     pub number_retired: Option<PromptId>,
     pub sorry: Option<PromptId>,
@@ -220,12 +307,226 @@ impl Dialplan {
             }
             Route::Dual(i) => {
                 let d = &self.dual[*i];
+                let next = match (d.retained, d.queue) {
+                    (Some(r), _) => Next::Retained(r),
+                    (None, Some(q)) => Next::Queue(q),
+                    (None, None) => Next::Hangup, // not built: the loader refuses it
+                };
                 Decision::Run {
                     first: vec![d.greeting],
-                    next: Next::Queue(d.queue),
+                    next,
                 }
             }
         })
+    }
+
+    /// How a call to `number` is routed on `today` and why: `hotline check --explain`.
+    /// `None` for a number neither routed nor a transfer target.
+    pub fn explain(&self, number: &str, today: NaiveDate, cfg: &Config) -> Option<String> {
+        use std::fmt::Write as _;
+        let mut o = String::new();
+        let province = &self.province;
+        let deployment = |p: &Provenance| match &p.deployment {
+            Some(n) => format!("\n  deployment: {n} (hotline.toml [dialplan.lines.\"{number}\"])"),
+            None => String::new(),
+        };
+        let queue_name = |q: QueueId| self.queues.get(q.0).map_or("?", |q| q.name.as_str());
+        let seats_of = |q: &str| {
+            cfg.seats
+                .iter()
+                .filter(|s| s.queues.iter().any(|x| x == q))
+                .map(|s| s.id.as_str())
+                .collect::<Vec<_>>()
+        };
+        match self.routes.get(number) {
+            Some(Route::Flow(f)) => {
+                let _ = write!(
+                    o,
+                    "{number}: answered with flow \"{}\" (profile {province})",
+                    self.flows.get(f.0).map_or("?", |f| f.name.as_str())
+                );
+            }
+            Some(Route::Merged(i)) => {
+                let m = &self.merged[*i];
+                let last = m.window_end.pred_opt().unwrap_or(m.window_end);
+                let now = if today < m.merged_on {
+                    "before the merge date: served as 12345, no prompt".to_string()
+                } else if today < m.window_end {
+                    "inside the window: the transition prompt plays, then 12345's flow".to_string()
+                } else {
+                    match m.after_window {
+                        AfterWindow::Continue => "after the window: served as 12345, no prompt",
+                        AfterWindow::Announce => "after the window: number-retired prompt, hang up",
+                        AfterWindow::Reject => "after the window: refused with 410 Gone",
+                    }
+                    .to_string()
+                };
+                let _ = write!(
+                    o,
+                    "{number}: whole merge (整体并入) in the {province} profile\n  name: {}\n  unit: {}\n  seed: {}\n  merged on {}; transition prompt {} through {} (3 calendar months; seed 000 line 30)\n  after the window: {}\n  on {today}: {now}\n  continues into flow \"{}\"{}",
+                    m.name,
+                    m.unit,
+                    m.provenance.seed,
+                    m.merged_on,
+                    m.merged_on,
+                    last,
+                    match m.after_window {
+                        AfterWindow::Continue => "continue (served as 12345, no prompt)",
+                        AfterWindow::Announce => "announce (number-retired prompt, hang up)",
+                        AfterWindow::Reject => "reject (410 Gone)",
+                    },
+                    self.flows.get(m.flow.0).map_or("?", |f| f.name.as_str()),
+                    deployment(&m.provenance)
+                );
+            }
+            Some(Route::Dual(i)) => {
+                let d = &self.dual[*i];
+                let _ = write!(
+                    o,
+                    "{number}: dual number (双号并行) in the {province} profile\n  name: {}\n  unit: {}\n  seed: {}\n  greeting: its own, then ",
+                    d.name, d.unit, d.provenance.seed
+                );
+                match (d.seats, d.retained, d.queue) {
+                    (Seats::Retained, Some(r), _) => {
+                        let t = &cfg.targets[r.target];
+                        let _ = write!(
+                            o,
+                            "seats retained (保留座席): the caller is passed to target {} \"{}\" over trunk {} (rings up to {} s); if it does not answer, 12345's agents in queue \"{}\" take the call (7×24)",
+                            t.number,
+                            t.name,
+                            t.trunk.as_deref().unwrap_or("?"),
+                            t.timeout_s,
+                            queue_name(r.fallback)
+                        );
+                    }
+                    (Seats::Retained, None, Some(q)) => {
+                        let _ = write!(
+                            o,
+                            "seats retained (保留座席), but no [[targets]] entry of kind \"retained\" reaches them: callers go straight to 12345's agents in queue \"{}\"",
+                            queue_name(q)
+                        );
+                    }
+                    (_, _, Some(q)) => {
+                        let name = queue_name(q);
+                        let seats = seats_of(name);
+                        let _ = write!(
+                            o,
+                            "seats merged into 12345 (座席并入): queued in \"{name}\", served by {}",
+                            if seats.is_empty() {
+                                "NO seat".to_string()
+                            } else {
+                                format!("seats {}", seats.join(", "))
+                            }
+                        );
+                    }
+                    _ => {}
+                }
+                if d.expert {
+                    match d.expert_target.and_then(|t| cfg.targets.get(t)) {
+                        Some(t) => {
+                            let _ = write!(
+                                o,
+                                "\n  expert seats (设专家座席): agents transfer with *{}# to \"{}\" (queue {})",
+                                t.number,
+                                t.name,
+                                t.queue.as_deref().unwrap_or("?")
+                            );
+                        }
+                        None if d.seats == Seats::Retained => {
+                            let _ = write!(
+                                o,
+                                "\n  expert seats (设专家座席): among the line's retained seats, reached with *{number}#"
+                            );
+                        }
+                        None => {
+                            let _ = write!(
+                                o,
+                                "\n  expert seats (设专家座席): NO expert target configured"
+                            );
+                        }
+                    }
+                }
+                o.push_str(&deployment(&d.provenance));
+            }
+            None => {}
+        }
+        if let Some(t) = cfg.targets.iter().find(|t| t.number == number) {
+            if !o.is_empty() {
+                o.push('\n');
+            }
+            let _ = write!(
+                o,
+                "{number}: transfer target \"{}\" (kind {}), agents key *{number}#; ",
+                t.name,
+                match t.kind {
+                    TargetKind::Subcentre => "subcentre",
+                    TargetKind::Retained => "retained",
+                    TargetKind::Expert => "expert",
+                    TargetKind::Emergency => "emergency",
+                    TargetKind::Utility => "utility",
+                }
+            );
+            match (&t.trunk, &t.queue) {
+                (_, Some(q)) if t.kind == TargetKind::Expert => {
+                    let _ = write!(o, "offered to the seats of queue \"{q}\"");
+                }
+                (Some(trunk), _) => {
+                    let _ = write!(
+                        o,
+                        "dialled over trunk {trunk}, rings up to {} s",
+                        t.timeout_s
+                    );
+                }
+                _ => {}
+            }
+            let listed = self.subcentre(number);
+            let unit = t
+                .unit
+                .clone()
+                .or_else(|| listed.map(|l| l.unit.clone()))
+                .unwrap_or_else(|| t.name.clone());
+            let _ = write!(o, "\n  unit: {unit}");
+            match listed {
+                Some(l) => {
+                    let _ = write!(
+                        o,
+                        "\n  sub-centre (设分中心) of the {province} list: {} ({})",
+                        l.name, l.seed
+                    );
+                }
+                None if t.kind == TargetKind::Utility => {
+                    let _ = write!(
+                        o,
+                        "\n  an example of the utility lines (水电气热, seed 003 line 55; 001 line 53) that no list names"
+                    );
+                }
+                None => {}
+            }
+        }
+        (!o.is_empty()).then_some(o)
+    }
+
+    /// The sub-centre with this number in the profile's list.
+    pub fn subcentre(&self, number: &str) -> Option<&ListedLine> {
+        self.subcentres.iter().find(|s| s.number == number)
+    }
+
+    /// Gives the configured transfer targets the names' units of the profile's lists where
+    /// the configuration sets none (sub-centres, retained-seat lines, expert groups), so
+    /// reports group them by the unit the plan names.
+    pub fn fill_target_units(&self, targets: &mut [crate::config::TargetConfig]) {
+        for t in targets.iter_mut().filter(|t| t.unit.is_none()) {
+            let unit = self
+                .subcentre(&t.number)
+                .map(|s| s.unit.clone())
+                .or_else(|| {
+                    self.dual
+                        .iter()
+                        .find(|d| d.number == t.number)
+                        .map(|d| d.unit.clone())
+                });
+            t.unit = unit;
+        }
     }
 }
 
@@ -242,6 +543,86 @@ struct RawFile {
     merged: Vec<RawMerged>,
     #[serde(default)]
     dual: Vec<RawDual>,
+    #[serde(default)]
+    subcentre: Vec<RawListed>,
+}
+
+/// What one province's list says differently about a line (`as_in.<province>`).
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawAsIn {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    unit: Option<String>,
+    #[serde(default)]
+    seed: Option<String>,
+    #[serde(default)]
+    seats: Option<Seats>,
+}
+
+/// The fields every list entry has: the profiles it belongs to and their wording.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListed {
+    number: String,
+    name: String,
+    #[serde(default)]
+    unit: Option<String>,
+    /// The province profiles whose lists name this line; empty: every profile.
+    #[serde(default)]
+    provinces: Vec<String>,
+    /// Where the lists name it, e.g. "002 line 80; 003 line 112".
+    #[serde(default)]
+    seed: Option<String>,
+    #[serde(default)]
+    as_in: BTreeMap<String, RawAsIn>,
+}
+
+/// One entry as the profile sees it.
+struct Resolved {
+    name: String,
+    unit: String,
+    seed: String,
+    seats: Option<Seats>,
+}
+
+/// The entry as `province` lists it, or `None` when that province's lists do not name it
+/// (or an `as_in` names a province the entry is not in: a problem).
+#[allow(clippy::too_many_arguments)]
+fn resolve(
+    province: &str,
+    number: &str,
+    name: &str,
+    unit: Option<&str>,
+    provinces: &[String],
+    seed: Option<&str>,
+    as_in: &BTreeMap<String, RawAsIn>,
+    problems: &mut Vec<String>,
+) -> Option<Resolved> {
+    for p in as_in.keys() {
+        if !provinces.is_empty() && !provinces.contains(p) {
+            problems.push(format!(
+                "number {number}: as_in.{p}, but {p} is not among its provinces {provinces:?}"
+            ));
+        }
+    }
+    if !provinces.is_empty() && !provinces.iter().any(|p| p == province) {
+        return None;
+    }
+    let over = as_in.get(province).cloned().unwrap_or_default();
+    Some(Resolved {
+        name: over.name.unwrap_or_else(|| name.to_string()),
+        unit: over
+            .unit
+            .or_else(|| unit.map(str::to_string))
+            .unwrap_or_default(),
+        seed: over
+            .seed
+            .or_else(|| seed.map(str::to_string))
+            .unwrap_or_default(),
+        seats: over.seats,
+    })
 }
 
 #[derive(Deserialize)]
@@ -301,14 +682,13 @@ struct RawMerged {
     number: String,
     name: String,
     #[serde(default)]
-    #[allow(dead_code)]
     unit: Option<String>,
     #[serde(default)]
-    #[allow(dead_code)]
     provinces: Vec<String>,
-    merged_on: NaiveDate,
     #[serde(default)]
-    after_window: Option<AfterWindow>,
+    seed: Option<String>,
+    #[serde(default)]
+    as_in: BTreeMap<String, RawAsIn>,
     /// Flow to continue into; default `main`.
     #[serde(default)]
     flow: Option<String>,
@@ -319,18 +699,27 @@ struct RawMerged {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 struct RawDual {
     number: String,
     name: String,
     #[serde(default)]
     unit: Option<String>,
     #[serde(default)]
-    seats: Option<String>,
+    provinces: Vec<String>,
+    #[serde(default)]
+    seed: Option<String>,
+    #[serde(default)]
+    as_in: BTreeMap<String, RawAsIn>,
+    /// Default `merged`: seeds 002 (line 98) and 003 (line 41) merge a dual-number line's
+    /// seats into 12345 and retain them only where the line cannot be merged yet.
+    #[serde(default)]
+    seats: Option<Seats>,
     #[serde(default)]
     expert: bool,
     greeting: String,
-    queue: String,
+    /// The line's skill group (merged seats); default `line-<number>`.
+    #[serde(default)]
+    queue: Option<String>,
 }
 
 // ---- loading ----------------------------------------------------------------------------------
@@ -377,11 +766,7 @@ fn valid_number(n: &str) -> bool {
 
 /// Loads and validates every dialplan file in `dir` against the prompts and queues. Returns
 /// the dialplan when there are no problems, else every problem found.
-pub fn load(
-    dir: &Path,
-    prompts: &PromptStore,
-    queues: &BTreeMap<String, QueueConfig>,
-) -> Result<Dialplan, Vec<Problem>> {
+pub fn load(dir: &Path, prompts: &PromptStore, cfg: &Config) -> Result<Dialplan, Vec<Problem>> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -408,7 +793,7 @@ pub fn load(
             }),
         }
     }
-    match load_from(dir, &texts, prompts, queues) {
+    match load_from(dir, &texts, prompts, cfg) {
         Ok(plan) if unreadable.is_empty() => Ok(plan),
         Ok(_) => Err(unreadable),
         Err(mut problems) => {
@@ -424,8 +809,10 @@ pub fn load_from(
     dir: &Path,
     files: &[(PathBuf, String)],
     prompts: &PromptStore,
-    queues: &BTreeMap<String, QueueConfig>,
+    cfg: &Config,
 ) -> Result<Dialplan, Vec<Problem>> {
+    let queues = &cfg.queues;
+    let province = cfg.dialplan.province.as_str();
     let mut loader = Loader {
         prompts,
         problems: Vec::new(),
@@ -454,6 +841,7 @@ pub fn load_from(
         survey: prompts.id("survey"),
         survey_thanks: prompts.id("survey-thanks"),
         goodbye: prompts.id("goodbye"),
+        province: province.to_string(),
         ..Dialplan::default()
     };
 
@@ -714,7 +1102,43 @@ pub fn load_from(
             }
         }
         for m in &raw.merged {
+            let mut why = Vec::new();
+            let listed = resolve(
+                province,
+                &m.number,
+                &m.name,
+                m.unit.as_deref(),
+                &m.provinces,
+                m.seed.as_deref(),
+                &m.as_in,
+                &mut why,
+            );
+            for w in why {
+                loader.problem(file, text, &m.number, w);
+            }
+            let Some(listed) = listed else { continue };
             let what = format!("merged number {}", m.number);
+            if listed.seats.is_some() {
+                loader.problem(
+                    file,
+                    text,
+                    &m.number,
+                    format!("{what}: seats belong to dual-number lines"),
+                );
+            }
+            let line = cfg.dialplan.lines.get(&m.number);
+            let Some(merged_on) = line.and_then(|l| l.merged_on).or(cfg.dialplan.merged_on) else {
+                loader.problem(
+                    file,
+                    text,
+                    &m.number,
+                    format!("{what}: no merge date; set dialplan.merged_on (or dialplan.lines.\"{}\".merged_on) in the configuration", m.number),
+                );
+                continue;
+            };
+            let after_window = line
+                .and_then(|l| l.after_window)
+                .unwrap_or(cfg.dialplan.after_window);
             let flow_name = m.flow.as_deref().unwrap_or("main");
             let Some(flow) = flow_ref(&mut loader, file, text, flow_name, &what) else {
                 continue;
@@ -729,18 +1153,21 @@ pub fn load_from(
                         for d in m.number.chars() {
                             parts.push(loader.prompt(file, text, &format!("digits/{d}"), &what));
                         }
-                        parts.push(loader.prompt(
-                            file,
-                            text,
-                            &format!("names/{}", m.number),
-                            &what,
-                        ));
+                        // The province's own wording where its list names the line
+                        // differently (names/<province>/<number>).
+                        let own = format!("names/{province}/{}", m.number);
+                        let name = if prompts.id(&own).is_some() {
+                            own
+                        } else {
+                            format!("names/{}", m.number)
+                        };
+                        parts.push(loader.prompt(file, text, &name, &what));
                         parts.push(loader.prompt(file, text, "transition/merged", &what));
                         parts.into_iter().flatten().collect()
                     }
                 },
             };
-            let Some(window_end) = m.merged_on.checked_add_months(Months::new(3)) else {
+            let Some(window_end) = window_end(merged_on) else {
                 loader.problem(
                     file,
                     text,
@@ -752,12 +1179,21 @@ pub fn load_from(
             let idx = plan.merged.len();
             plan.merged.push(MergedLine {
                 number: m.number.clone(),
-                name: m.name.clone(),
-                merged_on: m.merged_on,
+                name: listed.name,
+                unit: listed.unit,
+                merged_on,
                 window_end,
-                after_window: m.after_window.unwrap_or(AfterWindow::Continue),
+                after_window,
                 transition,
                 flow,
+                provenance: Provenance {
+                    seed: listed.seed,
+                    deployment: line.map(|l| {
+                        l.note
+                            .clone()
+                            .unwrap_or_else(|| "set in [dialplan.lines]".into())
+                    }),
+                },
             });
             add_route(
                 &mut loader,
@@ -769,27 +1205,122 @@ pub fn load_from(
             );
         }
         for d in &raw.dual {
+            let mut why = Vec::new();
+            let listed = resolve(
+                province,
+                &d.number,
+                &d.name,
+                d.unit.as_deref(),
+                &d.provinces,
+                d.seed.as_deref(),
+                &d.as_in,
+                &mut why,
+            );
+            for w in why {
+                loader.problem(file, text, &d.number, w);
+            }
+            let Some(listed) = listed else { continue };
             let what = format!("dual number {}", d.number);
-            let greeting = loader.prompt(file, text, &d.greeting, &what);
-            let queue = queue_ids.get(&d.queue).copied();
-            if queue.is_none() {
+            let line = cfg.dialplan.lines.get(&d.number);
+            if line.is_some_and(|l| l.merged_on.is_some() || l.after_window.is_some()) {
                 loader.problem(
                     file,
                     text,
-                    &d.queue,
-                    format!(
-                        "{what}: queue \"{}\" is not in the configuration's [queues]",
-                        d.queue
-                    ),
+                    &d.number,
+                    format!("{what}: dialplan.lines.\"{}\" sets a merge date or after_window, but the {province} list keeps this number (双号并行)", d.number),
                 );
             }
-            if let (Some(greeting), Some(queue)) = (greeting, queue) {
+            let seats = line
+                .and_then(|l| l.seats)
+                .or(listed.seats)
+                .or(d.seats)
+                .unwrap_or(Seats::Merged);
+            let greeting = loader.prompt(file, text, &d.greeting, &what);
+            let queue_name = d
+                .queue
+                .clone()
+                .unwrap_or_else(|| format!("line-{}", d.number));
+            let queue = queue_ids.get(&queue_name).copied();
+            let expert_target = cfg
+                .targets
+                .iter()
+                .position(|t| t.number == d.number && t.kind == TargetKind::Expert);
+            let mut retained = None;
+            let mut retained_unlinked = None;
+            match seats {
+                Seats::Merged => {
+                    if queue.is_none() {
+                        loader.problem(
+                            file,
+                            text,
+                            &d.number,
+                            format!("{what}: its seats are merged into 12345, so its skill group needs queue \"{queue_name}\" in the configuration's [queues]"),
+                        );
+                    } else if !cfg.seats.iter().any(|s| s.queues.contains(&queue_name)) {
+                        plan.warnings.push(format!(
+                            "{what} ({}): its seats are merged into 12345 but no seat serves its queue \"{queue_name}\"; its callers wait and then overflow",
+                            listed.name
+                        ));
+                    }
+                }
+                Seats::Retained => {
+                    let target = cfg
+                        .targets
+                        .iter()
+                        .position(|t| t.number == d.number && t.kind == TargetKind::Retained);
+                    let fallback = queue_ids.get(&cfg.dialplan.retained_fallback).copied();
+                    match (target, fallback) {
+                        (Some(target), Some(fallback)) => {
+                            retained = Some(Retained { target, fallback })
+                        }
+                        (None, Some(fallback)) => {
+                            // Never a dead end: without the link, 12345's agents answer.
+                            plan.warnings.push(format!(
+                                "{what} ({}): its seats are retained (保留座席) but no [[targets]] entry with number = \"{}\" and kind = \"retained\" reaches them over a trunk (seed 003 line 41: 与同级12345热线建立电话转接机制); its callers go straight to queue \"{}\"",
+                                listed.name, d.number, cfg.dialplan.retained_fallback
+                            ));
+                            retained_unlinked = Some(fallback);
+                        }
+                        (_, None) => loader.problem(
+                            file,
+                            text,
+                            &d.number,
+                            format!("{what}: dialplan.retained_fallback \"{}\" is not in the configuration's [queues]", cfg.dialplan.retained_fallback),
+                        ),
+                    }
+                }
+            }
+            if d.expert && seats == Seats::Merged && expert_target.is_none() {
+                plan.warnings.push(format!(
+                    "{what} ({}) sets up expert seats (设专家座席) but no [[targets]] entry with number = \"{}\" and kind = \"expert\" offers them to agents",
+                    listed.name, d.number
+                ));
+            }
+            let queue = match seats {
+                Seats::Merged => queue,
+                Seats::Retained => retained_unlinked,
+            };
+            let complete = queue.is_some() || retained.is_some();
+            if let (Some(greeting), true) = (greeting, complete) {
                 let idx = plan.dual.len();
                 plan.dual.push(DualLine {
                     number: d.number.clone(),
-                    name: d.name.clone(),
+                    name: listed.name,
+                    unit: listed.unit,
+                    seats,
+                    expert: d.expert,
+                    expert_target,
                     greeting,
                     queue,
+                    retained,
+                    provenance: Provenance {
+                        seed: listed.seed,
+                        deployment: line.map(|l| {
+                            l.note
+                                .clone()
+                                .unwrap_or_else(|| "set in [dialplan.lines]".into())
+                        }),
+                    },
                 });
                 add_route(
                     &mut loader,
@@ -800,6 +1331,66 @@ pub fn load_from(
                     Route::Dual(idx),
                 );
             }
+        }
+        for sc in &raw.subcentre {
+            let mut why = Vec::new();
+            let listed = resolve(
+                province,
+                &sc.number,
+                &sc.name,
+                sc.unit.as_deref(),
+                &sc.provinces,
+                sc.seed.as_deref(),
+                &sc.as_in,
+                &mut why,
+            );
+            for w in why {
+                loader.problem(file, text, &sc.number, w);
+            }
+            if let Some(l) = listed {
+                plan.subcentres.push(ListedLine {
+                    number: sc.number.clone(),
+                    name: l.name,
+                    unit: l.unit,
+                    seed: l.seed,
+                });
+            }
+        }
+    }
+    // The profile must be one the lists know, and the deployment's per-number settings must
+    // name numbers of it.
+    let known: std::collections::BTreeSet<&str> = parsed
+        .iter()
+        .flat_map(|(_, _, raw)| {
+            raw.merged
+                .iter()
+                .flat_map(|m| m.provinces.iter())
+                .chain(raw.dual.iter().flat_map(|d| d.provinces.iter()))
+                .chain(raw.subcentre.iter().flat_map(|s| s.provinces.iter()))
+                .map(String::as_str)
+        })
+        .collect();
+    if !known.is_empty() && !known.contains(province) {
+        loader.problems.push(Problem {
+            file: cfg_file.clone(),
+            line: None,
+            reason: format!(
+                "dialplan.province = \"{province}\": no list entry names it (known: {})",
+                known.iter().copied().collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    for number in cfg.dialplan.lines.keys() {
+        let listed = plan.merged.iter().any(|m| &m.number == number)
+            || plan.dual.iter().any(|d| &d.number == number);
+        if !listed && !plan.routes.contains_key(number) {
+            loader.problems.push(Problem {
+                file: cfg_file.clone(),
+                line: None,
+                reason: format!(
+                    "dialplan.lines.\"{number}\": not a whole-merge or dual-number line of the {province} profile"
+                ),
+            });
         }
     }
     if plan.routes.is_empty() && loader.problems.is_empty() {
@@ -820,5 +1411,234 @@ pub fn load_from(
         Ok(plan)
     } else {
         Err(loader.problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().expect("a date")
+    }
+
+    /// The last day the transition prompt plays for a number merged on `merged_on`.
+    fn last_day(merged_on: &str) -> String {
+        window_end(d(merged_on))
+            .and_then(|e| e.pred_opt())
+            .map(|l| l.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn transition_windows_at_month_ends() {
+        // The same date three months later exists: the window ends the day before it.
+        assert_eq!(last_day("2026-12-01"), "2027-02-28");
+        assert_eq!(
+            last_day("2028-02-29"),
+            "2028-05-28",
+            "29 Feb 2028 → 29 May exists"
+        );
+        // It does not: the window runs through the end of that month (three whole months).
+        assert_eq!(last_day("2028-08-31"), "2028-11-30", "no 31 November");
+        assert_eq!(
+            last_day("2028-08-30"),
+            "2028-11-29",
+            "30 and 31 August end apart"
+        );
+        assert_eq!(last_day("2028-11-30"), "2029-02-28", "no 30 February 2029");
+        assert_eq!(last_day("2028-01-31"), "2028-04-30", "no 31 April");
+        assert_eq!(
+            last_day("2027-11-30"),
+            "2028-02-29",
+            "leap year: 29 February is the last day"
+        );
+        // Every day of a year gives a window of three whole calendar months (89 to 92 days),
+        // and a later merge never ends earlier.
+        let mut last_end = d("2027-12-31");
+        let mut day = d("2028-01-01");
+        while day < d("2029-01-01") {
+            let end = window_end(day).expect("in range");
+            let days = (end - day).num_days();
+            assert!((89..=92).contains(&days), "{day}: {days} days");
+            assert!(end >= last_end, "{day} ends before the day before it");
+            last_end = end;
+            day = day.succ_opt().expect("in range");
+        }
+    }
+
+    /// The shipped lists under a profile, with the shipped configuration.
+    fn shipped(province: &str) -> Dialplan {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let mut cfg = Config::load(&root.join("config/hotline.toml")).expect("shipped config");
+        cfg.dialplan.province = province.into();
+        let (prompts, _) = PromptStore::load_dir(&cfg.paths.prompts).expect("shipped prompts");
+        load(&cfg.paths.dialplans, &prompts, &cfg).expect("shipped dialplans load")
+    }
+
+    fn mode(plan: &Dialplan, number: &str) -> &'static str {
+        match plan.route(number) {
+            Some(Route::Merged(_)) => "merged",
+            Some(Route::Dual(_)) => "dual",
+            Some(Route::Flow(_)) => "flow",
+            None => "none",
+        }
+    }
+
+    #[test]
+    fn the_province_decides_mode_name_and_unit() {
+        let (gansu, anhui) = (shipped("gansu"), shipped("anhui"));
+        for n in ["12350", "12317", "12393", "12385"] {
+            assert_eq!(
+                mode(&gansu, n),
+                "merged",
+                "{n} in Gansu (003 lines 120-129)"
+            );
+            assert_eq!(mode(&anhui, n), "dual", "{n} in Anhui (002 lines 118-124)");
+        }
+        assert_eq!(gansu.merged.len(), 42, "003 line 37: 42 条");
+        assert_eq!(gansu.dual.len(), 10, "003 line 41: 10 条");
+        assert_eq!((anhui.merged.len(), anhui.dual.len()), (13, 14));
+        assert_eq!(mode(&gansu, "12365"), "none", "not in the Gansu list");
+        assert_eq!(
+            mode(&anhui, "09318929999"),
+            "none",
+            "a Lanzhou department line"
+        );
+        let merged = |p: &Dialplan, n: &str| {
+            let m = p.merged.iter().find(|m| m.number == n).expect("listed");
+            (m.name.clone(), m.unit.clone())
+        };
+        let dual = |p: &Dialplan, n: &str| {
+            let x = p.dual.iter().find(|x| x.number == n).expect("listed");
+            (x.name.clone(), x.unit.clone(), x.seats)
+        };
+        assert_eq!(merged(&gansu, "96119").1, "省应急厅");
+        assert_eq!(merged(&anhui, "96119").1, "省消防救援总队");
+        assert_eq!(merged(&gansu, "12331").0, "全国统一食品药品监督举报电话");
+        assert_eq!(
+            merged(&anhui, "12331").0,
+            "全国统一食品药品监督举报服务电话"
+        );
+        assert_eq!(
+            merged(&gansu, "12317"),
+            ("全国扶贫监督举报平台电话".into(), "省扶贫办".into())
+        );
+        assert_eq!(
+            dual(&anhui, "12317"),
+            (
+                "防止返贫监测和乡村振兴咨询服务平台电话".into(),
+                "省乡村振兴局".into(),
+                Seats::Merged
+            )
+        );
+        assert_eq!(
+            dual(&gansu, "12319"),
+            (
+                "全国住房和城乡建设服务电话 (城管热线)".into(),
+                "省住建厅".into(),
+                Seats::Retained
+            )
+        );
+        assert_eq!(dual(&anhui, "12319").1, "省住房城乡建设厅");
+        assert_eq!(
+            dual(&gansu, "12333").2,
+            Seats::Merged,
+            "003 line 166: 座席并入"
+        );
+        // 12369 keeps its seats in Gansu: greeted, then its retained target; 12393 in Anhui is
+        // greeted and queued in its own line.
+        let today = d("2026-12-15");
+        let greet = |p: &Dialplan, n: &str| match p.route(n) {
+            Some(Route::Dual(i)) => p.dual[*i].greeting,
+            _ => panic!("{n} is not a dual line"),
+        };
+        match gansu.decide("12369", today) {
+            Some(Decision::Run {
+                first,
+                next: Next::Retained(_),
+            }) => assert_eq!(first, [greet(&gansu, "12369")]),
+            other => panic!("12369: {other:?}"),
+        }
+        match anhui.decide("12393", today) {
+            Some(Decision::Run {
+                first,
+                next: Next::Queue(q),
+            }) => {
+                assert_eq!(first, [greet(&anhui, "12393")]);
+                assert_eq!(anhui.queues[q.0].name, "line-12393");
+            }
+            other => panic!("12393: {other:?}"),
+        }
+        // Sub-centres' units as each list writes them.
+        assert_eq!(
+            gansu.subcentre("12360").map(|s| s.unit.as_str()),
+            Some("兰州海关")
+        );
+        assert_eq!(
+            anhui.subcentre("12360").map(|s| s.unit.as_str()),
+            Some("合肥海关")
+        );
+        assert_eq!(
+            gansu.subcentre("12366").map(|s| s.unit.as_str()),
+            Some("省税务局")
+        );
+        // `hotline check --explain`.
+        let cfg =
+            Config::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/hotline.toml"))
+                .expect("config");
+        let explain = |p: &Dialplan, n: &str| p.explain(n, today, &cfg).unwrap_or_default();
+        let e = explain(&gansu, "12393");
+        assert!(
+            e.contains("whole merge") && e.contains("through 2027-02-28"),
+            "{e}"
+        );
+        assert!(explain(&gansu, "12360").contains("unit: 兰州海关"));
+        assert!(explain(&anhui, "12360").contains("unit: 合肥海关"));
+        assert!(explain(&gansu, "96777").contains("that no list names"));
+        assert!(
+            explain(&gansu, "12348").contains("deployment: demo"),
+            "the deployment's note"
+        );
+        assert_eq!(
+            gansu.explain("12365", today, &cfg),
+            None,
+            "not in the Gansu list"
+        );
+    }
+
+    #[test]
+    fn the_deployment_sets_dates_and_seats_in_one_place() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let mut cfg = Config::load(&root.join("config/hotline.toml")).expect("shipped config");
+        cfg.dialplan.lines.insert(
+            "12396".into(),
+            crate::config::LineConfig {
+                merged_on: Some(d("2028-08-31")),
+                after_window: Some(AfterWindow::Reject),
+                ..Default::default()
+            },
+        );
+        let (prompts, _) = PromptStore::load_dir(&cfg.paths.prompts).expect("prompts");
+        let plan = load(&cfg.paths.dialplans, &prompts, &cfg).expect("loads");
+        let prompt = |day: &str| match plan.decide("12396", d(day)) {
+            Some(Decision::Run { first, .. }) => !first.is_empty(),
+            Some(Decision::Refuse(410, _)) => false,
+            other => panic!("{other:?}"),
+        };
+        assert!(prompt("2028-08-31") && prompt("2028-11-30"));
+        assert_eq!(
+            plan.decide("12396", d("2028-12-01")),
+            Some(Decision::Refuse(410, "Gone"))
+        );
+        assert!(!prompt("2028-08-30"), "before the merge: no prompt");
+        // Others keep the deployment's default date.
+        assert!(
+            matches!(plan.decide("12300", d("2027-02-28")), Some(Decision::Run { ref first, .. }) if !first.is_empty())
+        );
+        // Without any merge date the lists do not load.
+        cfg.dialplan.merged_on = None;
+        let problems = load(&cfg.paths.dialplans, &prompts, &cfg).expect_err("no date");
+        assert!(problems.iter().any(|p| p.reason.contains("no merge date")));
     }
 }

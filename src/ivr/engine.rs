@@ -2,7 +2,7 @@
 //! digit, a timer) and returns actions (play, set a timer, hang up). It keeps no clock and
 //! does no I/O; timers carry a generation so a timer armed in an earlier state is ignored.
 
-use super::dialplan::{Dialplan, FlowId, Menu, Next, Overflow, QueueId, Step};
+use super::dialplan::{Dialplan, FlowId, Menu, Next, Overflow, QueueId, Retained, Step};
 use crate::media::prompts::PromptId;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,8 @@ pub enum Input {
     NoAgents,
     /// The seat hung up a bridged call of a queue with a survey: ask the caller to rate it.
     Survey,
+    /// A retained-seat line's own seats did not answer: 12345's agents take the call (7×24).
+    RetainedFailed,
 }
 
 /// Why a caller left a queue without a seat (for the queue's figures).
@@ -70,6 +72,9 @@ pub enum Action {
     Dequeue(ExitReason),
     /// The caller's rating (1 满意, 2 基本满意, 3 不满意), or `None` when no valid key came.
     SurveyResult(Option<u8>),
+    /// Pass the caller to a retained-seat line's own seats over their trunk; on failure call
+    /// control answers with [`Input::RetainedFailed`].
+    Retained(Retained),
     Hangup,
 }
 
@@ -85,6 +90,8 @@ enum State {
         attempt: u32,
     },
     Queued(QueueId),
+    /// Being passed to a retained-seat line's own seats.
+    Handing(Retained),
     /// A final prompt plays, then the call is hung up.
     Closing,
     /// With a seat.
@@ -139,6 +146,7 @@ impl Ivr {
             State::Playing => "playing",
             State::MenuPrompt { .. } | State::MenuWait { .. } => "menu",
             State::Queued(_) => "queued",
+            State::Handing(_) => "retained",
             State::Closing => "closing",
             State::Bridged => "bridged",
             State::Survey { .. } => "survey",
@@ -255,6 +263,7 @@ impl Ivr {
                     self.overflow(q, target, &mut out);
                 }
             }
+            (Input::RetainedFailed, State::Handing(r)) => self.enter_queue(r.fallback, &mut out),
             (Input::PlaybackDone, State::Closing) => {
                 self.state = State::Ended;
                 out.push(Action::Hangup);
@@ -296,6 +305,11 @@ impl Ivr {
         match self.next {
             Next::Flow(f) => self.enter_flow(f, out),
             Next::Queue(q) => self.enter_queue(q, out),
+            Next::Retained(r) => {
+                self.epoch += 1;
+                self.state = State::Handing(r);
+                out.push(Action::Retained(r));
+            }
             Next::Hangup => self.hangup(out),
         }
     }

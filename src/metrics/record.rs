@@ -86,6 +86,10 @@ pub enum Event {
         rating: Option<u8>,
         #[serde(default)]
         label: String,
+        /// The case rated, where it is not the call itself (revisit calls rate cases); the
+        /// matter of seed 004's per-matter cap.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        matter: Option<String>,
     },
     Transfer(Transfer),
     Probe {
@@ -137,6 +141,14 @@ impl Event {
 }
 
 impl Record {
+    /// The matter a survey rated, when it names one (else the matter is the call).
+    pub fn matter(&self) -> Option<&str> {
+        match &self.event {
+            Event::Survey { matter, .. } => matter.as_deref(),
+            _ => None,
+        }
+    }
+
     /// A record from the store's columns; `None` for a kind or detail this version does not
     /// know (written by a newer one).
     pub fn from_parts(
@@ -301,6 +313,8 @@ pub enum TransferMode {
     Blind,
     /// REFER with Replaces, after the agent consulted the target.
     Attended,
+    /// No agent: the dialplan passed a retained-seat line's caller to the line's own seats.
+    Line,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

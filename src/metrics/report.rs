@@ -1,7 +1,15 @@
 //! `hotline report`: a day's or a month's figures per seat, queue and unit (单位), the
 //! national indicators against their targets, and the unit scores of the assessment rules
 //! (`config/scoring.toml`, seed 004's items that calls measure). Weights and thresholds are
-//! data in that file, not code.
+//! data in that file, not code, and each says where it comes from (`source`): a seed's line,
+//! or `"operator"` for a target the plans name but do not set (no seed sets a figure for
+//! 电话接通率, 满意率 …; four of them warn against chasing 满意率).
+//!
+//! 客户满意度 (seed 004 line 117): −1 per 不满意 on a matter, at most `max_per_matter` (3) for
+//! one matter however often it is rated so (同一事项连续不满意最多扣3分), and none for a matter
+//! the platform exempted after review (客观因素或依法不能办理者不扣分: `reports.exemptions`).
+//! A matter is the call (its Call-ID), or the case a survey record names (`matter`) once
+//! revisit calls rate cases.
 
 use super::Record;
 use super::figures::{Figures, SurveyFigures};
@@ -32,6 +40,14 @@ pub struct UnitItem {
     /// More than this many in the period scores 0.
     #[serde(default)]
     pub zero_above: Option<u64>,
+    /// `dissatisfied`: at most this many deductions for one matter.
+    #[serde(default)]
+    pub max_per_matter: Option<u64>,
+    /// `dissatisfied`: matters in the exemptions file are not deducted.
+    #[serde(default)]
+    pub exemptions: bool,
+    /// Where the item comes from: a seed reference (e.g. "004 line 117") or "operator".
+    pub source: String,
 }
 
 /// A national indicator (电话接通率, 15 秒接通率, 呼损率, 满意率 …) and its target.
@@ -44,6 +60,52 @@ pub struct Indicator {
     pub target: f64,
     #[serde(default)]
     pub lower_is_better: bool,
+    /// Who set the target: "operator" (the plans name the indicator, not a figure), or a seed
+    /// reference where a plan sets it.
+    pub source: String,
+}
+
+/// The matters exempted from the satisfaction deduction (`reports.exemptions`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exemptions {
+    #[serde(default)]
+    pub exempt: Vec<Exemption>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exemption {
+    /// The matter: a call's Call-ID, or a case id.
+    pub matter: String,
+    /// The objective cause or the law that stops it being handled.
+    pub reason: String,
+    /// Who reviewed the unit's evidence on the platform.
+    pub reviewed_by: String,
+}
+
+impl Exemptions {
+    fn has(&self, matter: &str) -> bool {
+        self.exempt.iter().any(|e| e.matter == matter)
+    }
+}
+
+/// Reads the exemptions file; a missing file exempts nothing.
+pub fn load_exemptions(path: &std::path::Path) -> Result<Exemptions, ReportError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Exemptions::default()),
+        Err(e) => {
+            return Err(ReportError::Rules {
+                path: path.to_path_buf(),
+                why: e.to_string(),
+            });
+        }
+    };
+    toml::from_str(&text).map_err(|e| ReportError::Rules {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -58,6 +120,10 @@ pub struct UnitFigures {
     pub probe_failures: u64,
     /// Item name → points, or `None` where the period has no data for it.
     pub scores: BTreeMap<String, Option<f64>>,
+    /// 不满意 ratings that were deducted: after the per-matter cap and the exemptions.
+    pub dissatisfied_deducted: u64,
+    /// Matters whose 不满意 the platform exempted.
+    pub exempted_matters: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +131,7 @@ pub struct IndicatorValue {
     pub name: String,
     pub value: Option<f64>,
     pub target: f64,
+    pub source: String,
     pub met: Option<bool>,
 }
 
@@ -74,6 +141,8 @@ pub struct Report {
     pub figures: Figures,
     pub units: BTreeMap<String, UnitFigures>,
     pub indicators: Vec<IndicatorValue>,
+    /// Each unit item and where its rule comes from.
+    pub item_sources: Vec<(String, String)>,
 }
 
 /// Builds the report of `period` from its records; `unit_of` maps a seat id to its unit.
@@ -82,6 +151,7 @@ pub fn build(
     records: &[Record],
     unit_of: &BTreeMap<String, String>,
     rules: &Rules,
+    exemptions: &Exemptions,
 ) -> Report {
     let mut figures = Figures {
         day: period.to_string(),
@@ -120,6 +190,23 @@ pub fn build(
             u.probe_failures += t.probe_failures;
         }
     }
+    // 不满意 per unit and matter (the call, or the case a survey names).
+    let mut per_matter: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (i, r) in records.iter().enumerate() {
+        if let super::Event::Survey {
+            rating: Some(3), ..
+        } = &r.event
+        {
+            // A rating that names neither a case nor a call is a matter of its own.
+            let matter = r
+                .matter()
+                .or(r.call_id.as_deref())
+                .map_or_else(|| format!("record {i}"), str::to_string);
+            if let Some(unit) = r.seat.as_ref().and_then(|s| unit_of.get(s)) {
+                *per_matter.entry((unit.clone(), matter)).or_default() += 1;
+            }
+        }
+    }
     for u in units.values_mut() {
         u.answer_rate = if u.offered == 0 {
             1.0
@@ -132,9 +219,27 @@ pub fn build(
         } else {
             (u.survey.satisfied + u.survey.basically_satisfied) as f64 / rated as f64
         };
+    }
+    for (name, u) in units.iter_mut() {
         for item in &rules.unit_items {
             let count = match item.measure.as_str() {
-                "dissatisfied" => Some(u.survey.dissatisfied),
+                "dissatisfied" => {
+                    let mut deducted = 0;
+                    let mut exempted = 0;
+                    for ((unit, matter), n) in &per_matter {
+                        if unit != name {
+                            continue;
+                        }
+                        if item.exemptions && exemptions.has(matter) {
+                            exempted += 1;
+                            continue;
+                        }
+                        deducted += item.max_per_matter.map_or(*n, |cap| (*n).min(cap));
+                    }
+                    u.dissatisfied_deducted = deducted;
+                    u.exempted_matters = exempted;
+                    Some(deducted)
+                }
                 "probe_failures" if u.probe_rounds > 0 => Some(u.probe_failures),
                 _ => None, // a unit none of whose lines was probed
             };
@@ -202,6 +307,7 @@ pub fn build(
                 name: i.name.clone(),
                 value,
                 target: i.target,
+                source: i.source.clone(),
                 met,
             }
         })
@@ -211,6 +317,11 @@ pub fn build(
         figures,
         units,
         indicators,
+        item_sources: rules
+            .unit_items
+            .iter()
+            .map(|i| (i.name.clone(), i.source.clone()))
+            .collect(),
     }
 }
 
@@ -245,6 +356,23 @@ pub fn load_rules(path: &std::path::Path) -> Result<Rules, ReportError> {
             why,
         })
     };
+    for (what, name, source) in rules
+        .unit_items
+        .iter()
+        .map(|i| ("unit item", &i.name, &i.source))
+        .chain(
+            rules
+                .indicators
+                .iter()
+                .map(|i| ("indicator", &i.name, &i.source)),
+        )
+    {
+        if source.trim().is_empty() {
+            return bad(format!(
+                "{what} {name:?}: source must say who set it (\"operator\" or a seed reference)"
+            ));
+        }
+    }
     for i in &rules.unit_items {
         if !["dissatisfied", "probe_failures"].contains(&i.measure.as_str()) {
             return bad(format!(
@@ -279,12 +407,13 @@ pub fn from_store(
     days: &[chrono::NaiveDate],
     unit_of: &BTreeMap<String, String>,
     rules: &Rules,
+    exemptions: &Exemptions,
 ) -> Result<Report, ReportError> {
     let mut records = Vec::new();
     for d in days {
         records.extend(super::store::read_day(store, &d.to_string())?);
     }
-    Ok(build(period, &records, unit_of, rules))
+    Ok(build(period, &records, unit_of, rules, exemptions))
 }
 
 impl Report {
@@ -324,10 +453,11 @@ impl Report {
             };
             let _ = writeln!(
                 o,
-                "  {:<16} {:>8}  target {:>6}  {met}",
+                "  {:<16} {:>8}  target {:>6} ({})  {met}",
                 i.name,
                 v,
-                pct(i.target)
+                pct(i.target),
+                i.source
             );
         }
         let _ = writeln!(o, "\nUnits (单位)");
@@ -345,16 +475,23 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 o,
-                "  {name}: seats {}, offered {}, answered {} ({}), 满意率 {}, probes {} (unanswered {}); {}",
+                "  {name}: seats {}, offered {}, answered {} ({}), 满意率 {}, 不满意 {} (deducted {}, exempted matters {}), probes {} (unanswered {}); {}",
                 u.seats,
                 u.offered,
                 u.answered,
                 pct(u.answer_rate),
                 pct(u.survey.satisfaction_rate),
+                u.survey.dissatisfied,
+                u.dissatisfied_deducted,
+                u.exempted_matters,
                 u.probe_rounds,
                 u.probe_failures,
                 scores.join(", ")
             );
+        }
+        let _ = writeln!(o, "\nAssessment items (sources)");
+        for (name, source) in &self.item_sources {
+            let _ = writeln!(o, "  {name}: {source}");
         }
         let _ = writeln!(o, "\nSeats");
         for (id, s) in &self.figures.seats {
@@ -487,15 +624,16 @@ impl Report {
                 t.probe_failures
             );
         }
-        let mut ind = String::from("period,indicator,value,target,met\n");
+        let mut ind = String::from("period,indicator,value,target,target_source,met\n");
         for i in &self.indicators {
             let _ = writeln!(
                 ind,
-                "{},{},{},{},{}",
+                "{},{},{},{},{},{}",
                 self.period,
                 i.name,
                 i.value.map(|v| format!("{v:.4}")).unwrap_or_default(),
                 i.target,
+                i.source,
                 i.met.map(|m| m.to_string()).unwrap_or_default()
             );
         }
@@ -522,21 +660,25 @@ mod tests {
             points = 20
             measure = "dissatisfied"
             deduct_per = 1
+            source = "004 line 117"
             [[unit_items]]
             name = "电话接通率"
             points = 10
             measure = "probe_failures"
             deduct_per = 1
             zero_above = 10
+            source = "004 line 95"
             [[indicators]]
             name = "电话接通率"
             measure = "answer_rate"
             target = 0.9
+            source = "operator"
             [[indicators]]
             name = "呼损率"
             measure = "abandon_rate"
             target = 0.05
             lower_is_better = true
+            source = "operator"
             "#,
         )
         .unwrap();
@@ -581,7 +723,7 @@ mod tests {
             ("1001".to_string(), "省司法厅".to_string()),
             ("1002".to_string(), "省司法厅".to_string()),
         ]);
-        let r = build("2026-11", &records, &units, &rules);
+        let r = build("2026-11", &records, &units, &rules, &Exemptions::default());
         let u = &r.units["省司法厅"];
         assert_eq!(
             (u.seats, u.offered, u.answered, u.survey.dissatisfied),
@@ -599,6 +741,104 @@ mod tests {
             (Some(0.2), Some(false))
         );
         assert!(r.text().contains("省司法厅"));
+        assert!(
+            r.text().contains("target  90.0% (operator)"),
+            "{}",
+            r.text()
+        );
+        assert!(
+            r.csv()[4]
+                .1
+                .contains("2026-11,电话接通率,0.8000,0.9,operator,false")
+        );
         assert!(r.csv()[2].1.contains("2026-11,省司法厅,客户满意度,18"));
+    }
+
+    /// Seed 004 line 117 on a scripted day, against the hand computation: −1 per 不满意, at
+    /// most 3 for one matter, none for an exempted matter.
+    #[test]
+    fn satisfaction_deductions_are_capped_per_matter_and_exemptions_deduct_nothing() {
+        let rules: Rules = toml::from_str(
+            r#"
+            [[unit_items]]
+            name = "客户满意度"
+            points = 20
+            measure = "dissatisfied"
+            deduct_per = 1
+            max_per_matter = 3
+            exemptions = true
+            source = "004 line 117"
+            "#,
+        )
+        .unwrap();
+        let exemptions: Exemptions = toml::from_str(
+            r#"
+            [[exempt]]
+            matter = "call-b"
+            reason = "客观因素：暴雨停电，无法上门"
+            reviewed_by = "平台审核员甲"
+            [[exempt]]
+            matter = "case-m"
+            reason = "依法不能办理"
+            reviewed_by = "平台审核员乙"
+            "#,
+        )
+        .unwrap();
+        let at = "2026-12-15T10:00:00.000+08:00";
+        // (seat, call id, matter named by the survey, rating)
+        let ratings = [
+            ("1003", "call-a", None, 3),         // 1 (the call is the matter)
+            ("1003", "rv-1", Some("case-k"), 3), // case K rated 不满意 five times:
+            ("1003", "rv-2", Some("case-k"), 3), //   capped at 3
+            ("1003", "rv-3", Some("case-k"), 3),
+            ("1003", "rv-4", Some("case-k"), 3),
+            ("1003", "rv-5", Some("case-k"), 3),
+            ("1005", "rv-6", Some("case-l"), 3), // case L twice: 2
+            ("1005", "rv-7", Some("case-l"), 3),
+            ("1005", "call-b", None, 3),         // exempted: 0
+            ("1003", "call-c", None, 1),         // 满意: 0
+            ("1003", "call-e", None, 2),         // 基本满意: 0
+            ("1003", "rv-8", Some("case-m"), 3), // case M four times, exempted: 0
+            ("1003", "rv-9", Some("case-m"), 3),
+            ("1003", "rv-10", Some("case-m"), 3),
+            ("1003", "rv-11", Some("case-m"), 3),
+            ("1001", "call-d", None, 3), // another unit: 1
+        ];
+        let records: Vec<Record> = ratings
+            .iter()
+            .map(|(seat, call, matter, rating)| {
+                let mut detail = serde_json::json!({ "rating": rating });
+                if let Some(m) = matter {
+                    detail["matter"] = serde_json::json!(m);
+                }
+                Record::from_parts(
+                    at.into(),
+                    "survey",
+                    Some((*call).into()),
+                    Some((*seat).into()),
+                    Some("general".into()),
+                    detail,
+                )
+                .expect("a survey record")
+            })
+            .collect();
+        let units = BTreeMap::from([
+            ("1001".to_string(), "12345热线中心".to_string()),
+            ("1003".to_string(), "省司法厅".to_string()),
+            ("1005".to_string(), "省司法厅".to_string()),
+        ]);
+        let r = build("2026-12-15", &records, &units, &rules, &exemptions);
+        let sft = &r.units["省司法厅"];
+        // By hand: call-a 1 + case-k min(5, 3) + case-l 2 + call-b 0 + case-m 0 = 6; 20 − 6.
+        assert_eq!(sft.survey.dissatisfied, 13, "every 不满意 is still counted");
+        assert_eq!((sft.dissatisfied_deducted, sft.exempted_matters), (6, 2));
+        assert_eq!(sft.scores["客户满意度"], Some(14.0));
+        assert_eq!(r.units["12345热线中心"].scores["客户满意度"], Some(19.0));
+        let text = r.text();
+        assert!(
+            text.contains("不满意 13 (deducted 6, exempted matters 2)"),
+            "{text}"
+        );
+        assert!(text.contains("客户满意度: 004 line 117"), "{text}");
     }
 }

@@ -354,6 +354,7 @@ async fn daily_reports(cfg: Arc<Config>, clock: WallClock) {
         let cfg = cfg.clone();
         let written = tokio::task::spawn_blocking(move || {
             let rules = crate::metrics::report::load_rules(&cfg.reports.rules)?;
+            let exemptions = crate::metrics::report::load_exemptions(&cfg.reports.exemptions)?;
             let day = today.to_string();
             let report = crate::metrics::report::from_store(
                 &cfg.store.path,
@@ -361,6 +362,7 @@ async fn daily_reports(cfg: Arc<Config>, clock: WallClock) {
                 &[today],
                 &cfg.seat_units(),
                 &rules,
+                &exemptions,
             )?;
             let dir = cfg.reports.folder.join(&day);
             report.write(&dir)?;

@@ -97,7 +97,9 @@ pub fn core_with(start: bool, f: impl FnOnce(&mut Config)) -> SimCore {
     cfg.sip.listen = "127.0.0.1:5060".parse().expect("address");
     f(&mut cfg);
     let (prompts, _) = PromptStore::load_dir(&cfg.paths.prompts).expect("prompts");
-    let plan = dialplan::load(&cfg.paths.dialplans, &prompts, &cfg.queues).expect("dialplans");
+    let plan = dialplan::load(&cfg.paths.dialplans, &prompts, &cfg).expect("dialplans");
+    // As `hotline run` does: targets without a unit take the profile's list's.
+    plan.fill_target_units(&mut cfg.targets);
     let mut core = Core::new(
         t0(),
         Arc::new(cfg),
