@@ -486,12 +486,13 @@ fn after_the_seat_hangs_up_the_caller_rates_the_call() {
     );
     let ind = std::fs::read_to_string(csv.join("indicators.csv")).unwrap();
     assert!(
-        ind.lines().any(|l| l.contains(",满意率,1.0000,0.95,true")),
+        ind.lines()
+            .any(|l| l.contains(",满意率,1.0000,0.95,operator,true")),
         "{ind}"
     );
     assert!(
         ind.lines()
-            .any(|l| l.contains(",电话接通率,1.0000,0.95,true")),
+            .any(|l| l.contains(",电话接通率,1.0000,0.95,operator,true")),
         "{ind}"
     );
     let seats = std::fs::read_to_string(csv.join("seats.csv")).unwrap();

@@ -356,6 +356,12 @@ impl<M: MediaIo> Core<M> {
                 for (uri, left) in contacts {
                     owned.push(("Contact", format!("<{uri}>;expires={left}")));
                 }
+                // RFC 3327 §5.3: the Path we stored, back to the proxy and the phone.
+                for h in req.headers.iter() {
+                    if h.name().eq_ignore_ascii_case("Path") {
+                        owned.push(("Path", h.value().to_string()));
+                    }
+                }
                 if let Some(i) = self.registrar.seat_index(seat) {
                     self.seat_contacts_changed(now, i);
                     self.publish_seat(i, now);

@@ -278,6 +278,27 @@ pub fn response(req: &Request, src: SocketAddr, server: &str, spec: &ResponseSpe
     let to = header(req, "To").unwrap_or("");
     let call_id = header(req, "Call-ID").unwrap_or("");
     let cseq = header(req, "CSeq").unwrap_or("");
+    // RFC 3261 §12.1.1: a response that makes (or confirms) a dialog carries the request's
+    // Record-Route, so the caller's ACK, BYE and re-INVITEs follow the proxies.
+    if req.method == crate::sip::Method::Invite && (101..300).contains(&spec.code) {
+        let rr: Vec<(&str, &str)> = req
+            .headers
+            .iter()
+            .filter_map(|h| match h {
+                Header::RecordRoute(r) => Some(("Record-Route", r.value())),
+                _ => None,
+            })
+            .collect();
+        if !rr.is_empty() {
+            let headers: Vec<(&str, &str)> =
+                rr.iter().chain(spec.headers.iter()).copied().collect();
+            let spec = ResponseSpec {
+                headers: &headers,
+                ..*spec
+            };
+            return build_response(&vias, from, to, call_id, cseq, src, server, &spec);
+        }
+    }
     build_response(&vias, from, to, call_id, cseq, src, server, spec)
 }
 
