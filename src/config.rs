@@ -946,3 +946,19 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_are_subject_tokens() {
+        for ok in ["node-a", "hefei_1", "N7", &"x".repeat(32)] {
+            assert!(valid_node_id(ok), "{ok}");
+        }
+        for bad in ["", "a.b", "a b", "a*", "a>", "节点", &"x".repeat(33)] {
+            assert!(!valid_node_id(bad), "{bad}");
+        }
+        assert!(valid_node_id(&NodeConfig::default().id));
+    }
+}

@@ -124,14 +124,28 @@ async fn send(js: &jetstream::Context, batch: &[Entry]) -> (Option<i64>, Option<
             }
         }
     }
-    let mut last = None;
+    let (mut last, mut repeats) = (None, 0u32);
+    let mut failed_ack = None;
     for (id, ack) in acks {
         match ack.await {
-            Ok(_) => last = Some(id),
-            Err(err) => return (last, Some(err.into())),
+            Ok(a) => {
+                repeats += u32::from(a.duplicate);
+                last = Some(id);
+            }
+            Err(err) => {
+                failed_ack = Some(err.into());
+                break;
+            }
         }
     }
-    (last, failed)
+    if repeats > 0 {
+        // Sent before an outage and stored, but not acknowledged to us: the stream knew them.
+        info!(
+            repeats,
+            "events published again were dropped as repeats by the stream"
+        );
+    }
+    (last, failed_ack.or(failed))
 }
 
 async fn publish(url: &str, journal: Journal, stats: &Stats, stop: &AtomicBool) {
