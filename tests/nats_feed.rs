@@ -118,8 +118,8 @@ fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool, d: &Daem
 }
 
 /// (id, kind) of every event in the daemon's own store.
-fn local_events(d: &Daemon) -> Vec<(i64, String)> {
-    let conn = rusqlite::Connection::open(&d.store).unwrap();
+fn local_events(store: &std::path::Path) -> Vec<(i64, String)> {
+    let conn = rusqlite::Connection::open(store).unwrap();
     let mut s = conn
         .prepare("SELECT id, kind FROM events ORDER BY id")
         .unwrap();
@@ -165,15 +165,15 @@ fn every_event_is_in_the_stream_exactly_once_across_a_broker_restart() {
         ("HOTLINE__NODE__ID", "node-a"),
         ("HOTLINE__FEED__NATS", &nats.url()),
     ]);
-    let published = |d: &Daemon| {
+    let published = |d: &Daemon, store: &std::path::Path| {
         d.metric("hotline_feed_lag_events") == 0
-            && d.metric("hotline_feed_published_total") == local_events(d).len() as u64
+            && d.metric("hotline_feed_published_total") == local_events(store).len() as u64
     };
     short_calls(&d, 3);
     wait_for(
         "the first calls published",
         Duration::from_secs(15),
-        || published(&d),
+        || published(&d, &d.store),
         &d,
     );
     assert_eq!(d.metric("hotline_feed_connected"), 1);
@@ -192,7 +192,7 @@ fn every_event_is_in_the_stream_exactly_once_across_a_broker_restart() {
     wait_for(
         "the feed caught up",
         Duration::from_secs(25),
-        || published(&d),
+        || published(&d, &d.store),
         &d,
     );
     assert!(
@@ -201,7 +201,7 @@ fn every_event_is_in_the_stream_exactly_once_across_a_broker_restart() {
         tail(&d.log_text(), 40)
     );
 
-    let local = local_events(&d);
+    let local = local_events(&d.store);
     assert!(local.len() >= 24, "only {} events", local.len());
     let messages = read_stream(&nats.url());
     let mut ids: Vec<i64> = Vec::new();
@@ -227,4 +227,42 @@ fn every_event_is_in_the_stream_exactly_once_across_a_broker_restart() {
         let (_, _, p) = messages.iter().find(|(_, _, p)| p["id"] == *id).unwrap();
         assert_eq!(p["kind"], kind.as_str());
     }
+
+    // The daemon restarts on its store with its cursor lost: it publishes everything again,
+    // and the stream drops every repeat by its message id.
+    let store = d.store.clone();
+    let mut d = d;
+    d.sigterm();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while d.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "daemon did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(d);
+    rusqlite::Connection::open(&store)
+        .unwrap()
+        .execute("UPDATE cursors SET last_id = 0 WHERE name = 'nats'", [])
+        .unwrap();
+    let store_env = store.display().to_string();
+    let d2 = Daemon::start(&[
+        ("HOTLINE__NODE__ID", "node-a"),
+        ("HOTLINE__FEED__NATS", &nats.url()),
+        ("HOTLINE__STORE__PATH", &store_env),
+    ]);
+    wait_for(
+        "everything published again",
+        Duration::from_secs(15),
+        || published(&d2, &store),
+        &d2,
+    );
+    assert!(
+        d2.log_text().contains("dropped as repeats"),
+        "{}",
+        tail(&d2.log_text(), 20)
+    );
+    assert_eq!(
+        read_stream(&nats.url()).len(),
+        local.len(),
+        "published twice, stored once"
+    );
 }

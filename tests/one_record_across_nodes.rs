@@ -341,4 +341,51 @@ fn two_nodes_ship_to_one_postgres_through_an_outage_and_its_report_is_their_sum(
         from_pg.contains("line-12348: offered 2, answered 0, abandoned 2"),
         "{from_pg}"
     );
+
+    // node-a restarts on its store with its cursor lost: it ships everything again, and
+    // PostgreSQL keeps each event once.
+    let store = a.store.clone();
+    let shipped_before = a.metric("hotline_store_shipped_total");
+    stop_daemon(a);
+    rusqlite::Connection::open(&store)
+        .unwrap()
+        .execute("UPDATE cursors SET last_id = 0 WHERE name = 'postgres'", [])
+        .unwrap();
+    let store_env = store.display().to_string();
+    let a2 = Daemon::start(&[
+        ("HOTLINE__NODE__ID", "node-a"),
+        ("HOTLINE__STORE__POSTGRES", &url),
+        ("HOTLINE__STORE__PATH", &store_env),
+    ]);
+    let all = local_ids(&store).len() as u64;
+    assert!(all >= shipped_before);
+    wait_for(
+        "node-a shipped its store again",
+        Duration::from_secs(15),
+        || {
+            a2.metric("hotline_store_shipped_total") == all
+                && a2.metric("hotline_store_ship_lag_events") == 0
+        },
+        &[&a2],
+    );
+    let ids: Vec<i64> = client
+        .query(
+            "SELECT id FROM hotline_events WHERE node = 'node-a' ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, local_ids(&store), "sent twice, stored once");
+}
+
+/// SIGTERM, and waits for the daemon to exit (its shipper delivers the last events first).
+fn stop_daemon(mut d: Daemon) {
+    d.sigterm();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while d.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "daemon did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
