@@ -125,11 +125,19 @@ impl Journal {
                 path: self.path.clone(),
                 source: e,
             })?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|source| StoreError::Sqlite {
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for (i, row) in rows.enumerate() {
+            // Under real-time scheduling (the daemon's threads inherit it) call control gets
+            // the core back only when this thread blocks or yields: a long read must yield.
+            if i % 64 == 63 {
+                std::thread::yield_now();
+            }
+            out.push(row.map_err(|source| StoreError::Sqlite {
                 path: self.path.clone(),
                 source,
-            })
+            })?);
+        }
+        Ok(out)
     }
 }
 

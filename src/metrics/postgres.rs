@@ -21,7 +21,7 @@ use crate::stats::Stats;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,8 @@ const CURSOR: &str = "postgres";
 const BATCH: usize = 500;
 /// How often the store is looked at when everything was shipped.
 const IDLE: Duration = Duration::from_millis(200);
+/// How often an idle connection is checked.
+const CHECK_IDLE: Duration = Duration::from_secs(5);
 
 fn connect(url: &str) -> Result<postgres::Client, postgres::Error> {
     let mut cfg: postgres::Config = url.parse()?;
@@ -113,6 +115,7 @@ fn ship(url: &str, journal: Journal, stats: &Stats, stop: &AtomicBool) {
     };
     let mut behind = false;
     let mut was_down = false;
+    let mut idle_checked = Instant::now();
     info!(from = cursor, "shipping events to PostgreSQL");
     loop {
         let stopping = stop.load(Ordering::Relaxed);
@@ -165,6 +168,16 @@ fn ship(url: &str, journal: Journal, stats: &Stats, stop: &AtomicBool) {
         let Some(end) = batch.last().map(|e| e.id) else {
             if stopping {
                 return;
+            }
+            // Idle: notice a lost server now, not at the next event.
+            if idle_checked.elapsed() >= CHECK_IDLE {
+                idle_checked = Instant::now();
+                if let Some(Err(e)) = client.as_mut().map(|c| c.is_valid(Duration::from_secs(2))) {
+                    warn!(error = %e, "PostgreSQL connection lost; reconnecting");
+                    client = None;
+                    was_down = true;
+                    stats.ship_connected.store(0, Ordering::Relaxed);
+                }
             }
             nap(IDLE, stop);
             continue;
