@@ -752,7 +752,7 @@ impl Config {
             )));
         }
         let nats = self.feed.nats.trim();
-        if !(nats.is_empty() || nats.starts_with("nats://") || nats.starts_with("tls://")) {
+        if !(nats.is_empty() || nats.starts_with("nats://")) {
             return Err(ConfigError::Invalid(format!(
                 "feed.nats {nats:?} is not a nats:// URL (or empty for off)"
             )));

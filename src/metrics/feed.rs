@@ -252,3 +252,54 @@ async fn publish(url: &str, journal: Journal, stats: &Stats, stop: &AtomicBool) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_and_message_ids_and_the_docs_cover_every_kind() {
+        let e = Entry {
+            node: "node-a".into(),
+            id: 42,
+            at: "2026-12-15T10:00:00.000+08:00".into(),
+            kind: "queue_exit".into(),
+            call_id: Some("c1".into()),
+            seat: None,
+            queue: Some("general".into()),
+            detail: r#"{"reason":"abandoned","waited_s":1.5,"short":true,"position":null}"#.into(),
+        };
+        assert_eq!(subject(&e), "hotline.node-a.queue_exit");
+        assert_eq!(message_id(&e), "node-a-42");
+        let j = e.json();
+        assert_eq!(j["detail"]["reason"], "abandoned");
+        assert_eq!(j["queue"], "general");
+        assert!(j["seat"].is_null());
+        let doc = include_str!("../../docs/feed.md");
+        for kind in [
+            "call_start",
+            "call_refused",
+            "call_answered",
+            "call_end",
+            "agent_state",
+            "queue_enter",
+            "queue_exit",
+            "offer",
+            "talk_end",
+            "recording",
+            "survey",
+            "transfer",
+            "probe",
+            "probe_round",
+        ] {
+            assert!(
+                doc.contains(&format!("| `{kind}` |")),
+                "docs/feed.md lacks {kind}"
+            );
+            assert!(
+                doc.contains(&format!("\"{kind}\"")),
+                "the schema's kind enum lacks {kind}"
+            );
+        }
+    }
+}
