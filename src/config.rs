@@ -63,6 +63,56 @@ pub struct Config {
     /// merge dates and after-window behaviour.
     #[serde(default)]
     pub dialplan: DialplanConfig,
+    #[serde(default)]
+    pub node: NodeConfig,
+    #[serde(default)]
+    pub feed: FeedConfig,
+}
+
+/// This node's name: written on every record, and the key (with the record's id) of its events
+/// in the shared PostgreSQL table and the live feed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// 1 to 32 of `A-Za-z0-9_-` (a NATS subject token and a readable key). Default: the host
+    /// name up to its first dot, or `node-a` when it has none or it does not fit.
+    pub id: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: default_node_id(),
+        }
+    }
+}
+
+/// Whether `id` can name a node.
+pub fn valid_node_id(id: &str) -> bool {
+    (1..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let host = host.trim().split('.').next().unwrap_or("").to_string();
+    if valid_node_id(&host) {
+        host
+    } else {
+        "node-a".into()
+    }
+}
+
+/// The live feed to the provincial platform.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedConfig {
+    /// NATS server with JetStream, e.g. `nats://127.0.0.1:4222`; empty = off.
+    pub nats: String,
 }
 
 /// The certificate SIP over TLS presents (RFC 3261 §26.2.1), re-read on SIGHUP.
@@ -427,6 +477,8 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// Queue events in Asterisk's queue_log format, for existing reporting tools; empty = off.
     pub queue_log: PathBuf,
+    /// PostgreSQL URL the events are shipped to (`postgres://user@host:port/db`); empty = off.
+    pub postgres: String,
 }
 
 impl Default for StoreConfig {
@@ -434,6 +486,7 @@ impl Default for StoreConfig {
         StoreConfig {
             path: PathBuf::from("../data/hotline.sqlite"),
             queue_log: PathBuf::from("../data/queue_log"),
+            postgres: String::new(),
         }
     }
 }
@@ -814,6 +867,24 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if !valid_node_id(&self.node.id) {
+            return Err(ConfigError::Invalid(format!(
+                "node.id {:?}: 1 to 32 letters, digits, '-' or '_'",
+                self.node.id
+            )));
+        }
+        let pg = self.store.postgres.trim();
+        if !(pg.is_empty() || pg.starts_with("postgres://") || pg.starts_with("postgresql://")) {
+            return Err(ConfigError::Invalid(format!(
+                "store.postgres {pg:?} is not a postgres:// URL (or empty for off)"
+            )));
+        }
+        let nats = self.feed.nats.trim();
+        if !(nats.is_empty() || nats.starts_with("nats://")) {
+            return Err(ConfigError::Invalid(format!(
+                "feed.nats {nats:?} is not a nats:// URL (or empty for off)"
+            )));
+        }
         if !self.sip.tls_listen.trim().is_empty()
             && self.sip.tls_listen.trim().parse::<SocketAddr>().is_err()
         {
@@ -1013,5 +1084,21 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_are_subject_tokens() {
+        for ok in ["node-a", "hefei_1", "N7", &"x".repeat(32)] {
+            assert!(valid_node_id(ok), "{ok}");
+        }
+        for bad in ["", "a.b", "a b", "a*", "a>", "节点", &"x".repeat(33)] {
+            assert!(!valid_node_id(bad), "{bad}");
+        }
+        assert!(valid_node_id(&NodeConfig::default().id));
     }
 }

@@ -58,6 +58,10 @@ enum Command {
         /// The assessment rules (default: reports.rules of the config).
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// Read the events of every node from this PostgreSQL (postgres://…, where the nodes'
+        /// store.postgres ship them) instead of this node's store.
+        #[arg(long, value_name = "URL")]
+        from_postgres: Option<String>,
     },
     /// Print the ha1_md5 and ha1_sha256 lines for a seat's credentials.
     Passwd {
@@ -214,9 +218,10 @@ fn main() -> ExitCode {
             month,
             csv,
             rules,
+            from_postgres,
         } => {
             let rules = rules.unwrap_or_else(|| cfg.reports.rules.clone());
-            report(&cfg, day, month, csv, &rules)
+            report(&cfg, day, month, csv, &rules, from_postgres.as_deref())
         }
         Command::Passwd { .. } | Command::Man { .. } | Command::Completions { .. } => {
             ExitCode::SUCCESS
@@ -230,6 +235,7 @@ fn report(
     month: Option<String>,
     csv: Option<PathBuf>,
     rules: &std::path::Path,
+    from_postgres: Option<&str>,
 ) -> ExitCode {
     use hotline::metrics::report;
     let fail = |msg: String| {
@@ -256,27 +262,39 @@ fn report(
         }
         _ => return fail("give --day YYYY-MM-DD or --month YYYY-MM".into()),
     };
-    if !cfg.store.path.exists() {
-        return fail(format!(
-            "no store at {} (the daemon writes it)",
-            cfg.store.path.display()
-        ));
-    }
     let period = day.or(month).unwrap_or_default();
     let exemptions = match report::load_exemptions(&cfg.reports.exemptions) {
         Ok(e) => e,
         Err(e) => return fail(e.to_string()),
     };
-    let r = match report::from_store(
-        &cfg.store.path,
-        &period,
-        &days,
-        &cfg.seat_units(),
-        &rules,
-        &exemptions,
-    ) {
-        Ok(r) => r,
-        Err(e) => return fail(e.to_string()),
+    let r = if let Some(url) = from_postgres {
+        // Every node's events, folded into the same report as one node's.
+        let mut records = Vec::new();
+        for d in &days {
+            match hotline::metrics::postgres::read_day(url, &d.to_string()) {
+                Ok(r) => records.extend(r),
+                Err(e) => return fail(e.to_string()),
+            }
+        }
+        report::build(&period, &records, &cfg.seat_units(), &rules, &exemptions)
+    } else {
+        if !cfg.store.path.exists() {
+            return fail(format!(
+                "no store at {} (the daemon writes it)",
+                cfg.store.path.display()
+            ));
+        }
+        match report::from_store(
+            &cfg.store.path,
+            &period,
+            &days,
+            &cfg.seat_units(),
+            &rules,
+            &exemptions,
+        ) {
+            Ok(r) => r,
+            Err(e) => return fail(e.to_string()),
+        }
     };
     print!("{}", r.text());
     if let Some(dir) = csv {

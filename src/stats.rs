@@ -49,6 +49,14 @@ pub struct Stats {
     pub srtp_auth_failures: AtomicU64,
     /// SRTP packets dropped as replays (already seen, or too old for the replay window).
     pub srtp_replays: AtomicU64,
+    /// Events copied to PostgreSQL; events stored but not yet copied; 1 while connected.
+    pub ship_shipped: AtomicU64,
+    pub ship_lag: AtomicU64,
+    pub ship_connected: AtomicU64,
+    /// Events published to the NATS feed (acknowledged); not yet published; 1 while connected.
+    pub feed_published: AtomicU64,
+    pub feed_lag: AtomicU64,
+    pub feed_connected: AtomicU64,
 }
 
 impl Stats {
@@ -61,7 +69,7 @@ impl Stats {
 
     /// Prometheus text exposition of every counter.
     pub fn prometheus(&self) -> String {
-        let rows: [(&str, &str, &AtomicU64, &str); 32] = [
+        let rows: [(&str, &str, &AtomicU64, &str); 38] = [
             (
                 "hotline_invites_total",
                 "counter",
@@ -253,6 +261,42 @@ impl Stats {
                 "counter",
                 &self.srtp_replays,
                 "SRTP packets dropped as replays",
+            ),
+            (
+                "hotline_store_shipped_total",
+                "counter",
+                &self.ship_shipped,
+                "Events copied to PostgreSQL (store.postgres)",
+            ),
+            (
+                "hotline_store_ship_lag_events",
+                "gauge",
+                &self.ship_lag,
+                "Events in the local store not yet copied to PostgreSQL",
+            ),
+            (
+                "hotline_store_ship_connected",
+                "gauge",
+                &self.ship_connected,
+                "1 while the shipper is connected to PostgreSQL",
+            ),
+            (
+                "hotline_feed_published_total",
+                "counter",
+                &self.feed_published,
+                "Events published to the NATS feed and acknowledged by JetStream",
+            ),
+            (
+                "hotline_feed_lag_events",
+                "gauge",
+                &self.feed_lag,
+                "Events in the local store not yet published to the NATS feed",
+            ),
+            (
+                "hotline_feed_connected",
+                "gauge",
+                &self.feed_connected,
+                "1 while the feed is connected to NATS",
             ),
         ];
         let mut s = String::new();

@@ -458,7 +458,7 @@ fn promtool_accepts_the_alerting_rules_and_their_unit_tests() {
     let check_text = text(&check);
     assert!(check.status.success(), "{check_text}");
     assert!(
-        check_text.contains("SUCCESS: 8 rules found"),
+        check_text.contains("SUCCESS: 10 rules found"),
         "{check_text}"
     );
     let test = run_cmd(
@@ -485,6 +485,8 @@ fn promtool_accepts_the_alerting_rules_and_their_unit_tests() {
         "HotlineQueueServiceLevelLow",
         "HotlineQueueAnswerRateLow",
         "HotlineSubcentreAnswerRateLow",
+        "HotlineRecordShippingStalled",
+        "HotlineFeedStalled",
     ] {
         assert!(
             std::fs::read_to_string(&rules)

@@ -25,7 +25,7 @@ fn the_report_s_satisfaction_score_equals_the_hand_computation() {
     ];
     {
         let (store, _) =
-            hotline::metrics::store::Store::open(&store_path, std::path::Path::new(""))
+            hotline::metrics::store::Store::open(&store_path, std::path::Path::new(""), "node-a")
                 .expect("store");
         for (seat, call, case, rating) in day {
             let mut detail = serde_json::json!({ "rating": rating });

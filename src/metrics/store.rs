@@ -8,6 +8,12 @@
 //! which seat) and when the daemon was last alive (a heartbeat every second). At the next
 //! start, a call still open was cut by a crash: it is closed as lost at the last moment the
 //! daemon was known to be alive ([`Store::open`] returns how many).
+//!
+//! Every event carries the node that wrote it (`node`, config `node.id`) beside its id, so
+//! (node, id) names it across nodes: the PostgreSQL shipper and the NATS feed key on it, and
+//! keep their cursors (the last id each has delivered) in this store's `cursors` table. Stores
+//! written before node ids have no `node` column: it is added at open, and their earlier
+//! events (node NULL) are this store's node's.
 
 use super::Record;
 use super::record::{CallEnd, EndCause, EndedBy, Event, OfferOutcome, QueueExit};
@@ -51,7 +57,8 @@ CREATE TABLE IF NOT EXISTS events (
     call_id TEXT,
     seat    TEXT,
     queue   TEXT,
-    detail  TEXT NOT NULL
+    detail  TEXT NOT NULL,
+    node    TEXT
 );
 CREATE INDEX IF NOT EXISTS events_at ON events(at);
 CREATE INDEX IF NOT EXISTS events_seat ON events(seat, at);
@@ -68,12 +75,34 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cursors (
+    name    TEXT PRIMARY KEY,
+    last_id INTEGER NOT NULL
+);
 ";
 
+/// How long a writer waits for another connection's write (a cursor update of the shipper or
+/// the feed: one row, microseconds) before it gives up.
+pub(crate) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Brings a store of an earlier version up to this one (after [`SCHEMA`], which creates what
+/// is missing): `events.node`.
+fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let has_node = conn
+        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'node'")?
+        .exists([])?;
+    if !has_node {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN node TEXT")?;
+        tracing::info!("store migrated: events now carry their node");
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Opens the store at `path`, and the queue_log at `queue_log` unless it is empty. Calls
-    /// a crash left open are closed first, as lost: the second value is how many.
-    pub fn open(path: &Path, queue_log: &Path) -> Result<(Store, usize), StoreError> {
+    /// Opens the store at `path` for node `node`, and the queue_log at `queue_log` unless it
+    /// is empty. Calls a crash left open are closed first, as lost: the second value is how
+    /// many.
+    pub fn open(path: &Path, queue_log: &Path, node: &str) -> Result<(Store, usize), StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
                 path: dir.to_path_buf(),
@@ -85,8 +114,11 @@ impl Store {
             source,
         };
         let mut conn = rusqlite::Connection::open(path).map_err(sql)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
-        let lost = reconcile(&mut conn).map_err(sql)?;
+        migrate(&conn).map_err(sql)?;
+        let node = node.to_string();
+        let lost = reconcile(&mut conn, &node).map_err(sql)?;
         let mut qlog = if queue_log.as_os_str().is_empty() {
             None
         } else {
@@ -111,7 +143,7 @@ impl Store {
                             Message::Alive(at) => alive = Some(at),
                         }
                     }
-                    if let Err(e) = write(&mut conn, &batch, alive.as_deref()) {
+                    if let Err(e) = write(&mut conn, &node, &batch, alive.as_deref()) {
                         tracing::error!(store = %shown, error = %e, lost = batch.len(), "cannot write call records");
                     }
                     if let Some(q) = qlog.as_mut() {
@@ -149,7 +181,7 @@ impl Store {
 
 /// Closes the calls a crash left open: each is written ended as lost (its wait and its
 /// conversation too) at the last moment the daemon was known to be alive. How many.
-fn reconcile(conn: &mut rusqlite::Connection) -> rusqlite::Result<usize> {
+fn reconcile(conn: &mut rusqlite::Connection, node: &str) -> rusqlite::Result<usize> {
     let alive: Option<String> = conn
         .query_row("SELECT value FROM meta WHERE key = 'alive_at'", [], |r| {
             r.get(0)
@@ -229,7 +261,7 @@ fn reconcile(conn: &mut rusqlite::Connection) -> rusqlite::Result<usize> {
         records.push(rec(event, None, None));
     }
     tracing::warn!(calls = open.len(), at = %at, "calls left open by a crash closed as lost");
-    write(conn, &records, None)?;
+    write(conn, node, &records, None)?;
     Ok(open.len())
 }
 
@@ -272,12 +304,13 @@ pub fn read_day(path: &Path, day: &str) -> Result<Vec<Record>, StoreError> {
 
 fn write(
     conn: &mut rusqlite::Connection,
+    node: &str,
     batch: &[Record],
     alive: Option<&str>,
 ) -> rusqlite::Result<()> {
     let t = conn.transaction()?;
     {
-        let mut stmt = t.prepare_cached("INSERT INTO events (at, kind, call_id, seat, queue, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+        let mut stmt = t.prepare_cached("INSERT INTO events (at, kind, call_id, seat, queue, detail, node) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
         for (i, r) in batch.iter().enumerate() {
             // Under real-time scheduling the call-control thread gets the core back only
             // when this one yields: a long batch must not hold it.
@@ -290,7 +323,8 @@ fn write(
                 r.call_id,
                 r.seat,
                 r.queue,
-                r.event.detail().to_string()
+                r.event.detail().to_string(),
+                node
             ])?;
             track_open(&t, r)?;
         }

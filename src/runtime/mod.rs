@@ -52,6 +52,10 @@ pub enum RuntimeError {
     TrunkLink(#[from] trunk_link::LinkError),
     #[error(transparent)]
     Store(crate::metrics::store::StoreError),
+    #[error(transparent)]
+    Ship(#[from] crate::metrics::postgres::ShipError),
+    #[error(transparent)]
+    Feed(#[from] crate::metrics::feed::FeedError),
 }
 
 const MEDIA_TICK_MS: u64 = 5;
@@ -136,12 +140,33 @@ pub async fn run(
     };
     trunk_link::spawn(&cfg, conns.clone(), tcp_tx.clone(), stats.clone())?;
     tokio::spawn(tcp::accept_loop(tcp, conns.clone(), tcp_tx));
-    let (store, lost) = crate::metrics::store::Store::open(&cfg.store.path, &cfg.store.queue_log)
-        .map_err(RuntimeError::Store)?;
+    let (store, lost) =
+        crate::metrics::store::Store::open(&cfg.store.path, &cfg.store.queue_log, &cfg.node.id)
+            .map_err(RuntimeError::Store)?;
     stats
         .calls_lost
         .fetch_add(lost as u64, std::sync::atomic::Ordering::Relaxed);
-    info!(path = %cfg.store.path.display(), "call records go to the store");
+    info!(path = %cfg.store.path.display(), node = %cfg.node.id, "call records go to the store");
+    // Copies of the store, each on a thread of its own: dropped after the store (below), so
+    // they deliver its last records before the daemon exits.
+    let shipper = match cfg.store.postgres.trim() {
+        "" => None,
+        url => Some(crate::metrics::postgres::start(
+            url,
+            &cfg.store.path,
+            &cfg.node.id,
+            stats.clone(),
+        )?),
+    };
+    let feed = match cfg.feed.nats.trim() {
+        "" => None,
+        url => Some(crate::metrics::feed::start(
+            url,
+            &cfg.store.path,
+            &cfg.node.id,
+            stats.clone(),
+        )?),
+    };
     let (rtp_tx, mut rtp_rx) = mpsc::unbounded_channel::<RtpEvent>();
     let rtp_io = rtp::RtpIo::new(&cfg, rtp_tx, stats.clone());
     let today = clock.today_shanghai().to_string();
@@ -334,6 +359,8 @@ pub async fn run(
         store.record(r);
     }
     drop(store); // flushes
+    drop(shipper);
+    drop(feed);
     core.media_io().finish(); // recordings closed as valid WAV
     Ok(())
 }
