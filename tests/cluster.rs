@@ -11,7 +11,11 @@ fn http_get_at(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
@@ -91,14 +95,31 @@ fn cluster_up_serves_a_call_through_kamailio_and_down_stops_every_process() {
         .arg(format!("127.0.0.1:{sip}"))
         .arg("-sf")
         .arg(repo().join("sipp-scenarios/uac_call_rr.xml"))
-        .args(["-s", "12345", "-i", "127.0.0.1", "-p", &free_port().to_string()])
-        .args(["-m", "2", "-r", "2", "-nostdin", "-timeout", "30", "-timeout_error"])
+        .args([
+            "-s",
+            "12345",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_port().to_string(),
+        ])
+        .args([
+            "-m",
+            "2",
+            "-r",
+            "2",
+            "-nostdin",
+            "-timeout",
+            "30",
+            "-timeout_error",
+        ])
         .args(["-key", "rtp_port", "9", "-d", "1000"])
         .current_dir(std::env::temp_dir())
         .output()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while (metric(ha, "hotline_store_shipped_total") < 6 || metric(ha, "hotline_feed_published_total") < 6)
+    while (metric(ha, "hotline_store_shipped_total") < 6
+        || metric(ha, "hotline_feed_published_total") < 6)
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(200));
@@ -112,12 +133,23 @@ fn cluster_up_serves_a_call_through_kamailio_and_down_stops_every_process() {
         metric(ha, "hotline_feed_published_total"),
     );
     run("down");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!((answered_a, answered_b), (2, 0), "node-a owns 12345");
-    assert!(shipped >= 6 && published >= 6, "shipped {shipped}, published {published}");
+    assert!(
+        shipped >= 6 && published >= 6,
+        "shipped {shipped}, published {published}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while pids.iter().any(|p| alive(*p)) {
-        assert!(Instant::now() < deadline, "left running after down: {:?}", pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>());
+        assert!(
+            Instant::now() < deadline,
+            "left running after down: {:?}",
+            pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

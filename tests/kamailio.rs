@@ -131,6 +131,30 @@ fn register_via(proxy: u16, user: &str, password: &str, port: u16) -> String {
     String::from_utf8_lossy(&buf[..n]).to_string()
 }
 
+/// A seat's phone behind Kamailio (SIPp UAS on `port`): answers one call, talks 2 s, hangs up
+/// following the Record-Route.
+fn seat_phone(port: u16) -> Child {
+    Command::new("timeout")
+        .args(["40", "sipp", "-sf"])
+        .arg(repo().join("sipp-scenarios/agent_answer_rr.xml"))
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            "1",
+            "-nostdin",
+        ])
+        .args(["-timeout", "30", "-timeout_error", "-key", "rtp_port", "9"])
+        .args(["-mp", &free_port().to_string()])
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn two_nodes_behind_kamailio_shard_by_number_and_fail_over_to_the_standby() {
     let dir = temp_dir(&format!("kamailio-{}", free_port()));
@@ -169,33 +193,7 @@ fn two_nodes_behind_kamailio_shard_by_number_and_fail_over_to_the_standby() {
     assert_eq!(seat(&b, "1004")["registered"], false);
     // It is offered a caller back through Kamailio (the Path is the route to it).
     agent_api(&a, "1004", "login");
-    let phone = std::process::Command::new("timeout")
-        .args(["40", "sipp", "-sf"])
-        .arg(repo().join("sipp-scenarios/agent_answer_rr.xml"))
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &seat_port.to_string(),
-            "-m",
-            "1",
-            "-nostdin",
-        ])
-        .args([
-            "-timeout",
-            "30",
-            "-timeout_error",
-            "-key",
-            "rtp_port",
-            "9",
-            "-mp",
-            &free_port().to_string(),
-        ])
-        .current_dir(std::env::temp_dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let phone = seat_phone(seat_port);
     let caller = RtpSink::new();
     let greeting_ms = prompt_frames("greetings/12333") as u64 * 20;
     // The seat hangs up after 2 s of talk; the daemon then ends the caller's call itself, which
@@ -232,4 +230,30 @@ fn two_nodes_behind_kamailio_shard_by_number_and_fail_over_to_the_standby() {
         answered_after < Duration::from_secs(5 + 3),
         "{answered_after:?}"
     );
+
+    // The seat re-registers (its next refresh): Kamailio now sends it to node-b, where it logs
+    // in and is offered the next caller, back through Kamailio.
+    let seat_port = free_port();
+    let ok = register_via(pk, "1004", "demo-1004", seat_port);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    wait_seat(
+        &b,
+        "1004",
+        Duration::from_secs(3),
+        "registered on node-b",
+        |s| s["registered"] == true,
+    );
+    agent_api(&b, "1004", "login");
+    let phone = seat_phone(seat_port);
+    let caller = RtpSink::new();
+    let _ = call_via(pk, &b, "12333", caller.port, greeting_ms + 5000);
+    child_ok(phone, "the seat answers node-b's offer through Kamailio");
+    let view = wait_seat(
+        &b,
+        "1004",
+        Duration::from_secs(5),
+        "answered on node-b",
+        |s| s["counters"]["answered"] == 1,
+    );
+    assert_eq!(view["counters"]["offered"], 1);
 }
