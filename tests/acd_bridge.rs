@@ -79,18 +79,7 @@ fn queued_caller_is_bridged_to_a_baresip_agent_with_audio_both_ways() {
     assert_eq!(q["waiting"], 0);
 
     // The agent heard the caller: baresip's recording of what it received.
-    let dir = agent.dir.clone();
-    drop(agent);
-    let recs: Vec<_> = std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(!recs.is_empty(), "baresip recorded the call");
-    let pcm = wav_pcm(&recs[0]);
+    let pcm = agent.heard();
     let mid = &pcm[pcm.len() / 3..pcm.len() * 2 / 3];
     let share = tone_share(mid, 1000.0);
     assert!(

@@ -98,7 +98,6 @@ fn call_via(proxy: u16, d: &Daemon, number: &str, rtp: u16, ms: u64) -> std::pro
 
 /// REGISTER `user` from 127.0.0.1:`port` through Kamailio at `proxy` (digest from the node).
 fn register_via(proxy: u16, user: &str, password: &str, port: u16) -> String {
-    use hotline::sip::digest::{Algorithm, ha1};
     let sock = UdpSocket::bind(("127.0.0.1", port)).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let host = format!("127.0.0.1:{proxy}");
@@ -114,18 +113,7 @@ fn register_via(proxy: u16, user: &str, password: &str, port: u16) -> String {
     let (n, _) = sock.recv_from(&mut buf).expect("401 through Kamailio");
     let text = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(text.starts_with("SIP/2.0 401"), "{text}");
-    let nonce = text
-        .split("nonce=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap();
-    let uri = format!("sip:{host}");
-    let h1 = ha1(Algorithm::Md5, user, "hotline", password);
-    let h2 = Algorithm::Md5.hash_hex(&format!("REGISTER:{uri}"));
-    let resp = Algorithm::Md5.hash_hex(&format!("{h1}:{nonce}:00000001:abc:auth:{h2}"));
-    let auth = format!(
-        "Authorization: Digest username=\"{user}\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc\"\r\n"
-    );
+    let auth = digest_authorization(user, password, &format!("sip:{host}"), &text);
     sock.send_to(req(2, &auth).as_bytes(), &host).unwrap();
     let (n, _) = sock.recv_from(&mut buf).expect("200 through Kamailio");
     String::from_utf8_lossy(&buf[..n]).to_string()

@@ -170,19 +170,7 @@ fn register_request(
 }
 
 fn digest(d: &Daemon, user: &str, password: &str, challenge: &str) -> String {
-    use hotline::sip::digest::{Algorithm, ha1};
-    let nonce = challenge
-        .split("nonce=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("nonce");
-    let uri = format!("sip:{}", d.sip);
-    let h1 = ha1(Algorithm::Md5, user, "hotline", password);
-    let h2 = Algorithm::Md5.hash_hex(&format!("REGISTER:{uri}"));
-    let resp = Algorithm::Md5.hash_hex(&format!("{h1}:{nonce}:00000001:abc:auth:{h2}"));
-    format!(
-        "Authorization: Digest username=\"{user}\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc\"\r\n"
-    )
+    digest_authorization(user, password, &format!("sip:{}", d.sip), challenge)
 }
 
 #[test]
@@ -505,18 +493,7 @@ fn a_remote_baresip_seat_over_tls_and_srtp_talks_with_a_plain_caller() {
     let log = agent.log_text();
     assert!(log.contains("SRTP is Enabled"), "baresip used SRTP:\n{log}");
     // The seat heard the caller, decrypted by baresip.
-    let dir = agent.dir.clone();
-    drop(agent);
-    let recs: Vec<_> = std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(!recs.is_empty(), "baresip recorded the call");
-    let pcm = wav_pcm(&recs[0]);
+    let pcm = agent.heard();
     let mid = &pcm[pcm.len() / 3..pcm.len() * 2 / 3];
     let share = tone_share(mid, 1000.0);
     assert!(

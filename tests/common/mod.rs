@@ -39,6 +39,26 @@ pub struct Daemon {
     pub store: PathBuf,
 }
 
+/// The shipped configuration's text with its relative paths (prompts, dialplans, scoring
+/// rules) made absolute, so it can be written anywhere.
+fn shipped_config() -> String {
+    let r = repo();
+    std::fs::read_to_string(r.join("config/hotline.toml"))
+        .unwrap()
+        .replace(
+            "prompts = \"../prompts\"",
+            &format!("prompts = \"{}/prompts\"", r.display()),
+        )
+        .replace(
+            "dialplans = \"../dialplans\"",
+            &format!("dialplans = \"{}/dialplans\"", r.display()),
+        )
+        .replace(
+            "rules = \"scoring.toml\"",
+            &format!("rules = \"{}/config/scoring.toml\"", r.display()),
+        )
+}
+
 impl Daemon {
     /// Starts `hotline run` on the shipped configuration with loopback ports and `env` on top.
     /// A daemon that exits at once because a port it was given got taken meanwhile by another
@@ -50,48 +70,22 @@ impl Daemon {
     /// The shipped configuration with its trunks, targets and probes replaced by `targets`
     /// (TOML): arrays of tables can't be overridden from the environment.
     pub fn start_with_targets(targets: &str, env: &[(&str, &str)]) -> Daemon {
-        let shipped = std::fs::read_to_string(repo().join("config/hotline.toml")).unwrap();
+        let shipped = shipped_config();
         let head = shipped.split("\n# Trunks").next().unwrap();
-        let r = repo();
-        let head = head
-            .replace(
-                "prompts = \"../prompts\"",
-                &format!("prompts = \"{}/prompts\"", r.display()),
-            )
-            .replace(
-                "dialplans = \"../dialplans\"",
-                &format!("dialplans = \"{}/dialplans\"", r.display()),
-            )
-            .replace(
-                "rules = \"scoring.toml\"",
-                &format!("rules = \"{}/config/scoring.toml\"", r.display()),
-            );
-        let path = temp_dir(&format!("config-{}", free_port())).join("hotline.toml");
-        std::fs::write(&path, format!("{head}\n{targets}\n")).unwrap();
-        Daemon::start_config(&path, env)
+        Daemon::start_text(&format!("{head}\n{targets}\n"), env)
     }
 
     /// The whole shipped configuration, paths made absolute, changed by `edit` (for what the
     /// environment can't override, such as a field of one seat).
     #[allow(dead_code)]
     pub fn start_edited(edit: impl Fn(String) -> String, env: &[(&str, &str)]) -> Daemon {
-        let shipped = std::fs::read_to_string(repo().join("config/hotline.toml")).unwrap();
-        let r = repo();
-        let text = shipped
-            .replace(
-                "prompts = \"../prompts\"",
-                &format!("prompts = \"{}/prompts\"", r.display()),
-            )
-            .replace(
-                "dialplans = \"../dialplans\"",
-                &format!("dialplans = \"{}/dialplans\"", r.display()),
-            )
-            .replace(
-                "rules = \"scoring.toml\"",
-                &format!("rules = \"{}/config/scoring.toml\"", r.display()),
-            );
+        Daemon::start_text(&edit(shipped_config()), env)
+    }
+
+    /// A configuration written to a file of its own, then started.
+    fn start_text(text: &str, env: &[(&str, &str)]) -> Daemon {
         let path = temp_dir(&format!("config-{}", free_port())).join("hotline.toml");
-        std::fs::write(&path, edit(text)).unwrap();
+        std::fs::write(&path, text).unwrap();
         Daemon::start_config(&path, env)
     }
 
@@ -686,6 +680,23 @@ impl Baresip {
         std::fs::read_to_string(self.dir.join("baresip.log")).unwrap_or_default()
     }
 
+    /// Quits baresip and returns what it received in its call (its decoded recording).
+    #[allow(dead_code)]
+    pub fn heard(self) -> Vec<i16> {
+        let dir = self.dir.clone();
+        drop(self);
+        let recs: Vec<_> = std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(!recs.is_empty(), "baresip recorded the call");
+        wav_pcm(&recs[0])
+    }
+
     /// Sends a ctrl_tcp command; the raw reply.
     pub fn command(&self, command: &str, params: &str) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.ctrl_port)).expect("ctrl_tcp");
@@ -862,6 +873,23 @@ pub fn register_from_port(d: &Daemon, user: &str, password: &str, port: u16) {
     register_contact(d, user, password, port, port, 300);
 }
 
+/// The `Authorization` header line (MD5, qop auth) answering the 401 `challenge` of a
+/// REGISTER to `uri`.
+pub fn digest_authorization(user: &str, password: &str, uri: &str, challenge: &str) -> String {
+    use hotline::sip::digest::{Algorithm, ha1};
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("nonce");
+    let h1 = ha1(Algorithm::Md5, user, "hotline", password);
+    let h2 = Algorithm::Md5.hash_hex(&format!("REGISTER:{uri}"));
+    let resp = Algorithm::Md5.hash_hex(&format!("{h1}:{nonce}:00000001:abc:auth:{h2}"));
+    format!(
+        "Authorization: Digest username=\"{user}\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc\"\r\n"
+    )
+}
+
 /// REGISTER from 127.0.0.1:`from_port` for the contact sip:`user`@127.0.0.1:`contact_port`
 /// (`expires` 0 removes it), digest MD5; asserts the 200.
 pub fn register_contact(
@@ -872,7 +900,6 @@ pub fn register_contact(
     contact_port: u16,
     expires: u32,
 ) {
-    use hotline::sip::digest::{Algorithm, ha1};
     let port = from_port;
     let sock = UdpSocket::bind(("127.0.0.1", port)).expect("bind agent port");
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -888,19 +915,7 @@ pub fn register_contact(
     sock.send_to(req(1, "").as_bytes(), d.sip).unwrap();
     let (n, _) = sock.recv_from(&mut buf).expect("401");
     let text = String::from_utf8_lossy(&buf[..n]).to_string();
-    let nonce = text
-        .split("nonce=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("nonce")
-        .to_string();
-    let uri = format!("sip:{}", d.sip);
-    let h1 = ha1(Algorithm::Md5, user, "hotline", password);
-    let h2 = Algorithm::Md5.hash_hex(&format!("REGISTER:{uri}"));
-    let resp = Algorithm::Md5.hash_hex(&format!("{h1}:{nonce}:00000001:abc:auth:{h2}"));
-    let auth = format!(
-        "Authorization: Digest username=\"{user}\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc\"\r\n"
-    );
+    let auth = digest_authorization(user, password, &format!("sip:{}", d.sip), &text);
     sock.send_to(req(2, &auth).as_bytes(), d.sip).unwrap();
     let (n, _) = sock.recv_from(&mut buf).expect("200");
     assert!(
