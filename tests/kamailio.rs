@@ -135,7 +135,7 @@ fn seat_phone(port: u16) -> Child {
             "-nostdin",
         ])
         .args(["-timeout", "30", "-timeout_error", "-key", "rtp_port", "9"])
-        .args(["-mp", &free_port().to_string()])
+        .args(["-mp", &free_media_port().to_string()])
         .current_dir(std::env::temp_dir())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

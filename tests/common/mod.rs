@@ -27,6 +27,20 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A base for SIPp's `-mp`: SIPp binds its audio port and the video port two above it (and
+/// their RTCP ports), so all four must be free, not only the first.
+pub fn free_media_port() -> u16 {
+    loop {
+        let base = free_port();
+        if base % 2 != 0 || base > 65000 {
+            continue;
+        }
+        if (0..4).all(|i| UdpSocket::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
 /// The API token every test daemon accepts (`http.tokens.tests`).
 pub const API_TOKEN: &str = "tests-token-0123456789";
 
@@ -945,7 +959,7 @@ pub fn sipp_uas_with(d: &Daemon, scenario: &str, port: u16, calls: u32, extra: &
             "80",
             "-timeout_error",
         ])
-        .args(["-mp", &free_port().to_string()])
+        .args(["-mp", &free_media_port().to_string()])
         .args(extra)
         .current_dir(std::env::temp_dir())
         .stdout(Stdio::piped())
