@@ -654,6 +654,10 @@ pub struct HttpConfig {
     /// Who may use `/api/*`: name → bearer token. Every endpoint but `/healthz` and
     /// `/metrics` needs one; control actions are logged with the token's name.
     pub tokens: BTreeMap<String, String>,
+    /// SIP over WebSocket at `/sip` (the browser desk's phone).
+    pub websocket: bool,
+    /// A desk session (`/agent`) ends after this long unused.
+    pub desk_session_s: u64,
 }
 
 impl Default for HttpConfig {
@@ -661,6 +665,8 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
             tokens: BTreeMap::new(),
+            websocket: true,
+            desk_session_s: 12 * 3600,
         }
     }
 }
@@ -674,6 +680,9 @@ pub struct RtpConfig {
     pub bind_ip: IpAddr,
     /// Address announced in SDP; defaults to the SIP local address of the call.
     pub public_ip: Option<IpAddr>,
+    /// A browser leg's DTLS-SRTP handshake must complete this long after its answer, or the
+    /// offer fails over to the next seat like one not answered.
+    pub dtls_timeout_ms: u64,
 }
 
 impl Default for RtpConfig {
@@ -683,6 +692,7 @@ impl Default for RtpConfig {
             port_max: 29999,
             bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             public_ip: None,
+            dtls_timeout_ms: 5000,
         }
     }
 }
@@ -709,6 +719,9 @@ impl Default for PathsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
+    /// What desks and the wallboard show for the queue (e.g. "12348 法律服务"); default: the
+    /// merged or dual line's number and name for a `line-<number>` queue, else the id.
+    pub label: String,
     pub strategy: crate::acd::queue::Strategy,
     pub max_wait_s: u64,
     /// How long one seat rings before the call is offered to the next.
@@ -745,6 +758,7 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
+            label: String::new(),
             strategy: crate::acd::queue::Strategy::LongestIdle,
             max_wait_s: 120,
             ring_timeout_s: 15,

@@ -520,6 +520,12 @@ fn demo_credentials(cfg: &Config) -> Vec<String> {
 fn run(cfg: Config) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    // The DTLS crate logs every TLS extension it does not know from a browser's hello as a
+    // warning; its errors still show.
+    let filter = match "dtls=error".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

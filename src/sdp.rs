@@ -68,6 +68,27 @@ pub struct RemoteMedia {
     pub secure: bool,
     /// … keyed by these `a=crypto` values (RFC 4568), in the peer's order.
     pub crypto: Vec<String>,
+    /// A WebRTC peer's stream (UDP/TLS/RTP/SAVPF: ICE and DTLS-SRTP, RFC 5763/8842).
+    pub dtls: Option<RemoteDtls>,
+}
+
+/// What a browser's SDP says of its ICE and DTLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteDtls {
+    /// The `a=fingerprint` value (`sha-256 AB:…`) its certificate must match.
+    pub fingerprint: String,
+    /// `a=setup`: `active` (it is the DTLS client), `actpass` in an offer.
+    pub setup: String,
+    pub ice_ufrag: String,
+}
+
+/// Our side of a WebRTC stream: ICE-lite credentials and our certificate's fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalWebRtc {
+    pub ice_ufrag: String,
+    pub ice_pwd: String,
+    /// `sha-256 AB:…`
+    pub fingerprint: String,
 }
 
 impl RemoteMedia {
@@ -76,13 +97,29 @@ impl RemoteMedia {
     }
 }
 
-/// Parses a peer's SDP (an offer, or the answer to our offer).
+/// Parses a peer's SDP (an offer, or the answer to our offer) from a phone or trunk: a WebRTC
+/// stream (DTLS-SRTP) is not one we take from them.
 pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
+    parse_with(body, false)
+}
+
+/// Parses the SDP of a browser's leg (WebRTC: UDP/TLS/RTP/SAVPF, or plain RTP/AVP).
+pub fn parse_webrtc(body: &[u8]) -> Result<RemoteMedia, SdpError> {
+    parse_with(body, true)
+}
+
+fn is_webrtc_proto(p: &str) -> bool {
+    p.eq_ignore_ascii_case("UDP/TLS/RTP/SAVPF") || p.eq_ignore_ascii_case("UDP/TLS/RTP/SAVP")
+}
+
+fn parse_with(body: &[u8], webrtc: bool) -> Result<RemoteMedia, SdpError> {
     let desc = sdp::SessionDescription::unmarshal(&mut Cursor::new(body))
         .map_err(|e| SdpError::Syntax(e.to_string()))?;
     let is_avp = |m: &sdp::description::media::MediaDescription| {
         let p = m.media_name.protos.join("/");
-        p.eq_ignore_ascii_case("RTP/AVP") || p.eq_ignore_ascii_case("RTP/SAVP")
+        p.eq_ignore_ascii_case("RTP/AVP")
+            || p.eq_ignore_ascii_case("RTP/SAVP")
+            || (webrtc && is_webrtc_proto(&p))
     };
     let candidates = |m: &&sdp::description::media::MediaDescription| {
         m.media_name.media == "audio" && m.media_name.port.value != 0
@@ -187,7 +224,25 @@ pub fn parse(body: &[u8]) -> Result<RemoteMedia, SdpError> {
         .filter(|a| a.key == "crypto")
         .filter_map(|a| a.value.clone())
         .collect();
+    let attr = |key: &str| -> Option<String> {
+        audio
+            .attributes
+            .iter()
+            .chain(desc.attributes.iter())
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.clone())
+    };
+    let dtls = if is_webrtc_proto(&audio.media_name.protos.join("/")) {
+        Some(RemoteDtls {
+            fingerprint: attr("fingerprint").unwrap_or_default(),
+            setup: attr("setup").unwrap_or_default(),
+            ice_ufrag: attr("ice-ufrag").unwrap_or_default(),
+        })
+    } else {
+        None
+    };
     Ok(RemoteMedia {
+        dtls,
         addr,
         codecs,
         telephone_event,
@@ -213,6 +268,8 @@ pub struct LocalMedia {
     /// Keys offered on RTP/AVP (best-effort SRTP, a trunk's `srtp = "optional"`): a plain
     /// answer keeps the call plain.
     pub best_effort: bool,
+    /// A browser's leg: ICE-lite and DTLS-SRTP instead of SDES (`crypto` stays empty).
+    pub webrtc: Option<LocalWebRtc>,
 }
 
 impl LocalMedia {
@@ -226,6 +283,7 @@ impl LocalMedia {
             crypto: Vec::new(),
             theirs: None,
             best_effort: false,
+            webrtc: None,
         }
     }
 }
@@ -244,7 +302,7 @@ pub fn answer(local: &LocalMedia, offer: &RemoteMedia) -> String {
             "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
         ));
     }
-    let audio = render_audio(local, &fmts, &maps, offer.direction.answer());
+    let audio = render_audio(local, &fmts, &maps, offer.direction.answer(), true);
     let mut media = String::new();
     for (i, (kind, proto, fmt)) in offer.lines.iter().enumerate() {
         if i == offer.audio_line {
@@ -260,7 +318,7 @@ pub fn answer(local: &LocalMedia, offer: &RemoteMedia) -> String {
 pub fn offer(local: &LocalMedia) -> String {
     let maps = "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
                 a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n";
-    session(local) + &render_audio(local, &[0, 8, 101], maps, Direction::SendRecv)
+    session(local) + &render_audio(local, &[0, 8, 101], maps, Direction::SendRecv, false)
 }
 
 /// Our offer to a seat: the caller's codec only (the bridge relays packets as they are, so
@@ -270,22 +328,32 @@ pub fn offer_codec(local: &LocalMedia, codec: Codec, pt: u8) -> String {
         "a=rtpmap:{pt} {}/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n",
         codec.name()
     );
-    session(local) + &render_audio(local, &[pt, 101], &maps, Direction::SendRecv)
+    session(local) + &render_audio(local, &[pt, 101], &maps, Direction::SendRecv, false)
 }
 
 fn session(local: &LocalMedia) -> String {
     let ipv = if local.ip.is_ipv4() { "IP4" } else { "IP6" };
+    // A lite ICE agent says so at session level (RFC 8839 §5.3).
+    let lite = if local.webrtc.is_some() { "a=ice-lite\r\n" } else { "" };
     format!(
-        "v=0\r\no=hotline {sid} {ver} IN {ipv} {ip}\r\ns=hotline\r\nc=IN {ipv} {ip}\r\nt=0 0\r\n",
+        "v=0\r\no=hotline {sid} {ver} IN {ipv} {ip}\r\ns=hotline\r\nc=IN {ipv} {ip}\r\nt=0 0\r\n{lite}",
         sid = local.session_id,
         ver = local.version,
         ip = local.ip,
     )
 }
 
-fn render_audio(local: &LocalMedia, fmts: &[u8], maps: &str, dir: Direction) -> String {
+fn render_audio(
+    local: &LocalMedia,
+    fmts: &[u8],
+    maps: &str,
+    dir: Direction,
+    answering: bool,
+) -> String {
     let fmts: Vec<String> = fmts.iter().map(|f| f.to_string()).collect();
-    let proto = if local.crypto.is_empty() || local.best_effort {
+    let proto = if local.webrtc.is_some() {
+        "UDP/TLS/RTP/SAVPF"
+    } else if local.crypto.is_empty() || local.best_effort {
         "RTP/AVP"
     } else {
         "RTP/SAVP"
@@ -293,6 +361,21 @@ fn render_audio(local: &LocalMedia, fmts: &[u8], maps: &str, dir: Direction) -> 
     let mut crypto = String::new();
     for c in &local.crypto {
         crypto.push_str(&format!("a=crypto:{c}\r\n"));
+    }
+    if let Some(w) = &local.webrtc {
+        // One host candidate, rtcp-mux; we are the DTLS server (RFC 5763 §5: an offerer says
+        // actpass, and the browser answers active; answering its offer we say passive).
+        let setup = if answering { "passive" } else { "actpass" };
+        crypto.push_str(&format!(
+            "a=mid:0\r\na=ice-ufrag:{u}\r\na=ice-pwd:{p}\r\na=fingerprint:{f}\r\n\
+             a=setup:{setup}\r\na=rtcp-mux\r\n\
+             a=candidate:1 1 UDP 2130706431 {ip} {port} typ host\r\na=end-of-candidates\r\n",
+            u = w.ice_ufrag,
+            p = w.ice_pwd,
+            f = w.fingerprint,
+            ip = local.ip,
+            port = local.port,
+        ));
     }
     format!(
         "m=audio {} {proto} {}\r\n{maps}{crypto}a=ptime:20\r\na={}\r\n",
@@ -305,6 +388,34 @@ fn render_audio(local: &LocalMedia, fmts: &[u8], maps: &str, dir: Direction) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_browser_leg_is_offered_ice_lite_and_dtls_and_its_answer_read() {
+        let mut local = LocalMedia::plain("127.0.0.1".parse().unwrap(), 20000, 9);
+        local.webrtc = Some(LocalWebRtc {
+            ice_ufrag: "abcd1234".into(),
+            ice_pwd: "p".repeat(24),
+            fingerprint: "sha-256 AA:BB".into(),
+        });
+        let o = offer_codec(&local, Codec::Pcma, 8);
+        assert!(o.contains("a=ice-lite\r\n"), "{o}");
+        assert!(o.contains("m=audio 20000 UDP/TLS/RTP/SAVPF 8 101\r\n"), "{o}");
+        assert!(o.contains("a=setup:actpass\r\n") && o.contains("a=rtcp-mux\r\n"), "{o}");
+        assert!(o.contains("typ host"), "{o}");
+        // A phone's answer may not be DTLS; a browser's is read with its fingerprint.
+        let browser = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+            a=fingerprint:sha-256 11:22\r\nm=audio 9 UDP/TLS/RTP/SAVPF 8 101\r\n\
+            c=IN IP4 0.0.0.0\r\na=ice-ufrag:brws\r\na=ice-pwd:xxxxxxxxxxxxxxxxxxxxxxxx\r\n\
+            a=setup:active\r\na=rtcp-mux\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+        assert_eq!(parse(browser.as_bytes()), Err(SdpError::SecureOnly));
+        let m = parse_webrtc(browser.as_bytes()).unwrap();
+        let d = m.dtls.clone().unwrap();
+        assert_eq!((d.fingerprint.as_str(), d.setup.as_str(), d.ice_ufrag.as_str()), ("sha-256 11:22", "active", "brws"));
+        assert_eq!(m.codecs, vec![(Codec::Pcma, 8)]);
+        assert_eq!(m.addr, None);
+        let a = answer(&local, &m);
+        assert!(a.contains("a=setup:passive\r\n"), "{a}");
+    }
 
     const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\n\
         m=audio 4000 RTP/AVP 8 0 18 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n\

@@ -49,6 +49,13 @@ pub struct Stats {
     pub srtp_auth_failures: AtomicU64,
     /// SRTP packets dropped as replays (already seen, or too old for the replay window).
     pub srtp_replays: AtomicU64,
+    /// Browser legs (WebRTC): ICE checks answered and refused (not for us, wrong integrity),
+    /// DTLS-SRTP handshakes completed and failed (or timed out), RTCP packets not read.
+    pub webrtc_ice_checks: AtomicU64,
+    pub webrtc_ice_refused: AtomicU64,
+    pub webrtc_dtls_ok: AtomicU64,
+    pub webrtc_dtls_failed: AtomicU64,
+    pub rtcp_ignored: AtomicU64,
     /// Events copied to PostgreSQL; events stored but not yet copied; 1 while connected.
     pub ship_shipped: AtomicU64,
     pub ship_lag: AtomicU64,
@@ -69,7 +76,7 @@ impl Stats {
 
     /// Prometheus text exposition of every counter.
     pub fn prometheus(&self) -> String {
-        let rows: [(&str, &str, &AtomicU64, &str); 38] = [
+        let rows: [(&str, &str, &AtomicU64, &str); 43] = [
             (
                 "hotline_invites_total",
                 "counter",
@@ -261,6 +268,36 @@ impl Stats {
                 "counter",
                 &self.srtp_replays,
                 "SRTP packets dropped as replays",
+            ),
+            (
+                "hotline_webrtc_ice_checks_total",
+                "counter",
+                &self.webrtc_ice_checks,
+                "ICE connectivity checks answered on browser legs",
+            ),
+            (
+                "hotline_webrtc_ice_refused_total",
+                "counter",
+                &self.webrtc_ice_refused,
+                "ICE checks refused on browser legs (unknown user or wrong integrity)",
+            ),
+            (
+                "hotline_webrtc_dtls_handshakes_total",
+                "counter",
+                &self.webrtc_dtls_ok,
+                "DTLS-SRTP handshakes completed on browser legs",
+            ),
+            (
+                "hotline_webrtc_dtls_failures_total",
+                "counter",
+                &self.webrtc_dtls_failed,
+                "DTLS-SRTP handshakes on browser legs that failed or did not complete in time",
+            ),
+            (
+                "hotline_rtcp_ignored_total",
+                "counter",
+                &self.rtcp_ignored,
+                "RTCP packets received on rtcp-mux legs and not read",
             ),
             (
                 "hotline_store_shipped_total",

@@ -138,6 +138,13 @@ impl Agent {
     pub fn since(&self) -> Instant {
         self.since
     }
+    /// When the after-call work ends, while in it.
+    pub fn wrap_up_until(&self) -> Option<Instant> {
+        match self.status {
+            Status::WrapUp { until } => Some(until),
+            _ => None,
+        }
+    }
     pub fn pause_reason(&self) -> Option<&str> {
         match &self.status {
             Status::Paused { reason } => Some(reason),

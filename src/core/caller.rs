@@ -65,6 +65,8 @@ pub(super) struct Caller {
     pub(super) answered_at: Option<Instant>,
     /// When the caller first started waiting (its first queue; kept across overflows).
     pub(super) queued_at: Option<Instant>,
+    /// Its seat was lost mid-call: the next queue announcement says so first.
+    pub(super) lost_seat: bool,
     pub(super) service: Service,
     pub(super) served: Option<Served>,
     /// The caller's business with us is over (we or it ended the call); the session may
@@ -298,6 +300,7 @@ impl<M: MediaIo> Core<M> {
                 ivr_epochs: HashMap::new(),
                 answered_at: None,
                 queued_at: None,
+                lost_seat: false,
                 service: Service::Ivr,
                 served: None,
                 gone: false,
@@ -619,7 +622,13 @@ impl<M: MediaIo> Core<M> {
         if req.body.is_empty() {
             return Ok(None);
         }
-        let why = match sdp::parse(&req.body) {
+        // A browser's re-offer (hold, resume) is WebRTC like its first answer.
+        let parsed = if peer.transport.is_browser() {
+            sdp::parse_webrtc(&req.body)
+        } else {
+            sdp::parse(&req.body)
+        };
+        let why = match parsed {
             Ok(mut m) => match codec {
                 Some(c) if !m.codecs.iter().any(|x| x.0 == c) => {
                     "the call's codec must stay the same".to_string()

@@ -22,6 +22,17 @@ pub trait MediaIo {
     /// from the other leg, a conference's mix) is encrypted, so bridges, conferences, the
     /// recorder and DTMF work on plain G.711 whatever each side speaks.
     fn set_srtp(&mut self, _tx: &Self::Tx, _session: Option<crate::media::srtp::SrtpSession>) {}
+    /// A browser's leg (WebRTC): the endpoint answers ICE checks as a lite agent with fresh
+    /// credentials and serves DTLS-SRTP with the daemon's certificate; nothing is sent or
+    /// taken as media until the handshake has keyed it. What our SDP must say, or `None`
+    /// when WebRTC is not available.
+    fn webrtc_offer(&mut self, _tx: &Self::Tx) -> Option<crate::sdp::LocalWebRtc> {
+        None
+    }
+    /// The browser's answer named its certificate (`a=fingerprint`): the handshake is checked
+    /// against it and must complete in time; [`RtpEvent::Secured`] or
+    /// [`RtpEvent::SecureFailed`] tells how it went.
+    fn webrtc_answer(&mut self, _tx: &Self::Tx, _fingerprint: &str) {}
     /// Our address on the route to `peer`, for Contact, Via and SDP when listening on a
     /// wildcard address.
     fn local_ip_for(&mut self, peer: IpAddr) -> Option<IpAddr>;
@@ -60,4 +71,8 @@ pub enum RtpEvent {
     /// RTP arrives from this address: send there (symmetric RTP, for peers behind NAT).
     PeerAddress(Leg, SocketAddr),
     Digit(Leg, char),
+    /// A browser's leg is keyed (DTLS-SRTP done): its media flows.
+    Secured(Leg),
+    /// Its handshake failed or did not complete in time.
+    SecureFailed(Leg),
 }

@@ -456,6 +456,7 @@ impl<M: MediaIo> Core<M> {
             RtpEvent::PeerAddress(leg, addr) => {
                 let stream = match leg {
                     Leg::Caller(k) => self.legs.callers.get(&k).map(|c| c.stream),
+                    Leg::Seat(l) => self.legs.seats.get(&l).map(|s| s.stream),
                     _ => None,
                 };
                 if let Some(stream) = stream
@@ -473,6 +474,9 @@ impl<M: MediaIo> Core<M> {
                     Leg::Trunk(_) | Leg::Consultation(_) => {}
                 }
             }
+            RtpEvent::Secured(Leg::Seat(l)) => self.seat_secured(now, l),
+            RtpEvent::SecureFailed(Leg::Seat(l)) => self.seat_secure_failed(now, l),
+            RtpEvent::Secured(_) | RtpEvent::SecureFailed(_) => {}
         }
     }
 
@@ -526,6 +530,9 @@ impl<M: MediaIo> Core<M> {
         for seat in self.registrar.drop_connection(peer.transport) {
             self.seat_contacts_changed(now, seat);
             self.publish_seat(seat, now);
+        }
+        if peer.transport.is_browser() {
+            self.seat_connection_lost(now, peer.transport);
         }
     }
 

@@ -9,7 +9,7 @@ use crate::acd::Waiting;
 use crate::acd::agent::{Event as AgentEvent, State as AgentState};
 use crate::ivr::engine::Input;
 use crate::metrics::record::{EndedBy, OfferOutcome, QueueExit};
-use crate::sdp::{self, LocalMedia};
+use crate::sdp::{self, LocalMedia, RemoteMedia};
 use crate::sip::dialog::DialogParams;
 use crate::sip::dialog::invite::{Incoming, UacParams};
 use tracing::warn;
@@ -24,13 +24,17 @@ pub(super) struct SeatLeg {
     pub(super) local_media: LocalMedia,
     /// The contact it rings (an offer to a contact that unregisters is withdrawn).
     contact: String,
-    offered_at: Instant,
+    pub(super) offered_at: Instant,
     pub(super) state: LegState,
 }
 
 pub(super) enum LegState {
     /// The seat rings.
     Ringing,
+    /// A browser answered; its media is not keyed yet (DTLS-SRTP under way). Still an offer:
+    /// the caller keeps its place, and a handshake that fails makes the offer fail over like
+    /// one not answered.
+    Securing(Box<RemoteMedia>),
     /// The offer ended without a conversation; the agent has been told. The session ends.
     Settled,
     /// Answered: the agent talks, with its caller or as an expert in a three-way call.
@@ -69,6 +73,12 @@ impl SeatLeg {
 
     pub(super) fn is_talking(&self) -> bool {
         matches!(self.state, LegState::Talking(_))
+    }
+
+    /// Offered and not yet settled: ringing, or answered by a browser whose media is not
+    /// keyed yet.
+    pub(super) fn is_offered(&self) -> bool {
+        matches!(self.state, LegState::Ringing | LegState::Securing(_))
     }
 }
 
@@ -146,6 +156,22 @@ impl<M: MediaIo> Core<M> {
                 warn!(error = %why, "no SRTP keys for the seat leg; the caller keeps waiting");
                 self.media.release(stream, &self.env.stats);
                 return false;
+            }
+        }
+        // A browser's phone (SIP over WebSocket) speaks WebRTC: ICE-lite and DTLS-SRTP.
+        if binding.peer.transport.is_browser() {
+            let webrtc = self
+                .media
+                .engine
+                .tx(stream)
+                .and_then(|tx| self.media.io.webrtc_offer(tx));
+            match webrtc {
+                Some(w) => local.webrtc = Some(w),
+                None => {
+                    warn!(seat = %seat_cfg.id, "no WebRTC media for the browser seat; the caller keeps waiting");
+                    self.media.release(stream, &self.env.stats);
+                    return false;
+                }
             }
         }
         let sdp = sdp::offer_codec(&local, codec.0, codec.1);
@@ -235,8 +261,8 @@ impl<M: MediaIo> Core<M> {
         if !matches!(leg.state, LegState::Ringing) {
             return;
         }
-        let (seat, queue, stream, what, k) =
-            (leg.seat, leg.queue, leg.stream, leg.what, leg.caller());
+        let (seat, stream, k) = (leg.seat, leg.stream, leg.caller());
+        let browser = leg.local_media.webrtc.is_some();
         let seat_id = self.registrar.seats()[seat].id.clone();
         let caller_stream = self
             .legs
@@ -244,6 +270,31 @@ impl<M: MediaIo> Core<M> {
             .get(&k)
             .filter(|c| !c.session.is_over())
             .map(|c| c.stream);
+        if browser {
+            // The conversation starts once DTLS-SRTP has keyed the leg.
+            let fingerprint = match (sdp::parse_webrtc(body), caller_stream) {
+                (Ok(m), Some(_)) => match m.dtls.as_ref().map(|d| d.fingerprint.clone()) {
+                    Some(fp) if crate::media::dtls_srtp::parse_fingerprint(&fp).is_some() => {
+                        Some((m, fp))
+                    }
+                    _ => None,
+                },
+                (_, None) => return self.withdraw_offer(now, l, AgentEvent::Withdrawn),
+                (Err(_), _) => None,
+            };
+            let Some((m, fp)) = fingerprint else {
+                warn!(seat = %seat_id, "the browser answered without usable WebRTC SDP (UDP/TLS/RTP/SAVPF, a=fingerprint sha-256); hanging up the seat");
+                return self.withdraw_offer(now, l, AgentEvent::Failed);
+            };
+            if let Some(tx) = self.media.engine.tx(stream) {
+                self.media.io.webrtc_answer(tx, &fp);
+            }
+            info!(seat = %seat_id, "the browser answered; keying its media (DTLS-SRTP)");
+            if let Some(leg) = self.legs.seats.get_mut(&l) {
+                leg.state = LegState::Securing(Box::new(m));
+            }
+            return;
+        }
         let answer = sdp::parse(body).map_err(|e| e.to_string());
         let (m, caller_stream) = match (answer, caller_stream) {
             (Ok(m), Some(cs)) => {
@@ -270,11 +321,68 @@ impl<M: MediaIo> Core<M> {
             }
             (_, None) => return self.withdraw_offer(now, l, AgentEvent::Withdrawn),
         };
+        self.seat_connected(now, l, m, caller_stream);
+    }
+
+    /// A browser leg's DTLS-SRTP is done: its answer takes effect now.
+    pub(super) fn seat_secured(&mut self, now: Now, l: SeatLegId) {
+        let Some(leg) = self.legs.seats.get_mut(&l) else {
+            return;
+        };
+        let LegState::Securing(_) = &leg.state else {
+            return;
+        };
+        let LegState::Securing(m) = std::mem::replace(&mut leg.state, LegState::Ringing) else {
+            return;
+        };
+        let k = leg.caller();
+        let caller_stream = self
+            .legs
+            .callers
+            .get(&k)
+            .filter(|c| !c.session.is_over())
+            .map(|c| c.stream);
+        match caller_stream {
+            Some(cs) => self.seat_connected(now, l, *m, cs),
+            None => self.withdraw_offer(now, l, AgentEvent::Withdrawn),
+        }
+    }
+
+    /// A browser leg's DTLS-SRTP failed or timed out: while offered, the offer fails over to
+    /// the next seat like one the seat did not answer.
+    pub(super) fn seat_secure_failed(&mut self, now: Now, l: SeatLegId) {
+        let Some(leg) = self.legs.seats.get(&l) else {
+            return;
+        };
+        let seat_id = self.registrar.seats()[leg.seat].id.clone();
+        if leg.is_offered() {
+            warn!(seat = %seat_id, "the browser's media never came up (DTLS-SRTP); the offer goes to the next seat");
+            self.withdraw_offer(now, l, AgentEvent::Missed);
+            self.dispatch(now);
+        } else if leg.is_talking() {
+            self.seat_lost(now, l);
+        }
+    }
+
+    /// The seat's answer takes effect: caller and seat are bridged (or the expert joins).
+    fn seat_connected(&mut self, now: Now, l: SeatLegId, m: RemoteMedia, caller_stream: StreamId) {
+        let Some(leg) = self.legs.seats.get(&l) else {
+            return;
+        };
+        let (seat, queue, stream, what, k) =
+            (leg.seat, leg.queue, leg.stream, leg.what, leg.caller());
+        let browser = leg.local_media.webrtc.is_some();
+        let seat_id = self.registrar.seats()[seat].id.clone();
         if let Some(tx) = self.media.engine.tx(stream) {
-            self.media.io.media_changed(tx, m.addr);
+            // A browser's media address is the one its ICE checks came from, not its SDP's.
+            if !browser {
+                self.media.io.media_changed(tx, m.addr);
+            }
             self.media.io.set_event_pt(tx, m.telephone_event);
         }
-        self.media.engine.set_remote(stream, m.addr);
+        if !browser {
+            self.media.engine.set_remote(stream, m.addr);
+        }
         let others = self.acd.offer_over(what, l.0, true);
         if let Some(leg) = self.legs.seats.get_mut(&l) {
             leg.state = LegState::Talking(Talk::default());
@@ -330,7 +438,7 @@ impl<M: MediaIo> Core<M> {
         let Some(leg) = self.legs.seats.get_mut(&l) else {
             return;
         };
-        if !matches!(leg.state, LegState::Ringing) {
+        if !leg.is_offered() {
             return;
         }
         leg.state = LegState::Settled;
@@ -393,6 +501,76 @@ impl<M: MediaIo> Core<M> {
             leg.session.end(now.mono, &mut self.rng);
         }
         self.flush(now, Leg::Seat(l));
+    }
+
+    /// The connection a seat's leg depends on is gone (a browser's WebSocket closed, its
+    /// media never keyed): an offer fails over to the next seat; a conversation ends for the
+    /// agent, and its caller hears that the line dropped and goes back to the queue, first in
+    /// line, instead of being lost.
+    pub(super) fn seat_connection_lost(&mut self, now: Now, transport: crate::sip::Transport) {
+        let hit: Vec<SeatLegId> = self
+            .legs
+            .seats
+            .iter()
+            .filter(|(_, leg)| leg.session.peer().transport == transport)
+            .map(|(l, _)| *l)
+            .collect();
+        for l in hit {
+            let Some(leg) = self.legs.seats.get(&l) else {
+                continue;
+            };
+            let seat_id = self.registrar.seats()[leg.seat].id.clone();
+            if leg.is_offered() {
+                info!(seat = %seat_id, "the seat's connection closed while offered; the offer goes to the next seat");
+                self.withdraw_offer(now, l, AgentEvent::Failed);
+            } else if leg.is_talking() {
+                self.seat_lost(now, l);
+            }
+        }
+        self.dispatch(now);
+    }
+
+    /// A conversation whose seat is gone without hanging up: the agent's call ends, and the
+    /// caller (unless it is in a transfer, which handles the agent leaving) is told and waits
+    /// again in the same queue ahead of everyone, keeping its original arrival time.
+    pub(super) fn seat_lost(&mut self, now: Now, l: SeatLegId) {
+        let Some(leg) = self.legs.seats.get(&l) else {
+            return;
+        };
+        if !leg.is_talking() {
+            return;
+        }
+        let (k, queue, seat) = (leg.caller(), leg.queue, leg.seat);
+        warn!(seat = %self.registrar.seats()[seat].id, "the seat's connection was lost during the call");
+        let with_caller = self
+            .legs
+            .callers
+            .get(&k)
+            .is_some_and(|c| c.seat_leg() == Some(l));
+        self.end_seat_leg(now, l, EndedBy::Seat);
+        if !with_caller {
+            self.transfer_expert_left(now, k, l);
+            return;
+        }
+        if let Some(c) = self.legs.callers.get_mut(&k) {
+            c.service = Service::Ivr;
+        }
+        if self.transfer_agent_left(now, k, l) {
+            return;
+        }
+        let Some(c) = self.legs.callers.get_mut(&k) else {
+            return;
+        };
+        if !c.session.is_confirmed() {
+            return;
+        }
+        let _g = c.span.clone().entered();
+        info!("the seat was lost: the caller hears so and waits again, first in line");
+        c.lost_seat = true;
+        let cs = c.stream;
+        self.media.unbridge(cs);
+        self.media.engine.set_sending(cs, true);
+        self.ivr_input(now, k, Input::SeatLost(queue));
     }
 
     /// The seat hung up (BYE on its leg).
@@ -520,7 +698,7 @@ impl<M: MediaIo> Core<M> {
             .seats
             .iter()
             .filter(|(_, l)| {
-                l.seat == seat && matches!(l.state, LegState::Ringing) && !live.contains(&l.contact)
+                l.seat == seat && l.is_offered() && !live.contains(&l.contact)
             })
             .map(|(k, _)| *k)
             .collect();
@@ -591,9 +769,11 @@ impl<M: MediaIo> Core<M> {
         };
         leg.local_media.version += 1;
         let (stream, k, seat) = (leg.stream, leg.caller(), leg.seat);
+        // A browser's media address is ICE's, not its SDP's (often 0.0.0.0 with ICE).
+        let browser = leg.local_media.webrtc.is_some();
         let hold = offer
             .as_ref()
-            .is_some_and(|o| !o.direction.we_may_send() || o.addr.is_none());
+            .is_some_and(|o| !o.direction.we_may_send() || (o.addr.is_none() && !browser));
         let was_on_hold = leg
             .talk()
             .map(|t| std::mem::replace(&mut t.on_hold, hold))
@@ -603,9 +783,10 @@ impl<M: MediaIo> Core<M> {
             Some(o) => sdp::answer(&leg.local_media, o),
             None => sdp::offer_codec(&leg.local_media, codec, pt),
         };
-        if let (Some(tx), Some(addr)) = (
+        if let (Some(tx), Some(addr), false) = (
             self.media.engine.tx(stream),
             offer.as_ref().and_then(|m| m.addr),
+            browser,
         ) {
             self.media.io.media_changed(tx, Some(addr));
             self.media.engine.set_remote(stream, Some(addr));

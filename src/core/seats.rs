@@ -24,6 +24,28 @@ pub struct SeatView {
     pub counters: crate::acd::agent::Counters,
     /// Today (Asia/Shanghai), rebuilt the same way by `hotline figures`.
     pub today: crate::metrics::figures::SeatFigures,
+    /// Seconds of after-call work left, while in it.
+    pub wrap_up_left_s: Option<u64>,
+    /// The call offered to the seat or on it (what the desk shows).
+    pub call: Option<SeatCall>,
+}
+
+/// A call as the seat's desk shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SeatCall {
+    /// `ringing` (offered) or `talking`.
+    pub phase: &'static str,
+    /// The caller's number as the seat may see it.
+    pub caller: String,
+    /// The number the caller dialled, and what it is (a retired line says so).
+    pub dialled: String,
+    pub dialled_label: String,
+    pub queue: String,
+    pub queue_label: String,
+    /// How long the caller waited before this offer.
+    pub waited_s: u64,
+    /// An expert's offer: the seat that transfers the caller.
+    pub transfer_by: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -189,8 +211,69 @@ impl<M: MediaIo> Core<M> {
                 .get(&seat.id)
                 .cloned()
                 .unwrap_or_default(),
+            wrap_up_left_s: agent
+                .wrap_up_until()
+                .map(|t| t.saturating_duration_since(now.mono).as_secs()),
+            call: self.seat_call(i),
         };
         self.views.seats.insert(seat.id.clone(), view);
+    }
+
+    /// The call offered to seat `i` or on it, as its desk shows it.
+    fn seat_call(&self, i: usize) -> Option<SeatCall> {
+        let leg = self
+            .legs
+            .seats
+            .values()
+            .find(|l| l.seat == i && (l.is_offered() || l.is_talking()))?;
+        let c = self.legs.callers.get(&leg.caller())?;
+        let queue = self.env.plan.queues.get(leg.queue.0)?.name.clone();
+        let transfer_by = match leg.what {
+            crate::acd::Waiting::Transfer(k) => self
+                .transfers
+                .get(&super::CallerId(k))
+                .and_then(|t| t.by_seat())
+                .and_then(|s| self.registrar.seats().get(s))
+                .map(|s| s.id.clone()),
+            crate::acd::Waiting::Caller(_) => None,
+        };
+        Some(SeatCall {
+            phase: if leg.is_talking() { "talking" } else { "ringing" },
+            caller: super::presentable(&c.number).to_string(),
+            dialled_label: self.env.plan.number_label(&c.dialled),
+            dialled: c.dialled.clone(),
+            queue_label: self.queue_label(&queue),
+            queue,
+            waited_s: c
+                .queued_at
+                .map(|t| leg.offered_at.saturating_duration_since(t).as_secs())
+                .unwrap_or(0),
+            transfer_by,
+        })
+    }
+
+    /// What desks and the wallboard show for queue `name`.
+    pub(super) fn queue_label(&self, name: &str) -> String {
+        if let Some(l) = self.env.cfg.queues.get(name).map(|q| q.label.trim()).filter(|l| !l.is_empty()) {
+            return l.to_string();
+        }
+        if let Some(number) = name.strip_prefix("line-") {
+            let label = self.env.plan.number_label(number);
+            if label != number {
+                return label;
+            }
+        }
+        name.to_string()
+    }
+
+    /// Every queue's label, by queue name.
+    pub fn queue_labels(&self) -> std::collections::HashMap<String, String> {
+        self.env
+            .plan
+            .queues
+            .iter()
+            .map(|q| (q.name.clone(), self.queue_label(&q.name)))
+            .collect()
     }
 
     /// The agent action a dialled number stands for, if it is a feature code.

@@ -129,6 +129,12 @@ impl<M: MediaIo> Core<M> {
             return;
         };
         let mut prompts = vec![queue.hold_prompt];
+        if let Some(c) = self.legs.callers.get_mut(&k)
+            && std::mem::take(&mut c.lost_seat)
+            && let Some(p) = self.env.plan.seat_lost
+        {
+            prompts = vec![p];
+        }
         let position = self.acd.position(k.0, q, now.mono, queue.max_overtaken);
         let staffed = self.acd.at_work(q);
         let aht = self

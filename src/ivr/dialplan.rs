@@ -254,6 +254,8 @@ pub struct Dialplan {
     pub warnings: Vec<String>,
     routes: HashMap<String, Route>,
     pub number_retired: Option<PromptId>,
+    /// Told to a caller whose seat's connection dropped mid-call, before it waits again.
+    pub seat_lost: Option<PromptId>,
     pub sorry: Option<PromptId>,
     /// The satisfaction survey after a seat hangs up, and its closing prompts.
     pub survey: Option<PromptId>,
@@ -264,6 +266,24 @@ pub struct Dialplan {
 impl Dialplan {
     pub fn route(&self, number: &str) -> Option<&Route> {
         self.routes.get(number)
+    }
+
+    /// What a desk shows for a dialled number: a retired (merged) line says so, so the agent
+    /// knows the caller rang the old number.
+    pub fn number_label(&self, number: &str) -> String {
+        if let Some(m) = self.merged.iter().find(|m| m.number == number) {
+            return format!("{number} {}（已并入12345）", m.name);
+        }
+        if let Some(d) = self.dual.iter().find(|d| d.number == number) {
+            return format!("{number} {}", d.name);
+        }
+        if let Some(l) = self.subcentres.iter().find(|l| l.number == number) {
+            return format!("{number} {}", l.name);
+        }
+        if number == "12345" {
+            return "12345 政务服务便民热线".into();
+        }
+        number.to_string()
     }
 
     pub fn numbers(&self) -> usize {
@@ -837,6 +857,7 @@ pub fn load_from(
 
     let mut plan = Dialplan {
         number_retired: prompts.id("number-retired"),
+        seat_lost: prompts.id("queue/seat-lost"),
         sorry: prompts.id("sorry-busy"),
         survey: prompts.id("survey"),
         survey_thanks: prompts.id("survey-thanks"),

@@ -38,6 +38,9 @@ pub enum Input {
     Survey,
     /// A retained-seat line's own seats did not answer: 12345's agents take the call (7×24).
     RetainedFailed,
+    /// The seat's connection was lost mid-call: the caller waits again in this queue, ahead
+    /// of everyone.
+    SeatLost(QueueId),
 }
 
 /// Why a caller left a queue without a seat (for the queue's figures).
@@ -190,6 +193,10 @@ impl Ivr {
                 if epoch == self.epoch =>
             {
                 self.survey_retry(attempt, &mut out)
+            }
+            (Input::SeatLost(q), State::Bridged) => {
+                self.priority = u8::MAX;
+                self.enter_queue(q, &mut out);
             }
             (_, State::Ended | State::Bridged | State::Survey { .. }) => {}
             (Input::Bridged, _) => {

@@ -1,9 +1,11 @@
 //! Media: G.711, prompts kept as encoded frames, RFC 4733 DTMF, the engine that one clock
 //! paces for every call, and SRTP with SDES keys (`sdes`, `srtp`) for encrypted streams.
 
+pub mod dtls_srtp;
 pub mod dtmf;
 pub mod engine;
 pub mod g711;
+pub mod ice;
 pub mod mixer;
 pub mod prompts;
 pub mod recorder;

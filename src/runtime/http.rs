@@ -36,13 +36,30 @@ pub struct ApiCommand {
 }
 
 #[derive(Clone)]
-struct AppState {
+pub(super) struct AppState {
     stats: Arc<Stats>,
-    seats: SeatDirectory,
-    queues: QueueDirectory,
+    pub(super) seats: SeatDirectory,
+    pub(super) queues: QueueDirectory,
     commands: mpsc::Sender<ApiCommand>,
     /// (name, token)
     tokens: Arc<Vec<(String, String)>>,
+    /// The agent desk's sign-in and sessions.
+    pub(super) desk: Arc<super::desk::Desk>,
+    /// SIP over WebSocket: the connection table and the way to the core.
+    sip: Option<SipWs>,
+}
+
+/// What `/sip` needs to hand a browser's SIP to the core.
+#[derive(Clone)]
+pub struct SipWs {
+    pub conns: super::tcp::Connections,
+    pub to_core: mpsc::Sender<super::StreamEvent>,
+}
+
+/// What the HTTP listener serves besides the views.
+pub struct Extras {
+    pub desk: super::desk::Desk,
+    pub sip: Option<SipWs>,
 }
 
 /// Serves HTTP on a thread of its own (with its own small runtime), so `/healthz` and
@@ -55,6 +72,7 @@ pub fn spawn(
     queues: QueueDirectory,
     commands: mpsc::Sender<ApiCommand>,
     tokens: std::collections::BTreeMap<String, String>,
+    extras: Extras,
 ) {
     let started = std::thread::Builder::new()
         .name("http".into())
@@ -71,7 +89,7 @@ pub fn spawn(
             };
             rt.block_on(async move {
                 match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => serve(l, stats, seats, queues, commands, tokens).await,
+                    Ok(l) => serve(l, stats, seats, queues, commands, tokens, extras).await,
                     Err(e) => tracing::error!(error = %e, "HTTP listener unusable"),
                 }
             });
@@ -88,7 +106,9 @@ pub async fn serve(
     queues: QueueDirectory,
     commands: mpsc::Sender<ApiCommand>,
     tokens: std::collections::BTreeMap<String, String>,
+    extras: Extras,
 ) {
+    use super::desk;
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -98,13 +118,25 @@ pub async fn serve(
         .route("/api/seats/{id}/handoff", post(api_seat_handoff))
         .route("/api/queues", get(api_queues))
         .route("/wallboard", get(wallboard))
+        .route("/sip", get(sip_websocket))
+        .route("/agent", get(desk::page))
+        .route("/agent/jssip.js", get(desk::jssip))
+        .route("/agent/api/login", post(desk::login))
+        .route("/agent/api/logout", post(desk::logout))
+        .route("/agent/api/me", get(desk::me))
+        .route("/agent/api/state", post(desk::state))
+        .route("/agent/api/transfer", post(desk::transfer))
+        .route("/agent/api/handoff", post(desk::handoff))
         .with_state(AppState {
             stats,
             seats,
             queues,
             commands,
             tokens: Arc::new(tokens.into_iter().collect()),
+            desk: Arc::new(extras.desk),
+            sip: extras.sip,
         });
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "HTTP server stopped");
     }
@@ -188,8 +220,38 @@ async fn api_seat_state(
     ask(&a, id, ApiAction::State(action), who).await
 }
 
+/// `GET /sip`: SIP over WebSocket (RFC 7118). The browser must ask for the subprotocol `sip`.
+async fn sip_websocket(
+    State(a): State<AppState>,
+    axum::extract::ConnectInfo(from): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(sip) = a.sip.clone() else {
+        return (StatusCode::NOT_FOUND, "SIP over WebSocket is off\n").into_response();
+    };
+    let asked = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case(super::ws::SUBPROTOCOL));
+    if !asked {
+        tracing::warn!(%from, "WebSocket without the subprotocol sip refused");
+        return (
+            StatusCode::BAD_REQUEST,
+            "ask for the WebSocket subprotocol \"sip\" (RFC 7118)\n",
+        )
+            .into_response();
+    }
+    ws.protocols([super::ws::SUBPROTOCOL])
+        .max_message_size(super::ws::MAX_MESSAGE)
+        .on_upgrade(move |socket| super::ws::serve(socket, from, sip.conns, sip.to_core))
+}
+
 /// Carries one seat action to the core task and its answer back.
-async fn ask(
+pub(super) async fn ask(
     a: &AppState,
     seat: String,
     action: ApiAction,

@@ -2,12 +2,14 @@
 //! into the one [`Core`](crate::core::Core), which runs on a single task; this layer only
 //! moves bytes and sleeps until the core's next deadline.
 
+pub mod desk;
 pub mod http;
 pub mod notify;
 pub mod rtp;
 pub mod tcp;
 pub mod tls;
 pub mod trunk_link;
+pub mod ws;
 
 use crate::config::Config;
 use crate::core::{Core, RtpEvent};
@@ -82,6 +84,38 @@ pub enum StreamEvent {
     },
 }
 
+/// The desk's view of the configuration: seats that may sign in, transfer targets, queue
+/// labels.
+fn desk_for<M: crate::core::MediaIo>(cfg: &Config, core: &Core<M>) -> desk::Desk {
+    let seats = cfg
+        .seats
+        .iter()
+        .map(|s| desk::DeskSeat {
+            id: s.id.clone(),
+            user: s.user.clone(),
+            ha1_md5: s.ha1_md5.clone(),
+        })
+        .collect();
+    let targets = cfg
+        .targets
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "number": t.number,
+                "name": t.name,
+                "kind": t.kind,
+            })
+        })
+        .collect();
+    desk::Desk::new(
+        cfg.registrar.realm.clone(),
+        seats,
+        Duration::from_secs(cfg.http.desk_session_s.max(1)),
+        targets,
+        core.queue_labels(),
+    )
+}
+
 /// Runs the daemon until SIGTERM/SIGINT and a graceful drain.
 pub async fn run(
     cfg: Arc<Config>,
@@ -139,6 +173,7 @@ pub async fn run(
         }
     };
     trunk_link::spawn(&cfg, conns.clone(), tcp_tx.clone(), stats.clone())?;
+    let ws_tx = tcp_tx.clone();
     tokio::spawn(tcp::accept_loop(tcp, conns.clone(), tcp_tx));
     let (store, lost) =
         crate::metrics::store::Store::open(&cfg.store.path, &cfg.store.queue_log, &cfg.node.id)
@@ -195,6 +230,13 @@ pub async fn run(
         core.queue_directory(),
         api_tx,
         cfg.http.tokens.clone(),
+        http::Extras {
+            desk: desk_for(&cfg, &core),
+            sip: cfg.http.websocket.then(|| http::SipWs {
+                conns: conns.clone(),
+                to_core: ws_tx,
+            }),
+        },
     );
 
     // The media clock ticks four times per frame: each stream's frames fall due at its own
@@ -315,7 +357,7 @@ pub async fn run(
                         debug!(error = %e, to = %t.peer.addr, "SIP UDP send failed");
                     }
                 }
-                Transport::Tcp(id) | Transport::Tls(id) => {
+                Transport::Tcp(id) | Transport::Tls(id) | Transport::Ws(id) => {
                     if let Some(c) = conns.get(&id) {
                         let _ = c.send(t.bytes);
                     }

@@ -11,6 +11,7 @@
 use crate::config::Config;
 use crate::core::{Leg, MediaIo, RtpEvent};
 use crate::media::dtmf::DtmfReceiver;
+use crate::sdp::LocalWebRtc as WebRtcLocal;
 use crate::stats::Stats;
 use std::collections::HashSet;
 use std::net::UdpSocket;
@@ -27,11 +28,14 @@ const NO_PT: u8 = 0xFF;
 const READ_BATCH: usize = 8;
 
 pub struct RtpTx {
+    key: Leg,
     socket: Arc<AsyncFd<UdpSocket>>,
     port: u16,
     event_pt: Arc<AtomicU8>,
     learning: Arc<Learning>,
     reader: AbortHandle,
+    /// A browser leg's DTLS task (it holds the DTLS association while the leg lasts).
+    dtls: std::sync::Mutex<Option<AbortHandle>>,
 }
 
 /// Which RTP sources a call accepts. Its SDP address always; otherwise the first other source
@@ -59,10 +63,23 @@ struct Learning {
     srtp: std::sync::Mutex<Option<Srtp>>,
     /// Whether `srtp` is set: plain calls skip its lock.
     secure: std::sync::atomic::AtomicBool,
+    /// A browser's leg (WebRTC): ICE checks and DTLS are answered here, and until DTLS-SRTP
+    /// has keyed `srtp` nothing is sent or taken as media.
+    webrtc: std::sync::Mutex<Option<WebRtc>>,
+    is_webrtc: std::sync::atomic::AtomicBool,
     /// Set once the peer's SDP is known (call control called `media_changed`): before that
     /// (a seat leg still ringing) no source is learned, so a sprayed packet can't become "the
     /// seat".
     armed: std::sync::atomic::AtomicBool,
+}
+
+/// A browser leg's ICE-lite credentials and the way to its DTLS handshake.
+struct WebRtc {
+    ice: crate::media::ice::IceLite,
+    /// DTLS packets for the handshake task; dropped when the leg closes, which ends it.
+    dtls_in: Option<mpsc::Sender<Vec<u8>>>,
+    /// The browser's fingerprint, once its answer names it.
+    expect: Option<tokio::sync::oneshot::Sender<String>>,
 }
 
 /// A leg's SRTP session and the buffer its packets are encrypted into (kept across packets).
@@ -81,7 +98,8 @@ fn send_rtp(socket: &UdpSocket, learning: &Learning, packet: &[u8], dst: SocketA
         return false;
     };
     let Some(srtp) = guard.as_mut() else {
-        return socket.send_to(packet, dst).is_ok();
+        // A browser's leg before its keys: nothing goes out in the clear.
+        return !learning.is_webrtc.load(Ordering::Relaxed) && socket.send_to(packet, dst).is_ok();
     };
     let Srtp { session, out } = srtp;
     session.protect_rtp(packet, out).is_ok() && socket.send_to(out, dst).is_ok()
@@ -121,6 +139,11 @@ pub struct RtpIo {
     /// The mixing clock: when it started and how many 20 ms frames it has mixed.
     mix_epoch: Option<std::time::Instant>,
     mixed_frames: u64,
+    /// Browser legs: the DTLS certificate (made with the first), the thread the handshakes
+    /// run on (started with the first), and how long one may take.
+    dtls_identity: Option<crate::media::dtls_srtp::DtlsIdentity>,
+    dtls_runtime: Option<tokio::runtime::Handle>,
+    dtls_timeout: std::time::Duration,
 }
 
 impl RtpIo {
@@ -141,7 +164,35 @@ impl RtpIo {
             conferences: std::collections::HashMap::new(),
             mix_epoch: None,
             mixed_frames: 0,
+            dtls_identity: None,
+            dtls_runtime: None,
+            dtls_timeout: std::time::Duration::from_millis(cfg.rtp.dtls_timeout_ms.max(100)),
         }
+    }
+
+    /// The thread DTLS handshakes run on: their public-key work (about a millisecond each)
+    /// stays off the call thread, whose media clock must not wait.
+    fn dtls_runtime(&mut self) -> Option<tokio::runtime::Handle> {
+        if self.dtls_runtime.is_none() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            let handle = rt.handle().clone();
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name("dtls".into())
+                .spawn(move || {
+                    rt.block_on(async move {
+                        let _ = stop_rx.await;
+                    })
+                })
+                .ok()?;
+            // Never sent: the thread lives as long as the process.
+            std::mem::forget(stop_tx);
+            self.dtls_runtime = Some(handle);
+        }
+        self.dtls_runtime.clone()
     }
 
     fn bind(&self, port: u16) -> Option<AsyncFd<UdpSocket>> {
@@ -241,11 +292,13 @@ impl MediaIo for RtpIo {
             self.in_use.insert(port);
             return Some((
                 RtpTx {
+                    key,
                     socket,
                     port,
                     event_pt,
                     learning,
                     reader,
+                    dtls: std::sync::Mutex::new(None),
                 },
                 port,
             ));
@@ -416,6 +469,12 @@ impl MediaIo for RtpIo {
             m.outs.remove(&key);
         }
         tx.reader.abort();
+        if let Some(task) = tx.dtls.lock().ok().and_then(|mut d| d.take()) {
+            task.abort();
+        }
+        if let Ok(mut w) = tx.learning.webrtc.lock() {
+            *w = None;
+        }
         if let Ok(mut f) = tx.learning.forward.lock() {
             *f = None;
         }
@@ -452,6 +511,99 @@ impl MediaIo for RtpIo {
             });
         }
         tx.learning.secure.store(on, Ordering::Relaxed);
+    }
+
+    fn webrtc_offer(&mut self, tx: &RtpTx) -> Option<crate::sdp::LocalWebRtc> {
+        use crate::media::dtls_srtp::{self, DtlsIdentity};
+        if self.dtls_identity.is_none() {
+            match DtlsIdentity::generate() {
+                Ok(id) => self.dtls_identity = Some(id),
+                Err(e) => {
+                    tracing::error!(error = %e, "no DTLS certificate: browser legs cannot be offered");
+                    return None;
+                }
+            }
+        }
+        let identity = self.dtls_identity.clone()?;
+        let rt = self.dtls_runtime()?;
+        let ice = crate::media::ice::IceLite::generate(&mut rand::rng());
+        let (dtls_in, packets) = mpsc::channel::<Vec<u8>>(32);
+        let (expect_tx, expect_rx) = tokio::sync::oneshot::channel::<String>();
+        let local = WebRtcLocal {
+            ice_ufrag: ice.ufrag.clone(),
+            ice_pwd: ice.pwd.clone(),
+            fingerprint: identity.fingerprint.clone(),
+        };
+        if let Ok(mut w) = tx.learning.webrtc.lock() {
+            *w = Some(WebRtc {
+                ice,
+                dtls_in: Some(dtls_in),
+                expect: Some(expect_tx),
+            });
+        }
+        tx.learning.is_webrtc.store(true, Ordering::Relaxed);
+        tx.learning.secure.store(true, Ordering::Relaxed);
+        // The handshake's flights leave from the leg's socket towards the address the ICE
+        // checks came from.
+        let (socket, learning) = (tx.socket.clone(), tx.learning.clone());
+        let send: dtls_srtp::SendFn = Arc::new(move |b: &[u8]| {
+            let dst = learning
+                .remote
+                .lock()
+                .ok()
+                .and_then(|r| *r)
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
+            socket.get_ref().send_to(b, dst)
+        });
+        let local_addr = SocketAddr::new(self.bind_ip, tx.port);
+        let (learning, events, stats, within) = (
+            tx.learning.clone(),
+            self.events.clone(),
+            self.stats.clone(),
+            self.dtls_timeout,
+        );
+        let key = tx.key;
+        let task = rt.spawn(async move {
+            match dtls_srtp::serve(identity, packets, send, local_addr, expect_rx, within).await {
+                Ok(secured) => {
+                    let suite = secured.session.suite();
+                    if let Ok(mut s) = learning.srtp.lock() {
+                        *s = Some(Srtp {
+                            session: secured.session,
+                            out: Vec::with_capacity(256),
+                        });
+                    }
+                    Stats::inc(&stats.webrtc_dtls_ok);
+                    tracing::info!(?key, suite = suite.name(), "browser leg keyed (DTLS-SRTP)");
+                    let _ = events.send(RtpEvent::Secured(key));
+                    // The association lasts as long as the leg: this task is aborted when
+                    // the leg closes, which drops the connection.
+                    let _conn = secured.conn;
+                    std::future::pending::<()>().await;
+                }
+                Err(e) => {
+                    Stats::inc(&stats.webrtc_dtls_failed);
+                    tracing::warn!(?key, error = %e, "browser leg not keyed: DTLS-SRTP failed");
+                    let _ = events.send(RtpEvent::SecureFailed(key));
+                }
+            }
+        });
+        if let Ok(mut d) = tx.dtls.lock() {
+            *d = Some(task.abort_handle());
+        }
+        Some(local)
+    }
+
+    fn webrtc_answer(&mut self, tx: &RtpTx, fingerprint: &str) {
+        let expect = tx
+            .learning
+            .webrtc
+            .lock()
+            .ok()
+            .and_then(|mut w| w.as_mut().and_then(|w| w.expect.take()));
+        if let Some(e) = expect {
+            let _ = e.send(fingerprint.to_string());
+        }
     }
 
     fn set_event_pt(&mut self, tx: &RtpTx, pt: Option<u8>) {
@@ -509,6 +661,13 @@ async fn read_loop(
                 Err(_would_block) => break,
             };
             let mut packet = &buf[..n];
+            if learning.is_webrtc.load(Ordering::Relaxed) {
+                match webrtc_demux(socket.get_ref(), &learning, packet, src, key, &events, &stats) {
+                    Demux::Consumed => continue,
+                    Demux::Gone => return,
+                    Demux::Media => {}
+                }
+            }
             if learning.secure.load(Ordering::Relaxed) {
                 match unprotect(&learning, packet, &mut plain, &stats) {
                     true => packet = &plain,
@@ -532,6 +691,79 @@ async fn read_loop(
     }
 }
 
+/// What a browser leg's packet is (RFC 7983 §7: by its first byte).
+enum Demux {
+    /// STUN, DTLS or RTCP: dealt with here.
+    Consumed,
+    /// SRTP: on to decryption.
+    Media,
+    /// Call control is gone.
+    Gone,
+}
+
+/// A browser leg's packet: an ICE check is answered (and its source becomes where the leg's
+/// media goes), DTLS goes to the handshake, RTCP is not read (rtcp-mux), media goes on.
+fn webrtc_demux(
+    socket: &UdpSocket,
+    learning: &Learning,
+    packet: &[u8],
+    src: SocketAddr,
+    key: Leg,
+    events: &mpsc::UnboundedSender<RtpEvent>,
+    stats: &Stats,
+) -> Demux {
+    use crate::media::{dtls_srtp, ice};
+    if ice::is_stun(packet) {
+        let checked = learning
+            .webrtc
+            .lock()
+            .ok()
+            .and_then(|w| w.as_ref().map(|w| w.ice.check(packet, src)));
+        match checked {
+            Some(Ok(c)) => {
+                Stats::inc(&stats.webrtc_ice_checks);
+                let _ = socket.send_to(&c.response, src);
+                let changed = learning
+                    .remote
+                    .lock()
+                    .map(|mut r| r.replace(src) != Some(src))
+                    .unwrap_or(false);
+                if changed {
+                    if let Ok(mut a) = learning.sdp_addr.lock() {
+                        *a = Some(src);
+                    }
+                    learning.relearn.store(true, Ordering::Relaxed);
+                    learning.armed.store(true, Ordering::Relaxed);
+                    tracing::debug!(?key, %src, nominated = c.nominated, "ICE: the browser's address");
+                    if events.send(RtpEvent::PeerAddress(key, src)).is_err() {
+                        return Demux::Gone;
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                Stats::inc(&stats.webrtc_ice_refused);
+                tracing::debug!(?key, %src, error = %e, "ICE check refused");
+            }
+            None => {}
+        }
+        return Demux::Consumed;
+    }
+    if dtls_srtp::is_dtls(packet) {
+        if let Ok(w) = learning.webrtc.lock()
+            && let Some(tx) = w.as_ref().and_then(|w| w.dtls_in.as_ref())
+        {
+            let _ = tx.try_send(packet.to_vec());
+        }
+        return Demux::Consumed;
+    }
+    // RTCP multiplexed on the RTP port (RFC 5761 §4: packet types 192–223).
+    if packet.get(1).is_some_and(|b| (192..=223).contains(b)) {
+        Stats::inc(&stats.rtcp_ignored);
+        return Demux::Consumed;
+    }
+    Demux::Media
+}
+
 /// Checks and decrypts an SRTP packet into `plain`; false (counted) when it is to be dropped:
 /// a wrong tag (tampered, or not keyed by the peer's key), a replay, or not SRTP at all.
 fn unprotect(learning: &Learning, packet: &[u8], plain: &mut Vec<u8>, stats: &Stats) -> bool {
@@ -540,6 +772,9 @@ fn unprotect(learning: &Learning, packet: &[u8], plain: &mut Vec<u8>, stats: &St
         return false;
     };
     let Some(srtp) = guard.as_mut() else {
+        if learning.is_webrtc.load(Ordering::Relaxed) {
+            return false;
+        }
         plain.clear();
         plain.extend_from_slice(packet);
         return true;

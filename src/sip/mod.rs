@@ -34,22 +34,29 @@ pub enum Transport {
     Udp,
     Tcp(u64),
     Tls(u64),
+    /// SIP over WebSocket (RFC 7118), a browser's: the connection of `/sip` on the HTTP
+    /// listener (WSS when that listener speaks TLS).
+    Ws(u64),
 }
 
 impl Transport {
     pub fn reliable(self) -> bool {
-        matches!(self, Transport::Tcp(_) | Transport::Tls(_))
+        matches!(self, Transport::Tcp(_) | Transport::Tls(_) | Transport::Ws(_))
     }
     /// Whether the signalling is encrypted on the wire (SIP over TLS): SDES keys for SRTP
     /// are offered and accepted only then (RFC 4568 §8.3).
     pub fn secure(self) -> bool {
         matches!(self, Transport::Tls(_))
     }
+    /// A browser's connection: its calls speak WebRTC (ICE-lite, DTLS-SRTP).
+    pub fn is_browser(self) -> bool {
+        matches!(self, Transport::Ws(_))
+    }
     /// The stream connection, if any.
     pub fn connection(self) -> Option<u64> {
         match self {
             Transport::Udp => None,
-            Transport::Tcp(c) | Transport::Tls(c) => Some(c),
+            Transport::Tcp(c) | Transport::Tls(c) | Transport::Ws(c) => Some(c),
         }
     }
     pub fn via_name(self) -> &'static str {
@@ -57,6 +64,7 @@ impl Transport {
             Transport::Udp => "UDP",
             Transport::Tcp(_) => "TCP",
             Transport::Tls(_) => "TLS",
+            Transport::Ws(_) => "WS",
         }
     }
     /// The `transport` URI parameter for our Contact (RFC 5630 §3: `transport=tls`, not a
@@ -66,6 +74,7 @@ impl Transport {
             Transport::Udp => "",
             Transport::Tcp(_) => ";transport=tcp",
             Transport::Tls(_) => ";transport=tls",
+            Transport::Ws(_) => ";transport=ws",
         }
     }
 }

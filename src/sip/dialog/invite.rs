@@ -321,6 +321,12 @@ impl InviteSession {
     }
 
     /// Up: answered, and not being ended.
+    /// Where the session's requests go (its transport tells the connection a seat's leg
+    /// depends on).
+    pub fn peer(&self) -> Peer {
+        self.dialog.peer
+    }
+
     pub fn is_up(&self) -> bool {
         matches!(
             self.state,
