@@ -656,6 +656,11 @@ pub struct HttpConfig {
     pub tokens: BTreeMap<String, String>,
     /// SIP over WebSocket at `/sip` (the browser desk's phone).
     pub websocket: bool,
+    /// HTTPS (and wss:// for the desk's phone) on this address with the certificate of
+    /// `[tls]`, the same pages and APIs as `listen`; empty = off. Browsers give a microphone
+    /// only to a secure page: plain HTTP serves desks on the machine itself (loopback counts
+    /// as secure), a desk on another machine needs this. `listen` stays plain for monitoring.
+    pub tls_listen: String,
     /// A desk session (`/agent`) ends after this long unused.
     pub desk_session_s: u64,
 }
@@ -666,6 +671,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
             tokens: BTreeMap::new(),
             websocket: true,
+            tls_listen: String::new(),
             desk_session_s: 12 * 3600,
         }
     }
@@ -872,6 +878,11 @@ impl Config {
 
     /// Where SIP over TLS listens: `None` when `sip.tls_listen` is empty or no certificate is
     /// configured.
+    /// The HTTPS address, when on.
+    pub fn https_listen(&self) -> Option<SocketAddr> {
+        self.http.tls_listen.trim().parse().ok()
+    }
+
     pub fn tls_listen(&self) -> Option<SocketAddr> {
         let a = self.sip.tls_listen.trim();
         if a.is_empty() || !self.tls.configured() {
@@ -881,6 +892,18 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(a) = Some(self.http.tls_listen.trim()).filter(|a| !a.is_empty()) {
+            if a.parse::<SocketAddr>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "http.tls_listen {a:?} is not an address:port"
+                )));
+            }
+            if !self.tls.configured() {
+                return Err(ConfigError::Invalid(
+                    "http.tls_listen needs [tls] cert and key".into(),
+                ));
+            }
+        }
         if !valid_node_id(&self.node.id) {
             return Err(ConfigError::Invalid(format!(
                 "node.id {:?}: 1 to 32 letters, digits, '-' or '_'",

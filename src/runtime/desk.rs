@@ -184,7 +184,9 @@ type DeskResult = Result<Json<serde_json::Value>, (StatusCode, Json<serde_json::
 /// to register its phone.
 pub(super) async fn login(
     State(a): State<AppState>,
-    axum::extract::ConnectInfo(from): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    axum::extract::ConnectInfo(super::http::Remote(from)): axum::extract::ConnectInfo<
+        super::http::Remote,
+    >,
     Json(req): Json<SignIn>,
 ) -> DeskResult {
     let Some(seat) = a.desk.check(&req.user, &req.password).cloned() else {

@@ -60,6 +60,104 @@ pub struct SipWs {
 pub struct Extras {
     pub desk: super::desk::Desk,
     pub sip: Option<SipWs>,
+    /// HTTPS beside the plain listener.
+    pub https: Option<Https>,
+}
+
+/// The HTTPS listener, its certificate and the handshake time limit.
+pub struct Https {
+    pub listener: std::net::TcpListener,
+    pub certs: super::tls::Certificates,
+    pub handshake: std::time::Duration,
+}
+
+/// The peer of an HTTP connection (plain or TLS), for handlers that log or limit by it.
+#[derive(Clone, Copy, Debug)]
+pub struct Remote(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Remote
+{
+    fn connect_info(s: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Remote {
+        Remote(*s.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Remote {
+    fn connect_info(s: axum::serve::IncomingStream<'_, TlsListener>) -> Remote {
+        Remote(*s.remote_addr())
+    }
+}
+
+/// HTTPS: handshakes run concurrently (each bounded in time), finished connections are
+/// handed to the server; one that fails or stalls is logged and touches nothing else.
+pub struct TlsListener {
+    ready: mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        std::net::SocketAddr,
+    )>,
+    local: std::net::SocketAddr,
+}
+
+impl TlsListener {
+    fn start(
+        tcp: tokio::net::TcpListener,
+        certs: super::tls::Certificates,
+        handshake: std::time::Duration,
+        stats: Arc<Stats>,
+    ) -> std::io::Result<TlsListener> {
+        let local = tcp.local_addr()?;
+        let (tx, ready) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (stream, addr) = match tcp.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "HTTPS accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Some(acceptor) = certs.acceptor() else {
+                    continue;
+                };
+                let (tx, stats) = (tx.clone(), stats.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, addr)).await;
+                        }
+                        Ok(Err(e)) => {
+                            Stats::inc(&stats.tls_handshake_failures);
+                            tracing::debug!(%addr, error = %e, "HTTPS handshake failed");
+                        }
+                        Err(_) => {
+                            Stats::inc(&stats.tls_handshake_failures);
+                            tracing::debug!(%addr, "HTTPS handshake did not finish in time");
+                        }
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { ready, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(x) => x,
+            // The accept task is gone only with the runtime.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
 }
 
 /// Serves HTTP on a thread of its own (with its own small runtime), so `/healthz` and
@@ -109,6 +207,7 @@ pub async fn serve(
     extras: Extras,
 ) {
     use super::desk;
+    let tls_stats = stats.clone();
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -136,8 +235,25 @@ pub async fn serve(
             desk: Arc::new(extras.desk),
             sip: extras.sip,
         });
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).await {
+    if let Some(h) = extras.https {
+        let app = app.clone();
+        let started = tokio::net::TcpListener::from_std(h.listener)
+            .and_then(|l| TlsListener::start(l, h.certs, h.handshake, tls_stats));
+        match started {
+            Ok(l) => {
+                tokio::spawn(async move {
+                    let app = app.into_make_service_with_connect_info::<Remote>();
+                    if let Err(e) = axum::serve(l, app).await {
+                        tracing::error!(error = %e, "HTTPS server stopped");
+                    }
+                });
+            }
+            Err(e) => tracing::error!(error = %e, "HTTPS listener unusable"),
+        }
+    }
+    let served =
+        axum::serve(listener, app.into_make_service_with_connect_info::<Remote>()).await;
+    if let Err(e) = served {
         tracing::error!(error = %e, "HTTP server stopped");
     }
 }
@@ -223,7 +339,7 @@ async fn api_seat_state(
 /// `GET /sip`: SIP over WebSocket (RFC 7118). The browser must ask for the subprotocol `sip`.
 async fn sip_websocket(
     State(a): State<AppState>,
-    axum::extract::ConnectInfo(from): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    axum::extract::ConnectInfo(Remote(from)): axum::extract::ConnectInfo<Remote>,
     headers: HeaderMap,
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> axum::response::Response {

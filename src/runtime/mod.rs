@@ -143,13 +143,21 @@ pub async fn run(
             addr: cfg.http.listen,
             source,
         })?;
-    info!(sip = %cfg.sip.listen, http = %cfg.http.listen, numbers = plan.numbers(), prompts = prompts.len(), "hotline listening (SIP over UDP and TCP)");
+    info!(sip = %cfg.sip.listen, http = %cfg.http.listen, https = cfg.http.tls_listen, numbers = plan.numbers(), prompts = prompts.len(), "hotline listening (SIP over UDP and TCP)");
 
     let conns: tcp::Connections = Arc::new(DashMap::new());
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<StreamEvent>(4096);
+    // One certificate for SIP over TLS and HTTPS (the desk's wss://), re-read on SIGHUP.
+    let http_certs = match cfg.https_listen() {
+        Some(_) => Some(tls::Certificates::load(&cfg.tls)?),
+        None => None,
+    };
     let certs = match cfg.tls_listen() {
         Some(addr) => {
-            let certs = tls::Certificates::load(&cfg.tls)?;
+            let certs = match &http_certs {
+                Some(c) => c.clone(),
+                None => tls::Certificates::load(&cfg.tls)?,
+            };
             let l = std::net::TcpListener::bind(addr)
                 .and_then(|l| l.set_nonblocking(true).map(|_| l))
                 .map_err(|source| RuntimeError::BindTls { addr, source })?;
@@ -169,7 +177,7 @@ pub async fn run(
             if !cfg.sip.tls_listen.trim().is_empty() {
                 info!("no [tls] certificate configured: SIP over TLS is off");
             }
-            None
+            http_certs.clone()
         }
     };
     trunk_link::spawn(&cfg, conns.clone(), tcp_tx.clone(), stats.clone())?;
@@ -236,6 +244,16 @@ pub async fn run(
                 conns: conns.clone(),
                 to_core: ws_tx,
             }),
+            https: match (cfg.https_listen(), http_certs) {
+                (Some(addr), Some(c)) => Some(http::Https {
+                    listener: std::net::TcpListener::bind(addr)
+                        .and_then(|l| l.set_nonblocking(true).map(|_| l))
+                        .map_err(|source| RuntimeError::BindHttp { addr, source })?,
+                    certs: c,
+                    handshake: Duration::from_millis(cfg.tls.handshake_timeout_ms),
+                }),
+                _ => None,
+            },
         },
     );
 

@@ -110,7 +110,7 @@ impl Certificates {
         Ok(())
     }
 
-    fn acceptor(&self) -> Option<TlsAcceptor> {
+    pub(super) fn acceptor(&self) -> Option<TlsAcceptor> {
         self.current.read().ok().map(|a| a.clone())
     }
 }

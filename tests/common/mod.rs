@@ -1016,3 +1016,67 @@ pub fn sipp_uas(d: &Daemon, scenario: &str, port: u16) -> Child {
         .spawn()
         .expect("sipp")
 }
+
+/// A test CA in `dir` (ca.pem, ca.key), made once per folder.
+#[allow(dead_code)]
+pub fn make_ca(dir: &Path) -> PathBuf {
+    let ca = dir.join("ca.pem");
+    if !ca.exists() {
+        let st = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365",
+            ])
+            .args(["-subj", "/CN=hotline test CA"])
+            .arg("-keyout")
+            .arg(dir.join("ca.key"))
+            .arg("-out")
+            .arg(&ca)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl (apt-get install openssl)");
+        assert!(st.success());
+    }
+    ca
+}
+
+/// A certificate for 127.0.0.1 signed by the folder's test CA (`name`.pem, `name`.key), valid
+/// `days`.
+#[allow(dead_code)]
+pub fn make_cert(dir: &Path, name: &str, days: u32) -> (PathBuf, PathBuf) {
+    let ca = make_ca(dir);
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            &days.to_string(),
+        ])
+        .arg("-CA")
+        .arg(&ca)
+        .arg("-CAkey")
+        .arg(dir.join("ca.key"))
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl (apt-get install openssl)");
+    assert!(st.success());
+    (cert, key)
+}

@@ -2,7 +2,7 @@
 // stdin, one JSON answer per line on stdout ({"ok": true, "value": …} or {"ok": false, "error"}).
 // Each page is a browser tab with its own context (own fake microphone, own storage).
 //
-//   {"op": "open", "tab": "a", "url": "http://…/agent"}   a new tab
+//   {"op": "open", "tab": "a", "url": "http://…/agent"}   a new tab ("insecure": true for a test CA)
 //   {"op": "fill", "tab": "a", "sel": "#user", "text": "1003"}
 //   {"op": "click", "tab": "a", "sel": "#answer"}         waits until it is enabled
 //   {"op": "wait", "tab": "a", "sel": "#phone", "text": "已注册", "timeout": 10000}
@@ -32,7 +32,8 @@ async function run(cmd) {
   const timeout = cmd.timeout ?? 15000;
   switch (cmd.op) {
     case "open": {
-      const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+      // "insecure": the test's own CA is not in Chromium's store (HTTPS tests).
+      const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ignoreHTTPSErrors: !!cmd.insecure });
       const page = await context.newPage();
       page.on("console", (m) => process.stderr.write(`[${cmd.tab} console] ${m.text()}\n`));
       page.on("pageerror", (e) => process.stderr.write(`[${cmd.tab} error] ${e}\n`));
