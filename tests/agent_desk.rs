@@ -470,3 +470,68 @@ fn over_https_the_desk_phone_uses_wss_and_an_expired_session_signs_the_agent_out
     let out = d.http_get_with("/agent/api/me", Some("not-a-session")).unwrap();
     assert!(out.contains("会话已失效") && !out.contains("1003"), "no session, no data: {out}");
 }
+
+/// The browser-seat load tool (examples/webrtc_seats.rs), built if this test run has not.
+fn webrtc_seats() -> std::path::PathBuf {
+    let bin = repo().join("target/debug/examples/webrtc_seats");
+    if !bin.exists() {
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "--example", "webrtc_seats"])
+            .current_dir(repo())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "cargo build --example webrtc_seats");
+    }
+    bin
+}
+
+#[test]
+fn a_browser_whose_dtls_never_completes_fails_over_like_a_seat_not_answering() {
+    let d = Daemon::start_edited(
+        with_second_seat,
+        &[
+            ("HOTLINE__REGISTRAR__QUALIFY_S", "0"),
+            ("HOTLINE__RTP__DTLS_TIMEOUT_MS", "1500"),
+        ],
+    );
+    // Seat 1003 is a "browser" that answers with a WebRTC answer and then stays silent.
+    let mut mute = Command::new(webrtc_seats())
+        .args([&d.http.to_string(), "1003", "demo-{user}", "20", "--no-dtls"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_seat(&d, "1003", Duration::from_secs(10), "registered over WS", |s| {
+        s["registered"] == true
+    });
+    agent_api(&d, "1003", "login");
+    let (caller, other) = (RtpSink::new(), RtpSink::new());
+    let caller_ms = greeting_ms() + 10000;
+    std::thread::scope(|s| {
+        let run = caller_speaks(s, &d, &caller, caller_ms);
+        wait_seat(&d, "1003", Duration::from_secs(greeting_ms() / 1000 + 10), "offered", |v| {
+            v["state"] == "ringing"
+        });
+        let port = free_port();
+        register_contact(&d, "1004", "demo-1004", port, port, 300);
+        let phone = sipp_uas_with(
+            &d,
+            "agent_talk.xml",
+            port,
+            1,
+            &["-key", "rtp_port", &other.port.to_string(), "-d", "3000"],
+        );
+        agent_api(&d, "1004", "login");
+        other.wait_first(Duration::from_secs(10));
+        child_ok(phone, "seat 1004 answers after the browser's media never came up");
+        let _ = run.join();
+    });
+    let _ = mute.kill();
+    let _ = mute.wait();
+    let v = seat(&d, "1003");
+    assert_eq!(v["counters"]["answered"], 0, "{v}");
+    assert_eq!(v["counters"]["missed"], 1, "counted like an offer not answered: {v}");
+    assert!(d.metric("hotline_webrtc_dtls_failures_total") >= 1);
+    assert!(d.log_text().contains("the browser's media never came up"));
+}

@@ -235,6 +235,31 @@ pub async fn serve(
     expect: oneshot::Receiver<String>,
     within: Duration,
 ) -> Result<Secured, DtlsError> {
+    handshake(identity, packets, send, local, expect, within, false).await
+}
+
+/// The other side of [`serve`]: the DTLS client of a WebRTC peer whose SDP said
+/// `setup:actpass`/`passive` (the load tool's browser seats; an offer we would answer).
+pub async fn connect(
+    identity: DtlsIdentity,
+    packets: mpsc::Receiver<Vec<u8>>,
+    send: SendFn,
+    local: SocketAddr,
+    expect: oneshot::Receiver<String>,
+    within: Duration,
+) -> Result<Secured, DtlsError> {
+    handshake(identity, packets, send, local, expect, within, true).await
+}
+
+async fn handshake(
+    identity: DtlsIdentity,
+    packets: mpsc::Receiver<Vec<u8>>,
+    send: SendFn,
+    local: SocketAddr,
+    expect: oneshot::Receiver<String>,
+    within: Duration,
+    client: bool,
+) -> Result<Secured, DtlsError> {
     let pipe = Arc::new(Pipe {
         rx: Mutex::new(packets),
         send,
@@ -254,7 +279,7 @@ pub async fn serve(
         insecure_skip_verify: true,
         ..Default::default()
     };
-    let handshake = DTLSConn::new(pipe, config, false, None);
+    let handshake = DTLSConn::new(pipe, config, client, None);
     let expected = tokio::time::timeout(within * 4, expect)
         .await
         .map_err(|_| DtlsError::Timeout(within))?
@@ -278,8 +303,8 @@ pub async fn serve(
         .export_keying_material("EXTRACTOR-dtls_srtp", &[], 2 * (KEY_LEN + suite.salt_len()))
         .await
         .map_err(|e| DtlsError::Keys(e.to_string()))?;
-    let session =
-        session_from_material(suite, &material, true).map_err(|e| DtlsError::Keys(e.to_string()))?;
+    let session = session_from_material(suite, &material, !client)
+        .map_err(|e| DtlsError::Keys(e.to_string()))?;
     Ok(Secured { session, conn })
 }
 
