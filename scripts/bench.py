@@ -12,6 +12,7 @@ cores. Prints figures; asserts nothing (speed is measured, not tested).
   scripts/bench.py --only crash    # kill -9 with 500 calls up, restart: every call closed
   scripts/bench.py --only loss     # 20 % of SIP datagrams lost each way (network namespace)
   scripts/bench.py --only srtp     # prompt calls over TLS with SRTP beside the same in plain RTP
+  scripts/bench.py --only browser  # bridged calls to browser seats (WebRTC) beside plain RTP seats
   scripts/bench.py --bins OLD,NEW  # the same workloads against each daemon binary, in one run
 
 Workloads
@@ -43,6 +44,9 @@ Workloads
 - crash: 250 callers in the 12345 menu and 250 waiting in line-12333 (no seat at work), then
   kill -9 and a restart on the same store: calls closed as lost, and the queue's lost count,
   against what SIPp placed.
+- browser: as bridge with N seats, once with SIPp seat phones (plain RTP) and once with browser
+  seats from examples/webrtc_seats (SIP over WebSocket, ICE, DTLS-SRTP handshake per call, SRTP
+  echo), each on a fresh daemon: the daemon's CPU per call for each kind, beside the load tool's.
 - loss: in a network namespace of its own (nftables, 20 % of SIP datagrams dropped each way),
   N calls to 12345; every call must complete through retransmission.
 Every run is bounded by SIPp's -m (call count) and -timeout, and by our own timeouts.
@@ -510,7 +514,9 @@ def seats_daemon(n):
     return daemon
 
 
-def bridge_run(daemon, n, rate=200):
+def bridge_run(daemon, n, rate=200, browsers=None):
+    """`browsers`: the webrtc_seats process whose seats answer (already registered), instead
+    of the SIPp seat phone."""
     ramp = n / rate
     greeting = 8.5  # 12333's greeting, then the queue, where a free seat answers at once
     w0 = ramp + greeting + 3
@@ -520,7 +526,7 @@ def bridge_run(daemon, n, rate=200):
     rss0, relayed0 = rss_kib(daemon.pid), metric("hotline_rtp_relayed_total")
     sink = subprocess.Popen(["taskset", "-c", LOAD_CORE, f"{ROOT}/target/release/examples/rtp_sink", str(SINK_PORT),
                              str(total), str(w0), str(w1), "talk"], stdout=subprocess.PIPE, text=True)
-    seats = subprocess.Popen(["taskset", "-c", LOAD_CORE, "sipp", "-sf", f"{ROOT}/sipp-scenarios/agent_bridge.xml",
+    seats = browsers or subprocess.Popen(["taskset", "-c", LOAD_CORE, "sipp", "-sf", f"{ROOT}/sipp-scenarios/agent_bridge.xml",
                               "-i", "127.0.0.1", "-p", str(SEAT_PORT), "-mp", "40000", "-rtp_echo", "-m", str(n),
                               "-d", "200", "-nostdin", "-timeout", str(int(total + 60)), "-max_socket", "60000",
                               "-buff_size", "8388608"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/tmp")
@@ -536,7 +542,11 @@ def bridge_run(daemon, n, rate=200):
     r1, tw1 = metric("hotline_rtp_relayed_total"), time.time()
     rss1 = rss_kib(daemon.pid)
     res = sipp_result(sp, total + 90)
-    seat_res = sipp_result(seats, 120)
+    if browsers is None:
+        seat_res = sipp_result(seats, 120)
+    else:
+        seat_res = json.loads(browsers.communicate(timeout=120)[0].strip().splitlines()[-1])
+        seat_res["successful"] = seat_res["keyed"]
     sink_out = json.loads(sink.communicate(timeout=60)[0].strip().splitlines()[-1])
     wait_idle()
     dt = tw1 - tw
@@ -546,10 +556,58 @@ def bridge_run(daemon, n, rate=200):
         "seat_calls_ok": seat_res["successful"], "relayed_pps": round((r1 - r0) / dt),
         "echo_streams": sink_out["streams_window"], "max_gap_ms": sink_out["max_gap_ms"],
         "p999_gap_ms": sink_out["p999_gap_ms"], "gaps_over_40ms": sink_out["gaps_over_40ms"],
-        "daemon_cpu_pct": pct[0], "sipp_callers_cpu_pct": pct[1], "sipp_seats_cpu_pct": pct[2], "sink_cpu_pct": pct[3],
+        "daemon_cpu_pct": pct[0], "sipp_callers_cpu_pct": pct[1], "seats_cpu_pct": pct[2], "sink_cpu_pct": pct[3],
+        "daemon_us_per_call_s": round(pct[0] / 100 / max(bridged, 1) * 1e6, 1),
         "rss_mib": round(rss1 / 1024, 1), "rss_per_call_kib": round((rss1 - rss0) / max(bridged, 1), 1),
         "relayed_total": int(r1 - relayed0),
     }
+
+
+def browser_runs(levels):
+    """Per N: N bridged calls to plain SIPp seats, then N to browser seats (examples/webrtc_seats:
+    WebSocket registration, ICE, DTLS-SRTP, SRTP echo), each on a fresh daemon; the daemon's CPU
+    per call beside each other."""
+    for n in levels:
+        daemon = seats_daemon(n)
+        try:
+            plain = bridge_run(daemon, n)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=30)
+        print("browser-plain", json.dumps(plain), flush=True)
+        os.makedirs("/tmp/hotline-bench", exist_ok=True)
+        cfg = "/tmp/hotline-bench/hotline.toml"
+        with open(f"{ROOT}/config/hotline.toml") as f:
+            text = seatpool.seat_config(f.read(), n, "line-12333")
+        with open(cfg, "w") as f:
+            f.write(text)
+        daemon = start_daemon(cfg, SEAT_QUEUE_ENV)
+        try:
+            seconds = int(n / 200 + 8.5 + 3 + 10 + 3 + 5 + 15)
+            browsers = subprocess.Popen(["taskset", "-c", LOAD_CORE, f"{ROOT}/target/release/examples/webrtc_seats",
+                                         f"127.0.0.1:{HTTP_PORT}", f"b0001-b{n:04d}", "bench", str(seconds)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            deadline = time.time() + 60
+            while time.time() < deadline and len([1 for _ in registered_seats()]) < n:
+                time.sleep(0.5)
+            seatpool.login_all(f"127.0.0.1:{HTTP_PORT}", n)
+            print(f"{n} browser seats registered over WebSocket and logged in", flush=True)
+            web = bridge_run(daemon, n, browsers=browsers)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=30)
+        print("browser-webrtc", json.dumps(web), flush=True)
+        print(f"RESULT {n} bridged calls, daemon CPU per call: plain RTP seats {plain['daemon_us_per_call_s']} µs/s "
+              f"({plain['daemon_cpu_pct']} %), browser seats (DTLS-SRTP) {web['daemon_us_per_call_s']} µs/s "
+              f"({web['daemon_cpu_pct']} %); load tool CPU {plain['seats_cpu_pct']} % (SIPp) / {web['seats_cpu_pct']} % "
+              f"(webrtc_seats); gaps >40 ms {plain['gaps_over_40ms']} / {web['gaps_over_40ms']}", flush=True)
+
+
+def registered_seats():
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{HTTP_PORT}/api/seats", headers={"Authorization": f"Bearer {seatpool.API_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return [s["id"] for s in json.load(r) if s["registered"] and s["id"].startswith("b")]
 
 
 def api_transfer(seat, number="12366"):
@@ -667,12 +725,14 @@ def main():
     ap.add_argument("--rates", default="500,1000,1500,2000,2500", help="calls/s for the rate workload")
     ap.add_argument("--bins", help="comma-separated daemon binaries to measure in turn (default: this build)")
     ap.add_argument("--srtp-levels", default="500,1000,2000", help="concurrent calls for the srtp workload")
+    ap.add_argument("--browser-levels", default="100,300", help="bridged calls for the browser workload")
     ap.add_argument("--capacity", type=int, default=2000, help="calls/s the overload workload takes as capacity")
     ap.add_argument("--factors", default="2,4", help="multiples of the capacity the overload workload offers")
     args = ap.parse_args()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    subprocess.run(["cargo", "build", "--release", "--bin", "hotline", "--example", "rtp_sink"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--bin", "hotline", "--example", "rtp_sink", "--example", "webrtc_seats"],
+                   cwd=ROOT, check=True)
     print(f"daemon on core {DAEMON_CORE}; SIPp, the RTP sink and the seat pool on core {LOAD_CORE}", flush=True)
     bins = args.bins.split(",") if args.bins else [DAEMON_BIN]
     for b in bins:
@@ -737,6 +797,8 @@ def workloads(args):
             daemon.wait(timeout=30)
     if want(args, "srtp"):
         srtp_runs([int(x) for x in args.srtp_levels.split(",")])
+    if want(args, "browser"):
+        browser_runs([int(x) for x in args.browser_levels.split(",")])
     if want(args, "crash"):
         r = crash_run()
         print("crash", json.dumps(r), flush=True)

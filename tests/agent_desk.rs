@@ -230,7 +230,7 @@ fn the_desk_answers_a_caller_both_hear_each_other_and_one_key_hands_off_to_110()
         1,
         &["-key", "rtp_port", &operator.port.to_string(), "-d", "200"],
     );
-    let caller_ms = greeting_ms() + 16000;
+    let caller_ms = greeting_ms() + 26000;
     std::thread::scope(|s| {
         let run = caller_speaks(s, &d, &caller, caller_ms);
         // The offer on the desk: who calls, what they dialled, from which queue.
@@ -255,6 +255,33 @@ fn the_desk_answers_a_caller_both_hear_each_other_and_one_key_hands_off_to_110()
         let v = seat(&d, "1003");
         assert_eq!(v["state"], "on_call");
         assert_eq!(v["call"]["phase"], "talking", "{v}");
+        // The keypad sends RFC 4733 digits the daemon reads on the seat's leg.
+        let digits = d.metric("hotline_dtmf_digits_total");
+        b.click("a", "#keypad button:nth-child(5)");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while d.metric("hotline_dtmf_digits_total") == digits && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(d.metric("hotline_dtmf_digits_total") > digits, "the keypad's digit arrived");
+        // Hold (the browser's re-INVITE, sendonly): the caller hears hold music; resume: the
+        // agent again.
+        let held_at = Instant::now();
+        b.click("a", "#hold");
+        b.wait("a", "#hold", "恢复", 5000);
+        std::thread::sleep(Duration::from_millis(2500));
+        let music = prompt_pcm("hold-music");
+        let held = last(&caller, held_at.elapsed().as_millis() as u64);
+        let (_, c) = find_prompt(&held, &music[..4000], 0).unwrap_or((0, 0.0));
+        assert!(
+            c > 0.9,
+            "the caller hears hold music while the desk holds ({c:.2}); log:\n{}",
+            tail(&d.log_text(), 30)
+        );
+        b.click("a", "#hold");
+        b.wait("a", "#hold", "保持", 5000);
+        std::thread::sleep(Duration::from_millis(1500));
+        let share = tone_share(&last(&caller, 1000), AGENT_HZ);
+        assert!(share > 0.5, "the caller hears the agent again after resume ({share:.2})");
         // One key and a confirmation: the caller goes to 110, which is shown its number.
         b.click("a", "[data-handoff=\"110\"]");
         b.wait("a", "#confirm-text", "110", 3000);

@@ -63,6 +63,8 @@ pub type SeatDirectory = Arc<DashMap<String, SeatView>>;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct QueueView {
     pub name: String,
+    /// What people see for it (e.g. "12348 全国公共法律服务专用电话"), not the id.
+    pub label: String,
     pub waiting: usize,
     pub longest_wait_s: u64,
     pub agents_logged_in: usize,
@@ -155,6 +157,7 @@ impl<M: MediaIo> Core<M> {
                 queue.name.clone(),
                 QueueView {
                     name: queue.name.clone(),
+                    label: self.queue_label(&queue.name),
                     waiting: self.acd.waiting(q).len() + transfers.len(),
                     longest_wait_s: longest,
                     agents_logged_in: serving

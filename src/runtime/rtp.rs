@@ -24,6 +24,8 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 const NO_PT: u8 = 0xFF;
+/// How long a browser leg's DTLS association is kept after its handshake.
+const DTLS_LINGER: std::time::Duration = std::time::Duration::from_secs(10);
 /// Packets read per reactor wake-up of one socket at most.
 const READ_BATCH: usize = 8;
 
@@ -80,6 +82,8 @@ struct WebRtc {
     dtls_in: Option<mpsc::Sender<Vec<u8>>>,
     /// The browser's fingerprint, once its answer names it.
     expect: Option<tokio::sync::oneshot::Sender<String>>,
+    /// Where its DTLS comes from (the handshake's flights go there).
+    dtls_peer: Option<SocketAddr>,
 }
 
 /// A leg's SRTP session and the buffer its packets are encrypted into (kept across packets).
@@ -539,6 +543,7 @@ impl MediaIo for RtpIo {
                 ice,
                 dtls_in: Some(dtls_in),
                 expect: Some(expect_tx),
+                dtls_peer: None,
             });
         }
         tx.learning.is_webrtc.store(true, Ordering::Relaxed);
@@ -547,11 +552,13 @@ impl MediaIo for RtpIo {
         // checks came from.
         let (socket, learning) = (tx.socket.clone(), tx.learning.clone());
         let send: dtls_srtp::SendFn = Arc::new(move |b: &[u8]| {
-            let dst = learning
-                .remote
+            let peer = learning
+                .webrtc
                 .lock()
                 .ok()
-                .and_then(|r| *r)
+                .and_then(|w| w.as_ref().and_then(|w| w.dtls_peer));
+            let dst = peer
+                .or_else(|| learning.remote.lock().ok().and_then(|r| *r))
                 .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
             socket.get_ref().send_to(b, dst)
         });
@@ -576,10 +583,16 @@ impl MediaIo for RtpIo {
                     Stats::inc(&stats.webrtc_dtls_ok);
                     tracing::info!(?key, suite = suite.name(), "browser leg keyed (DTLS-SRTP)");
                     let _ = events.send(RtpEvent::Secured(key));
-                    // The association lasts as long as the leg: this task is aborted when
-                    // the leg closes, which drops the connection.
-                    let _conn = secured.conn;
-                    std::future::pending::<()>().await;
+                    // The association is kept a while to answer a browser that did not get
+                    // our last flight and sends its own again; then it goes (dropping it sends
+                    // nothing: the keys stay in use) with its buffers, some 40 KiB a leg.
+                    tokio::time::sleep(DTLS_LINGER).await;
+                    drop(secured.conn);
+                    if let Ok(mut w) = learning.webrtc.lock()
+                        && let Some(w) = w.as_mut()
+                    {
+                        w.dtls_in = None;
+                    }
                 }
                 Err(e) => {
                     Stats::inc(&stats.webrtc_dtls_failed);
@@ -723,10 +736,15 @@ fn webrtc_demux(
             Some(Ok(c)) => {
                 Stats::inc(&stats.webrtc_ice_checks);
                 let _ = socket.send_to(&c.response, src);
+                // The browser checks every pair it has; media follows the pair it nominates
+                // (USE-CANDIDATE), and until then the first that checked.
                 let changed = learning
                     .remote
                     .lock()
-                    .map(|mut r| r.replace(src) != Some(src))
+                    .map(|mut r| {
+                        let take = c.nominated || r.is_none();
+                        take && r.replace(src) != Some(src)
+                    })
                     .unwrap_or(false);
                 if changed {
                     if let Ok(mut a) = learning.sdp_addr.lock() {
@@ -749,10 +767,14 @@ fn webrtc_demux(
         return Demux::Consumed;
     }
     if dtls_srtp::is_dtls(packet) {
-        if let Ok(w) = learning.webrtc.lock()
-            && let Some(tx) = w.as_ref().and_then(|w| w.dtls_in.as_ref())
+        if let Ok(mut w) = learning.webrtc.lock()
+            && let Some(w) = w.as_mut()
         {
-            let _ = tx.try_send(packet.to_vec());
+            // The handshake answers where the browser's DTLS comes from.
+            w.dtls_peer = Some(src);
+            if let Some(tx) = w.dtls_in.as_ref() {
+                let _ = tx.try_send(packet.to_vec());
+            }
         }
         return Demux::Consumed;
     }
