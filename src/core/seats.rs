@@ -433,6 +433,9 @@ impl<M: MediaIo> Core<M> {
     /// Once a second: agents whose wrap-up ended, offers, queues without members, the views,
     /// calls past the maximum duration, expired registrations and keep-alives.
     pub(super) fn housekeeping(&mut self, now: Now) {
+        if now.unix_s() % 60 == 0 {
+            self.repeat.prune(now.unix_s() as i64);
+        }
         self.acd.tick(now.mono);
         // Agents come free by wrap-up ending or a retry delay passing: offer what waits.
         self.dispatch(now);

@@ -31,6 +31,7 @@ impl<M: MediaIo> Core<M> {
             entered: now.mono,
             announced: None,
         };
+        c.last_queue = Some(q);
         let since = *c.queued_at.get_or_insert(now.mono);
         let priority = priority.max(bonus);
         let call_id = c.call_id.clone();
@@ -174,11 +175,17 @@ impl<M: MediaIo> Core<M> {
     pub(super) fn dispatch(&mut self, now: Now) {
         let registrar = &self.registrar;
         let callers = &self.legs.callers;
+        let callbacks = &self.callbacks;
         let proposals = self.acd.plan(
             now.mono,
             &self.env.plan,
             |seat| registrar.contacts(seat, now.mono).any(|b| b.reachable),
-            |k| callers.get(&CallerId(k)).and_then(|c| c.entered()),
+            |k| {
+                callers
+                    .get(&CallerId(k))
+                    .and_then(|c| c.entered())
+                    .or_else(|| callbacks.get(&k).map(|r| r.since))
+            },
         );
         for p in proposals {
             for seat in p.seats {

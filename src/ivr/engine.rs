@@ -38,6 +38,11 @@ pub enum Input {
     Survey,
     /// A retained-seat line's own seats did not answer: 12345's agents take the call (7×24).
     RetainedFailed,
+    /// Call control booked the callback asked for ([`Action::Callback`]): the caller hears
+    /// that its place is kept, and is hung up.
+    CallbackBooked,
+    /// The callback could not be booked (no usable number, no trunk): the flow goes on.
+    CallbackRefused,
 }
 
 /// Why a caller left a queue without a seat (for the queue's figures).
@@ -75,6 +80,11 @@ pub enum Action {
     /// Pass the caller to a retained-seat line's own seats over their trunk; on failure call
     /// control answers with [`Input::RetainedFailed`].
     Retained(Retained),
+    /// The caller asks for a callback keeping its place in this queue (`None`: its last one);
+    /// call control answers [`Input::CallbackBooked`] or [`Input::CallbackRefused`].
+    Callback(Option<QueueId>),
+    /// The caller asked for confidentiality (保密).
+    Confidential,
     Hangup,
 }
 
@@ -92,6 +102,8 @@ enum State {
     Queued(QueueId),
     /// Being passed to a retained-seat line's own seats.
     Handing(Retained),
+    /// A flow's callback step waits for call control's answer.
+    Booking,
     /// A final prompt plays, then the call is hung up.
     Closing,
     /// With a seat.
@@ -147,6 +159,7 @@ impl Ivr {
             State::MenuPrompt { .. } | State::MenuWait { .. } => "menu",
             State::Queued(_) => "queued",
             State::Handing(_) => "retained",
+            State::Booking => "callback",
             State::Closing => "closing",
             State::Bridged => "bridged",
             State::Survey { .. } => "survey",
@@ -222,6 +235,32 @@ impl Ivr {
                         epoch: self.epoch,
                     });
                 }
+            }
+            (Input::Digit(d), State::MenuPrompt { attempt } | State::MenuWait { attempt })
+                if Some(d) == self.plan.confidential_key =>
+            {
+                // Confidentiality (保密) in any menu: confirmed, then the same menu again.
+                self.digits.push(d);
+                out.push(Action::Confidential);
+                let mut prompts: Vec<PromptId> = self.plan.confidential_prompt.into_iter().collect();
+                prompts.extend(self.menu().map(|m| m.prompt.clone()).unwrap_or_default());
+                self.epoch += 1;
+                self.state = State::MenuPrompt { attempt };
+                out.push(Action::Play {
+                    prompts,
+                    loop_last: false,
+                });
+            }
+            (Input::Digit(d), State::Queued(q)) if self.plan.queues[q.0].callback_key == Some(d) => {
+                self.digits.push(d);
+                out.push(Action::Callback(Some(q)));
+            }
+            (Input::CallbackBooked, State::Queued(_) | State::Booking) => {
+                self.close_with_or_hangup(self.plan.callback_requested, &mut out)
+            }
+            (Input::CallbackRefused, State::Booking) => {
+                self.step += 1;
+                self.run(&mut out);
             }
             (Input::Digit(d), State::MenuPrompt { attempt } | State::MenuWait { attempt }) => {
                 self.digits.push(d);
@@ -397,6 +436,11 @@ impl Ivr {
                     self.step = 0;
                 }
                 Step::Hangup => return self.hangup(out),
+                Step::Callback => {
+                    self.state = State::Booking;
+                    out.push(Action::Callback(None));
+                    return;
+                }
             }
         }
         tracing::warn!("dialplan loops through goto steps without playing anything; hanging up");

@@ -55,6 +55,7 @@ pub fn spawn(
     queues: QueueDirectory,
     commands: mpsc::Sender<ApiCommand>,
     tokens: std::collections::BTreeMap<String, String>,
+    extra: Router,
 ) {
     let started = std::thread::Builder::new()
         .name("http".into())
@@ -71,7 +72,7 @@ pub fn spawn(
             };
             rt.block_on(async move {
                 match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => serve(l, stats, seats, queues, commands, tokens).await,
+                    Ok(l) => serve(l, stats, seats, queues, commands, tokens, extra).await,
                     Err(e) => tracing::error!(error = %e, "HTTP listener unusable"),
                 }
             });
@@ -88,6 +89,7 @@ pub async fn serve(
     queues: QueueDirectory,
     commands: mpsc::Sender<ApiCommand>,
     tokens: std::collections::BTreeMap<String, String>,
+    extra: Router,
 ) {
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -104,7 +106,8 @@ pub async fn serve(
             queues,
             commands,
             tokens: Arc::new(tokens.into_iter().collect()),
-        });
+        })
+        .merge(extra);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "HTTP server stopped");
     }
@@ -112,7 +115,16 @@ pub async fn serve(
 
 /// The name of the caller's token, or why it may not pass.
 fn authorized(a: &AppState, headers: &HeaderMap) -> Result<String, (StatusCode, String)> {
-    if a.tokens.is_empty() {
+    token_name(&a.tokens, headers)
+}
+
+/// The name of the bearer token in `headers` among `tokens` (name, token), or why it may not
+/// pass (also for the routes of `outreach_api`).
+pub(super) fn token_name(
+    tokens: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<String, (StatusCode, String)> {
+    if tokens.is_empty() {
         return Err((
             StatusCode::UNAUTHORIZED,
             "the API is closed: no http.tokens are configured\n".into(),
@@ -126,7 +138,7 @@ fn authorized(a: &AppState, headers: &HeaderMap) -> Result<String, (StatusCode, 
         return Err((StatusCode::UNAUTHORIZED, "missing bearer token\n".into()));
     };
     // Compared in constant time: the time taken must not tell how much of a token was right.
-    a.tokens
+    tokens
         .iter()
         .find(|(_, t)| {
             t.len() == given.len()
