@@ -103,7 +103,9 @@ impl Hours {
         };
         let (from, to) = (t(a)?, t(b)?);
         if from >= to {
-            return Err(format!("hours {s:?}: the window must start before it ends (no night calls)"));
+            return Err(format!(
+                "hours {s:?}: the window must start before it ends (no night calls)"
+            ));
         }
         Ok(Hours { from, to })
     }
@@ -657,7 +659,10 @@ impl Config {
     /// `[callback]`, `[revisit]`, `[privacy]`, `[repeat_callers]`, `[diversion]`.
     fn validate_outreach(&self) -> Result<(), ConfigError> {
         let bad = |s: String| Err(ConfigError::Invalid(s));
-        for (what, trunk) in [("callback", &self.callback.trunk), ("revisit", &self.revisit.trunk)] {
+        for (what, trunk) in [
+            ("callback", &self.callback.trunk),
+            ("revisit", &self.revisit.trunk),
+        ] {
             if !trunk.is_empty() && !self.trunks.contains_key(trunk) {
                 return bad(format!("{what}.trunk {trunk:?} is not in [trunks]"));
             }
@@ -672,13 +677,18 @@ impl Config {
         for (name, q) in &self.queues {
             if !q.callback_key.is_empty() {
                 if !one_key(&q.callback_key) {
-                    return bad(format!("queues.{name}.callback_key {:?} is not one DTMF key", q.callback_key));
+                    return bad(format!(
+                        "queues.{name}.callback_key {:?} is not one DTMF key",
+                        q.callback_key
+                    ));
                 }
             }
         }
         let k = &self.privacy.confidential_key;
         if !k.is_empty() && !one_key(k) {
-            return bad(format!("privacy.confidential_key {k:?} is not one DTMF key"));
+            return bad(format!(
+                "privacy.confidential_key {k:?} is not one DTMF key"
+            ));
         }
         let r = &self.repeat_callers;
         if r.enabled {
@@ -686,10 +696,16 @@ impl Config {
                 return bad("repeat_callers: need 2 <= remind_at <= queue_at and window_h > 0 (the reminder always comes before the designated queue)".into());
             }
             if !self.queues.contains_key(&r.queue) {
-                return bad(format!("repeat_callers.queue {:?} is not in [queues]", r.queue));
+                return bad(format!(
+                    "repeat_callers.queue {:?} is not in [queues]",
+                    r.queue
+                ));
             }
         }
-        for (what, h) in [("incident_header", &self.diversion.incident_header), ("call_ref_header", &self.diversion.call_ref_header)] {
+        for (what, h) in [
+            ("incident_header", &self.diversion.incident_header),
+            ("call_ref_header", &self.diversion.call_ref_header),
+        ] {
             if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
                 return bad(format!("diversion.{what} {h:?} is not a header name"));
             }

@@ -81,7 +81,9 @@ impl Book {
         for (i, c) in batch.iter().enumerate() {
             let who = format!("case {i} ({:?})", c.case);
             if !valid_case_id(&c.case) {
-                problems.push(format!("{who}: the case id must be 1-64 of letters, digits, -_./"));
+                problems.push(format!(
+                    "{who}: the case id must be 1-64 of letters, digits, -_./"
+                ));
             } else if self.cases.contains_key(&c.case) || !seen.insert(c.case.as_str()) {
                 problems.push(format!("{who}: duplicate case id"));
             }
@@ -141,9 +143,7 @@ impl Book {
         self.cases
             .iter()
             .filter(|(_, c)| {
-                c.state == State::Pending
-                    && c.due <= today
-                    && c.next_try.is_none_or(|t| t <= now)
+                c.state == State::Pending && c.due <= today && c.next_try.is_none_or(|t| t <= now)
             })
             .map(|(id, _)| id.clone())
             .take(room)
@@ -276,7 +276,10 @@ mod tests {
         assert_eq!(bad.len(), 4, "{bad:?}");
         assert!(bad[0].contains("duplicate") && bad[1].contains("malformed"));
         assert!(bad[2].contains("unknown unit") && bad[3].contains("duplicate"));
-        assert!(book.check(&[case("B1", "13800138000", "省司法厅")], &units).is_ok());
+        assert!(
+            book.check(&[case("B1", "13800138000", "省司法厅")], &units)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -77,7 +77,12 @@ impl Request {
 
     /// Where the request goes at `now` (wall clock `wall`, Asia/Shanghai): into the line when
     /// the allowed hours are open, else held until they open.
-    pub fn place(&mut self, now: Instant, wall: chrono::DateTime<chrono::FixedOffset>, hours: &Hours) {
+    pub fn place(
+        &mut self,
+        now: Instant,
+        wall: chrono::DateTime<chrono::FixedOffset>,
+        hours: &Hours,
+    ) {
         let wait = hours.wait_from(wall);
         self.state = if wait.is_zero() {
             State::InLine

@@ -45,7 +45,8 @@ impl<M: MediaIo> Core<M> {
         let r = self.callbacks.get(&k.0)?;
         let number = presentable(&r.number).to_string();
         let waited = now.since(r.since).as_secs();
-        let span = tracing::info_span!("callback", call_id = %r.call_id, number = %mask_number(&r.number));
+        let span =
+            tracing::info_span!("callback", call_id = %r.call_id, number = %mask_number(&r.number));
         Some(Presented {
             span,
             codec: (crate::media::Codec::Pcmu, 0),

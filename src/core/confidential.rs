@@ -74,7 +74,13 @@ impl<M: MediaIo> Core<M> {
         }
         let call_id = c.call_id.clone();
         info!("the caller asked for confidentiality (保密): its number is withheld from now on");
-        self.record(now, RecordEvent::Confidential {}, Some(&call_id), None, None);
+        self.record(
+            now,
+            RecordEvent::Confidential {},
+            Some(&call_id),
+            None,
+            None,
+        );
     }
 
     /// The calls in progress, numbers masked (`GET /api/calls`).
@@ -111,9 +117,16 @@ impl<M: MediaIo> Core<M> {
             return Err(NumberReadError::NoSuchCall(call_id.to_string()));
         };
         let (number, confidential) = (c.number.clone(), c.confidential);
-        tracing::warn!(call_id, by, confidential, "full caller number read through the API");
+        tracing::warn!(
+            call_id,
+            by,
+            confidential,
+            "full caller number read through the API"
+        );
         let event = RecordEvent::NumberRead { by: by.to_string() };
         self.record(now, event, Some(call_id), None, None);
-        Ok(serde_json::json!({ "call_id": call_id, "number": number, "confidential": confidential }))
+        Ok(
+            serde_json::json!({ "call_id": call_id, "number": number, "confidential": confidential }),
+        )
     }
 }

@@ -12,8 +12,7 @@ use crate::config::TargetKind;
 pub(super) fn incident_reference(v: &str) -> Option<String> {
     let v = v.trim();
     ((1..=64).contains(&v.len())
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./:".contains(&b)))
     .then(|| v.to_string())
 }

@@ -32,10 +32,10 @@ mod transfer;
 mod trunk;
 mod waiting;
 
-pub use media::{MediaIo, RtpEvent};
-pub use seats::{AgentAction, ContactView, QueueDirectory, QueueView, SeatDirectory, SeatView};
 pub use confidential::{CallView, NumberReadError};
+pub use media::{MediaIo, RtpEvent};
 pub use revisit::{RevisitError, RevisitView};
+pub use seats::{AgentAction, ContactView, QueueDirectory, QueueView, SeatDirectory, SeatView};
 pub use transfer::TransferError;
 
 use crate::acd::Acd;

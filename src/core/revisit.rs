@@ -60,7 +60,11 @@ pub enum RevisitError {
 impl<M: MediaIo> Core<M> {
     /// A batch of cases from the API: every one accepted, or none (with each bad case's
     /// reason).
-    pub fn accept_revisits(&mut self, now: Now, batch: Vec<NewCase>) -> Result<usize, RevisitError> {
+    pub fn accept_revisits(
+        &mut self,
+        now: Now,
+        batch: Vec<NewCase>,
+    ) -> Result<usize, RevisitError> {
         if self.env.cfg.revisit.trunk.is_empty() {
             return Err(RevisitError::Off);
         }
@@ -156,7 +160,11 @@ impl<M: MediaIo> Core<M> {
         }
         let hours = self.env.cfg.revisit.hours;
         let room = MAX_CALLS.saturating_sub(self.revisits.calls.len());
-        for case in self.revisits.book.due(now.mono, now.shanghai(), &hours, room) {
+        for case in self
+            .revisits
+            .book
+            .due(now.mono, now.shanghai(), &hours, room)
+        {
             self.revisit_dial(now, &case);
         }
         let next = self

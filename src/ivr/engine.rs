@@ -242,7 +242,8 @@ impl Ivr {
                 // Confidentiality (保密) in any menu: confirmed, then the same menu again.
                 self.digits.push(d);
                 out.push(Action::Confidential);
-                let mut prompts: Vec<PromptId> = self.plan.confidential_prompt.into_iter().collect();
+                let mut prompts: Vec<PromptId> =
+                    self.plan.confidential_prompt.into_iter().collect();
                 prompts.extend(self.menu().map(|m| m.prompt.clone()).unwrap_or_default());
                 self.epoch += 1;
                 self.state = State::MenuPrompt { attempt };
@@ -251,7 +252,9 @@ impl Ivr {
                     loop_last: false,
                 });
             }
-            (Input::Digit(d), State::Queued(q)) if self.plan.queues[q.0].callback_key == Some(d) => {
+            (Input::Digit(d), State::Queued(q))
+                if self.plan.queues[q.0].callback_key == Some(d) =>
+            {
                 self.digits.push(d);
                 out.push(Action::Callback(Some(q)));
             }

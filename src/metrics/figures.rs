@@ -3,8 +3,8 @@
 //! folds the stored rows of a day; the same code on the same events gives the same numbers.
 
 use super::record::{
-    CallbackOutcome, EndedBy, Event, OfferOutcome, QueueExit, Record, RepeatTreatment,
-    TargetLabel, TransferOutcome,
+    CallbackOutcome, EndedBy, Event, OfferOutcome, QueueExit, Record, RepeatTreatment, TargetLabel,
+    TransferOutcome,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -280,7 +280,9 @@ pub fn read_kind(path: &Path, kind: &str) -> Result<Vec<Record>, StoreError> {
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(sql)?;
     let mut stmt = conn
-        .prepare("SELECT at, kind, call_id, seat, queue, detail FROM events WHERE kind = ?1 ORDER BY id")
+        .prepare(
+            "SELECT at, kind, call_id, seat, queue, detail FROM events WHERE kind = ?1 ORDER BY id",
+        )
         .map_err(sql)?;
     let rows = stmt
         .query_map([kind], |row| {

@@ -93,7 +93,9 @@ async fn post_revisits(State(a): State<ApiState>, headers: HeaderMap, body: Stri
         Err(e) => {
             return (
                 StatusCode::BAD_REQUEST,
-                Json(serde_json::json!({ "error": "not a JSON array of cases", "reasons": [e.to_string()] })),
+                Json(
+                    serde_json::json!({ "error": "not a JSON array of cases", "reasons": [e.to_string()] }),
+                ),
             );
         }
     };
@@ -107,7 +109,9 @@ async fn post_revisits(State(a): State<ApiState>, headers: HeaderMap, body: Stri
         }
         Ok(Err(crate::core::RevisitError::BadCases(reasons))) => (
             StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({ "error": "bad cases; nothing was stored", "reasons": reasons })),
+            Json(
+                serde_json::json!({ "error": "bad cases; nothing was stored", "reasons": reasons }),
+            ),
         ),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => e,
@@ -160,13 +164,7 @@ async fn get_number(
         Err(e) => return e,
     };
     let by = format!("http api ({who})");
-    match ask(&a, |reply| OutreachCommand::Number {
-        call_id,
-        by,
-        reply,
-    })
-    .await
-    {
+    match ask(&a, |reply| OutreachCommand::Number { call_id, by, reply }).await {
         Ok(Ok(v)) => (StatusCode::OK, Json(v)),
         Ok(Err(e)) => error(StatusCode::NOT_FOUND, e.to_string()),
         Err(e) => e,
