@@ -675,13 +675,11 @@ impl Config {
             matches!((c.next(), c.next()), (Some(x), None) if crate::media::dtmf::char_event(x).is_some())
         };
         for (name, q) in &self.queues {
-            if !q.callback_key.is_empty() {
-                if !one_key(&q.callback_key) {
-                    return bad(format!(
-                        "queues.{name}.callback_key {:?} is not one DTMF key",
-                        q.callback_key
-                    ));
-                }
+            if !q.callback_key.is_empty() && !one_key(&q.callback_key) {
+                return bad(format!(
+                    "queues.{name}.callback_key {:?} is not one DTMF key",
+                    q.callback_key
+                ));
             }
         }
         let k = &self.privacy.confidential_key;

@@ -133,6 +133,24 @@ impl<M: MediaIo> Core<M> {
         }
     }
 
+    /// A callback in line whose allowed hours have closed leaves the line until they open
+    /// (true); its place comes back with it.
+    pub(super) fn callback_held_for_hours(&mut self, now: Now, id: u64) -> bool {
+        let hours = self.env.cfg.callback.hours;
+        let Some(r) = self.callbacks.get_mut(&id) else {
+            return false;
+        };
+        if r.state != State::InLine || hours.contains(now.shanghai()) {
+            return false;
+        }
+        r.place(now.mono, now.shanghai(), &hours);
+        let (q, state) = (r.queue, r.state);
+        info!(call_id = %r.call_id, "callback outside its allowed hours: held until they open");
+        self.acd.dequeue(id, q);
+        self.callback_enter(now, id, state);
+        true
+    }
+
     /// A held request's time came: back in line if the allowed hours are open.
     pub(super) fn callback_timer(&mut self, now: Now, id: u64) {
         let hours = self.env.cfg.callback.hours;

@@ -86,6 +86,11 @@ impl<M: MediaIo> Core<M> {
         let k = match what {
             Waiting::Caller(k) | Waiting::Transfer(k) => CallerId(k),
         };
+        // A callback is offered only within its allowed hours (else it waits, keeping its
+        // place, until they open).
+        if self.callback_held_for_hours(now, k.0) {
+            return true;
+        }
         // What the phone is shown: the caller (masked when confidential, with 110's incident),
         // or a callback with its number and original wait.
         let Some(shown) = self.presented(now, k) else {

@@ -116,6 +116,8 @@ impl<M: MediaIo> Core<M> {
                         .callers
                         .get(&CallerId(e.key))
                         .and_then(|c| c.entered())
+                        // A callback waits from its caller's original arrival.
+                        .or_else(|| self.callbacks.get(&e.key).map(|r| r.since))
                 })
                 .map(|t| now.since(t).as_secs())
                 .chain(transfers.iter().copied())
@@ -433,7 +435,7 @@ impl<M: MediaIo> Core<M> {
     /// Once a second: agents whose wrap-up ended, offers, queues without members, the views,
     /// calls past the maximum duration, expired registrations and keep-alives.
     pub(super) fn housekeeping(&mut self, now: Now) {
-        if now.unix_s() % 60 == 0 {
+        if now.unix_s().is_multiple_of(60) {
             self.repeat.prune(now.unix_s() as i64);
         }
         self.acd.tick(now.mono);

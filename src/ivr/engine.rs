@@ -511,6 +511,107 @@ mod tests {
         Input::Timer(TimerKind::MenuTimeout, ivr.epoch)
     }
 
+    /// A plan with one queue whose callback key is 9, a menu (1: that queue) in flow 0 with
+    /// `*` for confidentiality, and flow 1 = [callback, hangup].
+    fn plan_with_keys() -> Arc<Dialplan> {
+        use super::super::dialplan::{Flow, Queue};
+        let mut plan = Dialplan::default();
+        plan.confidential_key = Some('*');
+        plan.confidential_prompt = Some(PromptId(7));
+        plan.callback_requested = Some(PromptId(8));
+        plan.queues.push(Queue {
+            name: "general".into(),
+            strategy: crate::acd::queue::Strategy::LongestIdle,
+            max_wait: Duration::from_secs(120),
+            ring_timeout: Duration::from_secs(15),
+            wrap_up: Duration::ZERO,
+            widen_every: Duration::ZERO,
+            max_overtaken: Duration::from_secs(60),
+            announce_position: true,
+            announce_wait: true,
+            on_timeout: Overflow::Flow(FlowId(1)),
+            when_no_agents: None,
+            short_abandon: Duration::from_secs(5),
+            record: false,
+            survey: false,
+            hold_music: PromptId(4),
+            hold_prompt: PromptId(5),
+            hold_prompt_every: Duration::from_secs(30),
+            sorry: PromptId(6),
+            callback_key: Some('9'),
+        });
+        plan.flows.push(Flow {
+            name: "main".into(),
+            steps: vec![Step::Menu(Menu {
+                prompt: vec![PromptId(1)],
+                timeout: Duration::from_secs(5),
+                retries: 2,
+                options: [('1', FlowId(2))].into(),
+                invalid_prompt: None,
+                timeout_prompt: None,
+                on_fail: None,
+            })],
+        });
+        plan.flows.push(Flow {
+            name: "callback".into(),
+            steps: vec![Step::Callback, Step::Play(vec![PromptId(9)]), Step::Hangup],
+        });
+        plan.flows.push(Flow {
+            name: "queue".into(),
+            steps: vec![Step::Queue {
+                queue: QueueId(0),
+                priority: 0,
+            }],
+        });
+        Arc::new(plan)
+    }
+
+    #[test]
+    fn the_confidential_key_flags_the_call_and_the_callback_key_asks_for_a_callback() {
+        let mut ivr = Ivr::new(plan_with_keys(), vec![], Next::Flow(FlowId(0)));
+        ivr.handle(Input::Start);
+        // `*` in the menu: flagged, confirmed, the same menu again.
+        assert_eq!(
+            ivr.handle(Input::Digit('*')),
+            [
+                Action::Confidential,
+                Action::Play {
+                    prompts: vec![PromptId(7), PromptId(1)],
+                    loop_last: false
+                }
+            ]
+        );
+        let queued = ivr.handle(Input::Digit('1'));
+        assert!(matches!(queued[0], Action::Enqueue { .. }), "{queued:?}");
+        // 9 while waiting: a callback of this queue; booked: the confirmation, then hang up.
+        assert_eq!(
+            ivr.handle(Input::Digit('9')),
+            [Action::Callback(Some(QueueId(0)))]
+        );
+        assert_eq!(
+            ivr.handle(Input::CallbackBooked),
+            [Action::Play {
+                prompts: vec![PromptId(8)],
+                loop_last: false
+            }]
+        );
+        assert_eq!(ivr.handle(Input::PlaybackDone), [Action::Hangup]);
+        assert_eq!(ivr.digits, "*19");
+    }
+
+    #[test]
+    fn a_callback_step_that_cannot_be_booked_goes_on_with_the_flow() {
+        let mut ivr = Ivr::new(plan_with_keys(), vec![], Next::Flow(FlowId(1)));
+        assert_eq!(ivr.handle(Input::Start), [Action::Callback(None)]);
+        assert_eq!(
+            ivr.handle(Input::CallbackRefused),
+            [Action::Play {
+                prompts: vec![PromptId(9)],
+                loop_last: false
+            }]
+        );
+    }
+
     #[test]
     fn survey_takes_a_rating_or_ends_without_one() {
         let mut ivr = bridged();

@@ -490,12 +490,13 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 o,
-                "  {name}: seats {}, offered {}, answered {} ({}), 满意率 {}, 不满意 {} (deducted {}, exempted matters {}), probes {} (unanswered {}); {}",
+                "  {name}: seats {}, offered {}, answered {} ({}), 满意率 {} ({} of the ratings in revisit calls), 不满意 {} (deducted {}, exempted matters {}), probes {} (unanswered {}); {}",
                 u.seats,
                 u.offered,
                 u.answered,
                 pct(u.answer_rate),
                 pct(u.survey.satisfaction_rate),
+                u.revisit_ratings,
                 u.survey.dissatisfied,
                 u.dissatisfied_deducted,
                 u.exempted_matters,
