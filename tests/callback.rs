@@ -269,3 +269,108 @@ fn a_callback_requested_at_position_3_is_served_third_seat_first_then_citizen() 
         "{g}"
     );
 }
+
+#[test]
+fn a_callback_the_citizen_never_answers_is_recorded_failed_after_its_attempts() {
+    let trunk = free_port();
+    let d = Daemon::start_edited(
+        |c| c.replace("127.0.0.1:5073", &format!("127.0.0.1:{trunk}")),
+        &[
+            ("HOTLINE_NOW", "2026-12-15T10:00:00+08:00"),
+            ("HOTLINE__REGISTRAR__QUALIFY_S", "0"),
+            ("HOTLINE__QUEUES__GENERAL__WRAP_UP_S", "0"),
+            ("HOTLINE__CALLBACK__ATTEMPTS", "2"),
+            ("HOTLINE__CALLBACK__SPACING_S", "1"),
+        ],
+    );
+    let seat_port = free_port();
+    register_contact(&d, "1001", "demo-1001", seat_port, seat_port, 300);
+    // The citizen's line is busy both times; the seat answers each attempt and is hung up.
+    let home = sipp_uas_with(&d, "trunk_busy.xml", trunk, 2, &[]);
+    let seat = RtpSink::new();
+    let phone = sipp_uas_with(
+        &d,
+        "agent_bridge.xml",
+        seat_port,
+        2,
+        &["-key", "rtp_port", &seat.port.to_string(), "-d", "100"],
+    );
+    let caller = RtpSink::new();
+    let welcome_ms = prompt_frames("welcome") as u64 * 20;
+    std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            sipp(
+                &d,
+                "uac_call_remote_bye.xml",
+                "12345",
+                &["-key", "rtp_port", &caller.port.to_string()],
+            )
+        });
+        let to = caller.wait_first(Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(welcome_ms + 500));
+        caller.send_dtmf(to, '0', 10, 8000);
+        wait_for_waiting(&d, 1);
+        caller.send_dtmf(to, '9', 30, 24000);
+        assert_sipp_ok(&run.join().unwrap(), &d);
+    });
+    agent_api(&d, "1001", "login");
+    child_ok(home, "the citizen's busy line (two attempts)");
+    child_ok(phone, "the seat (rung for each attempt)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let outcomes = loop {
+        let o: Vec<(String, u64)> = d
+            .stored_events()
+            .into_iter()
+            .filter(|e| e.0 == "callback")
+            .map(|e| {
+                (
+                    e.4["outcome"].as_str().unwrap_or("").to_string(),
+                    e.4["attempts"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        if o.len() >= 3 || Instant::now() > deadline {
+            break o;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        outcomes,
+        [
+            ("requested".to_string(), 0),
+            ("attempt_failed".to_string(), 1),
+            ("failed".to_string(), 2)
+        ]
+    );
+    assert_eq!(waiting(&d), 0, "a failed callback leaves the line");
+    // The queue view (refreshed once a second) has today's figures.
+    let today = || {
+        let body = d.http_get("/api/queues").unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v.as_array()
+            .and_then(|a| a.iter().find(|q| q["name"] == "general"))
+            .map(|q| q["today"].clone())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut g = today();
+    while g["callbacks_failed"] != 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        g = today();
+    }
+    assert_eq!(
+        (
+            &g["callbacks_requested"],
+            &g["callbacks_answered"],
+            &g["callbacks_failed"],
+            &g["abandoned"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(0),
+            &serde_json::json!(1),
+            &serde_json::json!(0)
+        ),
+        "{g}"
+    );
+}
