@@ -374,3 +374,102 @@ fn a_callback_the_citizen_never_answers_is_recorded_failed_after_its_attempts() 
         "{g}"
     );
 }
+
+#[test]
+fn a_waiting_callback_keeps_its_place_across_a_crash() {
+    let trunk = free_port();
+    let outbound = |c: String| c.replace("127.0.0.1:5073", &format!("127.0.0.1:{trunk}"));
+    let mut d = Daemon::start_edited(outbound, &[("HOTLINE_NOW", "2026-12-15T10:00:00+08:00")]);
+    let caller = RtpSink::new();
+    let welcome_ms = prompt_frames("welcome") as u64 * 20;
+    std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            sipp(
+                &d,
+                "uac_call_remote_bye.xml",
+                "12345",
+                &["-key", "rtp_port", &caller.port.to_string()],
+            )
+        });
+        let to = caller.wait_first(Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(welcome_ms + 500));
+        caller.send_dtmf(to, '0', 10, 8000);
+        wait_for_waiting(&d, 1);
+        caller.send_dtmf(to, '9', 30, 24000);
+        assert_sipp_ok(&run.join().unwrap(), &d);
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !d.stored_events().iter().any(|e| e.0 == "callback") {
+        assert!(Instant::now() < deadline, "the request is stored");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.kill9();
+    // A minute later (on the daemon's clock) the node is back on the same store.
+    let store = d.store.clone();
+    let d = Daemon::start_edited(
+        outbound,
+        &[
+            ("HOTLINE_NOW", "2026-12-15T10:01:00+08:00"),
+            ("HOTLINE__STORE__PATH", store.to_str().unwrap()),
+            ("HOTLINE__REGISTRAR__QUALIFY_S", "0"),
+        ],
+    );
+    assert_eq!(waiting(&d), 1, "the callback is in line again");
+    let dir = temp_dir(&format!("callback-restart-{trunk}"));
+    let seat_log = dir.join("seat.msg");
+    let seat_port = free_port();
+    register_contact(&d, "1001", "demo-1001", seat_port, seat_port, 300);
+    let (seat, citizen) = (RtpSink::new(), RtpSink::new());
+    let phone = sipp_uas_with(
+        &d,
+        "agent_talk_callback.xml",
+        seat_port,
+        1,
+        &[
+            "-key",
+            "rtp_port",
+            &seat.port.to_string(),
+            "-d",
+            "500",
+            "-trace_msg",
+            "-message_file",
+            seat_log.to_str().unwrap(),
+        ],
+    );
+    let home = sipp_uas_with(
+        &d,
+        "citizen_answer.xml",
+        trunk,
+        1,
+        &["-key", "rtp_port", &citizen.port.to_string(), "-d", "300"],
+    );
+    agent_api(&d, "1001", "login");
+    child_ok(phone, "the seat");
+    child_ok(home, "the citizen called back after the restart");
+    let invite = &invites(&seat_log)[0];
+    let waited: u64 = invite
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Hotline-Callback: 13800138000;waited="))
+        .and_then(|r| r.split(';').next())
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no callback header:\n{invite}"));
+    assert!(
+        (50..=70).contains(&waited),
+        "the wait counts from the caller's arrival before the crash: {waited} s"
+    );
+    // (The restarted daemon writes to the first one's store.)
+    let answered = || {
+        let conn = rusqlite::Connection::open(&store).unwrap();
+        conn.query_row(
+            "SELECT COUNT(*) FROM events WHERE kind = 'callback' AND detail LIKE '%\"answered\"%'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while answered() != 1 {
+        assert!(Instant::now() < deadline, "answered after the restart");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -12,6 +12,7 @@ use crate::acd::callback::{AfterMiss, Request, State};
 use crate::ivr::engine::Input;
 use crate::metrics::queue_log::mask_number;
 use crate::metrics::record::{Callback, CallbackOutcome, EndedBy, QueueExit};
+use std::collections::BTreeMap;
 use tracing::warn;
 
 /// What a seat's phone is shown about what it is offered.
@@ -149,6 +150,61 @@ impl<M: MediaIo> Core<M> {
         self.acd.dequeue(id, q);
         self.callback_enter(now, id, state);
         true
+    }
+
+    /// Callbacks still waiting when the daemon stopped (their `callback` records, oldest
+    /// first) take their places again, their waits counted from the callers' arrivals.
+    pub fn preload_callbacks(&mut self, now: Now, records: &[Record]) {
+        let mut open: BTreeMap<String, (String, String, u32, f64)> = BTreeMap::new();
+        for r in records {
+            let (RecordEvent::Callback(c), Some(call_id), Some(queue)) =
+                (&r.event, &r.call_id, &r.queue)
+            else {
+                continue;
+            };
+            match c.outcome {
+                CallbackOutcome::Requested => {
+                    // Seconds since the epoch of the caller's arrival in line.
+                    let Ok(at) = chrono::DateTime::parse_from_rfc3339(&r.at) else {
+                        continue;
+                    };
+                    let arrival = at.timestamp_millis() as f64 / 1000.0 - c.waited_s.unwrap_or(0.0);
+                    open.insert(
+                        call_id.clone(),
+                        (c.number.clone(), queue.clone(), 0, arrival),
+                    );
+                }
+                CallbackOutcome::AttemptFailed => {
+                    if let Some(o) = open.get_mut(call_id) {
+                        o.2 = c.attempts;
+                    }
+                }
+                CallbackOutcome::Answered | CallbackOutcome::Failed => {
+                    open.remove(call_id);
+                }
+            }
+        }
+        let now_s = now.wall.timestamp_millis() as f64 / 1000.0;
+        for (call_id, (number, queue, attempts, arrival)) in open {
+            let Some(q) = self.env.plan.queues.iter().position(|x| x.name == queue) else {
+                continue;
+            };
+            let waited = Duration::from_secs_f64((now_s - arrival).max(0.0));
+            let since = now.mono.checked_sub(waited).unwrap_or(now.mono);
+            let id = self.legs.next_id();
+            let mut r = Request::new(number, call_id, QueueId(q), 0, since);
+            r.attempts = attempts;
+            r.place(now.mono, now.shanghai(), &self.env.cfg.callback.hours);
+            let state = r.state;
+            self.callbacks.insert(id, r);
+            self.callback_enter(now, id, state);
+        }
+        if !self.callbacks.is_empty() {
+            info!(
+                callbacks = self.callbacks.len(),
+                "callbacks restored from the store, their places kept"
+            );
+        }
     }
 
     /// A held request's time came: back in line if the allowed hours are open.

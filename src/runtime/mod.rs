@@ -191,6 +191,10 @@ pub async fn run(
         Ok(records) => core.preload_revisits(&records),
         Err(e) => warn!(error = %e, "revisit cases not restored from the store"),
     }
+    match crate::metrics::store::read_kind(&cfg.store.path, "callback") {
+        Ok(records) => core.preload_callbacks(clock.now(), &records),
+        Err(e) => warn!(error = %e, "callbacks not restored from the store"),
+    }
     core.start(clock.now());
     let (api_tx, mut api_rx) = mpsc::channel::<http::ApiCommand>(64);
     let (outreach_tx, mut outreach_rx) = mpsc::channel::<outreach_api::OutreachCommand>(64);
