@@ -187,3 +187,57 @@ fn a_revisit_waits_for_9_00_and_a_3_lowers_the_unit_s_satisfaction_score() {
         "other units keep theirs:\n{units}"
     );
 }
+
+#[test]
+fn a_case_posted_in_the_evening_survives_a_crash_and_is_called_the_next_morning() {
+    let trunk = free_port();
+    // 20:30: past the allowed hours; the case waits.
+    let mut d = daemon(trunk, "2026-12-15T20:30:00+08:00");
+    let (code, body) = request(
+        &d,
+        "POST",
+        "/api/revisits",
+        r#"[{"case":"GS-2026-0002","number":"13800138000","unit":"省税务局","due":"2026-12-15"}]"#,
+    );
+    assert_eq!(code, 202, "{body}");
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, v) = request(&d, "GET", "/api/revisits/GS-2026-0002", "");
+    assert_eq!(v["state"], "pending", "{v}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !d.stored_events().iter().any(|e| e.0 == "revisit") {
+        assert!(Instant::now() < deadline, "the case is stored");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.kill9();
+    let store = d.store.clone();
+    // The next morning at 09:00 the node is back on the same store.
+    let citizen = RtpSink::new();
+    let d = Daemon::start_edited(
+        |c| c.replace("127.0.0.1:5073", &format!("127.0.0.1:{trunk}")),
+        &[
+            ("HOTLINE_NOW", "2026-12-16T09:00:00+08:00"),
+            ("HOTLINE__STORE__PATH", store.to_str().unwrap()),
+        ],
+    );
+    let phone = sipp_uas_with(
+        &d,
+        "citizen_answer.xml",
+        trunk,
+        1,
+        &["-key", "rtp_port", &citizen.port.to_string(), "-d", "200"],
+    );
+    let from_daemon = citizen.wait_first(Duration::from_secs(70));
+    std::thread::sleep(Duration::from_millis(1000));
+    citizen.send_dtmf(from_daemon, '1', 500, 16000);
+    child_ok(phone, "the citizen, called the next morning");
+    let (_, v) = request(&d, "GET", "/api/revisits/GS-2026-0002", "");
+    assert_eq!(
+        (
+            v["state"].as_str(),
+            v["attempts"].as_u64(),
+            v["rating"].as_u64()
+        ),
+        (Some("rated"), Some(1), Some(1)),
+        "{v}"
+    );
+}

@@ -254,8 +254,16 @@ impl<M: MediaIo> Core<M> {
             &[("X-Hotline-Callback", "citizen")],
         ) {
             Ok(t) => {
+                let trunk_call = self
+                    .legs
+                    .trunks
+                    .get(&t)
+                    .map(|x| x.session.dialog.call_id.clone())
+                    .unwrap_or_default();
                 if let Some(r) = self.callbacks.get_mut(&id) {
                     r.dialling(t.0);
+                    let _g = tracing::info_span!("callback", call_id = %r.call_id).entered();
+                    info!(citizen_call_id = %trunk_call, attempt = r.attempts, "calling the citizen back");
                 }
             }
             Err(e) => {

@@ -310,6 +310,8 @@ impl<M: MediaIo> Core<M> {
         }
         self.publish_queues(now);
         self.start_probes(now);
+        // Revisit cases restored from the store are looked at now.
+        self.timers.set(Timer::Revisits, Some(now.mono));
     }
 
     /// Today's figures so far, from the store's records (a restart mid-day goes on counting).

@@ -200,6 +200,13 @@ impl<M: MediaIo> Core<M> {
             &[("X-Hotline-Revisit", case)],
         ) {
             Ok(t) => {
+                let call_id = self
+                    .legs
+                    .trunks
+                    .get(&t)
+                    .map(|x| x.session.dialog.call_id.clone())
+                    .unwrap_or_default();
+                info!(case, call_id = %call_id, "revisit call placed");
                 self.revisits.calls.insert(
                     id,
                     Call {
