@@ -359,6 +359,11 @@ fn a_callback_the_citizen_never_answers_is_recorded_failed_after_its_attempts() 
         g = today();
     }
     assert_eq!(
+        d.metric("hotline_queue_callbacks_failed_today{queue=\"general\"}"),
+        1,
+        "and in /metrics"
+    );
+    assert_eq!(
         (
             &g["callbacks_requested"],
             &g["callbacks_answered"],

@@ -448,7 +448,7 @@ async fn metrics(State(a): State<AppState>) -> String {
         ));
     }
     type QueueFigure = fn(&crate::metrics::figures::QueueFigures) -> f64;
-    let today: [(&str, &str, QueueFigure); 11] = [
+    let today: [(&str, &str, QueueFigure); 14] = [
         (
             "hotline_queue_offered_today",
             "Callers who entered the queue today",
@@ -503,6 +503,21 @@ async fn metrics(State(a): State<AppState>) -> String {
             "hotline_queue_satisfaction_rate",
             "Satisfied and basically satisfied / ratings given today",
             |f| f.survey.satisfaction_rate,
+        ),
+        (
+            "hotline_queue_callbacks_requested_today",
+            "Callbacks (keeping the caller's place) asked for today",
+            |f| f.callbacks_requested as f64,
+        ),
+        (
+            "hotline_queue_callbacks_answered_today",
+            "Callbacks whose citizen answered and was bridged today",
+            |f| f.callbacks_answered as f64,
+        ),
+        (
+            "hotline_queue_callbacks_failed_today",
+            "Callbacks not answered after their attempts today",
+            |f| f.callbacks_failed as f64,
         ),
     ];
     for (name, help, get) in today {
