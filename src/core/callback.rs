@@ -138,9 +138,13 @@ impl<M: MediaIo> Core<M> {
     /// (true); its place comes back with it.
     pub(super) fn callback_held_for_hours(&mut self, now: Now, id: u64) -> bool {
         let hours = self.env.cfg.callback.hours;
+        let shutting_down = self.shutting_down;
         let Some(r) = self.callbacks.get_mut(&id) else {
             return false;
         };
+        if shutting_down {
+            return true; // stays booked; the next start places it
+        }
         if r.state != State::InLine || hours.contains(now.shanghai()) {
             return false;
         }
@@ -205,6 +209,37 @@ impl<M: MediaIo> Core<M> {
                 "callbacks restored from the store, their places kept"
             );
         }
+    }
+
+    /// Callback conversations (a seat on the line) and revisit calls in progress: the daemon
+    /// drains them at shutdown like citizens' calls.
+    pub(super) fn outreach_calls(&self) -> usize {
+        self.callbacks
+            .values()
+            .filter(|r| r.seat_leg().is_some())
+            .count()
+            + self.revisit_calls()
+    }
+
+    /// The end of the shutdown grace: callback conversations and revisit calls are hung up
+    /// (a callback whose citizen has not answered stays booked, restored at the next start).
+    pub(super) fn hang_up_outreach(&mut self, now: Now) {
+        let up: Vec<(u64, Option<u64>, Option<u64>)> = self
+            .callbacks
+            .iter()
+            .filter(|(_, r)| r.seat_leg().is_some())
+            .map(|(&id, r)| (id, r.seat_leg(), r.trunk()))
+            .collect();
+        for (id, l, t) in up {
+            if let Some(t) = t {
+                self.end_trunk(now, TrunkId(t));
+            }
+            self.callbacks.remove(&id);
+            if let Some(l) = l {
+                self.end_seat_leg(now, SeatLegId(l), EndedBy::Caller);
+            }
+        }
+        self.hang_up_revisits(now);
     }
 
     /// A held request's time came: back in line if the allowed hours are open.

@@ -360,7 +360,7 @@ impl<M: MediaIo> Core<M> {
     /// Calls in progress: citizens' calls and seats' consultations (the daemon drains them
     /// at shutdown).
     pub fn active_calls(&self) -> usize {
-        self.legs.callers.len() + self.legs.consultations.len()
+        self.legs.callers.len() + self.legs.consultations.len() + self.outreach_calls()
     }
 
     /// The citizens' calls in progress (RTP events name legs).
@@ -401,6 +401,7 @@ impl<M: MediaIo> Core<M> {
         for k in consultations {
             self.end_consultation(now, k, Some((503, "Service Unavailable")));
         }
+        self.hang_up_outreach(now);
     }
 
     /// The daemon exits now: calls still up (their BYE unanswered) are closed and written

@@ -306,6 +306,25 @@ impl<M: MediaIo> Core<M> {
         }
     }
 
+    /// Revisit calls in progress.
+    pub(super) fn revisit_calls(&self) -> usize {
+        self.revisits.calls.len()
+    }
+
+    /// Shutdown: revisit calls are hung up (their cases are tried again after the restart).
+    pub(super) fn hang_up_revisits(&mut self, now: Now) {
+        let calls: Vec<(u64, TrunkId)> = self
+            .revisits
+            .calls
+            .iter()
+            .map(|(&r, c)| (r, c.trunk))
+            .collect();
+        for (r, t) in calls {
+            self.end_trunk(now, t);
+            self.revisit_call_over(now, r, t);
+        }
+    }
+
     pub(super) fn revisit_ivr_timer(&mut self, now: Now, r: u64) {
         let Some(epoch) = self.revisits.calls.get(&r).map(|c| c.epoch) else {
             return;
