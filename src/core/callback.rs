@@ -193,7 +193,8 @@ impl<M: MediaIo> Core<M> {
             let Some(q) = self.env.plan.queues.iter().position(|x| x.name == queue) else {
                 continue;
             };
-            let waited = Duration::from_secs_f64((now_s - arrival).max(0.0));
+            let waited =
+                Duration::try_from_secs_f64((now_s - arrival).max(0.0)).unwrap_or_default();
             let since = now.mono.checked_sub(waited).unwrap_or(now.mono);
             let id = self.legs.next_id();
             let mut r = Request::new(number, call_id, QueueId(q), 0, since);
