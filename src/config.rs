@@ -1020,6 +1020,9 @@ pub struct QueueConfig {
     /// A key a waiting caller presses to hang up and be called back, keeping its place
     /// (needs `[callback] trunk`); empty: none.
     pub callback_key: String,
+    /// A prompt added to each hold announcement telling waiting callers the callback key
+    /// (e.g. "callback/offer"); empty: none.
+    pub callback_prompt: String,
 }
 
 impl Default for QueueConfig {
@@ -1043,6 +1046,7 @@ impl Default for QueueConfig {
             hold_prompt_every_s: 30,
             sorry_prompt: "sorry-busy".into(),
             callback_key: String::new(),
+            callback_prompt: String::new(),
         }
     }
 }

@@ -281,6 +281,10 @@ fn a_callback_the_citizen_never_answers_is_recorded_failed_after_its_attempts() 
             ("HOTLINE__QUEUES__GENERAL__WRAP_UP_S", "0"),
             ("HOTLINE__CALLBACK__ATTEMPTS", "2"),
             ("HOTLINE__CALLBACK__SPACING_S", "1"),
+            (
+                "HOTLINE__QUEUES__GENERAL__CALLBACK_PROMPT",
+                "callback/offer",
+            ),
         ],
     );
     let seat_port = free_port();
@@ -310,9 +314,21 @@ fn a_callback_the_citizen_never_answers_is_recorded_failed_after_its_attempts() 
         std::thread::sleep(Duration::from_millis(welcome_ms + 500));
         caller.send_dtmf(to, '0', 10, 8000);
         wait_for_waiting(&d, 1);
+        // The announcement offers the callback (after the hold prompt and "you are next");
+        // the caller takes it once it has heard it.
+        let offer_ms = ["please-hold", "queue/next", "callback/offer"]
+            .iter()
+            .map(|p| prompt_frames(p) as u64 * 20)
+            .sum::<u64>();
+        std::thread::sleep(Duration::from_millis(offer_ms + 300));
         caller.send_dtmf(to, '9', 30, 24000);
         assert_sipp_ok(&run.join().unwrap(), &d);
     });
+    let heard = decode_pcmu(&caller.packets());
+    let (offer_at, c) = find_prompt(&heard, &prompt_pcm("callback/offer"), 0).expect("offer");
+    assert!(c > 0.9, "the announcement offers the callback ({c:.2})");
+    let (_, c) = find_prompt(&heard, &prompt_pcm("callback/requested"), offer_at).expect("booked");
+    assert!(c > 0.9, "then confirms it ({c:.2})");
     agent_api(&d, "1001", "login");
     child_ok(home, "the citizen's busy line (two attempts)");
     child_ok(phone, "the seat (rung for each attempt)");

@@ -145,6 +145,10 @@ impl<M: MediaIo> Core<M> {
             queue.announce_wait,
             queue.hold_music,
         );
+        // The callback key is offered only where a callback can be booked.
+        let callback_offer = queue
+            .callback_prompt
+            .filter(|_| queue.callback_key.is_some() && !self.env.cfg.callback.trunk.is_empty());
         let Some(c) = self.legs.callers.get_mut(&k) else {
             return;
         };
@@ -166,6 +170,7 @@ impl<M: MediaIo> Core<M> {
                 prompts.extend(self.env.queue_prompts.wait(minutes));
             }
         }
+        prompts.extend(callback_offer);
         prompts.push(hold_music);
         debug!(?position, "queue announcement");
         self.media.engine.play(c.stream, &prompts, true);

@@ -121,8 +121,10 @@ pub struct Queue {
     pub hold_prompt: PromptId,
     pub hold_prompt_every: Duration,
     pub sorry: PromptId,
-    /// The key a waiting caller presses for a callback that keeps its place.
+    /// The key a waiting caller presses for a callback that keeps its place, and the prompt
+    /// of each announcement that says so.
     pub callback_key: Option<char>,
+    pub callback_prompt: Option<PromptId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -879,6 +881,11 @@ pub fn load_from(
             get(&q.hold_prompt, "hold_prompt"),
             get(&q.sorry_prompt, "sorry_prompt"),
         );
+        let callback_prompt = if q.callback_prompt.is_empty() {
+            None
+        } else {
+            get(&q.callback_prompt, "callback_prompt")
+        };
         if let (Some(hold_music), Some(hold_prompt), Some(sorry)) = (m, h, s) {
             queue_ids.insert(name.clone(), QueueId(plan.queues.len()));
             plan.queues.push(Queue {
@@ -902,6 +909,7 @@ pub fn load_from(
                 hold_prompt_every: Duration::from_secs(q.hold_prompt_every_s),
                 sorry,
                 callback_key: q.callback_key.chars().next(),
+                callback_prompt,
             });
         }
     }

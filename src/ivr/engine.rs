@@ -539,6 +539,7 @@ mod tests {
             hold_prompt_every: Duration::from_secs(30),
             sorry: PromptId(6),
             callback_key: Some('9'),
+            callback_prompt: None,
         });
         plan.flows.push(Flow {
             name: "main".into(),
