@@ -253,6 +253,9 @@ pub struct DiversionConfig {
     pub incident_header: String,
     /// The header our hand-off to an emergency centre carries the 12345 call reference in.
     pub call_ref_header: String,
+    /// The queue priority of a call that carries 110's incident reference (110's trunk
+    /// presents the citizen's number, so `acd.priority_callers` cannot know it).
+    pub priority: u8,
 }
 
 impl Default for DiversionConfig {
@@ -260,6 +263,7 @@ impl Default for DiversionConfig {
         DiversionConfig {
             incident_header: "X-110-Incident".into(),
             call_ref_header: "X-12345-Call-Ref".into(),
+            priority: 5,
         }
     }
 }

@@ -127,6 +127,14 @@ fn the_seat_sees_110_s_incident_and_the_hand_off_back_carries_our_call_reference
         "the store keeps 110's reference"
     );
     let call_id = start.1.clone().expect("call id");
+    let entered = events
+        .iter()
+        .find(|e| e.0 == "queue_enter")
+        .expect("queued");
+    assert_eq!(
+        entered.4["priority"], 5,
+        "a hand-over from 110 is queued with priority"
+    );
 
     let seat_invite = first_invite(&seat_log);
     assert!(

@@ -14,11 +14,20 @@ const DEFAULT_AHT_S: f64 = 180.0;
 impl<M: MediaIo> Core<M> {
     /// The caller waits in queue `q` from now on.
     pub(super) fn enqueue(&mut self, now: Now, k: CallerId, q: QueueId, priority: u8) {
+        // A configured caller number (110's hand-over line), or a call 110 handed over with
+        // its incident reference, is queued with priority.
         let bonus = self
             .legs
             .callers
             .get(&k)
-            .and_then(|c| self.env.cfg.acd.priority_callers.get(&c.number).copied())
+            .map(|c| {
+                let by_number = self.env.cfg.acd.priority_callers.get(&c.number).copied();
+                let by_incident = c
+                    .incident
+                    .is_some()
+                    .then_some(self.env.cfg.diversion.priority);
+                by_number.max(by_incident).unwrap_or(0)
+            })
             .unwrap_or(0);
         let Some(c) = self.legs.callers.get_mut(&k) else {
             return;
