@@ -317,6 +317,18 @@ impl<M: MediaIo> Core<M> {
         t: TrunkId,
         outcome: Result<(), u16>,
     ) {
+        // Only the request's current call counts: one the agent's hang-up cancelled (the
+        // request is back in line) or one of a request that is over is not its outcome.
+        let current = self
+            .callbacks
+            .get(&id)
+            .is_some_and(|r| r.trunk() == Some(t.0));
+        if !current {
+            if outcome.is_ok() {
+                self.end_trunk(now, t);
+            }
+            return;
+        }
         match outcome {
             Ok(()) => {
                 let Some(r) = self.callbacks.get_mut(&id) else {
@@ -440,7 +452,10 @@ impl<M: MediaIo> Core<M> {
     }
 
     /// The citizen hung up after answering: the agent's leg ends; the callback is done.
-    pub(super) fn callback_citizen_left(&mut self, now: Now, id: u64) {
+    pub(super) fn callback_citizen_left(&mut self, now: Now, id: u64, t: TrunkId) {
+        if self.callbacks.get(&id).and_then(|r| r.trunk()) != Some(t.0) {
+            return;
+        }
         let Some(r) = self.callbacks.remove(&id) else {
             return;
         };

@@ -223,7 +223,7 @@ impl<M: MediaIo> Core<M> {
                 match purpose {
                     Purpose::Transfer(k) => self.transfer_target_left(now, k),
                     Purpose::Consultation(c) => self.consultation_target_left(now, c),
-                    Purpose::Callback(cb) => self.callback_citizen_left(now, cb),
+                    Purpose::Callback(cb) => self.callback_citizen_left(now, cb, id),
                     Purpose::Revisit(r) => self.revisit_call_over(now, r, id),
                     Purpose::Probe { .. } => {}
                 }
