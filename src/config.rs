@@ -67,6 +67,205 @@ pub struct Config {
     pub node: NodeConfig,
     #[serde(default)]
     pub feed: FeedConfig,
+    /// Callbacks that keep the caller's place in line (回拨).
+    #[serde(default)]
+    pub callback: CallbackConfig,
+    /// Revisit calls (回访) of closed cases.
+    #[serde(default)]
+    pub revisit: RevisitConfig,
+    /// Confidential callers (保密).
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+    /// Graduated handling of numbers that call many times.
+    #[serde(default)]
+    pub repeat_callers: RepeatCallersConfig,
+    /// 110 non-police diversion (110 非警务类诉求分流) and hand-offs to 110.
+    #[serde(default)]
+    pub diversion: DiversionConfig,
+}
+
+/// A daily window of allowed hours, Asia/Shanghai (`"09:00-20:00"`): calls are placed from
+/// the first time up to, not including, the second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hours {
+    pub from: chrono::NaiveTime,
+    pub to: chrono::NaiveTime,
+}
+
+impl Hours {
+    pub fn parse(s: &str) -> Result<Hours, String> {
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("hours {s:?}: write \"HH:MM-HH:MM\""))?;
+        let t = |x: &str| {
+            chrono::NaiveTime::parse_from_str(x.trim(), "%H:%M")
+                .map_err(|_| format!("hours {s:?}: {x:?} is not HH:MM"))
+        };
+        let (from, to) = (t(a)?, t(b)?);
+        if from >= to {
+            return Err(format!(
+                "hours {s:?}: the window must start before it ends (no night calls)"
+            ));
+        }
+        Ok(Hours { from, to })
+    }
+
+    /// Whether `at` (Asia/Shanghai) is inside the window.
+    pub fn contains(&self, at: chrono::DateTime<chrono::FixedOffset>) -> bool {
+        let t = at.time();
+        t >= self.from && t < self.to
+    }
+
+    /// How long from `at` until the window next opens (zero inside it).
+    pub fn wait_from(&self, at: chrono::DateTime<chrono::FixedOffset>) -> std::time::Duration {
+        if self.contains(at) {
+            return std::time::Duration::ZERO;
+        }
+        let day = if at.time() < self.from {
+            at.date_naive()
+        } else {
+            at.date_naive() + chrono::Days::new(1)
+        };
+        let opens = day.and_time(self.from);
+        (opens - at.naive_local()).to_std().unwrap_or_default()
+    }
+}
+
+impl<'de> Deserialize<'de> for Hours {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Hours::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+fn default_hours() -> Hours {
+    Hours {
+        from: chrono::NaiveTime::from_hms_opt(9, 0, 0).unwrap_or_default(),
+        to: chrono::NaiveTime::from_hms_opt(20, 0, 0).unwrap_or_default(),
+    }
+}
+
+/// `[callback]`: a caller waiting in a queue with a `callback_key` may hang up and be called
+/// back, keeping its place; when it is first in line and a seat is free, the seat rings first
+/// and then the citizen is called over `trunk`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbackConfig {
+    /// The trunk citizens are called over (a name in `[trunks]`); empty: no callbacks.
+    pub trunk: String,
+    /// The number presented to the citizen.
+    pub caller: String,
+    /// Calls to the citizen before the callback is recorded failed.
+    pub attempts: u32,
+    /// Between one unanswered attempt and the next.
+    pub spacing_s: u64,
+    /// How long the citizen's phone may ring.
+    pub ring_timeout_s: u64,
+    /// Callbacks are placed only within these hours (Asia/Shanghai).
+    pub hours: Hours,
+}
+
+impl Default for CallbackConfig {
+    fn default() -> Self {
+        CallbackConfig {
+            trunk: String::new(),
+            caller: "12345".into(),
+            attempts: 3,
+            spacing_s: 300,
+            ring_timeout_s: 30,
+            hours: Hours {
+                from: chrono::NaiveTime::from_hms_opt(8, 0, 0).unwrap_or_default(),
+                to: chrono::NaiveTime::from_hms_opt(21, 0, 0).unwrap_or_default(),
+            },
+        }
+    }
+}
+
+/// `[revisit]`: cases posted to `/api/revisits` are called within `hours`, asked the
+/// satisfaction survey, and retried up to `attempts` times.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevisitConfig {
+    /// The trunk citizens are called over; empty: revisits are refused.
+    pub trunk: String,
+    pub caller: String,
+    pub attempts: u32,
+    pub spacing_s: u64,
+    pub ring_timeout_s: u64,
+    pub hours: Hours,
+}
+
+impl Default for RevisitConfig {
+    fn default() -> Self {
+        RevisitConfig {
+            trunk: String::new(),
+            caller: "12345".into(),
+            attempts: 3,
+            spacing_s: 1800,
+            ring_timeout_s: 30,
+            hours: default_hours(),
+        }
+    }
+}
+
+/// `[privacy]`: confidential callers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// The key that makes a call confidential in any menu (e.g. "*"); empty: none.
+    pub confidential_key: String,
+}
+
+/// `[repeat_callers]`: one number calling many times within `window_h` hours.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepeatCallersConfig {
+    pub enabled: bool,
+    pub window_h: u64,
+    /// From this call in the window on, the caller hears the reminder first.
+    pub remind_at: u32,
+    /// From this call on, the caller goes (after the reminder) to `queue`.
+    pub queue_at: u32,
+    pub queue: String,
+    /// Never treated as repeat callers (emergency-related numbers; the emergency targets'
+    /// numbers are always added).
+    pub exempt: Vec<String>,
+}
+
+impl Default for RepeatCallersConfig {
+    fn default() -> Self {
+        RepeatCallersConfig {
+            enabled: false,
+            window_h: 24,
+            remind_at: 3,
+            queue_at: 5,
+            queue: "general".into(),
+            exempt: vec![],
+        }
+    }
+}
+
+/// `[diversion]`: the headers of 110's hand-overs and of ours to 110.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiversionConfig {
+    /// The header in which 110's trunk names its incident (shown to the seat, stored).
+    pub incident_header: String,
+    /// The header our hand-off to an emergency centre carries the 12345 call reference in.
+    pub call_ref_header: String,
+    /// The queue priority of a call that carries 110's incident reference (110's trunk
+    /// presents the citizen's number, so `acd.priority_callers` cannot know it).
+    pub priority: u8,
+}
+
+impl Default for DiversionConfig {
+    fn default() -> Self {
+        DiversionConfig {
+            incident_header: "X-110-Incident".into(),
+            call_ref_header: "X-12345-Call-Ref".into(),
+            priority: 5,
+        }
+    }
 }
 
 /// This node's name: written on every record, and the key (with the record's id) of its events
@@ -434,6 +633,88 @@ impl Default for ReportsConfig {
 }
 
 impl Config {
+    /// Every unit the configuration names (seats' and targets' units, targets without one by
+    /// name): revisits must name one of them.
+    pub fn units(&self) -> std::collections::BTreeSet<String> {
+        self.seats
+            .iter()
+            .map(|s| s.unit.clone())
+            .filter(|u| !u.is_empty())
+            .chain(self.targets.iter().map(|t| t.unit_name().to_string()))
+            .collect()
+    }
+
+    /// Numbers never treated as repeat callers: the configured ones and every emergency
+    /// target's.
+    pub fn repeat_exempt(&self) -> std::collections::HashSet<String> {
+        self.repeat_callers
+            .exempt
+            .iter()
+            .cloned()
+            .chain(
+                self.targets
+                    .iter()
+                    .filter(|t| t.kind == TargetKind::Emergency)
+                    .map(|t| t.number.clone()),
+            )
+            .collect()
+    }
+
+    /// `[callback]`, `[revisit]`, `[privacy]`, `[repeat_callers]`, `[diversion]`.
+    fn validate_outreach(&self) -> Result<(), ConfigError> {
+        let bad = |s: String| Err(ConfigError::Invalid(s));
+        for (what, trunk) in [
+            ("callback", &self.callback.trunk),
+            ("revisit", &self.revisit.trunk),
+        ] {
+            if !trunk.is_empty() && !self.trunks.contains_key(trunk) {
+                return bad(format!("{what}.trunk {trunk:?} is not in [trunks]"));
+            }
+        }
+        if self.callback.attempts == 0 || self.revisit.attempts == 0 {
+            return bad("callback.attempts and revisit.attempts must be at least 1".into());
+        }
+        let one_key = |k: &str| {
+            let mut c = k.chars();
+            matches!((c.next(), c.next()), (Some(x), None) if crate::media::dtmf::char_event(x).is_some())
+        };
+        for (name, q) in &self.queues {
+            if !q.callback_key.is_empty() && !one_key(&q.callback_key) {
+                return bad(format!(
+                    "queues.{name}.callback_key {:?} is not one DTMF key",
+                    q.callback_key
+                ));
+            }
+        }
+        let k = &self.privacy.confidential_key;
+        if !k.is_empty() && !one_key(k) {
+            return bad(format!(
+                "privacy.confidential_key {k:?} is not one DTMF key"
+            ));
+        }
+        let r = &self.repeat_callers;
+        if r.enabled {
+            if r.remind_at < 2 || r.queue_at < r.remind_at || r.window_h == 0 {
+                return bad("repeat_callers: need 2 <= remind_at <= queue_at and window_h > 0 (the reminder always comes before the designated queue)".into());
+            }
+            if !self.queues.contains_key(&r.queue) {
+                return bad(format!(
+                    "repeat_callers.queue {:?} is not in [queues]",
+                    r.queue
+                ));
+            }
+        }
+        for (what, h) in [
+            ("incident_header", &self.diversion.incident_header),
+            ("call_ref_header", &self.diversion.call_ref_header),
+        ] {
+            if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return bad(format!("diversion.{what} {h:?} is not a header name"));
+            }
+        }
+        Ok(())
+    }
+
     /// The target with exactly this number (never a prefix or substring match: `1100` is not
     /// 110).
     pub fn target(&self, number: &str) -> Option<usize> {
@@ -759,6 +1040,12 @@ pub struct QueueConfig {
     pub hold_prompt: String,
     pub hold_prompt_every_s: u64,
     pub sorry_prompt: String,
+    /// A key a waiting caller presses to hang up and be called back, keeping its place
+    /// (needs `[callback] trunk`); empty: none.
+    pub callback_key: String,
+    /// A prompt added to each hold announcement telling waiting callers the callback key
+    /// (e.g. "callback/offer"); empty: none.
+    pub callback_prompt: String,
 }
 
 impl Default for QueueConfig {
@@ -782,6 +1069,8 @@ impl Default for QueueConfig {
             hold_prompt: "please-hold".into(),
             hold_prompt_every_s: 30,
             sorry_prompt: "sorry-busy".into(),
+            callback_key: String::new(),
+            callback_prompt: String::new(),
         }
     }
 }
@@ -904,6 +1193,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_outreach()?;
         if !valid_node_id(&self.node.id) {
             return Err(ConfigError::Invalid(format!(
                 "node.id {:?}: 1 to 32 letters, digits, '-' or '_'",

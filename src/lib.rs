@@ -44,6 +44,7 @@ pub mod media;
 pub mod metrics;
 pub mod overload;
 pub mod registrar;
+pub mod revisit;
 pub mod runtime;
 pub mod sdp;
 pub mod sip;

@@ -385,6 +385,26 @@ fn figures(cfg: &Config, day: Option<String>, json: bool) -> ExitCode {
             q.longest_wait_s
         );
     }
+    if f.queues.values().any(|q| q.callbacks_requested > 0) {
+        println!("\ncallbacks     requested answered failed");
+        for (name, q) in f.queues.iter().filter(|(_, q)| q.callbacks_requested > 0) {
+            println!(
+                "{name:<13} {:>9} {:>8} {:>6}",
+                q.callbacks_requested, q.callbacks_answered, q.callbacks_failed
+            );
+        }
+    }
+    let r = &f.repeat_callers;
+    println!(
+        "\nrepeat callers: {} repeat calls, {} reminded, {} sent to the designated queue",
+        r.calls, r.reminded, r.designated
+    );
+    for (unit, s) in &f.revisits {
+        println!(
+            "revisit ratings {unit}: {} 满意, {} 基本满意, {} 不满意, {} no answer",
+            s.satisfied, s.basically_satisfied, s.dissatisfied, s.no_answer
+        );
+    }
     ExitCode::SUCCESS
 }
 

@@ -35,7 +35,7 @@ fn wait_in_general(d: &Daemon) -> (Vec<i16>, usize) {
 }
 
 #[test]
-fn at_max_wait_the_general_queue_overflows_to_the_callback_flow() {
+fn at_max_wait_the_general_queue_overflows_to_a_callback_request() {
     let d = Daemon::start(&[
         ("HOTLINE__QUEUES__GENERAL__MAX_WAIT_S", "12"),
         ("HOTLINE__QUEUES__GENERAL__HOLD_PROMPT_EVERY_S", "60"),
@@ -50,7 +50,9 @@ fn at_max_wait_the_general_queue_overflows_to_the_callback_flow() {
         correlation(&heard[music_at..], &music[..8000]) > 0.95,
         "hold music follows the announcement"
     );
-    let (cb_at, c) = find_prompt(&heard, &prompt_pcm("callback"), hold_at).unwrap();
+    // The overflow books a real callback (回拨) keeping the caller's place: the caller hears
+    // that its place is kept.
+    let (cb_at, c) = find_prompt(&heard, &prompt_pcm("callback/requested"), hold_at).unwrap();
     assert!(c > 0.95, "call-back prompt heard ({c:.3})");
     let waited = (cb_at - hold_at) as f64 / 8000.0;
     assert!(
@@ -66,6 +68,14 @@ fn at_max_wait_the_general_queue_overflows_to_the_callback_flow() {
     assert_eq!(exits.len(), 1, "{exits:?}");
     assert_eq!(exits[0].3.as_deref(), Some("general"));
     assert_eq!(exits[0].4["reason"], "timeout");
+    let callbacks: Vec<_> = d
+        .stored_events()
+        .into_iter()
+        .filter(|e| e.0 == "callback")
+        .collect();
+    assert_eq!(callbacks.len(), 1, "{callbacks:?}");
+    assert_eq!(callbacks[0].4["outcome"], "requested");
+    assert_eq!(callbacks[0].3.as_deref(), Some("general"));
 }
 
 #[test]

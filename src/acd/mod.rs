@@ -9,7 +9,9 @@
 
 pub mod agent;
 pub mod announce;
+pub mod callback;
 pub mod queue;
+pub mod repeat;
 
 use crate::config::SeatConfig;
 use crate::ivr::dialplan::{Dialplan, QueueId};

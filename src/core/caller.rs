@@ -76,6 +76,12 @@ pub(super) struct Caller {
     busy: bool,
     /// What ended the call, once something did.
     end_cause: Option<EndCause>,
+    /// The caller asked for confidentiality (保密): seats, logs and the API see no number.
+    pub(super) confidential: bool,
+    /// 110's incident reference of a call 110 handed over.
+    pub(super) incident: Option<String>,
+    /// The queue the caller waited in last (a callback step books its place there).
+    pub(super) last_queue: Option<QueueId>,
 }
 
 impl Caller {
@@ -218,7 +224,19 @@ impl<M: MediaIo> Core<M> {
             }
             Some(d) => d,
         };
-        self.new_caller_with(now, req, info, peer, span, decision);
+        let number = message::header(&req, "From")
+            .map(message::user_of)
+            .unwrap_or("")
+            .to_string();
+        let (decision, repeat) = self.repeat_treatment(now, &number, decision);
+        let call_id = info.call_id.clone();
+        if self
+            .new_caller_with(now, req, info, peer, span, decision)
+            .is_some()
+            && let Some(event) = repeat
+        {
+            self.record(now, event, Some(&call_id), None, None);
+        }
     }
 
     /// A call answered with `decision` (a dialplan's, or a feature code's confirmation).
@@ -274,6 +292,11 @@ impl<M: MediaIo> Core<M> {
             .map(message::user_of)
             .unwrap_or("")
             .to_string();
+        let incident = message::header(&req, &self.env.cfg.diversion.incident_header)
+            .and_then(super::diversion::incident_reference);
+        if let Some(r) = &incident {
+            info!(incident = %r, "handed over by 110 (非警务类诉求分流)");
+        }
         let dialogue = self.uas_dialog(&req, &info, peer);
         let session = InviteSession::incoming(req, &info, dialogue);
         info!(rtp_port = local_media.port, "new call");
@@ -282,6 +305,7 @@ impl<M: MediaIo> Core<M> {
             caller: number.clone(),
             source: peer.addr.to_string(),
             transport: peer.transport.via_name().to_string(),
+            incident: incident.clone(),
         };
         self.record(now, event, Some(&info.call_id), None, None);
         Stats::inc(&self.env.stats.calls_active);
@@ -306,6 +330,9 @@ impl<M: MediaIo> Core<M> {
                 gone: false,
                 busy: false,
                 end_cause: None,
+                confidential: false,
+                incident,
+                last_queue: None,
             },
         );
         let leg = Leg::Caller(k);
@@ -726,6 +753,8 @@ impl<M: MediaIo> Core<M> {
                 Action::Announce(q) => self.announce(now, k, q),
                 Action::SurveyResult(rating) => self.survey_result(now, k, rating, None),
                 Action::Retained(r) => self.pass_to_retained(now, k, r),
+                Action::Callback(q) => self.request_callback(now, k, q),
+                Action::Confidential => self.make_confidential(now, k),
                 Action::Dequeue(reason) => {
                     let reason = match reason {
                         ExitReason::Timeout => QueueExit::Timeout,
@@ -784,6 +813,7 @@ impl<M: MediaIo> Core<M> {
             rating,
             label: label.to_string(),
             matter: None, // the call itself
+            unit: None,   // the seat's
         };
         self.record(
             now,

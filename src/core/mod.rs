@@ -16,10 +16,15 @@
 //! ([`seats`]). Time comes in as [`Now`] and randomness from one [`Entropy`]: nothing here
 //! reads a clock or the operating system's random numbers.
 
+mod callback;
 mod caller;
+mod confidential;
 mod consultation;
+mod diversion;
 mod media;
 mod probe;
+mod repeat;
+mod revisit;
 mod seat_leg;
 mod seats;
 mod srtp;
@@ -27,7 +32,9 @@ mod transfer;
 mod trunk;
 mod waiting;
 
+pub use confidential::{CallView, NumberReadError};
 pub use media::{MediaIo, RtpEvent};
+pub use revisit::{RevisitError, RevisitView};
 pub use seats::{AgentAction, ContactView, QueueDirectory, QueueView, SeatDirectory, SeatView};
 pub use transfer::TransferError;
 
@@ -100,6 +107,12 @@ enum Timer {
     NoAgents(usize),
     ProbeRound(usize),
     ProbeAttempt(u64),
+    /// A held callback may go back in line (spacing over, or the allowed hours open).
+    Callback(u64),
+    /// The revisit cases are looked at (due ones called).
+    Revisits,
+    /// A revisit call's survey timer (its IVR's epoch).
+    RevisitIvr(u64),
     Housekeeping,
 }
 
@@ -217,6 +230,10 @@ pub struct Core<M: MediaIo> {
     acd: Acd,
     registrar: Registrar,
     transfers: HashMap<CallerId, transfer::Transfer>,
+    /// Callback requests (回拨), by their key in the ACD's lines.
+    callbacks: HashMap<u64, crate::acd::callback::Request>,
+    revisits: revisit::Revisits,
+    repeat: crate::acd::repeat::RepeatCallers,
     probes: probe::Probes,
     timers: TimerTable<Timer>,
     records: Records,
@@ -262,6 +279,9 @@ impl<M: MediaIo> Core<M> {
             acd,
             registrar,
             transfers: HashMap::new(),
+            callbacks: HashMap::new(),
+            revisits: revisit::Revisits::default(),
+            repeat: crate::acd::repeat::RepeatCallers::new(&cfg),
             probes: probe::Probes::default(),
             timers: TimerTable::default(),
             records: Records::default(),
@@ -290,6 +310,8 @@ impl<M: MediaIo> Core<M> {
         }
         self.publish_queues(now);
         self.start_probes(now);
+        // Revisit cases restored from the store are looked at now.
+        self.timers.set(Timer::Revisits, Some(now.mono));
     }
 
     /// Today's figures so far, from the store's records (a restart mid-day goes on counting).
@@ -297,6 +319,7 @@ impl<M: MediaIo> Core<M> {
         for r in records {
             self.records.figures.apply(r);
         }
+        self.preload_repeat(records);
     }
 
     /// The next call or state event for the durable store.
@@ -337,7 +360,7 @@ impl<M: MediaIo> Core<M> {
     /// Calls in progress: citizens' calls and seats' consultations (the daemon drains them
     /// at shutdown).
     pub fn active_calls(&self) -> usize {
-        self.legs.callers.len() + self.legs.consultations.len()
+        self.legs.callers.len() + self.legs.consultations.len() + self.outreach_calls()
     }
 
     /// The citizens' calls in progress (RTP events name legs).
@@ -378,6 +401,7 @@ impl<M: MediaIo> Core<M> {
         for k in consultations {
             self.end_consultation(now, k, Some((503, "Service Unavailable")));
         }
+        self.hang_up_outreach(now);
     }
 
     /// The daemon exits now: calls still up (their BYE unanswered) are closed and written
@@ -423,6 +447,8 @@ impl<M: MediaIo> Core<M> {
                             | Timer::ProbeRound(_)
                             | Timer::AgentReady(_)
                             | Timer::NoAgents(_)
+                            | Timer::Callback(_)
+                            | Timer::Revisits
                     )
                 })
                 .count(),
@@ -445,8 +471,12 @@ impl<M: MediaIo> Core<M> {
         while let Some(crate::media::engine::MediaEvent::PlaybackDone(stream)) =
             self.media.engine.poll_event()
         {
-            if let Some(&Leg::Caller(k)) = self.media.streams.get(&stream) {
-                self.ivr_input(now, k, crate::ivr::engine::Input::PlaybackDone)
+            match self.media.streams.get(&stream) {
+                Some(&Leg::Caller(k)) => {
+                    self.ivr_input(now, k, crate::ivr::engine::Input::PlaybackDone)
+                }
+                Some(&Leg::Trunk(t)) => self.trunk_playback_done(now, t),
+                _ => {}
             }
         }
     }
@@ -471,7 +501,8 @@ impl<M: MediaIo> Core<M> {
                 match leg {
                     Leg::Seat(k) => self.leg_digit(now, k, d),
                     Leg::Caller(k) => self.caller_digit(now, k, d),
-                    Leg::Trunk(_) | Leg::Consultation(_) => {}
+                    Leg::Trunk(t) => self.trunk_digit(now, t, d),
+                    Leg::Consultation(_) => {}
                 }
             }
             RtpEvent::Secured(Leg::Seat(l)) => self.seat_secured(now, l),
@@ -503,6 +534,9 @@ impl<M: MediaIo> Core<M> {
                 Timer::NoAgents(q) => self.check_no_agents(now, QueueId(q)),
                 Timer::ProbeRound(t) => self.probe_round(now, t),
                 Timer::ProbeAttempt(r) => self.probe_attempt(now, r),
+                Timer::Callback(id) => self.callback_timer(now, id),
+                Timer::Revisits => self.revisit_tick(now),
+                Timer::RevisitIvr(r) => self.revisit_ivr_timer(now, r),
                 Timer::Housekeeping => self.housekeeping(now),
             }
         }

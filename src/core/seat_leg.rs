@@ -96,17 +96,19 @@ impl<M: MediaIo> Core<M> {
         let k = match what {
             Waiting::Caller(k) | Waiting::Transfer(k) => CallerId(k),
         };
-        let Some(c) = self.legs.callers.get(&k) else {
+        // A callback is offered only within its allowed hours (else it waits, keeping its
+        // place, until they open).
+        if self.callback_held_for_hours(now, k.0) {
+            return true;
+        }
+        // What the phone is shown: the caller (masked when confidential, with 110's incident),
+        // or a callback with its number and original wait.
+        let Some(shown) = self.presented(now, k) else {
             return true;
         };
-        let span = c.span.clone();
+        let span = shown.span.clone();
         let _g = span.enter();
-        let codec = c
-            .remote_media
-            .as_ref()
-            .map(|m| m.primary())
-            .unwrap_or((crate::media::Codec::Pcmu, 0));
-        let (caller, dialled) = (presentable(&c.number).to_string(), c.dialled.clone());
+        let codec = shown.codec;
         let l = SeatLegId(self.legs.next_id());
         let Some((stream, mut local)) =
             self.open_media(now, Leg::Seat(l), binding.peer.addr.ip(), None, codec)
@@ -122,7 +124,7 @@ impl<M: MediaIo> Core<M> {
         let dialog = DialogParams {
             call_id: format!("{}@hotline", self.rng.token()),
             local_tag: self.rng.token(),
-            local_uri: format!("\"{caller}\" <sip:{caller}@{host}>"),
+            local_uri: shown.from(&host),
             remote: format!("<sip:{}@{host}>", seat_cfg.user),
             remote_tag: None,
             remote_target: binding.uri.clone(),
@@ -142,11 +144,9 @@ impl<M: MediaIo> Core<M> {
                 .map(|s| s.id.clone()),
             Waiting::Caller(_) => None,
         };
-        let mut extra = vec![
-            ("X-Hotline-Queue", queue_name.as_str()),
-            ("X-Hotline-Dialled", dialled.as_str()),
-            ("Allow", ALLOW),
-        ];
+        let mut extra = vec![("X-Hotline-Queue", queue_name.as_str())];
+        extra.extend(shown.headers.iter().map(|(n, v)| (*n, v.as_str())));
+        extra.push(("Allow", ALLOW));
         if let Some(by) = &by {
             extra.push(("X-Hotline-Transfer-By", by.as_str()));
         }
@@ -264,12 +264,16 @@ impl<M: MediaIo> Core<M> {
         let (seat, stream, k) = (leg.seat, leg.stream, leg.caller());
         let browser = leg.local_media.webrtc.is_some();
         let seat_id = self.registrar.seats()[seat].id.clone();
+        // A callback's seat answers with no caller on the line yet: the citizen is called
+        // next (the seat's own stream stands in until then).
+        let callback = self.callbacks.contains_key(&k.0);
         let caller_stream = self
             .legs
             .callers
             .get(&k)
             .filter(|c| !c.session.is_over())
-            .map(|c| c.stream);
+            .map(|c| c.stream)
+            .or(callback.then_some(stream));
         if browser {
             // The conversation starts once DTLS-SRTP has keyed the leg.
             let fingerprint = match (sdp::parse_webrtc(body), caller_stream) {
@@ -335,13 +339,15 @@ impl<M: MediaIo> Core<M> {
         let LegState::Securing(m) = std::mem::replace(&mut leg.state, LegState::Ringing) else {
             return;
         };
-        let k = leg.caller();
+        let (k, stream) = (leg.caller(), leg.stream);
+        let callback = self.callbacks.contains_key(&k.0);
         let caller_stream = self
             .legs
             .callers
             .get(&k)
             .filter(|c| !c.session.is_over())
-            .map(|c| c.stream);
+            .map(|c| c.stream)
+            .or(callback.then_some(stream));
         match caller_stream {
             Some(cs) => self.seat_connected(now, l, *m, cs),
             None => self.withdraw_offer(now, l, AgentEvent::Withdrawn),
@@ -372,6 +378,7 @@ impl<M: MediaIo> Core<M> {
         let (seat, queue, stream, what, k) =
             (leg.seat, leg.queue, leg.stream, leg.what, leg.caller());
         let browser = leg.local_media.webrtc.is_some();
+        let callback = self.callbacks.contains_key(&k.0);
         let seat_id = self.registrar.seats()[seat].id.clone();
         if let Some(tx) = self.media.engine.tx(stream) {
             // A browser's media address is the one its ICE checks came from, not its SDP's.
@@ -392,7 +399,7 @@ impl<M: MediaIo> Core<M> {
             .agent_mut(seat)
             .map(|a| a.handle(now.mono, AgentEvent::Answered));
         let ring_s = now.since(self.legs.seats[&l].offered_at).as_secs_f64();
-        let call_id = self.legs.callers.get(&k).map(|c| c.call_id.clone());
+        let call_id = self.call_id_of(k);
         let expert = matches!(what, Waiting::Transfer(_));
         let event = RecordEvent::Offer {
             outcome: OfferOutcome::Answered,
@@ -410,6 +417,11 @@ impl<M: MediaIo> Core<M> {
             info!(seat = %seat_id, "an expert answered the transfer");
             self.publish_seat(seat, now);
             return self.expert_answered(now, k, l);
+        }
+        if callback {
+            info!(seat = %seat_id, "the seat answered a callback; calling the citizen");
+            self.publish_seat(seat, now);
+            return self.callback_seat_answered(now, k.0, l);
         }
         self.media.engine.set_sending(caller_stream, false);
         self.media.bridge(caller_stream, stream);
@@ -444,7 +456,7 @@ impl<M: MediaIo> Core<M> {
         leg.state = LegState::Settled;
         let (seat, queue, what, k) = (leg.seat, leg.queue, leg.what, leg.caller());
         let ring_s = now.since(leg.offered_at).as_secs_f64();
-        let call_id = self.legs.callers.get(&k).map(|c| c.call_id.clone());
+        let call_id = self.call_id_of(k);
         let label = match outcome {
             AgentEvent::Missed => OfferOutcome::Missed,
             AgentEvent::Rejected => OfferOutcome::Rejected,
@@ -542,6 +554,11 @@ impl<M: MediaIo> Core<M> {
         }
         let (k, queue, seat) = (leg.caller(), leg.queue, leg.seat);
         warn!(seat = %self.registrar.seats()[seat].id, "the seat's connection was lost during the call");
+        if self.callbacks.contains_key(&k.0) {
+            // A callback's conversation: as if the seat had hung up (the request goes back in
+            // line while the citizen was still being called).
+            return self.callback_seat_left(now, k.0, l);
+        }
         let with_caller = self
             .legs
             .callers
@@ -583,6 +600,9 @@ impl<M: MediaIo> Core<M> {
         }
         let k = leg.caller();
         info!(seat = %self.registrar.seats()[leg.seat].id, "seat hung up");
+        if self.callbacks.contains_key(&k.0) {
+            return self.callback_seat_left(now, k.0, l);
+        }
         let with_caller = self
             .legs
             .callers
@@ -634,7 +654,7 @@ impl<M: MediaIo> Core<M> {
             .agent(seat)
             .map(|a| now.since(a.since()).as_secs_f64())
             .unwrap_or_default();
-        let call_id = self.legs.callers.get(&k).map(|c| c.call_id.clone());
+        let call_id = self.call_id_of(k);
         let wrap_up = self
             .env
             .plan
@@ -874,6 +894,7 @@ impl<M: MediaIo> Core<M> {
         let call_id = c.call_id.clone();
         let event = RecordEvent::Recording {
             path: path.display().to_string(),
+            confidential: c.confidential,
         };
         self.record(now, event, Some(&call_id), Some(seat), Some(queue));
     }

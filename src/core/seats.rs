@@ -140,6 +140,8 @@ impl<M: MediaIo> Core<M> {
                         .callers
                         .get(&CallerId(e.key))
                         .and_then(|c| c.entered())
+                        // A callback waits from its caller's original arrival.
+                        .or_else(|| self.callbacks.get(&e.key).map(|r| r.since))
                 })
                 .map(|t| now.since(t).as_secs())
                 .chain(transfers.iter().copied())
@@ -519,6 +521,9 @@ impl<M: MediaIo> Core<M> {
     /// Once a second: agents whose wrap-up ended, offers, queues without members, the views,
     /// calls past the maximum duration, expired registrations and keep-alives.
     pub(super) fn housekeeping(&mut self, now: Now) {
+        if now.unix_s().is_multiple_of(60) {
+            self.repeat.prune(now.unix_s() as i64);
+        }
         self.acd.tick(now.mono);
         // Agents come free by wrap-up ending or a retry delay passing: offer what waits.
         self.dispatch(now);

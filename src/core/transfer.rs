@@ -234,7 +234,7 @@ impl<M: MediaIo> Core<M> {
         }
         let c = &self.legs.callers[&k];
         let (caller, call_id, span, cs) = (
-            c.number.clone(),
+            super::confidential::shown_number(c).to_string(),
             c.call_id.clone(),
             c.span.clone(),
             c.stream,
@@ -242,10 +242,14 @@ impl<M: MediaIo> Core<M> {
         let _g = span.enter();
         let codec = self.media.codec(cs);
         let seat_id = self.registrar.seats()[seat].id.clone();
-        let extra = [
+        let mut extra = vec![
             ("X-Hotline-Transfer-By", seat_id.as_str()),
             ("X-Hotline-Call", call_id.as_str()),
         ];
+        // A hand-off to an emergency centre carries our call reference (and 110's incident
+        // reference, for a call 110 handed over) in the configured headers.
+        let diversion = self.diversion_headers(k, target);
+        extra.extend(diversion.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         let t = &self.env.cfg.targets[target];
         let timeout = Duration::from_secs(t.timeout_s);
         let name = t.name.clone();
@@ -297,7 +301,7 @@ impl<M: MediaIo> Core<M> {
             return;
         };
         let (caller, call_id, dialled, cs, span) = (
-            c.number.clone(),
+            super::confidential::shown_number(c).to_string(),
             c.call_id.clone(),
             c.dialled.clone(),
             c.stream,
@@ -1152,7 +1156,11 @@ impl<M: MediaIo> Core<M> {
         }
         let (call_id, caller, span) = {
             let c = &self.legs.callers[&k];
-            (c.call_id.clone(), c.number.clone(), c.span.clone())
+            (
+                c.call_id.clone(),
+                super::confidential::shown_number(c).to_string(),
+                c.span.clone(),
+            )
         };
         let _g = span.enter();
         let seat_id = self.registrar.seats()[seat].id.clone();

@@ -19,6 +19,10 @@ pub(super) enum Purpose {
     Probe { round: u64, attempt: u32 },
     /// The target of a seat's consultation.
     Consultation(ConsultationId),
+    /// The citizen of a callback (回拨), the seat already on the line.
+    Callback(u64),
+    /// The citizen of a revisit case (回访).
+    Revisit(u64),
 }
 
 pub(super) struct TrunkCall {
@@ -58,12 +62,41 @@ impl<M: MediaIo> Core<M> {
         extra: &[(&str, &str)],
     ) -> Result<TrunkId, DialError> {
         let t = &self.env.cfg.targets[target];
-        let Some(trunk) = t.trunk.as_ref().and_then(|n| self.env.cfg.trunks.get(n)) else {
+        let Some(trunk_name) = t.trunk.clone() else {
             return Err(DialError::NoTrunk(t.number.clone()));
         };
-        let (gateway, number) = (trunk.address, t.number.clone());
+        let number = t.number.clone();
+        self.dial(
+            now,
+            &trunk_name,
+            &number,
+            caller,
+            purpose,
+            ring_timeout,
+            codec,
+            extra,
+        )
+    }
+
+    /// Calls `number` over trunk `trunk_name` presenting `caller`; media in `codec`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn dial(
+        &mut self,
+        now: Now,
+        trunk_name: &str,
+        number: &str,
+        caller: &str,
+        purpose: Purpose,
+        ring_timeout: Duration,
+        codec: (crate::media::Codec, u8),
+        extra: &[(&str, &str)],
+    ) -> Result<TrunkId, DialError> {
+        let Some(trunk) = self.env.cfg.trunks.get(trunk_name) else {
+            return Err(DialError::NoTrunk(number.to_string()));
+        };
+        let (gateway, number) = (trunk.address, number.to_string());
         let credentials = trunk.username.clone().zip(trunk.password.clone());
-        let trunk_name = t.trunk.clone().unwrap_or_default();
+        let trunk_name = trunk_name.to_string();
         let transport = self
             .env
             .cfg
@@ -179,7 +212,10 @@ impl<M: MediaIo> Core<M> {
             }
             SessionEvent::Ringing { .. } => match purpose {
                 Purpose::Transfer(k) => self.transfer_ringing(now, k),
-                Purpose::Probe { .. } | Purpose::Consultation(_) => {}
+                Purpose::Probe { .. }
+                | Purpose::Consultation(_)
+                | Purpose::Callback(_)
+                | Purpose::Revisit(_) => {}
             },
             SessionEvent::Ended(_) => {
                 // The far end hung up (or never acknowledged our 2xx to its re-INVITE).
@@ -187,6 +223,8 @@ impl<M: MediaIo> Core<M> {
                 match purpose {
                     Purpose::Transfer(k) => self.transfer_target_left(now, k),
                     Purpose::Consultation(c) => self.consultation_target_left(now, c),
+                    Purpose::Callback(cb) => self.callback_citizen_left(now, cb, id),
+                    Purpose::Revisit(r) => self.revisit_call_over(now, r, id),
                     Purpose::Probe { .. } => {}
                 }
             }
@@ -205,6 +243,8 @@ impl<M: MediaIo> Core<M> {
             Purpose::Transfer(k) => self.transfer_outcome(now, k, id, outcome),
             Purpose::Probe { round, .. } => self.probe_outcome_of(now, id, round, outcome),
             Purpose::Consultation(c) => self.consultation_outcome(now, c, id, outcome),
+            Purpose::Callback(cb) => self.callback_citizen_outcome(now, cb, id, outcome),
+            Purpose::Revisit(r) => self.revisit_outcome(now, r, id, outcome),
         }
     }
 

@@ -14,11 +14,20 @@ const DEFAULT_AHT_S: f64 = 180.0;
 impl<M: MediaIo> Core<M> {
     /// The caller waits in queue `q` from now on.
     pub(super) fn enqueue(&mut self, now: Now, k: CallerId, q: QueueId, priority: u8) {
+        // A configured caller number (110's hand-over line), or a call 110 handed over with
+        // its incident reference, is queued with priority.
         let bonus = self
             .legs
             .callers
             .get(&k)
-            .and_then(|c| self.env.cfg.acd.priority_callers.get(&c.number).copied())
+            .map(|c| {
+                let by_number = self.env.cfg.acd.priority_callers.get(&c.number).copied();
+                let by_incident = c
+                    .incident
+                    .is_some()
+                    .then_some(self.env.cfg.diversion.priority);
+                by_number.max(by_incident).unwrap_or(0)
+            })
             .unwrap_or(0);
         let Some(c) = self.legs.callers.get_mut(&k) else {
             return;
@@ -31,6 +40,7 @@ impl<M: MediaIo> Core<M> {
             entered: now.mono,
             announced: None,
         };
+        c.last_queue = Some(q);
         let since = *c.queued_at.get_or_insert(now.mono);
         let priority = priority.max(bonus);
         let call_id = c.call_id.clone();
@@ -150,6 +160,10 @@ impl<M: MediaIo> Core<M> {
             queue.announce_wait,
             queue.hold_music,
         );
+        // The callback key is offered only where a callback can be booked.
+        let callback_offer = queue
+            .callback_prompt
+            .filter(|_| queue.callback_key.is_some() && !self.env.cfg.callback.trunk.is_empty());
         let Some(c) = self.legs.callers.get_mut(&k) else {
             return;
         };
@@ -171,6 +185,7 @@ impl<M: MediaIo> Core<M> {
                 prompts.extend(self.env.queue_prompts.wait(minutes));
             }
         }
+        prompts.extend(callback_offer);
         prompts.push(hold_music);
         debug!(?position, "queue announcement");
         self.media.engine.play(c.stream, &prompts, true);
@@ -180,11 +195,17 @@ impl<M: MediaIo> Core<M> {
     pub(super) fn dispatch(&mut self, now: Now) {
         let registrar = &self.registrar;
         let callers = &self.legs.callers;
+        let callbacks = &self.callbacks;
         let proposals = self.acd.plan(
             now.mono,
             &self.env.plan,
             |seat| registrar.contacts(seat, now.mono).any(|b| b.reachable),
-            |k| callers.get(&CallerId(k)).and_then(|c| c.entered()),
+            |k| {
+                callers
+                    .get(&CallerId(k))
+                    .and_then(|c| c.entered())
+                    .or_else(|| callbacks.get(&k).map(|r| r.since))
+            },
         );
         for p in proposals {
             for seat in p.seats {

@@ -65,6 +65,9 @@ pub enum Step {
     Transfer(String),
     Goto(FlowId),
     Hangup,
+    /// Ask for a callback that keeps the caller's place in its last queue (回拨); when it
+    /// cannot be had, the next step.
+    Callback,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +121,10 @@ pub struct Queue {
     pub hold_prompt: PromptId,
     pub hold_prompt_every: Duration,
     pub sorry: PromptId,
+    /// The key a waiting caller presses for a callback that keeps its place, and the prompt
+    /// of each announcement that says so.
+    pub callback_key: Option<char>,
+    pub callback_prompt: Option<PromptId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -261,6 +268,11 @@ pub struct Dialplan {
     pub survey: Option<PromptId>,
     pub survey_thanks: Option<PromptId>,
     pub goodbye: Option<PromptId>,
+    /// The key that makes a call confidential in any menu, and what the caller then hears.
+    pub confidential_key: Option<char>,
+    pub confidential_prompt: Option<PromptId>,
+    /// What a caller hears once its callback is booked (then it is hung up).
+    pub callback_requested: Option<PromptId>,
 }
 
 impl Dialplan {
@@ -687,6 +699,7 @@ enum RawStep {
         flow: String,
     },
     Hangup,
+    Callback,
 }
 
 fn default_menu_timeout() -> u64 {
@@ -862,6 +875,9 @@ pub fn load_from(
         survey: prompts.id("survey"),
         survey_thanks: prompts.id("survey-thanks"),
         goodbye: prompts.id("goodbye"),
+        confidential_key: cfg.privacy.confidential_key.chars().next(),
+        confidential_prompt: prompts.id("confidential/on"),
+        callback_requested: prompts.id("callback/requested"),
         province: province.to_string(),
         ..Dialplan::default()
     };
@@ -886,6 +902,11 @@ pub fn load_from(
             get(&q.hold_prompt, "hold_prompt"),
             get(&q.sorry_prompt, "sorry_prompt"),
         );
+        let callback_prompt = if q.callback_prompt.is_empty() {
+            None
+        } else {
+            get(&q.callback_prompt, "callback_prompt")
+        };
         if let (Some(hold_music), Some(hold_prompt), Some(sorry)) = (m, h, s) {
             queue_ids.insert(name.clone(), QueueId(plan.queues.len()));
             plan.queues.push(Queue {
@@ -908,6 +929,8 @@ pub fn load_from(
                 hold_prompt,
                 hold_prompt_every: Duration::from_secs(q.hold_prompt_every_s),
                 sorry,
+                callback_key: q.callback_key.chars().next(),
+                callback_prompt,
             });
         }
     }
@@ -1040,6 +1063,7 @@ pub fn load_from(
                         }
                     }
                     RawStep::Hangup => Step::Hangup,
+                    RawStep::Callback => Step::Callback,
                 };
                 steps.push(step);
             }

@@ -41,6 +41,11 @@ pub enum Input {
     /// The seat's connection was lost mid-call: the caller waits again in this queue, ahead
     /// of everyone.
     SeatLost(QueueId),
+    /// Call control booked the callback asked for ([`Action::Callback`]): the caller hears
+    /// that its place is kept, and is hung up.
+    CallbackBooked,
+    /// The callback could not be booked (no usable number, no trunk): the flow goes on.
+    CallbackRefused,
 }
 
 /// Why a caller left a queue without a seat (for the queue's figures).
@@ -78,6 +83,11 @@ pub enum Action {
     /// Pass the caller to a retained-seat line's own seats over their trunk; on failure call
     /// control answers with [`Input::RetainedFailed`].
     Retained(Retained),
+    /// The caller asks for a callback keeping its place in this queue (`None`: its last one);
+    /// call control answers [`Input::CallbackBooked`] or [`Input::CallbackRefused`].
+    Callback(Option<QueueId>),
+    /// The caller asked for confidentiality (保密).
+    Confidential,
     Hangup,
 }
 
@@ -95,6 +105,8 @@ enum State {
     Queued(QueueId),
     /// Being passed to a retained-seat line's own seats.
     Handing(Retained),
+    /// A flow's callback step waits for call control's answer.
+    Booking,
     /// A final prompt plays, then the call is hung up.
     Closing,
     /// With a seat.
@@ -150,6 +162,7 @@ impl Ivr {
             State::MenuPrompt { .. } | State::MenuWait { .. } => "menu",
             State::Queued(_) => "queued",
             State::Handing(_) => "retained",
+            State::Booking => "callback",
             State::Closing => "closing",
             State::Bridged => "bridged",
             State::Survey { .. } => "survey",
@@ -229,6 +242,35 @@ impl Ivr {
                         epoch: self.epoch,
                     });
                 }
+            }
+            (Input::Digit(d), State::MenuPrompt { attempt } | State::MenuWait { attempt })
+                if Some(d) == self.plan.confidential_key =>
+            {
+                // Confidentiality (保密) in any menu: confirmed, then the same menu again.
+                self.digits.push(d);
+                out.push(Action::Confidential);
+                let mut prompts: Vec<PromptId> =
+                    self.plan.confidential_prompt.into_iter().collect();
+                prompts.extend(self.menu().map(|m| m.prompt.clone()).unwrap_or_default());
+                self.epoch += 1;
+                self.state = State::MenuPrompt { attempt };
+                out.push(Action::Play {
+                    prompts,
+                    loop_last: false,
+                });
+            }
+            (Input::Digit(d), State::Queued(q))
+                if self.plan.queues[q.0].callback_key == Some(d) =>
+            {
+                self.digits.push(d);
+                out.push(Action::Callback(Some(q)));
+            }
+            (Input::CallbackBooked, State::Queued(_) | State::Booking) => {
+                self.close_with_or_hangup(self.plan.callback_requested, &mut out)
+            }
+            (Input::CallbackRefused, State::Booking) => {
+                self.step += 1;
+                self.run(&mut out);
             }
             (Input::Digit(d), State::MenuPrompt { attempt } | State::MenuWait { attempt }) => {
                 self.digits.push(d);
@@ -404,6 +446,11 @@ impl Ivr {
                     self.step = 0;
                 }
                 Step::Hangup => return self.hangup(out),
+                Step::Callback => {
+                    self.state = State::Booking;
+                    out.push(Action::Callback(None));
+                    return;
+                }
             }
         }
         tracing::warn!("dialplan loops through goto steps without playing anything; hanging up");
@@ -469,6 +516,108 @@ mod tests {
 
     fn timer(ivr: &Ivr) -> Input {
         Input::Timer(TimerKind::MenuTimeout, ivr.epoch)
+    }
+
+    /// A plan with one queue whose callback key is 9, a menu (1: that queue) in flow 0 with
+    /// `*` for confidentiality, and flow 1 = [callback, hangup].
+    fn plan_with_keys() -> Arc<Dialplan> {
+        use super::super::dialplan::{Flow, Queue};
+        let mut plan = Dialplan::default();
+        plan.confidential_key = Some('*');
+        plan.confidential_prompt = Some(PromptId(7));
+        plan.callback_requested = Some(PromptId(8));
+        plan.queues.push(Queue {
+            name: "general".into(),
+            strategy: crate::acd::queue::Strategy::LongestIdle,
+            max_wait: Duration::from_secs(120),
+            ring_timeout: Duration::from_secs(15),
+            wrap_up: Duration::ZERO,
+            widen_every: Duration::ZERO,
+            max_overtaken: Duration::from_secs(60),
+            announce_position: true,
+            announce_wait: true,
+            on_timeout: Overflow::Flow(FlowId(1)),
+            when_no_agents: None,
+            short_abandon: Duration::from_secs(5),
+            record: false,
+            survey: false,
+            hold_music: PromptId(4),
+            hold_prompt: PromptId(5),
+            hold_prompt_every: Duration::from_secs(30),
+            sorry: PromptId(6),
+            callback_key: Some('9'),
+            callback_prompt: None,
+        });
+        plan.flows.push(Flow {
+            name: "main".into(),
+            steps: vec![Step::Menu(Menu {
+                prompt: vec![PromptId(1)],
+                timeout: Duration::from_secs(5),
+                retries: 2,
+                options: [('1', FlowId(2))].into(),
+                invalid_prompt: None,
+                timeout_prompt: None,
+                on_fail: None,
+            })],
+        });
+        plan.flows.push(Flow {
+            name: "callback".into(),
+            steps: vec![Step::Callback, Step::Play(vec![PromptId(9)]), Step::Hangup],
+        });
+        plan.flows.push(Flow {
+            name: "queue".into(),
+            steps: vec![Step::Queue {
+                queue: QueueId(0),
+                priority: 0,
+            }],
+        });
+        Arc::new(plan)
+    }
+
+    #[test]
+    fn the_confidential_key_flags_the_call_and_the_callback_key_asks_for_a_callback() {
+        let mut ivr = Ivr::new(plan_with_keys(), vec![], Next::Flow(FlowId(0)));
+        ivr.handle(Input::Start);
+        // `*` in the menu: flagged, confirmed, the same menu again.
+        assert_eq!(
+            ivr.handle(Input::Digit('*')),
+            [
+                Action::Confidential,
+                Action::Play {
+                    prompts: vec![PromptId(7), PromptId(1)],
+                    loop_last: false
+                }
+            ]
+        );
+        let queued = ivr.handle(Input::Digit('1'));
+        assert!(matches!(queued[0], Action::Enqueue { .. }), "{queued:?}");
+        // 9 while waiting: a callback of this queue; booked: the confirmation, then hang up.
+        assert_eq!(
+            ivr.handle(Input::Digit('9')),
+            [Action::Callback(Some(QueueId(0)))]
+        );
+        assert_eq!(
+            ivr.handle(Input::CallbackBooked),
+            [Action::Play {
+                prompts: vec![PromptId(8)],
+                loop_last: false
+            }]
+        );
+        assert_eq!(ivr.handle(Input::PlaybackDone), [Action::Hangup]);
+        assert_eq!(ivr.digits, "*19");
+    }
+
+    #[test]
+    fn a_callback_step_that_cannot_be_booked_goes_on_with_the_flow() {
+        let mut ivr = Ivr::new(plan_with_keys(), vec![], Next::Flow(FlowId(1)));
+        assert_eq!(ivr.handle(Input::Start), [Action::Callback(None)]);
+        assert_eq!(
+            ivr.handle(Input::CallbackRefused),
+            [Action::Play {
+                prompts: vec![PromptId(9)],
+                loop_last: false
+            }]
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! folds the stored rows of a day; the same code on the same events gives the same numbers.
 
 use super::record::{
-    EndedBy, Event, OfferOutcome, QueueExit, Record, TargetLabel, TransferOutcome,
+    CallbackOutcome, EndedBy, Event, OfferOutcome, QueueExit, Record, RepeatTreatment, TargetLabel,
+    TransferOutcome,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -93,6 +94,11 @@ pub struct QueueFigures {
     pub service_level_15s: f64,
     pub service_level_30s: f64,
     pub survey: SurveyFigures,
+    /// Callbacks (回拨) asked for while waiting in this queue: each keeps its place and is
+    /// counted once, answered or failed (a request is not an abandon).
+    pub callbacks_requested: u64,
+    pub callbacks_answered: u64,
+    pub callbacks_failed: u64,
     #[serde(skip)]
     wait_answered_s: f64,
     #[serde(skip)]
@@ -137,9 +143,23 @@ pub struct Figures {
     pub queues: BTreeMap<String, QueueFigures>,
     /// Per transfer target and probed line, by number.
     pub targets: BTreeMap<String, TargetFigures>,
+    /// Repeat callers of the day.
+    pub repeat_callers: RepeatFigures,
+    /// Revisit ratings (回访) per handling unit.
+    pub revisits: BTreeMap<String, SurveyFigures>,
     /// Fold every record given, whatever its day (a month's report).
     #[serde(skip)]
     pub whole_period: bool,
+}
+
+/// Numbers that called again within the repeat-caller window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RepeatFigures {
+    /// Calls that were a repeat (the second or later of their number in the window).
+    pub calls: u64,
+    /// Of those, calls that heard the reminder, and calls sent to the designated queue.
+    pub reminded: u64,
+    pub designated: u64,
 }
 
 impl Figures {
@@ -207,6 +227,47 @@ impl Figures {
                     q.handled += 1;
                     q.handle_s += talk_s + wrap_s;
                     q.aht_s = q.handle_s / q.handled as f64;
+                }
+            }
+            Event::Survey {
+                rating,
+                unit: Some(unit),
+                ..
+            } if r.seat.is_none() => {
+                self.revisits
+                    .entry(unit.clone())
+                    .or_default()
+                    .add(rating.map(u64::from));
+            }
+            Event::Callback(c) => {
+                let Some(q) = &r.queue else { return };
+                let q = self.queues.entry(q.clone()).or_default();
+                match c.outcome {
+                    CallbackOutcome::Requested => q.callbacks_requested += 1,
+                    CallbackOutcome::Answered => q.callbacks_answered += 1,
+                    CallbackOutcome::Failed => q.callbacks_failed += 1,
+                    CallbackOutcome::AttemptFailed => {}
+                }
+                // An answered callback is an answered call of the queue, its wait counted
+                // from the original arrival (service level and ASA).
+                if c.outcome == CallbackOutcome::Answered {
+                    let waited = c.waited_s.unwrap_or(0.0);
+                    q.answered += 1;
+                    q.wait_answered_s += waited;
+                    q.asa_s = q.wait_answered_s / q.answered as f64;
+                    q.answered_within_15s += u64::from(waited <= SL_SHORT_S);
+                    q.answered_within_30s += u64::from(waited <= SL_LONG_S);
+                    q.longest_wait_s = q.longest_wait_s.max(waited);
+                    q.service_levels();
+                }
+            }
+            Event::RepeatCaller { treatment, .. } => {
+                let f = &mut self.repeat_callers;
+                f.calls += 1;
+                match treatment {
+                    RepeatTreatment::Reminded => f.reminded += 1,
+                    RepeatTreatment::Designated => f.designated += 1,
+                    RepeatTreatment::None => {}
                 }
             }
             Event::Survey { rating, .. } => {
@@ -292,21 +353,28 @@ impl Figures {
                     QueueExit::Timeout => q.timed_out += 1,
                     QueueExit::NoAgents => q.no_agents += 1,
                     QueueExit::Lost => q.lost += 1,
-                    QueueExit::Shutdown => {}
+                    // Counted when the callback is answered or fails.
+                    QueueExit::Callback | QueueExit::Shutdown => {}
                 }
-                let base = (q.answered + q.abandoned).saturating_sub(q.short_abandoned);
-                let rate = |n: u64| {
-                    if base == 0 {
-                        1.0
-                    } else {
-                        n as f64 / base as f64
-                    }
-                };
-                q.service_level_15s = rate(q.answered_within_15s);
-                q.service_level_30s = rate(q.answered_within_30s);
+                q.service_levels();
             }
             _ => {}
         }
+    }
+}
+
+impl QueueFigures {
+    fn service_levels(&mut self) {
+        let base = (self.answered + self.abandoned).saturating_sub(self.short_abandoned);
+        let rate = |n: u64| {
+            if base == 0 {
+                1.0
+            } else {
+                n as f64 / base as f64
+            }
+        };
+        self.service_level_15s = rate(self.answered_within_15s);
+        self.service_level_30s = rate(self.answered_within_30s);
     }
 }
 

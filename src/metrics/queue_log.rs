@@ -126,7 +126,7 @@ impl Translator {
                     QueueExit::Timeout => exit("EXITWITHTIMEOUT"),
                     QueueExit::NoAgents => exit("EXITEMPTY"),
                     // Asterisk has no event for these; the call record says what happened.
-                    QueueExit::Shutdown | QueueExit::Lost => vec![],
+                    QueueExit::Shutdown | QueueExit::Lost | QueueExit::Callback => vec![],
                 }
             }
             Event::Offer {

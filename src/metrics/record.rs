@@ -32,6 +32,9 @@ pub enum Event {
         source: String,
         #[serde(default)]
         transport: String,
+        /// 110's incident reference, for a call 110 handed over (110 非警务类诉求分流).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        incident: Option<String>,
     },
     CallRefused {
         dialled: String,
@@ -81,6 +84,9 @@ pub enum Event {
     },
     Recording {
         path: String,
+        /// The call is confidential (保密): the recording is flagged.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        confidential: bool,
     },
     Survey {
         rating: Option<u8>,
@@ -90,8 +96,27 @@ pub enum Event {
         /// matter of seed 004's per-matter cap.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         matter: Option<String>,
+        /// The unit rated, where no seat is (a revisit rates the case's handling unit).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unit: Option<String>,
     },
     Transfer(Transfer),
+    /// The caller asked for confidentiality (保密): every output masks its number.
+    Confidential {},
+    /// The full number of a call was read through the API, by whom.
+    NumberRead {
+        by: String,
+    },
+    /// A callback (回拨): requested, an attempt that failed, answered, or failed for good.
+    Callback(Callback),
+    /// A number calling again within the repeat-caller window, and what it got.
+    RepeatCaller {
+        /// Its calls in the window, this one included.
+        count: u32,
+        treatment: RepeatTreatment,
+    },
+    /// A revisit (回访) case: accepted, one call's outcome, or its end.
+    Revisit(Revisit),
     Probe {
         #[serde(flatten)]
         target: TargetLabel,
@@ -128,6 +153,11 @@ impl Event {
             Event::Transfer(_) => "transfer",
             Event::Probe { .. } => "probe",
             Event::ProbeRound { .. } => "probe_round",
+            Event::Confidential {} => "confidential",
+            Event::NumberRead { .. } => "number_read",
+            Event::Callback(_) => "callback",
+            Event::RepeatCaller { .. } => "repeat_caller",
+            Event::Revisit(_) => "revisit",
         }
     }
 
@@ -176,6 +206,73 @@ impl Record {
     }
 }
 
+/// A callback's step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Callback {
+    pub outcome: CallbackOutcome,
+    /// The number called back (the store keeps it whole; outputs mask it).
+    pub number: String,
+    /// Calls to the citizen so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Seconds since the caller first queued (its original arrival), when answered or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackOutcome {
+    /// The caller asked for it (its place in line is kept; not an abandon).
+    Requested,
+    /// One call to the citizen was not answered; another follows.
+    AttemptFailed,
+    /// The citizen answered and was bridged to the seat.
+    Answered,
+    /// Not answered after the configured attempts.
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepeatTreatment {
+    /// Counted, nothing different yet.
+    None,
+    /// The reminder prompt first.
+    Reminded,
+    /// The reminder, then the designated queue.
+    Designated,
+}
+
+/// A revisit case's step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Revisit {
+    Accepted {
+        case: String,
+        number: String,
+        unit: String,
+        due: chrono::NaiveDate,
+    },
+    /// One call: answered (with a rating or none), or not.
+    Attempt {
+        case: String,
+        attempt: u32,
+        answered: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rating: Option<u8>,
+    },
+    /// Its end: `rated` or `unreached`.
+    Closed {
+        case: String,
+        unit: String,
+        state: String,
+        attempts: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rating: Option<u8>,
+    },
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CallEnd {
@@ -222,6 +319,8 @@ pub enum QueueExit {
     Shutdown,
     /// The daemon crashed while the caller waited (found open at the next start).
     Lost,
+    /// The caller hung up to be called back, keeping its place (not an abandon).
+    Callback,
 }
 
 /// How an offer to a seat ended.

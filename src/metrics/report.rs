@@ -124,6 +124,8 @@ pub struct UnitFigures {
     pub dissatisfied_deducted: u64,
     /// Matters whose 不满意 the platform exempted.
     pub exempted_matters: u64,
+    /// Of the ratings, those given in revisit calls (回访) rather than in the call.
+    pub revisit_ratings: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -177,6 +179,15 @@ pub fn build(
             u.survey.no_answer += s.survey.no_answer;
         }
     }
+    // Revisit ratings (回访) count for the case's handling unit, next to the in-call survey.
+    for (unit, r) in &figures.revisits {
+        let u = units.entry(unit.clone()).or_default();
+        u.survey.satisfied += r.satisfied;
+        u.survey.basically_satisfied += r.basically_satisfied;
+        u.survey.dissatisfied += r.dissatisfied;
+        u.survey.no_answer += r.no_answer;
+        u.revisit_ratings += r.satisfied + r.basically_satisfied + r.dissatisfied;
+    }
     for t in figures.targets.values() {
         if t.probe_rounds > 0 {
             let u = units
@@ -202,7 +213,11 @@ pub fn build(
                 .matter()
                 .or(r.call_id.as_deref())
                 .map_or_else(|| format!("record {i}"), str::to_string);
-            if let Some(unit) = r.seat.as_ref().and_then(|s| unit_of.get(s)) {
+            let unit = match &r.event {
+                super::Event::Survey { unit, .. } => unit.as_ref(),
+                _ => None,
+            };
+            if let Some(unit) = r.seat.as_ref().and_then(|s| unit_of.get(s)).or(unit) {
                 *per_matter.entry((unit.clone(), matter)).or_default() += 1;
             }
         }
@@ -475,12 +490,13 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 o,
-                "  {name}: seats {}, offered {}, answered {} ({}), 满意率 {}, 不满意 {} (deducted {}, exempted matters {}), probes {} (unanswered {}); {}",
+                "  {name}: seats {}, offered {}, answered {} ({}), 满意率 {} ({} of the ratings in revisit calls), 不满意 {} (deducted {}, exempted matters {}), probes {} (unanswered {}); {}",
                 u.seats,
                 u.offered,
                 u.answered,
                 pct(u.answer_rate),
                 pct(u.survey.satisfaction_rate),
+                u.revisit_ratings,
                 u.survey.dissatisfied,
                 u.dissatisfied_deducted,
                 u.exempted_matters,

@@ -266,6 +266,47 @@ fn reconcile(conn: &mut rusqlite::Connection, node: &str) -> rusqlite::Result<us
 }
 
 /// The stored records of one day (`YYYY-MM-DD`, Asia/Shanghai), in the order written.
+/// Every record of one kind, whatever its day, oldest first (revisit cases at start-up). A
+/// store that does not exist yet has none.
+pub fn read_kind(path: &Path, kind: &str) -> Result<Vec<Record>, StoreError> {
+    let sql = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    if !path.exists() {
+        return Ok(vec![]);
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(sql)?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT at, kind, call_id, seat, queue, detail FROM events WHERE kind = ?1 ORDER BY id",
+        )
+        .map_err(sql)?;
+    let rows = stmt
+        .query_map([kind], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get::<_, String>(5)?,
+            ))
+        })
+        .map_err(sql)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (at, kind, call_id, seat, queue, detail) = row.map_err(sql)?;
+        let detail = serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null);
+        if let Some(r) = Record::from_parts(at, &kind, call_id, seat, queue, detail) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
 pub fn read_day(path: &Path, day: &str) -> Result<Vec<Record>, StoreError> {
     let sql = |source| StoreError::Sqlite {
         path: path.to_path_buf(),

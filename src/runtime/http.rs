@@ -62,6 +62,8 @@ pub struct Extras {
     pub sip: Option<SipWs>,
     /// HTTPS beside the plain listener.
     pub https: Option<Https>,
+    /// The callback and revisit API (`outreach_api`), merged into the same router.
+    pub outreach: Router,
 }
 
 /// The HTTPS listener, its certificate and the handshake time limit.
@@ -234,7 +236,8 @@ pub async fn serve(
             tokens: Arc::new(tokens.into_iter().collect()),
             desk: Arc::new(extras.desk),
             sip: extras.sip,
-        });
+        })
+        .merge(extras.outreach);
     if let Some(h) = extras.https {
         let app = app.clone();
         let started = tokio::net::TcpListener::from_std(h.listener)
@@ -260,7 +263,16 @@ pub async fn serve(
 
 /// The name of the caller's token, or why it may not pass.
 fn authorized(a: &AppState, headers: &HeaderMap) -> Result<String, (StatusCode, String)> {
-    if a.tokens.is_empty() {
+    token_name(&a.tokens, headers)
+}
+
+/// The name of the bearer token in `headers` among `tokens` (name, token), or why it may not
+/// pass (also for the routes of `outreach_api`).
+pub(super) fn token_name(
+    tokens: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<String, (StatusCode, String)> {
+    if tokens.is_empty() {
         return Err((
             StatusCode::UNAUTHORIZED,
             "the API is closed: no http.tokens are configured\n".into(),
@@ -274,7 +286,7 @@ fn authorized(a: &AppState, headers: &HeaderMap) -> Result<String, (StatusCode, 
         return Err((StatusCode::UNAUTHORIZED, "missing bearer token\n".into()));
     };
     // Compared in constant time: the time taken must not tell how much of a token was right.
-    a.tokens
+    tokens
         .iter()
         .find(|(_, t)| {
             t.len() == given.len()
@@ -614,7 +626,7 @@ async fn metrics(State(a): State<AppState>) -> String {
         ));
     }
     type QueueFigure = fn(&crate::metrics::figures::QueueFigures) -> f64;
-    let today: [(&str, &str, QueueFigure); 11] = [
+    let today: [(&str, &str, QueueFigure); 14] = [
         (
             "hotline_queue_offered_today",
             "Callers who entered the queue today",
@@ -669,6 +681,21 @@ async fn metrics(State(a): State<AppState>) -> String {
             "hotline_queue_satisfaction_rate",
             "Satisfied and basically satisfied / ratings given today",
             |f| f.survey.satisfaction_rate,
+        ),
+        (
+            "hotline_queue_callbacks_requested_today",
+            "Callbacks (keeping the caller's place) asked for today",
+            |f| f.callbacks_requested as f64,
+        ),
+        (
+            "hotline_queue_callbacks_answered_today",
+            "Callbacks whose citizen answered and was bridged today",
+            |f| f.callbacks_answered as f64,
+        ),
+        (
+            "hotline_queue_callbacks_failed_today",
+            "Callbacks not answered after their attempts today",
+            |f| f.callbacks_failed as f64,
         ),
     ];
     for (name, help, get) in today {

@@ -5,6 +5,7 @@
 pub mod desk;
 pub mod http;
 pub mod notify;
+pub mod outreach_api;
 pub mod rtp;
 pub mod tcp;
 pub mod tls;
@@ -229,8 +230,17 @@ pub async fn run(
         Ok(records) => core.preload_figures(&records),
         Err(e) => warn!(error = %e, "today's figures start from zero"),
     }
+    match crate::metrics::store::read_kind(&cfg.store.path, "revisit") {
+        Ok(records) => core.preload_revisits(&records),
+        Err(e) => warn!(error = %e, "revisit cases not restored from the store"),
+    }
+    match crate::metrics::store::read_kind(&cfg.store.path, "callback") {
+        Ok(records) => core.preload_callbacks(clock.now(), &records),
+        Err(e) => warn!(error = %e, "callbacks not restored from the store"),
+    }
     core.start(clock.now());
     let (api_tx, mut api_rx) = mpsc::channel::<http::ApiCommand>(64);
+    let (outreach_tx, mut outreach_rx) = mpsc::channel::<outreach_api::OutreachCommand>(64);
     http::spawn(
         http,
         stats.clone(),
@@ -254,6 +264,7 @@ pub async fn run(
                 }),
                 _ => None,
             },
+            outreach: outreach_api::router(&cfg.http.tokens, outreach_tx),
         },
     );
 
@@ -325,6 +336,11 @@ pub async fn run(
                     http::ApiAction::Transfer { number, emergency } => core.transfer_by_id(now, &cmd.seat, &number, emergency, &cmd.by),
                 };
                 let _ = cmd.reply.send(r);
+            }
+            Some(cmd) = outreach_rx.recv() => {
+                let now = clock.now();
+                (woke, branch) = (now.mono, "api");
+                outreach(&mut core, now, cmd);
             }
             at = ticker.tick() => {
                 let now = clock.now();
@@ -423,6 +439,29 @@ pub async fn run(
     drop(feed);
     core.media_io().finish(); // recordings closed as valid WAV
     Ok(())
+}
+
+/// Carries out a revisit or caller-number request of the API.
+fn outreach<M: crate::core::MediaIo>(
+    core: &mut Core<M>,
+    now: crate::time::Now,
+    cmd: outreach_api::OutreachCommand,
+) {
+    use outreach_api::OutreachCommand as C;
+    match cmd {
+        C::Revisits { cases, reply } => {
+            let _ = reply.send(core.accept_revisits(now, cases));
+        }
+        C::Revisit { case, reply } => {
+            let _ = reply.send(core.revisit_view(&case));
+        }
+        C::Calls { reply } => {
+            let _ = reply.send(core.call_views());
+        }
+        C::Number { call_id, by, reply } => {
+            let _ = reply.send(core.read_number(now, &call_id, &by));
+        }
+    }
 }
 
 /// After each midnight (Asia/Shanghai, on the daemon's wall clock) the day before's report is
