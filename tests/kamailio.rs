@@ -59,9 +59,14 @@ impl Drop for Kamailio {
 
 /// A daemon on `port` as one node of the centre.
 fn node(port: u16, name: &str) -> Daemon {
+    node_with(port, name, &[])
+}
+
+/// A node with `more` settings on top.
+fn node_with(port: u16, name: &str, more: &[(&str, &str)]) -> Daemon {
     let listen = format!("127.0.0.1:{port}");
-    Daemon::start(&[
-        ("HOTLINE__SIP__LISTEN", &listen),
+    let mut env: Vec<(&str, &str)> = vec![
+        ("HOTLINE__SIP__LISTEN", listen.as_str()),
         ("HOTLINE__SIP__TRUSTED_PROXIES", "127.0.0.1"),
         (
             "HOTLINE__REGISTRAR__NONCE_SECRET",
@@ -69,7 +74,9 @@ fn node(port: u16, name: &str) -> Daemon {
         ),
         ("HOTLINE__REGISTRAR__QUALIFY_S", "0"),
         ("HOTLINE__SIP__USER_AGENT", name),
-    ])
+    ];
+    env.extend_from_slice(more);
+    Daemon::start(&env)
 }
 
 /// A call to `number` through Kamailio at `proxy`; SIPp's output.
@@ -244,4 +251,87 @@ fn two_nodes_behind_kamailio_shard_by_number_and_fail_over_to_the_standby() {
         |s| s["counters"]["answered"] == 1,
     );
     assert_eq!(view["counters"]["offered"], 1);
+}
+
+/// SIPp `scenario` from 127.0.0.1:`port` (to Kamailio at `to`, if a caller), held until a BYE
+/// comes; bounded at 100 s.
+fn held(scenario: &str, port: u16, to: Option<(u16, &str, u16)>) -> Child {
+    let mut c = Command::new("timeout");
+    c.args(["100", "sipp"]);
+    if let Some((proxy, _, _)) = to {
+        c.arg(format!("127.0.0.1:{proxy}"));
+    }
+    c.arg("-sf").arg(repo().join("sipp-scenarios").join(scenario));
+    c.args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-nostdin"]);
+    c.args(["-timeout", "95", "-timeout_error"]);
+    match to {
+        Some((_, number, rtp)) => c.args(["-s", number, "-key", "rtp_port", &rtp.to_string()]),
+        None => c.args(["-key", "rtp_port", "9", "-mp", &free_media_port().to_string()]),
+    };
+    c.current_dir(std::env::temp_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_call_on_a_node_that_dies_ends_for_the_caller_and_the_seat() {
+    let dir = temp_dir(&format!("kamailio-ka-{}", free_port()));
+    let (pa, pb, pk) = (free_port(), free_port(), free_port());
+    let store = dir.join("node-a.db");
+    let store_s = store.to_str().unwrap().to_string();
+    let a_env = [("HOTLINE__STORE__PATH", store_s.as_str())];
+    let mut a = node_with(pa, "node-a", &a_env);
+    let _b = node(pb, "node-b");
+    let _kam = Kamailio::start(&dir, pk, &[pa, pb]);
+    std::thread::sleep(Duration::from_secs(2));
+    // Seat 1003 through Kamailio on node-a, and a caller of 12348 talking with it.
+    let seat_port = free_port();
+    let ok = register_via(pk, "1003", "demo-1003", seat_port);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    agent_api(&a, "1003", "login");
+    let phone = held("agent_answer_rr_held.xml", seat_port, None);
+    let sink = RtpSink::new();
+    let caller = held("uac_call_rr_held.xml", free_port(), Some((pk, "12348", sink.port)));
+    let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
+    wait_seat(
+        &a,
+        "1003",
+        Duration::from_millis(greeting_ms + 10_000),
+        "talking through Kamailio",
+        |s| s["state"] == "on_call",
+    );
+    std::thread::sleep(Duration::from_millis(1500)); // a heartbeat after the answer
+    // node-a dies mid-call: Kamailio's keep-alive finds it gone and ends the call's dialogs
+    // with a BYE to the caller and to the seat.
+    a.kill9();
+    let killed = Instant::now();
+    let seat_out = phone.wait_with_output().unwrap();
+    let seat_freed = killed.elapsed();
+    let klog = || tail(&std::fs::read_to_string(dir.join("kamailio.log")).unwrap_or_default(), 30);
+    assert!(
+        seat_out.status.success(),
+        "the seat gets a BYE from Kamailio:\n{}\n{}",
+        String::from_utf8_lossy(&seat_out.stdout),
+        klog()
+    );
+    let out = caller.wait_with_output().unwrap();
+    let caller_freed = killed.elapsed();
+    assert!(
+        out.status.success(),
+        "the caller gets a BYE from Kamailio:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        klog()
+    );
+    eprintln!("kill -9 of node-a -> BYE to the seat after {seat_freed:?}, to the caller after {caller_freed:?}");
+    // One keep-alive interval (30 s), the OPTIONS' 2 s, the dialog module's 10 s, its timer.
+    assert!(
+        caller_freed < Duration::from_secs(60) && seat_freed < Duration::from_secs(60),
+        "{caller_freed:?} {seat_freed:?}"
+    );
+    // node-a back on its store: the call is recorded lost.
+    drop(a);
+    let a2 = node_with(free_port(), "node-a", &a_env);
+    assert_eq!(a2.metric("hotline_calls_lost_total"), 1);
 }
