@@ -57,8 +57,12 @@ fn param<'a>(h: &'a str, name: &str) -> Option<&'a str> {
 }
 
 fn sdp_attr<'a>(sdp: &'a str, key: &str) -> Option<&'a str> {
-    sdp.lines()
-        .find_map(|l| l.trim().strip_prefix("a=")?.strip_prefix(key)?.strip_prefix(':'))
+    sdp.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("a=")?
+            .strip_prefix(key)?
+            .strip_prefix(':')
+    })
 }
 
 /// The daemon's host candidate: `a=candidate:1 1 UDP prio IP PORT typ host`.
@@ -71,7 +75,12 @@ fn candidate(sdp: &str) -> Option<SocketAddr> {
 fn ok_response(invite: &str, to_tag: &str, body: &str, contact: &str) -> String {
     let mut out = String::from("SIP/2.0 200 OK\r\n");
     for l in invite.split("\r\n").skip(1) {
-        let name = l.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+        let name = l
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match name.as_str() {
             "via" | "from" | "call-id" | "cseq" | "record-route" => {
                 out.push_str(l);
@@ -102,8 +111,10 @@ async fn seat(
     let mut req = format!("ws://{http}/sip")
         .into_client_request()
         .map_err(|e| e.to_string())?;
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", "sip".parse().map_err(|_| "header")?);
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "sip".parse().map_err(|_| "header")?,
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(req)
         .await
         .map_err(|e| e.to_string())?;
@@ -118,7 +129,9 @@ async fn seat(
              {auth}Content-Length: 0\r\n\r\n"
         )
     };
-    ws.send(Message::text(register(1, ""))).await.map_err(|e| e.to_string())?;
+    ws.send(Message::text(register(1, "")))
+        .await
+        .map_err(|e| e.to_string())?;
     let mut cseq = 1;
     let mut legs: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     while let Some(m) = ws.next().await {
@@ -135,12 +148,19 @@ async fn seat(
                 "Authorization: Digest username=\"{user}\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c0ffee\"\r\n"
             );
             cseq = 2;
-            ws.send(Message::text(register(2, &auth))).await.map_err(|e| e.to_string())?;
-        } else if msg.starts_with("SIP/2.0 200") && header(msg, "CSeq").is_some_and(|c| c.ends_with("REGISTER")) {
+            ws.send(Message::text(register(2, &auth)))
+                .await
+                .map_err(|e| e.to_string())?;
+        } else if msg.starts_with("SIP/2.0 200")
+            && header(msg, "CSeq").is_some_and(|c| c.ends_with("REGISTER"))
+        {
             counts.registered.fetch_add(1, Ordering::Relaxed);
         } else if msg.starts_with("SIP/2.0 ") {
             if header(msg, "CSeq").is_some_and(|c| c.ends_with("REGISTER")) {
-                return Err(format!("REGISTER refused: {}", msg.lines().next().unwrap_or("")));
+                return Err(format!(
+                    "REGISTER refused: {}",
+                    msg.lines().next().unwrap_or("")
+                ));
             }
         } else if msg.starts_with("INVITE ") {
             let body = msg.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
@@ -159,7 +179,11 @@ async fn seat(
                 .and_then(|m| m.split_whitespace().nth(2))
                 .unwrap_or("0")
                 .to_string();
-            let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?);
+            let sock = Arc::new(
+                UdpSocket::bind("127.0.0.1:0")
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
             let port = sock.local_addr().map_err(|e| e.to_string())?.port();
             let ours = hotline::media::ice::IceLite::generate(&mut rand::rng());
             let answer = format!(
@@ -174,23 +198,46 @@ async fn seat(
                 codec = if pt == "8" { "PCMA" } else { "PCMU" },
             );
             let ok = ok_response(msg, &format!("t{user}"), &answer, &contact);
-            ws.send(Message::text(ok)).await.map_err(|e| e.to_string())?;
+            ws.send(Message::text(ok))
+                .await
+                .map_err(|e| e.to_string())?;
             counts.answered.fetch_add(1, Ordering::Relaxed);
             if !do_dtls {
                 continue;
             }
-            let (remote_ufrag, remote_pwd, fp) = (ufrag.to_string(), pwd.to_string(), fp.to_string());
+            let (remote_ufrag, remote_pwd, fp) =
+                (ufrag.to_string(), pwd.to_string(), fp.to_string());
             let (identity, counts, ours) = (identity.clone(), counts.clone(), ours.clone());
             legs.push(tokio::spawn(async move {
-                if let Err(e) = leg(sock, daemon, ours, remote_ufrag, remote_pwd, fp, identity, &counts).await {
+                if let Err(e) = leg(
+                    sock,
+                    daemon,
+                    ours,
+                    remote_ufrag,
+                    remote_pwd,
+                    fp,
+                    identity,
+                    &counts,
+                )
+                .await
+                {
                     counts.failed.fetch_add(1, Ordering::Relaxed);
                     eprintln!("leg: {e}");
                 }
             }));
-        } else if msg.starts_with("BYE ") || msg.starts_with("CANCEL ") || msg.starts_with("OPTIONS ") || msg.starts_with("INFO ") {
+        } else if msg.starts_with("BYE ")
+            || msg.starts_with("CANCEL ")
+            || msg.starts_with("OPTIONS ")
+            || msg.starts_with("INFO ")
+        {
             let mut out = String::from("SIP/2.0 200 OK\r\n");
             for l in msg.split("\r\n").skip(1) {
-                let name = l.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+                let name = l
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 if matches!(name.as_str(), "via" | "from" | "to" | "call-id" | "cseq") {
                     out.push_str(l);
                     out.push_str("\r\n");
@@ -200,7 +247,9 @@ async fn seat(
                 }
             }
             out.push_str("Content-Length: 0\r\n\r\n");
-            ws.send(Message::text(out)).await.map_err(|e| e.to_string())?;
+            ws.send(Message::text(out))
+                .await
+                .map_err(|e| e.to_string())?;
         }
     }
     Ok(())
@@ -223,24 +272,42 @@ async fn leg(
     use stun::message::{BINDING_REQUEST, Message as Stun};
     let mut check = Stun::new();
     {
-    let setters: Vec<Box<dyn Setter>> = vec![
-        Box::new(BINDING_REQUEST),
-        Box::new(stun::agent::TransactionId::new()),
-        Box::new(stun::textattrs::TextAttribute::new(ATTR_USERNAME, format!("{remote_ufrag}:{}", ours.ufrag))),
-        Box::new(RawAttribute { typ: ATTR_USE_CANDIDATE, length: 0, value: vec![] }),
-        Box::new(stun::integrity::MessageIntegrity::new_short_term_integrity(remote_pwd)),
-        Box::new(stun::fingerprint::FINGERPRINT),
-    ];
-    check.build(&setters).map_err(|e| e.to_string())?;
+        let setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(BINDING_REQUEST),
+            Box::new(stun::agent::TransactionId::new()),
+            Box::new(stun::textattrs::TextAttribute::new(
+                ATTR_USERNAME,
+                format!("{remote_ufrag}:{}", ours.ufrag),
+            )),
+            Box::new(RawAttribute {
+                typ: ATTR_USE_CANDIDATE,
+                length: 0,
+                value: vec![],
+            }),
+            Box::new(stun::integrity::MessageIntegrity::new_short_term_integrity(
+                remote_pwd,
+            )),
+            Box::new(stun::fingerprint::FINGERPRINT),
+        ];
+        check.build(&setters).map_err(|e| e.to_string())?;
     }
-    sock.send_to(&check.raw, daemon).await.map_err(|e| e.to_string())?;
+    sock.send_to(&check.raw, daemon)
+        .await
+        .map_err(|e| e.to_string())?;
     let (dtls_tx, dtls_rx) = mpsc::channel::<Vec<u8>>(32);
     let (expect_tx, expect_rx) = oneshot::channel();
     let _ = expect_tx.send(fingerprint);
     let s2 = sock.clone();
     let send: dtls_srtp::SendFn = Arc::new(move |b: &[u8]| s2.try_send_to(b, daemon));
     let local = sock.local_addr().map_err(|e| e.to_string())?;
-    let mut handshake = Box::pin(dtls_srtp::connect(identity, dtls_rx, send, local, expect_rx, Duration::from_secs(10)));
+    let mut handshake = Box::pin(dtls_srtp::connect(
+        identity,
+        dtls_rx,
+        send,
+        local,
+        expect_rx,
+        Duration::from_secs(10),
+    ));
     let mut buf = vec![0u8; 2048];
     let mut session = None;
     let mut _conn = None;
@@ -282,13 +349,25 @@ async fn main() {
         eprintln!("usage: webrtc_seats HTTP_ADDR USERS PASSWORD SECONDS [--no-dtls]");
         std::process::exit(2);
     }
-    let (http, password, seconds) = (a[1].clone(), a[3].clone(), a[4].parse::<u64>().unwrap_or(30));
+    let (http, password, seconds) = (
+        a[1].clone(),
+        a[3].clone(),
+        a[4].parse::<u64>().unwrap_or(30),
+    );
     let users: Vec<String> = match a[2].split_once('-') {
         Some((from, to)) => {
-            let digits = |u: &str| u.trim_start_matches(|c: char| !c.is_ascii_digit()).to_string();
-            let prefix = from.trim_end_matches(|c: char| c.is_ascii_digit()).to_string();
+            let digits = |u: &str| {
+                u.trim_start_matches(|c: char| !c.is_ascii_digit())
+                    .to_string()
+            };
+            let prefix = from
+                .trim_end_matches(|c: char| c.is_ascii_digit())
+                .to_string();
             let width = digits(from).len();
-            let (lo, hi) = (digits(from).parse::<u32>().unwrap_or(1), digits(to).parse::<u32>().unwrap_or(1));
+            let (lo, hi) = (
+                digits(from).parse::<u32>().unwrap_or(1),
+                digits(to).parse::<u32>().unwrap_or(1),
+            );
             (lo..=hi).map(|i| format!("{prefix}{i:0width$}")).collect()
         }
         None => vec![a[2].clone()],
@@ -304,10 +383,23 @@ async fn main() {
     let counts = Arc::new(Counts::default());
     let mut tasks = Vec::new();
     for user in users {
-        let (http, password, identity, counts) =
-            (http.clone(), password.replace("{user}", &user), identity.clone(), counts.clone());
+        let (http, password, identity, counts) = (
+            http.clone(),
+            password.replace("{user}", &user),
+            identity.clone(),
+            counts.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = seat(http, user.clone(), password, identity, do_dtls, counts.clone()).await {
+            if let Err(e) = seat(
+                http,
+                user.clone(),
+                password,
+                identity,
+                do_dtls,
+                counts.clone(),
+            )
+            .await
+            {
                 counts.failed.fetch_add(1, Ordering::Relaxed);
                 eprintln!("{user}: {e}");
             }

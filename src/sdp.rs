@@ -334,7 +334,11 @@ pub fn offer_codec(local: &LocalMedia, codec: Codec, pt: u8) -> String {
 fn session(local: &LocalMedia) -> String {
     let ipv = if local.ip.is_ipv4() { "IP4" } else { "IP6" };
     // A lite ICE agent says so at session level (RFC 8839 §5.3).
-    let lite = if local.webrtc.is_some() { "a=ice-lite\r\n" } else { "" };
+    let lite = if local.webrtc.is_some() {
+        "a=ice-lite\r\n"
+    } else {
+        ""
+    };
     format!(
         "v=0\r\no=hotline {sid} {ver} IN {ipv} {ip}\r\ns=hotline\r\nc=IN {ipv} {ip}\r\nt=0 0\r\n{lite}",
         sid = local.session_id,
@@ -399,8 +403,14 @@ mod tests {
         });
         let o = offer_codec(&local, Codec::Pcma, 8);
         assert!(o.contains("a=ice-lite\r\n"), "{o}");
-        assert!(o.contains("m=audio 20000 UDP/TLS/RTP/SAVPF 8 101\r\n"), "{o}");
-        assert!(o.contains("a=setup:actpass\r\n") && o.contains("a=rtcp-mux\r\n"), "{o}");
+        assert!(
+            o.contains("m=audio 20000 UDP/TLS/RTP/SAVPF 8 101\r\n"),
+            "{o}"
+        );
+        assert!(
+            o.contains("a=setup:actpass\r\n") && o.contains("a=rtcp-mux\r\n"),
+            "{o}"
+        );
         assert!(o.contains("typ host"), "{o}");
         // A phone's answer may not be DTLS; a browser's is read with its fingerprint.
         let browser = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
@@ -410,7 +420,14 @@ mod tests {
         assert_eq!(parse(browser.as_bytes()), Err(SdpError::SecureOnly));
         let m = parse_webrtc(browser.as_bytes()).unwrap();
         let d = m.dtls.clone().unwrap();
-        assert_eq!((d.fingerprint.as_str(), d.setup.as_str(), d.ice_ufrag.as_str()), ("sha-256 11:22", "active", "brws"));
+        assert_eq!(
+            (
+                d.fingerprint.as_str(),
+                d.setup.as_str(),
+                d.ice_ufrag.as_str()
+            ),
+            ("sha-256 11:22", "active", "brws")
+        );
         assert_eq!(m.codecs, vec![(Codec::Pcma, 8)]);
         assert_eq!(m.addr, None);
         let a = answer(&local, &m);

@@ -110,7 +110,8 @@ impl Browser {
     }
 
     fn wait(&mut self, tab: &str, sel: &str, text: &str, ms: u64) -> String {
-        let v = self.cmd(json!({"op": "wait", "tab": tab, "sel": sel, "text": text, "timeout": ms}));
+        let v =
+            self.cmd(json!({"op": "wait", "tab": tab, "sel": sel, "text": text, "timeout": ms}));
         v.as_str().unwrap_or_default().to_string()
     }
 
@@ -239,7 +240,10 @@ fn the_desk_answers_a_caller_both_hear_each_other_and_one_key_hands_off_to_110()
             "[document.querySelector('#caller').textContent, document.querySelector('#dialled').textContent, document.querySelector('#queue').textContent]"}));
         assert_eq!(shown[0], "13800138000", "{shown}");
         assert!(shown[1].as_str().unwrap().starts_with("12348 "), "{shown}");
-        assert!(shown[2].as_str().unwrap().starts_with("12348 "), "a label, not line-12348: {shown}");
+        assert!(
+            shown[2].as_str().unwrap().starts_with("12348 "),
+            "a label, not line-12348: {shown}"
+        );
         b.click("a", "#answer");
         b.wait("a", "#call-phase", "通话中", 10000);
         // The page hears the caller's tone, and not the frequencies around it.
@@ -251,7 +255,10 @@ fn the_desk_answers_a_caller_both_hear_each_other_and_one_key_hands_off_to_110()
         // The caller hears the page's microphone.
         let pcm = last(&caller, 1500);
         let share = tone_share(&pcm, AGENT_HZ);
-        assert!(share > 0.5, "the caller hears the agent's 400 Hz (share {share:.2})");
+        assert!(
+            share > 0.5,
+            "the caller hears the agent's 400 Hz (share {share:.2})"
+        );
         let v = seat(&d, "1003");
         assert_eq!(v["state"], "on_call");
         assert_eq!(v["call"]["phase"], "talking", "{v}");
@@ -262,7 +269,10 @@ fn the_desk_answers_a_caller_both_hear_each_other_and_one_key_hands_off_to_110()
         while d.metric("hotline_dtmf_digits_total") == digits && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(d.metric("hotline_dtmf_digits_total") > digits, "the keypad's digit arrived");
+        assert!(
+            d.metric("hotline_dtmf_digits_total") > digits,
+            "the keypad's digit arrived"
+        );
         // Hold (the browser's re-INVITE, sendonly): the caller hears hold music; resume: the
         // agent again.
         let held_at = Instant::now();
@@ -281,7 +291,10 @@ fn the_desk_answers_a_caller_both_hear_each_other_and_one_key_hands_off_to_110()
         b.wait("a", "#hold", "保持", 5000);
         std::thread::sleep(Duration::from_millis(1500));
         let share = tone_share(&last(&caller, 1000), AGENT_HZ);
-        assert!(share > 0.5, "the caller hears the agent again after resume ({share:.2})");
+        assert!(
+            share > 0.5,
+            "the caller hears the agent again after resume ({share:.2})"
+        );
         // One key and a confirmation: the caller goes to 110, which is shown its number.
         b.click("a", "[data-handoff=\"110\"]");
         b.wait("a", "#confirm-text", "110", 3000);
@@ -293,7 +306,10 @@ fn the_desk_answers_a_caller_both_hear_each_other_and_one_key_hands_off_to_110()
         // 110 with the agent still on (a three-way hand-off): each has a share of the mix.
         let pcm = last(&caller, 1500);
         let share = tone_share(&pcm, TARGET_HZ);
-        assert!(share > 0.15, "the caller hears 110 after the hand-off (share {share:.2})");
+        assert!(
+            share > 0.15,
+            "the caller hears 110 after the hand-off (share {share:.2})"
+        );
         assert_sipp_ok(&run.join().unwrap(), &d);
     });
     child_ok(centre, "110 (must see the caller's number)");
@@ -347,10 +363,16 @@ fn a_three_way_transfer_from_the_panel_lets_all_three_hear_each_other() {
         );
         let pcm = last(&caller, 1500);
         let (a, t) = (tone_share(&pcm, AGENT_HZ), tone_share(&pcm, TARGET_HZ));
-        assert!(a > 0.15 && t > 0.15, "caller hears agent {a:.2} and target {t:.2}");
+        assert!(
+            a > 0.15 && t > 0.15,
+            "caller hears agent {a:.2} and target {t:.2}"
+        );
         let pcm = last(&target, 1500);
         let (c, a) = (tone_share(&pcm, CALLER_HZ), tone_share(&pcm, AGENT_HZ));
-        assert!(c > 0.15 && a > 0.15, "target hears caller {c:.2} and agent {a:.2}");
+        assert!(
+            c > 0.15 && a > 0.15,
+            "target hears caller {c:.2} and agent {a:.2}"
+        );
         assert_sipp_ok(&run.join().unwrap(), &d);
     });
     child_ok(centre, "12366");
@@ -390,12 +412,18 @@ fn closing_the_tab_while_it_rings_sends_the_caller_to_another_seat() {
         b.cmd(json!({"op": "close", "tab": "a"}));
         other.wait_first(Duration::from_secs(10));
         let took = closed.elapsed();
-        assert!(took < Duration::from_secs(5), "the next seat was offered the call {took:?} after the tab closed");
+        assert!(
+            took < Duration::from_secs(5),
+            "the next seat was offered the call {took:?} after the tab closed"
+        );
         child_ok(phone, "seat 1004 answers the caller");
         let _ = run.join();
     });
     let v = seat(&d, "1003");
-    assert_eq!(v["registered"], false, "the binding ended with the WebSocket: {v}");
+    assert_eq!(
+        v["registered"], false,
+        "the binding ended with the WebSocket: {v}"
+    );
     assert_eq!(v["counters"]["answered"], 0);
     assert_eq!(seat(&d, "1004")["counters"]["answered"], 1);
     let log = d.log_text();
@@ -484,7 +512,10 @@ fn over_https_the_desk_phone_uses_wss_and_an_expired_session_signs_the_agent_out
     b.sign_in("a", "1003", "demo-1003");
     b.wait("a", "#phone", "已注册", 15000);
     let log = d.log_text();
-    assert!(log.contains("SIP WebSocket connected"), "wss:// reached the daemon");
+    assert!(
+        log.contains("SIP WebSocket connected"),
+        "wss:// reached the daemon"
+    );
     let v = b.cmd(json!({"op": "eval", "tab": "a", "js": "location.protocol"}));
     assert_eq!(v, "https:");
     // Left unused past desk_session_s (the page polls, so stop it first): the next request
@@ -494,8 +525,13 @@ fn over_https_the_desk_phone_uses_wss_and_an_expired_session_signs_the_agent_out
     b.click("a", "#login");
     b.wait("a", "#signin-error", "会话已过期", 5000);
     // The desk's API without a session is refused as such.
-    let out = d.http_get_with("/agent/api/me", Some("not-a-session")).unwrap();
-    assert!(out.contains("会话已失效") && !out.contains("1003"), "no session, no data: {out}");
+    let out = d
+        .http_get_with("/agent/api/me", Some("not-a-session"))
+        .unwrap();
+    assert!(
+        out.contains("会话已失效") && !out.contains("1003"),
+        "no session, no data: {out}"
+    );
 }
 
 /// The browser-seat load tool (examples/webrtc_seats.rs), built if this test run has not.
@@ -524,22 +560,36 @@ fn a_browser_whose_dtls_never_completes_fails_over_like_a_seat_not_answering() {
     );
     // Seat 1003 is a "browser" that answers with a WebRTC answer and then stays silent.
     let mut mute = Command::new(webrtc_seats())
-        .args([&d.http.to_string(), "1003", "demo-{user}", "20", "--no-dtls"])
+        .args([
+            &d.http.to_string(),
+            "1003",
+            "demo-{user}",
+            "20",
+            "--no-dtls",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_seat(&d, "1003", Duration::from_secs(10), "registered over WS", |s| {
-        s["registered"] == true
-    });
+    wait_seat(
+        &d,
+        "1003",
+        Duration::from_secs(10),
+        "registered over WS",
+        |s| s["registered"] == true,
+    );
     agent_api(&d, "1003", "login");
     let (caller, other) = (RtpSink::new(), RtpSink::new());
     let caller_ms = greeting_ms() + 10000;
     std::thread::scope(|s| {
         let run = caller_speaks(s, &d, &caller, caller_ms);
-        wait_seat(&d, "1003", Duration::from_secs(greeting_ms() / 1000 + 10), "offered", |v| {
-            v["state"] == "ringing"
-        });
+        wait_seat(
+            &d,
+            "1003",
+            Duration::from_secs(greeting_ms() / 1000 + 10),
+            "offered",
+            |v| v["state"] == "ringing",
+        );
         let port = free_port();
         register_contact(&d, "1004", "demo-1004", port, port, 300);
         let phone = sipp_uas_with(
@@ -551,14 +601,20 @@ fn a_browser_whose_dtls_never_completes_fails_over_like_a_seat_not_answering() {
         );
         agent_api(&d, "1004", "login");
         other.wait_first(Duration::from_secs(10));
-        child_ok(phone, "seat 1004 answers after the browser's media never came up");
+        child_ok(
+            phone,
+            "seat 1004 answers after the browser's media never came up",
+        );
         let _ = run.join();
     });
     let _ = mute.kill();
     let _ = mute.wait();
     let v = seat(&d, "1003");
     assert_eq!(v["counters"]["answered"], 0, "{v}");
-    assert_eq!(v["counters"]["missed"], 1, "counted like an offer not answered: {v}");
+    assert_eq!(
+        v["counters"]["missed"], 1,
+        "counted like an offer not answered: {v}"
+    );
     assert!(d.metric("hotline_webrtc_dtls_failures_total") >= 1);
     assert!(d.log_text().contains("the browser's media never came up"));
 }

@@ -261,12 +261,27 @@ fn held(scenario: &str, port: u16, to: Option<(u16, &str, u16)>) -> Child {
     if let Some((proxy, _, _)) = to {
         c.arg(format!("127.0.0.1:{proxy}"));
     }
-    c.arg("-sf").arg(repo().join("sipp-scenarios").join(scenario));
-    c.args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-nostdin"]);
+    c.arg("-sf")
+        .arg(repo().join("sipp-scenarios").join(scenario));
+    c.args([
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-m",
+        "1",
+        "-nostdin",
+    ]);
     c.args(["-timeout", "95", "-timeout_error"]);
     match to {
         Some((_, number, rtp)) => c.args(["-s", number, "-key", "rtp_port", &rtp.to_string()]),
-        None => c.args(["-key", "rtp_port", "9", "-mp", &free_media_port().to_string()]),
+        None => c.args([
+            "-key",
+            "rtp_port",
+            "9",
+            "-mp",
+            &free_media_port().to_string(),
+        ]),
     };
     c.current_dir(std::env::temp_dir())
         .stdout(Stdio::piped())
@@ -293,7 +308,11 @@ fn a_call_on_a_node_that_dies_ends_for_the_caller_and_the_seat() {
     agent_api(&a, "1003", "login");
     let phone = held("agent_answer_rr_held.xml", seat_port, None);
     let sink = RtpSink::new();
-    let caller = held("uac_call_rr_held.xml", free_port(), Some((pk, "12348", sink.port)));
+    let caller = held(
+        "uac_call_rr_held.xml",
+        free_port(),
+        Some((pk, "12348", sink.port)),
+    );
     let greeting_ms = prompt_frames("greetings/12348") as u64 * 20;
     wait_seat(
         &a,
@@ -309,7 +328,12 @@ fn a_call_on_a_node_that_dies_ends_for_the_caller_and_the_seat() {
     let killed = Instant::now();
     let seat_out = phone.wait_with_output().unwrap();
     let seat_freed = killed.elapsed();
-    let klog = || tail(&std::fs::read_to_string(dir.join("kamailio.log")).unwrap_or_default(), 30);
+    let klog = || {
+        tail(
+            &std::fs::read_to_string(dir.join("kamailio.log")).unwrap_or_default(),
+            30,
+        )
+    };
     assert!(
         seat_out.status.success(),
         "the seat gets a BYE from Kamailio:\n{}\n{}",
@@ -324,7 +348,9 @@ fn a_call_on_a_node_that_dies_ends_for_the_caller_and_the_seat() {
         String::from_utf8_lossy(&out.stdout),
         klog()
     );
-    eprintln!("kill -9 of node-a -> BYE to the seat after {seat_freed:?}, to the caller after {caller_freed:?}");
+    eprintln!(
+        "kill -9 of node-a -> BYE to the seat after {seat_freed:?}, to the caller after {caller_freed:?}"
+    );
     // One keep-alive interval (30 s), the OPTIONS' 2 s, the dialog module's 10 s, its timer.
     assert!(
         caller_freed < Duration::from_secs(60) && seat_freed < Duration::from_secs(60),

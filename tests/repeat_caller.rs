@@ -104,3 +104,43 @@ fn a_repeat_caller_hears_the_reminder_then_reaches_the_designated_queue() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_window_reaches_back_past_midnight_and_across_a_restart() {
+    let repeat = [
+        ("HOTLINE__REPEAT_CALLERS__ENABLED", "true"),
+        ("HOTLINE__REPEAT_CALLERS__REMIND_AT", "2"),
+        ("HOTLINE__REPEAT_CALLERS__QUEUE_AT", "3"),
+    ];
+    // A call late in the evening...
+    let mut env = repeat.to_vec();
+    env.push(("HOTLINE_NOW", "2026-12-14T23:50:00+08:00"));
+    let mut d = Daemon::start(&env);
+    assert_heard_at(&call(&d, NUMBER, 1500), "welcome", 0);
+    d.wait_idle(Duration::from_secs(5));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !d.stored_events().iter().any(|e| e.0 == "call_end") {
+        assert!(std::time::Instant::now() < deadline, "the call is stored");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.kill9();
+    let store = d.store.clone();
+    // ...and the node back after midnight, on the same store: the next call from that number
+    // is its second within 24 hours (yesterday's counts), so it hears the reminder.
+    let mut env = repeat.to_vec();
+    env.push(("HOTLINE_NOW", "2026-12-15T08:30:00+08:00"));
+    env.push(("HOTLINE__STORE__PATH", store.to_str().unwrap()));
+    let d2 = Daemon::start(&env);
+    let reminder = prompt_frames("repeat/reminder");
+    let heard = call(&d2, NUMBER, reminder as u64 * 20 + 1500);
+    assert_heard_at(&heard, "repeat/reminder", 0);
+    d2.wait_idle(Duration::from_secs(5));
+    // d2 writes to d's store (d2.store is a path of its own it does not use).
+    let counted: Vec<u64> = d
+        .stored_events()
+        .iter()
+        .filter(|e| e.0 == "repeat_caller")
+        .filter_map(|e| e.4["count"].as_u64())
+        .collect();
+    assert_eq!(counted, [2]);
+}

@@ -11,7 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-
 struct TlsSetup {
     d: Daemon,
     dir: PathBuf,

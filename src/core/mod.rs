@@ -319,7 +319,6 @@ impl<M: MediaIo> Core<M> {
         for r in records {
             self.records.figures.apply(r);
         }
-        self.preload_repeat(records);
     }
 
     /// The next call or state event for the durable store.

@@ -48,8 +48,8 @@ impl<M: MediaIo> Core<M> {
         )
     }
 
-    /// Today's calls already in the store count for the repeat-caller window after a restart.
-    pub(super) fn preload_repeat(&mut self, records: &[Record]) {
+    /// The window's calls already in the store (`call_start` records) count after a restart.
+    pub fn preload_repeat(&mut self, records: &[Record]) {
         for r in records {
             if let RecordEvent::CallStart { caller, .. } = &r.event
                 && let Ok(at) = chrono::DateTime::parse_from_rfc3339(&r.at)

@@ -717,9 +717,7 @@ impl<M: MediaIo> Core<M> {
             .legs
             .seats
             .iter()
-            .filter(|(_, l)| {
-                l.seat == seat && l.is_offered() && !live.contains(&l.contact)
-            })
+            .filter(|(_, l)| l.seat == seat && l.is_offered() && !live.contains(&l.contact))
             .map(|(k, _)| *k)
             .collect();
         for l in gone {

@@ -243,7 +243,11 @@ impl<M: MediaIo> Core<M> {
             crate::acd::Waiting::Caller(_) => None,
         };
         Some(SeatCall {
-            phase: if leg.is_talking() { "talking" } else { "ringing" },
+            phase: if leg.is_talking() {
+                "talking"
+            } else {
+                "ringing"
+            },
             caller: super::presentable(&c.number).to_string(),
             dialled_label: self.env.plan.number_label(&c.dialled),
             dialled: c.dialled.clone(),
@@ -259,7 +263,14 @@ impl<M: MediaIo> Core<M> {
 
     /// What desks and the wallboard show for queue `name`.
     pub(super) fn queue_label(&self, name: &str) -> String {
-        if let Some(l) = self.env.cfg.queues.get(name).map(|q| q.label.trim()).filter(|l| !l.is_empty()) {
+        if let Some(l) = self
+            .env
+            .cfg
+            .queues
+            .get(name)
+            .map(|q| q.label.trim())
+            .filter(|l| !l.is_empty())
+        {
             return l.to_string();
         }
         if let Some(number) = name.strip_prefix("line-") {

@@ -352,7 +352,10 @@ mod tests {
             let server_id = DtlsIdentity::generate().unwrap();
             let client_cert = Certificate::generate_self_signed(vec!["browser".into()]).unwrap();
             let announced = if honest {
-                format!("sha-256 {}", sha256_hex(client_cert.certificate[0].as_ref()))
+                format!(
+                    "sha-256 {}",
+                    sha256_hex(client_cert.certificate[0].as_ref())
+                )
             } else {
                 DtlsIdentity::generate().unwrap().fingerprint
             };

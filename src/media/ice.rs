@@ -75,16 +75,14 @@ impl IceLite {
         if req.typ != BINDING_REQUEST {
             return Err(IceError::NotBindingRequest);
         }
-        let user = TextAttribute::get_from_as(&req, ATTR_USERNAME)
-            .map_err(|_| IceError::WrongUser)?;
+        let user =
+            TextAttribute::get_from_as(&req, ATTR_USERNAME).map_err(|_| IceError::WrongUser)?;
         // "our-ufrag:their-ufrag" (RFC 8445 §7.2.2): the first part must be ours.
         if user.text.split(':').next() != Some(self.ufrag.as_str()) {
             return Err(IceError::WrongUser);
         }
         let integrity = MessageIntegrity::new_short_term_integrity(self.pwd.clone());
-        integrity
-            .check(&mut req)
-            .map_err(|_| IceError::Integrity)?;
+        integrity.check(&mut req).map_err(|_| IceError::Integrity)?;
         let nominated = req.contains(ATTR_USE_CANDIDATE);
         let mut res = Message::new();
         let setters: [Box<dyn Setter>; 5] = [
@@ -161,7 +159,11 @@ mod tests {
         let src: SocketAddr = "127.0.0.1:50000".parse().unwrap();
         let wrong_user = request("someoneelse:browser", &ice.pwd, false);
         assert_eq!(ice.check(&wrong_user, src), Err(IceError::WrongUser));
-        let wrong_pwd = request(&format!("{}:b", ice.ufrag), "not-the-password-at-all!", false);
+        let wrong_pwd = request(
+            &format!("{}:b", ice.ufrag),
+            "not-the-password-at-all!",
+            false,
+        );
         assert_eq!(ice.check(&wrong_pwd, src), Err(IceError::Integrity));
         assert!(matches!(
             ice.check(&[0u8, 1, 0, 0], src),

@@ -265,10 +265,15 @@ fn reconcile(conn: &mut rusqlite::Connection, node: &str) -> rusqlite::Result<us
     Ok(open.len())
 }
 
-/// The stored records of one day (`YYYY-MM-DD`, Asia/Shanghai), in the order written.
 /// Every record of one kind, whatever its day, oldest first (revisit cases at start-up). A
 /// store that does not exist yet has none.
 pub fn read_kind(path: &Path, kind: &str) -> Result<Vec<Record>, StoreError> {
+    read_kind_since(path, kind, "")
+}
+
+/// The records of one kind stamped `since` (an RFC 3339 stamp with the +08:00 offset, as
+/// records are) or later, oldest first (the repeat-caller window at start-up).
+pub fn read_kind_since(path: &Path, kind: &str, since: &str) -> Result<Vec<Record>, StoreError> {
     let sql = |source| StoreError::Sqlite {
         path: path.to_path_buf(),
         source,
@@ -281,11 +286,11 @@ pub fn read_kind(path: &Path, kind: &str) -> Result<Vec<Record>, StoreError> {
             .map_err(sql)?;
     let mut stmt = conn
         .prepare(
-            "SELECT at, kind, call_id, seat, queue, detail FROM events WHERE kind = ?1 ORDER BY id",
+            "SELECT at, kind, call_id, seat, queue, detail FROM events WHERE kind = ?1 AND at >= ?2 ORDER BY id",
         )
         .map_err(sql)?;
     let rows = stmt
-        .query_map([kind], |row| {
+        .query_map([kind, since], |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, String>(1)?,
@@ -307,6 +312,7 @@ pub fn read_kind(path: &Path, kind: &str) -> Result<Vec<Record>, StoreError> {
     Ok(out)
 }
 
+/// The stored records of one day (`YYYY-MM-DD`, Asia/Shanghai), in the order written.
 pub fn read_day(path: &Path, day: &str) -> Result<Vec<Record>, StoreError> {
     let sql = |source| StoreError::Sqlite {
         path: path.to_path_buf(),

@@ -107,16 +107,22 @@ impl Desk {
     }
 
     /// The seat of a live session (and the session is used now), or why not.
-    fn seat_of(&self, headers: &HeaderMap) -> Result<String, (StatusCode, Json<serde_json::Value>)> {
+    fn seat_of(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<String, (StatusCode, Json<serde_json::Value>)> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "请先登录", "signed_out"))?;
-        let mut sessions = self
-            .sessions
-            .lock()
-            .map_err(|_| refuse(StatusCode::SERVICE_UNAVAILABLE, "服务暂不可用", "unavailable"))?;
+        let mut sessions = self.sessions.lock().map_err(|_| {
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "服务暂不可用",
+                "unavailable",
+            )
+        })?;
         match sessions.get_mut(token) {
             Some(s) if s.last_used.elapsed() < self.ttl => {
                 s.last_used = Instant::now();
@@ -124,9 +130,17 @@ impl Desk {
             }
             Some(_) => {
                 sessions.remove(token);
-                Err(refuse(StatusCode::UNAUTHORIZED, "会话已过期，请重新登录", "expired"))
+                Err(refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "会话已过期，请重新登录",
+                    "expired",
+                ))
             }
-            None => Err(refuse(StatusCode::UNAUTHORIZED, "会话已失效，请重新登录", "expired")),
+            None => Err(refuse(
+                StatusCode::UNAUTHORIZED,
+                "会话已失效，请重新登录",
+                "expired",
+            )),
         }
     }
 
@@ -191,7 +205,11 @@ pub(super) async fn login(
 ) -> DeskResult {
     let Some(seat) = a.desk.check(&req.user, &req.password).cloned() else {
         warn!(user = %req.user, %from, "desk sign-in refused: wrong user or password");
-        return Err(refuse(StatusCode::UNAUTHORIZED, "用户名或密码错误", "wrong_password"));
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "用户名或密码错误",
+            "wrong_password",
+        ));
     };
     let token = a.desk.open(&seat.id);
     info!(seat = %seat.id, user = %seat.user, %from, "desk signed in");
@@ -329,7 +347,9 @@ pub(super) async fn transfer(
         number: req.number,
         emergency: false,
     };
-    ask(&a, seat, action, "desk".into()).await.map_err(desk_error)
+    ask(&a, seat, action, "desk".into())
+        .await
+        .map_err(desk_error)
 }
 
 /// `POST /agent/api/handoff {"number"}`: the one-key emergency hand-off (110, 119, 120, 122).
@@ -343,5 +363,7 @@ pub(super) async fn handoff(
         number: req.number,
         emergency: true,
     };
-    ask(&a, seat, action, "desk".into()).await.map_err(desk_error)
+    ask(&a, seat, action, "desk".into())
+        .await
+        .map_err(desk_error)
 }

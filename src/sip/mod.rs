@@ -41,7 +41,10 @@ pub enum Transport {
 
 impl Transport {
     pub fn reliable(self) -> bool {
-        matches!(self, Transport::Tcp(_) | Transport::Tls(_) | Transport::Ws(_))
+        matches!(
+            self,
+            Transport::Tcp(_) | Transport::Tls(_) | Transport::Ws(_)
+        )
     }
     /// Whether the signalling is encrypted on the wire (SIP over TLS): SDES keys for SRTP
     /// are offered and accepted only then (RFC 4568 §8.3).
