@@ -519,7 +519,10 @@ def bridge_run(daemon, n, rate=200, browsers=None):
     of the SIPp seat phone."""
     ramp = n / rate
     greeting = 8.5  # 12333's greeting, then the queue, where a free seat answers at once
-    w0 = ramp + greeting + 3
+    # Browser legs: the window starts once their DTLS associations are gone (10 s after the
+    # handshake) and the heap is trimmed (5 s), so memory per call is a long call's.
+    settle = 17 if browsers else 0
+    w0 = ramp + greeting + 3 + settle
     w1 = w0 + 10
     hold_ms = int((w1 + 3) * 1000)
     total = w1 + 5
@@ -583,7 +586,7 @@ def browser_runs(levels):
             f.write(text)
         daemon = start_daemon(cfg, SEAT_QUEUE_ENV)
         try:
-            seconds = int(n / 200 + 8.5 + 3 + 10 + 3 + 5 + 15)
+            seconds = int(n / 200 + 8.5 + 3 + 17 + 10 + 3 + 5 + 15)
             browsers = subprocess.Popen(["taskset", "-c", LOAD_CORE, f"{ROOT}/target/release/examples/webrtc_seats",
                                          f"127.0.0.1:{HTTP_PORT}", f"b0001-b{n:04d}", "bench", str(seconds)],
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -161,7 +161,18 @@ fn man_pages(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::write(dir.join("hotline.1"), lines.join("\n") + "\n")
 }
 
+/// Hands the heap's free pages back to the system (see `hotline::runtime::memory`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    // SAFETY: malloc_trim takes no pointers; it only walks glibc's own arenas, under their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    hotline::runtime::memory::set_trim(trim_heap);
     let cli = Cli::parse();
     if let Command::Passwd {
         user,

@@ -9,11 +9,24 @@ use super::seat_leg::LegState;
 use super::trunk::Purpose;
 use super::*;
 use crate::acd::callback::{AfterMiss, Request, State};
+use crate::ivr::dialplan::Next;
 use crate::ivr::engine::Input;
+use crate::ivr::engine::{Action, Ivr};
 use crate::metrics::queue_log::mask_number;
 use crate::metrics::record::{Callback, CallbackOutcome, EndedBy, QueueExit};
 use std::collections::BTreeMap;
 use tracing::warn;
+
+/// A called-back citizen rating the call after the agent hung up (by trunk leg).
+pub(super) struct Rating {
+    ivr: Ivr,
+    /// The call that asked for the callback: the rating is recorded with it.
+    call_id: String,
+    seat: Option<usize>,
+    queue: QueueId,
+    epoch: u32,
+    rated: bool,
+}
 
 /// What a seat's phone is shown about what it is offered.
 pub(super) struct Presented {
@@ -219,6 +232,7 @@ impl<M: MediaIo> Core<M> {
             .values()
             .filter(|r| r.seat_leg().is_some())
             .count()
+            + self.callback_surveys.len()
             + self.revisit_calls()
     }
 
@@ -239,6 +253,11 @@ impl<M: MediaIo> Core<M> {
             if let Some(l) = l {
                 self.end_seat_leg(now, SeatLegId(l), EndedBy::Caller);
             }
+        }
+        let rating: Vec<u64> = self.callback_surveys.keys().copied().collect();
+        for t in rating {
+            self.callback_survey_over(now, TrunkId(t), Some("shutdown"));
+            self.end_trunk(now, TrunkId(t));
         }
         self.hang_up_revisits(now);
     }
@@ -391,6 +410,9 @@ impl<M: MediaIo> Core<M> {
 
     /// A prompt on a trunk call ended.
     pub(super) fn trunk_playback_done(&mut self, now: Now, t: TrunkId) {
+        if self.callback_surveys.contains_key(&t.0) {
+            return self.callback_survey_input(now, t, Input::PlaybackDone);
+        }
         match self.legs.trunks.get(&t).map(|x| x.purpose) {
             Some(Purpose::Callback(id))
                 if self
@@ -405,8 +427,11 @@ impl<M: MediaIo> Core<M> {
         }
     }
 
-    /// A key pressed on a trunk call (a revisit's rating).
+    /// A key pressed on a trunk call (a revisit's rating, a called-back citizen's).
     pub(super) fn trunk_digit(&mut self, now: Now, t: TrunkId, d: char) {
+        if self.callback_surveys.contains_key(&t.0) {
+            return self.callback_survey_input(now, t, Input::Digit(d));
+        }
         if let Some(Purpose::Revisit(r)) = self.legs.trunks.get(&t).map(|x| x.purpose) {
             self.revisit_input(now, r, Input::Digit(d));
         }
@@ -453,6 +478,9 @@ impl<M: MediaIo> Core<M> {
 
     /// The citizen hung up after answering: the agent's leg ends; the callback is done.
     pub(super) fn callback_citizen_left(&mut self, now: Now, id: u64, t: TrunkId) {
+        if self.callback_surveys.contains_key(&t.0) {
+            return self.callback_survey_over(now, t, Some("caller_hung_up"));
+        }
         if self.callbacks.get(&id).and_then(|r| r.trunk()) != Some(t.0) {
             return;
         }
@@ -468,6 +496,7 @@ impl<M: MediaIo> Core<M> {
     /// citizen answered, the request goes back in line at its place (the attempt is not the
     /// citizen's miss); after, the callback is done.
     pub(super) fn callback_seat_left(&mut self, now: Now, id: u64, l: SeatLegId) {
+        let seat = self.legs.seats.get(&l).map(|leg| leg.seat);
         self.release_seat_media(l);
         self.seat_call_ended(now, l, EndedBy::Seat);
         if let Some(leg) = self.legs.seats.get_mut(&l) {
@@ -478,17 +507,139 @@ impl<M: MediaIo> Core<M> {
         };
         let trunk = r.trunk();
         let before_answer = matches!(r.state, State::Dialling { .. });
-        if let Some(t) = trunk {
-            self.end_trunk(now, TrunkId(t));
-        }
         if before_answer {
+            if let Some(t) = trunk {
+                self.end_trunk(now, TrunkId(t));
+            }
             if let Some(r) = self.callbacks.get_mut(&id) {
                 r.attempts = r.attempts.saturating_sub(u32::from(trunk.is_some()));
                 r.state = State::InLine;
             }
             self.callback_enter(now, id, State::InLine);
-        } else {
-            self.callbacks.remove(&id);
+            return;
         }
+        let Some(r) = self.callbacks.remove(&id) else {
+            return;
+        };
+        if let Some(t) = trunk.map(TrunkId)
+            && !self.ask_callback_survey(now, &r, seat, t)
+        {
+            self.end_trunk(now, t);
+        }
+    }
+
+    /// The agent hung up a callback conversation in a queue with a survey: the citizen is
+    /// asked to rate it, as a caller would be (true); the rating counts for the seat.
+    fn ask_callback_survey(
+        &mut self,
+        now: Now,
+        r: &Request,
+        seat: Option<usize>,
+        t: TrunkId,
+    ) -> bool {
+        let survey = self
+            .env
+            .plan
+            .queues
+            .get(r.queue.0)
+            .is_some_and(|q| q.survey);
+        if !survey || self.env.plan.survey.is_none() {
+            return false;
+        }
+        let Some(stream) = self.legs.trunks.get(&t).map(|x| x.stream) else {
+            return false;
+        };
+        self.media.unbridge(stream);
+        self.media.engine.set_sending(stream, true);
+        let mut ivr = Ivr::new(self.env.plan.clone(), vec![], Next::Hangup);
+        ivr.handle(Input::Bridged);
+        info!(call_id = %r.call_id, "callback: the agent hung up; the citizen is asked to rate the call");
+        self.callback_surveys.insert(
+            t.0,
+            Rating {
+                ivr,
+                call_id: r.call_id.clone(),
+                seat,
+                queue: r.queue,
+                epoch: 0,
+                rated: false,
+            },
+        );
+        self.callback_survey_input(now, t, Input::Survey);
+        true
+    }
+
+    /// Input to a called-back citizen's survey, and its actions carried out.
+    fn callback_survey_input(&mut self, now: Now, t: TrunkId, input: Input) {
+        let Some(rating) = self.callback_surveys.get_mut(&t.0) else {
+            return;
+        };
+        let actions = rating.ivr.handle(input);
+        let stream = self.legs.trunks.get(&t).map(|x| x.stream);
+        for action in actions {
+            match action {
+                Action::Play { prompts, loop_last } => {
+                    if let Some(s) = stream {
+                        self.media.engine.play(s, &prompts, loop_last);
+                    }
+                }
+                Action::Timer { after, epoch, .. } => {
+                    if let Some(r) = self.callback_surveys.get_mut(&t.0) {
+                        r.epoch = epoch;
+                    }
+                    self.timers
+                        .set(Timer::CallbackSurvey(t.0), Some(now.mono + after));
+                }
+                Action::SurveyResult(rating) => self.callback_rated(now, t, rating, None),
+                Action::Hangup => {
+                    self.callback_survey_over(now, t, None);
+                    self.end_trunk(now, t);
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) fn callback_survey_timer(&mut self, now: Now, t: u64) {
+        let Some(epoch) = self.callback_surveys.get(&t).map(|r| r.epoch) else {
+            return;
+        };
+        let input = Input::Timer(crate::ivr::engine::TimerKind::MenuTimeout, epoch);
+        self.callback_survey_input(now, TrunkId(t), input);
+    }
+
+    /// The citizen's rating (or why there is none), recorded once like a caller's: with the
+    /// call that asked for the callback, its seat and its queue.
+    fn callback_rated(&mut self, now: Now, t: TrunkId, rating: Option<u8>, why: Option<&str>) {
+        let Some(r) = self.callback_surveys.get_mut(&t.0) else {
+            return;
+        };
+        if std::mem::replace(&mut r.rated, true) {
+            return;
+        }
+        let (call_id, seat, queue) = (r.call_id.clone(), r.seat, r.queue);
+        let label = match rating {
+            Some(1) => "satisfied",
+            Some(2) => "basically_satisfied",
+            Some(3) => "dissatisfied",
+            _ => why.unwrap_or("no_answer"),
+        };
+        info!(call_id = %call_id, ?rating, label, "satisfaction survey (callback)");
+        let event = RecordEvent::Survey {
+            rating,
+            label: label.to_string(),
+            matter: None,
+            unit: None,
+        };
+        self.record(now, event, Some(&call_id), seat, Some(queue));
+    }
+
+    /// The survey is over (done, the citizen hung up, or shutdown): unrated, it is recorded
+    /// as such.
+    fn callback_survey_over(&mut self, now: Now, t: TrunkId, why: Option<&str>) {
+        self.timers.cancel(&Timer::CallbackSurvey(t.0));
+        self.callback_rated(now, t, None, why);
+        self.callback_surveys.remove(&t.0);
     }
 }

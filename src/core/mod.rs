@@ -113,6 +113,8 @@ enum Timer {
     Revisits,
     /// A revisit call's survey timer (its IVR's epoch).
     RevisitIvr(u64),
+    /// A called-back citizen's survey timer (by trunk leg).
+    CallbackSurvey(u64),
     Housekeeping,
 }
 
@@ -232,6 +234,8 @@ pub struct Core<M: MediaIo> {
     transfers: HashMap<CallerId, transfer::Transfer>,
     /// Callback requests (回拨), by their key in the ACD's lines.
     callbacks: HashMap<u64, crate::acd::callback::Request>,
+    /// Called-back citizens rating the call, by trunk leg.
+    callback_surveys: HashMap<u64, callback::Rating>,
     revisits: revisit::Revisits,
     repeat: crate::acd::repeat::RepeatCallers,
     probes: probe::Probes,
@@ -280,6 +284,7 @@ impl<M: MediaIo> Core<M> {
             registrar,
             transfers: HashMap::new(),
             callbacks: HashMap::new(),
+            callback_surveys: HashMap::new(),
             revisits: revisit::Revisits::default(),
             repeat: crate::acd::repeat::RepeatCallers::new(&cfg),
             probes: probe::Probes::default(),
@@ -536,6 +541,7 @@ impl<M: MediaIo> Core<M> {
                 Timer::Callback(id) => self.callback_timer(now, id),
                 Timer::Revisits => self.revisit_tick(now),
                 Timer::RevisitIvr(r) => self.revisit_ivr_timer(now, r),
+                Timer::CallbackSurvey(t) => self.callback_survey_timer(now, t),
                 Timer::Housekeeping => self.housekeeping(now),
             }
         }

@@ -77,7 +77,8 @@ pub struct Https {
 #[derive(Clone, Copy, Debug)]
 pub struct Remote(pub std::net::SocketAddr);
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
     for Remote
 {
     fn connect_info(s: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Remote {
@@ -85,7 +86,9 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, toki
     }
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Remote {
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for Remote
+{
     fn connect_info(s: axum::serve::IncomingStream<'_, TlsListener>) -> Remote {
         Remote(*s.remote_addr())
     }
@@ -254,8 +257,11 @@ pub async fn serve(
             Err(e) => tracing::error!(error = %e, "HTTPS listener unusable"),
         }
     }
-    let served =
-        axum::serve(listener, app.into_make_service_with_connect_info::<Remote>()).await;
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<Remote>(),
+    )
+    .await;
     if let Err(e) = served {
         tracing::error!(error = %e, "HTTP server stopped");
     }
@@ -373,8 +379,14 @@ async fn sip_websocket(
         )
             .into_response();
     }
+    // SIP messages are a few KiB and each goes out at once: small buffers (tungstenite's
+    // default of 128 KiB each way held ~110 KiB per registered browser seat).
     ws.protocols([super::ws::SUBPROTOCOL])
         .max_message_size(super::ws::MAX_MESSAGE)
+        .max_frame_size(super::ws::MAX_MESSAGE)
+        .read_buffer_size(super::ws::READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 * super::ws::MAX_MESSAGE)
         .on_upgrade(move |socket| super::ws::serve(socket, from, sip.conns, sip.to_core))
 }
 

@@ -4,6 +4,7 @@
 
 pub mod desk;
 pub mod http;
+pub mod memory;
 pub mod notify;
 pub mod outreach_api;
 pub mod rtp;
@@ -233,6 +234,21 @@ pub async fn run(
     match crate::metrics::store::read_kind(&cfg.store.path, "revisit") {
         Ok(records) => core.preload_revisits(&records),
         Err(e) => warn!(error = %e, "revisit cases not restored from the store"),
+    }
+    if cfg.repeat_callers.enabled {
+        // The calls of the whole window, yesterday's too when it reaches back there.
+        let hours = i64::try_from(cfg.repeat_callers.window_h).unwrap_or(i64::MAX);
+        let window = chrono::Duration::try_hours(hours).unwrap_or(chrono::Duration::MAX);
+        let since = clock
+            .now()
+            .shanghai()
+            .checked_sub_signed(window)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, false))
+            .unwrap_or_default();
+        match crate::metrics::store::read_kind_since(&cfg.store.path, "call_start", &since) {
+            Ok(records) => core.preload_repeat(&records),
+            Err(e) => warn!(error = %e, "repeat callers counted from zero"),
+        }
     }
     match crate::metrics::store::read_kind(&cfg.store.path, "callback") {
         Ok(records) => core.preload_callbacks(clock.now(), &records),

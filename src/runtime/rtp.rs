@@ -26,6 +26,8 @@ use tokio::task::AbortHandle;
 const NO_PT: u8 = 0xFF;
 /// How long a browser leg's DTLS association is kept after its handshake.
 const DTLS_LINGER: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often the DTLS thread looks whether associations were dropped, to trim the heap.
+const DTLS_TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// Packets read per reactor wake-up of one socket at most.
 const READ_BATCH: usize = 8;
 
@@ -183,6 +185,14 @@ impl RtpIo {
                 .build()
                 .ok()?;
             let handle = rt.handle().clone();
+            // Associations dropped since the last look: their memory goes back to the system.
+            handle.spawn(async {
+                let mut every = tokio::time::interval(DTLS_TRIM_EVERY);
+                loop {
+                    every.tick().await;
+                    super::memory::trim_if_released();
+                }
+            });
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
             std::thread::Builder::new()
                 .name("dtls".into())
@@ -588,6 +598,7 @@ impl MediaIo for RtpIo {
                     // nothing: the keys stay in use) with its buffers, some 40 KiB a leg.
                     tokio::time::sleep(DTLS_LINGER).await;
                     drop(secured.conn);
+                    super::memory::released();
                     if let Ok(mut w) = learning.webrtc.lock()
                         && let Some(w) = w.as_mut()
                     {
@@ -675,7 +686,15 @@ async fn read_loop(
             };
             let mut packet = &buf[..n];
             if learning.is_webrtc.load(Ordering::Relaxed) {
-                match webrtc_demux(socket.get_ref(), &learning, packet, src, key, &events, &stats) {
+                match webrtc_demux(
+                    socket.get_ref(),
+                    &learning,
+                    packet,
+                    src,
+                    key,
+                    &events,
+                    &stats,
+                ) {
                     Demux::Consumed => continue,
                     Demux::Gone => return,
                     Demux::Media => {}

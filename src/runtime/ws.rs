@@ -22,6 +22,8 @@ use tracing::{debug, info};
 pub const SUBPROTOCOL: &str = "sip";
 /// Largest SIP message taken from a browser.
 pub const MAX_MESSAGE: usize = 64 * 1024;
+/// What the WebSocket reads into at a time (a SIP message larger than this still arrives whole).
+pub const READ_BUFFER: usize = 8 * 1024;
 const PING_EVERY: Duration = Duration::from_secs(20);
 const DEAD_AFTER: Duration = Duration::from_secs(60);
 
