@@ -274,46 +274,26 @@ pub fn read_kind(path: &Path, kind: &str) -> Result<Vec<Record>, StoreError> {
 /// The records of one kind stamped `since` (an RFC 3339 stamp with the +08:00 offset, as
 /// records are) or later, oldest first (the repeat-caller window at start-up).
 pub fn read_kind_since(path: &Path, kind: &str, since: &str) -> Result<Vec<Record>, StoreError> {
-    let sql = |source| StoreError::Sqlite {
-        path: path.to_path_buf(),
-        source,
-    };
     if !path.exists() {
         return Ok(vec![]);
     }
-    let conn =
-        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(sql)?;
-    let mut stmt = conn
-        .prepare(
-            "SELECT at, kind, call_id, seat, queue, detail FROM events WHERE kind = ?1 AND at >= ?2 ORDER BY id",
-        )
-        .map_err(sql)?;
-    let rows = stmt
-        .query_map([kind, since], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get::<_, String>(5)?,
-            ))
-        })
-        .map_err(sql)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (at, kind, call_id, seat, queue, detail) = row.map_err(sql)?;
-        let detail = serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null);
-        if let Some(r) = Record::from_parts(at, &kind, call_id, seat, queue, detail) {
-            out.push(r);
-        }
-    }
-    Ok(out)
+    select(path, "kind = ?1 AND at >= ?2", [kind, since])
 }
 
 /// The stored records of one day (`YYYY-MM-DD`, Asia/Shanghai), in the order written.
 pub fn read_day(path: &Path, day: &str) -> Result<Vec<Record>, StoreError> {
+    // `at` is RFC 3339 with the +08:00 offset, so a day is a string range.
+    let end = format!("{day}\u{10ffff}");
+    select(path, "at >= ?1 AND at < ?2", [day, end.as_str()])
+}
+
+/// The records `filter` (an SQL condition on `events` over `params`) selects, in the order
+/// written. Kinds this version doesn't know (written by a newer one) are skipped.
+fn select(
+    path: &Path,
+    filter: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Record>, StoreError> {
     let sql = |source| StoreError::Sqlite {
         path: path.to_path_buf(),
         source,
@@ -322,11 +302,12 @@ pub fn read_day(path: &Path, day: &str) -> Result<Vec<Record>, StoreError> {
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(sql)?;
     let mut stmt = conn
-        .prepare("SELECT at, kind, call_id, seat, queue, detail FROM events WHERE at >= ?1 AND at < ?2 ORDER BY id")
+        .prepare(&format!(
+            "SELECT at, kind, call_id, seat, queue, detail FROM events WHERE {filter} ORDER BY id"
+        ))
         .map_err(sql)?;
-    // `at` is RFC 3339 with the +08:00 offset, so a day is a string range.
     let rows = stmt
-        .query_map(rusqlite::params![day, format!("{day}\u{10ffff}")], |row| {
+        .query_map(params, |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, String>(1)?,
@@ -341,7 +322,6 @@ pub fn read_day(path: &Path, day: &str) -> Result<Vec<Record>, StoreError> {
     for row in rows {
         let (at, kind, call_id, seat, queue, detail) = row.map_err(sql)?;
         let detail = serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null);
-        // Kinds this version doesn't know (written by a newer one) are skipped.
         if let Some(r) = Record::from_parts(at, &kind, call_id, seat, queue, detail) {
             out.push(r);
         }
