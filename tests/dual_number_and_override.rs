@@ -34,7 +34,7 @@ fn dual_number_line_greets_with_its_own_greeting_then_queues() {
 #[test]
 fn a_recorded_transition_prompt_overrides_the_composed_one() {
     let dir = temp_dir("override");
-    for sub in ["", "digits", "names", "greetings", "transition"] {
+    for sub in ["", "digits", "names", "greetings", "transition", "callback"] {
         copy_dir(&repo().join("prompts").join(sub), &dir.join(sub));
     }
     // "recorded" stand-in: any other speech file will do for telling the two apart

@@ -37,15 +37,20 @@ fn wait_in_general(d: &Daemon) -> (Vec<i16>, usize) {
 #[test]
 fn at_max_wait_the_general_queue_overflows_to_a_callback_request() {
     let d = Daemon::start(&[
-        ("HOTLINE__QUEUES__GENERAL__MAX_WAIT_S", "12"),
+        // Long enough for the whole announcement (hold prompt, "you are next", the callback
+        // offer) and some music.
+        ("HOTLINE__QUEUES__GENERAL__MAX_WAIT_S", "20"),
         ("HOTLINE__QUEUES__GENERAL__HOLD_PROMPT_EVERY_S", "60"),
     ]);
     let (heard, hold_at) = wait_in_general(&d);
-    // Alone in the line: "您是下一位" right after the hold prompt, then hold music.
+    // Alone in the line: "您是下一位" right after the hold prompt, the callback key offered
+    // (如需挂机等待回拨，请按9), then hold music.
     let next_at = hold_at + prompt_frames("please-hold") * 160;
     assert_heard_at(&heard, "queue/next", next_at);
+    let offer_at = next_at + prompt_frames("queue/next") * 160;
+    assert_heard_at(&heard, "callback/offer", offer_at);
     let music = prompt_pcm("hold-music");
-    let music_at = next_at + prompt_frames("queue/next") * 160;
+    let music_at = offer_at + prompt_frames("callback/offer") * 160;
     assert!(
         correlation(&heard[music_at..], &music[..8000]) > 0.95,
         "hold music follows the announcement"
@@ -56,8 +61,8 @@ fn at_max_wait_the_general_queue_overflows_to_a_callback_request() {
     assert!(c > 0.95, "call-back prompt heard ({c:.3})");
     let waited = (cb_at - hold_at) as f64 / 8000.0;
     assert!(
-        (11.8..=12.5).contains(&waited),
-        "sent on after {waited:.2} s in the queue, max_wait 12 s"
+        (19.8..=20.5).contains(&waited),
+        "sent on after {waited:.2} s in the queue, max_wait 20 s"
     );
     d.wait_idle(Duration::from_secs(3));
     let exits: Vec<_> = d
