@@ -98,8 +98,16 @@ fn two_callers_one_seat_the_second_waits_for_wrap_up_and_the_figures_match() {
     assert_heard_at(&heard, "please-hold", hold_at);
     let mut at = hold_at + prompt_frames("please-hold") * 160;
     for p in ["queue/ahead", "count/1", "queue/callers", "queue/wait"] {
-        assert_heard_at(&heard, p, at);
-        at += prompt_frames(p) * 160;
+        // In sequence, not to the sample: a frame the loaded debug build skips shifts what
+        // follows (a full suite run failed on an exact position once).
+        let pcm = prompt_pcm(p);
+        let head = &pcm[..pcm.len().min(12_000)];
+        let (found, c) = find_prompt(&heard, head, at.saturating_sub(1600)).expect(p);
+        assert!(
+            c >= 0.95 && found <= at + 1600,
+            "{p} heard next (correlation {c:.3} at {found}, expected about {at})"
+        );
+        at = found + prompt_frames(p) * 160;
     }
 
     // One seat, one call at a time; B is offered exactly when A's wrap-up (5 s) ends.
