@@ -13,6 +13,7 @@ use crate::stats::Stats;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tracing::{info, warn};
 
 /// The measuring window of the event loop's lateness.
 const WINDOW: Duration = Duration::from_millis(100);
@@ -173,6 +174,13 @@ impl Admission {
         let smoothed = Duration::from_micros(self.lag_ewma_us as u64);
         let rate_seen = f64::from(admitted) / span.as_secs_f64().max(0.001);
         if smoothed > limit {
+            if !self.lagging {
+                warn!(
+                    smoothed_ms = %format_args!("{:.1}", smoothed.as_secs_f64() * 1e3),
+                    admitted_per_s = rate_seen.round(),
+                    "event loop late: new calls shed with 503 until it keeps time"
+                );
+            }
             // Late: shed, and let calls in again at a lower pace than what made it late.
             self.lagging = true;
             let rate = self
@@ -186,6 +194,12 @@ impl Admission {
                 last_shed: now,
             });
         } else if smoothed < limit / 2 {
+            if self.lagging {
+                info!(
+                    pace_per_s = self.pace.map(|p| p.rate.round()),
+                    "event loop on time again: new calls admitted at a pace"
+                );
+            }
             self.lagging = false;
             if let Some(p) = self.pace.as_mut() {
                 if shed {

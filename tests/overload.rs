@@ -162,6 +162,11 @@ fn a_flood_sheds_on_the_event_loops_lag_answers_every_caller_and_health_keeps_an
             .join("\n")
     );
     assert!(shed > 0, "the flood is shed on the event loop's lag");
+    assert!(
+        d.log_text()
+            .contains("event loop late: new calls shed with 503 until it keeps time"),
+        "the operator is told why calls are shed"
+    );
     assert!(answered > 0, "and calls are still served meanwhile");
     let overloaded = polls
         .iter()
