@@ -78,11 +78,7 @@ fn two_callers_one_seat_the_second_waits_for_wrap_up_and_the_figures_match() {
         });
         // A is first in line: B dials only once the daemon has A's call (a loaded host can
         // take longer than any fixed pause to start A's SIPp; B first fails the test once).
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while d.health("calls_active") < 1 {
-            assert!(std::time::Instant::now() < deadline, "A's call never arrived");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for("A's call", Duration::from_secs(10), || d.health("calls_active") >= 1);
         std::thread::sleep(Duration::from_millis(300));
         let b = s.spawn(|| {
             sipp(

@@ -63,16 +63,6 @@ fn events(
     .collect()
 }
 
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{what}: not within {within:?}");
-}
 
 #[test]
 fn a_crash_leaves_no_call_open_and_the_figures_agree_after_the_restart() {

@@ -1080,3 +1080,16 @@ pub fn make_cert(dir: &Path, name: &str, days: u32) -> (PathBuf, PathBuf) {
     assert!(st.success());
     (cert, key)
 }
+
+/// Waits until `f` holds, polling every 20 ms, or panics with `what`.
+#[allow(dead_code)]
+pub fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what}: not within {within:?}");
+}
